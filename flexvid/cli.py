@@ -1,0 +1,89 @@
+"""The `flexvid` command: training, reconstruction, evaluation and the app.
+
+    flexvid reconstruct clip.mp4 --k 1 2 4 32 --out recon/
+    flexvid train-vae --out-dir runs/vae
+    flexvid train-tokenizer --vae runs/vae/export --out-dir runs/tokenizer
+    flexvid eval-tokenizer --out eval/tokenizer
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TOKENIZER = str(REPO_ROOT / "assets" / "tokenizer")
+
+
+def reconstruct_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="flexvid reconstruct",
+                                description="Tokenize a clip and decode it from several token prefixes: one mp4 per k, "
+                                            "a side-by-side of the original and every k, and the tokens (npz).")
+    p.add_argument("clip", help="a video file (mp4, webm, avi, mov, ...)")
+    p.add_argument("--k", type=int, nargs="+", default=None, help="tokens per time step to keep (default: 1, 2, 4, ..., K)")
+    p.add_argument("--out", default="recon", help="output folder")
+    p.add_argument("--model", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id")
+    p.add_argument("--steps", type=int, default=None, help="decoder Euler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (1 = none; default: the model's)")
+    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-frames", type=int, default=161, help="cap on frames after resampling to the model's fps")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
+    args = p.parse_args(argv)
+
+    from . import video_io
+    from .pipeline import VideoFlexTok
+
+    try:
+        frames, fps = video_io.read_video(args.clip)
+        tok = VideoFlexTok.from_pretrained(args.model, device=args.device)
+        frames = video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size, max_frames=args.max_frames)
+        x = video_io.to_model(frames)
+        grid = tok.tokenize(x)[0]
+        ks = args.k or tok.ladder()
+        recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
+                                guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid)
+    except ValueError as e:
+        print(f"flexvid reconstruct: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    videos = [frames]
+    for k, v in recon.items():
+        out = video_io.from_model(v)
+        videos.append(out)
+        video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
+    video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), video_io.side_by_side(videos),
+                         fps=tok.fps, upscale=args.upscale)
+    np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
+             n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
+    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)}; wrote {len(ks)} reconstructions, "
+          f"side_by_side.mp4 and tokens.npz to {args.out}")
+    return 0
+
+
+COMMANDS = {
+    "reconstruct": ("flexvid.cli", "reconstruct_main"),
+    "train-vae": ("flexvid.train_vae", "main"),
+    "train-tokenizer": ("flexvid.train_tokenizer", "main"),
+    "eval-tokenizer": ("flexvid.evaluate", "main"),
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        names = ", ".join(COMMANDS)
+        print(f"usage: flexvid COMMAND [options]\n\ncommands: {names}\n\n'flexvid COMMAND --help' for the options of one.")
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    import importlib
+    module, fn = COMMANDS[argv[0]]
+    result = getattr(importlib.import_module(module), fn)(argv[1:])
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

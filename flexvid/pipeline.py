@@ -1,0 +1,322 @@
+"""The VideoFlexTok pipeline: the loaded stages and the verbs users want.
+
+    tok = VideoFlexTok.from_pretrained("assets/tokenizer")       # or a Hugging Face repo id
+    tokens = tok.tokenize(video)                                  # list of (t, K) integer grids
+    videos = tok.detokenize(tokens, k=4, steps=25, seed=0)        # any prefix decodes
+    ladder = tok.reconstruct(video, ks=[1, 2, 4, 8, 16, 32])      # the prefix ladder in one batch
+
+Videos are float tensors (3, T, H, W) in [-1, 1] at the model's frame rate and size, T = 1 + 4n of any
+length: clips longer than one chunk (17 frames) are encoded chunk by chunk, and decoded chunk by chunk
+with the last decoded frame as a clean prefix, so memory stays bounded by one chunk
+(VideoFlexTok, arXiv 2604.12887, long-video decoding). flexvid.video_io turns files into such tensors.
+
+Letters: B batch, C latent channels, T frames, t time steps, K tokens per step, k kept.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import torch
+
+from .flow import euler_sample
+from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
+from .quantizer import prefix_ladder
+from .tokenizer import FlexTokenizer, TokenizerConfig
+from .vae import VAEConfig, VideoVAE
+
+FORMAT = "flexvid-tokenizer"
+
+
+def chunk_bounds(T: int, chunk: int) -> list[tuple[int, int]]:
+    """Frame ranges [a, b] (inclusive) of chunks of `chunk` frames overlapping by one frame."""
+    out, a = [], 0
+    while True:
+        b = min(a + chunk - 1, T - 1)
+        out.append((a, b))
+        if b == T - 1:
+            return out
+        a = b
+
+
+class VideoFlexTok:
+    """A video VAE and a FlexTokenizer, on one device, with tokenize / detokenize / reconstruct."""
+
+    def __init__(self, vae: VideoVAE, tokenizer: FlexTokenizer, fps: float = 8.0, device: str | torch.device = "auto",
+                 dtype: str | torch.dtype | None = None, max_batch: int = 16):
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if isinstance(dtype, str):
+            if dtype not in ("bf16", "fp32", "bfloat16", "float32"):
+                raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
+            dtype = torch.bfloat16 if dtype.startswith("bf") else torch.float32
+        self.dtype = dtype
+        self.vae = vae.to(self.device).eval().requires_grad_(False)
+        self.tokenizer = tokenizer.to(self.device).eval().requires_grad_(False)
+        self.fps, self.max_batch = float(fps), int(max_batch)
+        if vae.cfg.z_channels != tokenizer.cfg.z_channels:
+            raise ValueError(f"VAE has {vae.cfg.z_channels} latent channels, tokenizer expects {tokenizer.cfg.z_channels}")
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def size(self) -> int:
+        return self.tokenizer.cfg.latent_size * self.vae.cfg.spatial_factor
+
+    @property
+    def n_tokens(self) -> int:
+        """K, tokens per latent time step."""
+        return self.tokenizer.cfg.n_registers
+
+    @property
+    def codebook_size(self) -> int:
+        return self.tokenizer.cfg.codebook_size
+
+    @property
+    def chunk_frames(self) -> int:
+        return 1 + self.vae.cfg.temporal_factor * (self.tokenizer.cfg.max_t - 1)
+
+    def ladder(self) -> list[int]:
+        """The default prefix ladder 1, 2, 4, ..., K."""
+        return prefix_ladder(self.n_tokens)
+
+    def num_steps(self, T: int) -> int:
+        """Latent time steps for a clip of T frames."""
+        return 1 + (T - 1) // self.vae.cfg.temporal_factor
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str, device: str = "auto", dtype=None, revision: str | None = None):
+        """Load from a folder or Hugging Face repo holding config.json, vae.safetensors and
+        tokenizer.safetensors. Only safetensors and plain JSON values are read."""
+        folder = resolve(path_or_repo_id, revision)
+        cfg = read_json(os.path.join(folder, "config.json"))
+        if cfg.get("format") != FORMAT:
+            raise ValueError(f"{path_or_repo_id!r} is not a flexvid tokenizer (config format {cfg.get('format')!r})")
+        vae = VideoVAE(config_from_dict(VAEConfig, cfg["vae"]))
+        tok = FlexTokenizer(config_from_dict(TokenizerConfig, cfg["tokenizer"]))
+        load_weights(vae, os.path.join(folder, "vae.safetensors"))
+        load_weights(tok, os.path.join(folder, "tokenizer.safetensors"))
+        return cls(vae, tok, fps=cfg.get("fps", 8.0), device=device, dtype=dtype)
+
+    def save_pretrained(self, folder: str) -> None:
+        """Write config.json, vae.safetensors and tokenizer.safetensors (from_pretrained reads them)."""
+        write_json(os.path.join(folder, "config.json"),
+                   {"format": FORMAT, "fps": self.fps, "size": self.size, "chunk_frames": self.chunk_frames,
+                    "vae": config_dict(self.vae.cfg), "tokenizer": config_dict(self.tokenizer.cfg)})
+        save_weights(self.vae, os.path.join(folder, "vae.safetensors"))
+        save_weights(self.tokenizer, os.path.join(folder, "tokenizer.safetensors"))
+
+    # ------------------------------------------------------------------ input checks
+    def _as_batch(self, video) -> list[torch.Tensor]:
+        if isinstance(video, torch.Tensor):
+            if video.ndim == 4:
+                video = [video]
+            elif video.ndim == 5:
+                video = list(video)
+            else:
+                raise ValueError(f"expected a video (3, T, H, W) or a batch (B, 3, T, H, W), got shape {tuple(video.shape)}")
+        if not isinstance(video, (list, tuple)) or not video:
+            raise ValueError(f"expected a video tensor or a non-empty list of them, got {type(video).__name__}")
+        out = []
+        for v in video:
+            if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
+                raise ValueError(f"each video must be a tensor (3, T, H, W), got {getattr(v, 'shape', type(v).__name__)}")
+            T, H, W = v.shape[1:]
+            if (H, W) != (self.size, self.size):
+                raise ValueError(f"video is {H}x{W}, the model takes {self.size}x{self.size}: use video_io.prepare_video")
+            if (T - 1) % self.vae.cfg.temporal_factor:
+                raise ValueError(f"video has {T} frames; need 1 + {self.vae.cfg.temporal_factor}n (video_io.fit_length)")
+            if not v.is_floating_point() or not torch.isfinite(v).all():
+                raise ValueError("video must be a finite float tensor in [-1, 1]")
+            out.append(v)
+        return out
+
+    # ------------------------------------------------------------------ tokenize
+    @torch.no_grad()
+    def tokenize(self, video) -> list[torch.Tensor]:
+        """Videos (3, T, H, W) in [-1, 1] (one, a batch or a list) -> list of (t, K) int64 token grids,
+        t = 1 + (T - 1) / 4. Chunks of every clip are encoded together in batches of max_batch."""
+        videos = self._as_batch(video)
+        jobs = []  # (clip, chunk index, frames)
+        for i, v in enumerate(videos):
+            for c, (a, b) in enumerate(chunk_bounds(v.shape[1], self.chunk_frames)):
+                jobs.append((i, c, v[:, a:b + 1]))
+        pieces: dict[tuple[int, int], torch.Tensor] = {}
+        by_len: dict[int, list] = {}
+        for job in jobs:
+            by_len.setdefault(job[2].shape[1], []).append(job)
+        for group in by_len.values():
+            for j in range(0, len(group), self.max_batch):
+                part = group[j:j + self.max_batch]
+                x = torch.stack([p[2] for p in part]).to(self.device, torch.float32)
+                with self._autocast():
+                    _, idx = self.tokenizer.encode(self.vae.encode(x).float())
+                for (i, c, _), grid in zip(part, idx.cpu()):
+                    pieces[(i, c)] = grid if c == 0 else grid[1:]  # later chunks repeat their first step
+        out = []
+        for i, v in enumerate(videos):
+            n_chunks = len(chunk_bounds(v.shape[1], self.chunk_frames))
+            out.append(torch.cat([pieces[(i, c)] for c in range(n_chunks)]))
+        return out
+
+    # ------------------------------------------------------------------ detokenize
+    def _check_tokens(self, tokens) -> list[torch.Tensor]:
+        if isinstance(tokens, torch.Tensor):
+            tokens = [tokens] if tokens.ndim == 2 else list(tokens)
+        if not isinstance(tokens, (list, tuple)) or not tokens:
+            raise ValueError("expected a (t, K) token grid, a (B, t, K) batch or a non-empty list of grids")
+        out = []
+        for g in tokens:
+            g = torch.as_tensor(g)
+            if g.ndim != 2 or g.shape[1] != self.n_tokens or g.shape[0] < 1:
+                raise ValueError(f"token grid must be (t, {self.n_tokens}), got {tuple(g.shape)}")
+            if g.is_floating_point() or g.min() < 0 or g.max() >= self.codebook_size:
+                raise ValueError(f"tokens must be integers in [0, {self.codebook_size})")
+            out.append(g.long())
+        return out
+
+    def _check_sampler(self, steps, guidance, mode):
+        cfg = self.tokenizer.cfg
+        steps = cfg.sample_steps if steps is None else steps
+        guidance = cfg.guidance if guidance is None else guidance
+        mode = cfg.guidance_mode if mode is None else mode
+        if not isinstance(steps, int) or not 1 <= steps <= 1000:
+            raise ValueError(f"steps must be an integer in [1, 1000], got {steps!r}")
+        if not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= 100.0:
+            raise ValueError(f"guidance must be a number in [0, 100], got {guidance!r}")
+        if mode not in ("cfg", "apg"):
+            raise ValueError(f"guidance_mode must be 'cfg' or 'apg', got {mode!r}")
+        return steps, float(guidance), mode
+
+    @torch.no_grad()
+    def detokenize(self, tokens, k: int | Sequence[int] | None = None, steps: int | None = None,
+                   guidance: float | None = None, guidance_mode: str | None = None,
+                   seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
+        """Token grids -> videos (3, T, H, W) in [-1, 1] on the CPU.
+
+        k: tokens kept per step (one for all, or one per grid; default K). steps, guidance and
+        guidance_mode default to the model's measured settings. seed: one per call or one per grid; the
+        noise depends only on the seed, so equal seeds compare k values on the same noise.
+        callback(done, total) is called after each sampler step (progress bars)."""
+        grids = self._check_tokens(tokens)
+        ks = self._per_grid(k if k is not None else self.n_tokens, len(grids), "k")
+        for kk in ks:
+            if not isinstance(kk, int) or not 1 <= kk <= self.n_tokens:
+                raise ValueError(f"k must be an integer in [1, {self.n_tokens}], got {kk!r}")
+        seeds = self._per_grid(seed, len(grids), "seed")
+        steps, guidance, mode = self._check_sampler(steps, guidance, guidance_mode)
+        out: list[torch.Tensor | None] = [None] * len(grids)
+        by_t: dict[int, list[int]] = {}
+        for i, g in enumerate(grids):
+            by_t.setdefault(g.shape[0], []).append(i)
+        total = sum(len(self._token_chunks(t)) * -(-len(ix) // self.max_batch) for t, ix in by_t.items()) * steps
+        done = [0]
+
+        def step_cb(i, n):
+            done[0] += 1
+            if callback is not None:
+                callback(done[0], total)
+
+        for t, idx in by_t.items():
+            for j in range(0, len(idx), self.max_batch):
+                part = idx[j:j + self.max_batch]
+                videos = self._decode_group(torch.stack([grids[i] for i in part]), torch.tensor([ks[i] for i in part]),
+                                            [seeds[i] for i in part], steps, guidance, mode, step_cb)
+                for i, v in zip(part, videos):
+                    out[i] = v
+        return out
+
+    @staticmethod
+    def _per_grid(value, n, name):
+        if isinstance(value, (list, tuple)):
+            if len(value) != n:
+                raise ValueError(f"{name} has {len(value)} values for {n} token grids")
+            return list(value)
+        if isinstance(value, torch.Tensor):
+            return [int(v) for v in value.flatten()] if value.numel() == n else VideoFlexTok._per_grid(value.tolist(), n, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer or a list of integers, got {value!r}")
+        return [value] * n
+
+    def _token_chunks(self, t: int) -> list[tuple[int, int]]:
+        """Token step ranges [a, b) decoded per chunk: the first chunk max_t steps, then max_t - 1 new
+        steps after a one-step clean prefix."""
+        m = self.tokenizer.cfg.max_t
+        out, a = [(0, min(m, t))], min(m, t)
+        while a < t:
+            out.append((a, min(a + m - 1, t)))
+            a = out[-1][1]
+        return out
+
+    def _decode_group(self, tokens, k, seeds, steps, guidance, mode, step_cb) -> list[torch.Tensor]:
+        """Decode grids of equal length chunk by chunk. tokens (B, t, K), k (B,)."""
+        tok, cfg = self.tokenizer, self.tokenizer.cfg
+        B, t, _ = tokens.shape
+        h = cfg.latent_size
+        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        frames, last = [], None
+        k = k.to(self.device)
+        for a, b in self._token_chunks(t):
+            grid = tokens[:, a:b].to(self.device)
+            prefix = None
+            if last is not None:  # clean prefix: the previous chunk's last decoded frame, re-encoded
+                prefix = self.vae.encode(last[:, :, None]).float()  # (B, C, 1, h, w)
+                grid = torch.cat([torch.zeros_like(grid[:, :1]), grid], dim=1)
+            tc = grid.shape[1]
+            noise = torch.stack([torch.randn(cfg.z_channels, tc, h, h, generator=g) for g in gens]).to(self.device)
+            codes = tok.quantizer.indices_to_codes(grid)
+            clean = torch.zeros(B, tc, dtype=torch.bool, device=self.device)
+            if prefix is not None:
+                clean[:, 0] = True
+            with self._autocast():
+                regs = tok.condition(codes, k, None, clean)
+                null_regs = tok.null_token.to(regs.dtype).expand_as(regs)
+
+                def velocity(x_s, s):
+                    return tok.velocity(x_s.to(regs.dtype), s, regs, guidance, mode, null_regs)
+
+                z = euler_sample(velocity, noise, steps, prefix=prefix, callback=step_cb)
+                x = self.vae.decode(z.to(self.dtype) if self.dtype != torch.float32 else z).float()
+            frames.append(x if prefix is None else x[:, :, 1:])  # the prefix frame was decoded already
+            last = x[:, :, -1]
+        return list(torch.cat(frames, dim=2).cpu())
+
+    # ------------------------------------------------------------------ convenience
+    @torch.no_grad()
+    def reconstruct(self, video, ks: Sequence[int] | None = None, steps: int | None = None,
+                    guidance: float | None = None, guidance_mode: str | None = None, seed: int = 0,
+                    tokens: torch.Tensor | None = None, callback=None) -> dict[int, torch.Tensor]:
+        """The prefix ladder of one video in one batched decode: {k: video (3, T, H, W)}. Every k uses
+        the same noise (the same seed), so the ladder shows what the extra tokens add. Pass tokens to
+        skip re-tokenizing."""
+        ks = list(ks) if ks is not None else self.ladder()
+        if not ks:
+            raise ValueError("ks must name at least one k")
+        grid = tokens if tokens is not None else self.tokenize(video)[0]
+        videos = self.detokenize([grid] * len(ks), k=ks, steps=steps, guidance=guidance,
+                                 guidance_mode=guidance_mode, seed=[seed] * len(ks), callback=callback)
+        return dict(zip(ks, videos))
+
+    @torch.no_grad()
+    def autoencode(self, video) -> list[torch.Tensor]:
+        """Stage 0 alone (the VAE round trip): the ceiling of any tokenizer reconstruction."""
+        out = []
+        for v in self._as_batch(video):
+            frames, last = [], None
+            for a, b in chunk_bounds(v.shape[1], self.chunk_frames):
+                x = v[None, :, a:b + 1].to(self.device)
+                with self._autocast():
+                    y = self.vae.decode(self.vae.encode(x)).float().cpu()
+                frames.append(y if last is None else y[:, :, 1:])
+                last = y
+            out.append(torch.cat(frames, dim=2)[0])
+        return out

@@ -1,0 +1,157 @@
+"""Stage 1: the VideoFlexTok resampler (encoder -> FSQ -> nested dropout -> rectified-flow decoder).
+
+VideoFlexTok (arXiv 2604.12887) gives each latent time step an ordered list of K tokens. The encoder
+writes K registers per step, FSQ turns them into integer tokens, nested dropout during training keeps
+only the first k of every step, and a rectified-flow decoder generates the latents from any prefix.
+
+Letters: B batch, C latent channels, t time steps, h w latent size, K registers per step, k kept,
+d FSQ dims, D width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .decoder import FlowDecoder
+from .encoder import Encoder
+from .flow import apg_combine, cfg_combine, interpolate
+from .quantizer import FSQuantizer, nested_dropout
+
+
+@dataclass
+class TokenizerConfig:
+    z_channels: int = 16  # VAE latent channels
+    latent_size: int = 8  # latent height = width (video size / VAE spatial factor)
+    patch: int = 2  # latent patch size: 2x2 as in FlexTok
+    max_t: int = 5  # latent steps per chunk: 17 frames
+    n_registers: int = 32  # K, tokens per time step
+    levels: tuple[int, ...] = (8, 5, 5, 5)  # FSQ levels: 1000 codes
+    enc_dim: int = 192
+    enc_layers: int = 4
+    enc_heads: int = 3
+    dec_dim: int = 192
+    dec_layers: int = 6
+    dec_heads: int = 3
+    register_causal: bool = True  # registers of a step see only earlier registers of the step
+    nested_dropout: str = "pow2"  # k drawn from 1, 2, 4, ..., K ("pow2") or 1..K ("uniform")
+    p_null: float = 0.1  # training clips whose registers become the null condition (for guidance)
+    p_prefix: float = 0.25  # training clips whose first step stays clean (chunked long-video decoding)
+    repa_layer: int = 2  # decoder block whose patch features REPA aligns
+    repa_dim: int = 0  # feature size of the frozen REPA model; 0 turns REPA off
+    # default sampler settings, measured on the shapes world for the tiny preset
+    sample_steps: int = 25
+    guidance: float = 1.0
+    guidance_mode: str = "cfg"  # "cfg" or "apg"
+
+    def __post_init__(self):
+        self.levels = tuple(self.levels)
+        if self.latent_size % self.patch:
+            raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
+        self.codebook_size = 1
+        for level in self.levels:
+            self.codebook_size *= level
+
+
+TOKENIZER_CONFIGS = {
+    # 64 px shapes world on a CPU: 4 + 6 layers at width 192, 32 tokens per step
+    "tiny": TokenizerConfig(),
+    # the paper's 128 px Kinetics-600 size: 18 + 18 layers at width 64 x 18 = 1152, 256 tokens per step
+    "d18-d18": TokenizerConfig(latent_size=16, n_registers=256, levels=(8, 8, 8, 5, 5, 5), enc_dim=1152,
+                               enc_layers=18, enc_heads=18, dec_dim=1152, dec_layers=18, dec_heads=18,
+                               repa_layer=1, sample_steps=30, guidance=20.0, guidance_mode="apg"),
+    # the paper's 256 px size: 18-layer encoder, 28-layer decoder at width 64 x 28 = 1792
+    "d18-d28": TokenizerConfig(latent_size=32, n_registers=256, levels=(8, 8, 8, 5, 5, 5), enc_dim=1152,
+                               enc_layers=18, enc_heads=18, dec_dim=1792, dec_layers=28, dec_heads=28,
+                               repa_layer=1, sample_steps=30, guidance=20.0, guidance_mode="apg"),
+}
+
+
+class FlexTokenizer(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg.z_channels, cfg.latent_size, cfg.patch, cfg.max_t, cfg.n_registers,
+                               cfg.enc_dim, cfg.enc_layers, cfg.enc_heads, cfg.register_causal)
+        self.quantizer = FSQuantizer(cfg.enc_dim, list(cfg.levels), cfg.dec_dim, cfg.max_t, cfg.n_registers)
+        self.mask_token = nn.Parameter(torch.zeros(cfg.dec_dim))  # registers beyond k
+        self.null_token = nn.Parameter(torch.zeros(cfg.dec_dim))  # no condition at all (guidance)
+        self.decoder = FlowDecoder(cfg.z_channels, cfg.latent_size, cfg.patch, cfg.max_t, cfg.n_registers,
+                                   cfg.dec_dim, cfg.dec_layers, cfg.dec_heads, cfg.repa_layer)
+        self.repa_head = None
+        if cfg.repa_dim:
+            self.repa_head = nn.Sequential(nn.Linear(cfg.dec_dim, 2 * cfg.dec_dim), nn.SiLU(),
+                                           nn.Linear(2 * cfg.dec_dim, cfg.repa_dim))
+        self.initialize_weights()
+        print(f"FlexTokenizer: {sum(p.numel() for p in self.parameters()) / 1e6:.2f}M parameters")
+
+    def initialize_weights(self):
+        def basic(m):
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.apply(basic)
+        for p in (self.encoder.pos_embed, self.encoder.time_embed, self.decoder.pos_embed,
+                  self.decoder.time_embed, self.decoder.reg_pos_embed, self.mask_token, self.null_token):
+            nn.init.normal_(p, std=0.02)
+        # Registers start small, so that at step 0 what they carry out of the encoder is what they
+        # attended to, not their own (shared) embedding: different clips must round to different codes.
+        nn.init.normal_(self.encoder.registers, std=0.02)
+        # adaLN-zero: every decoder block starts as the identity, the output layer at zero (DiT)
+        for blk in self.decoder.blocks:
+            nn.init.zeros_(blk.adaLN_modulation[-1].weight)
+            nn.init.zeros_(blk.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.decoder.final_adaLN[-1].weight)
+        nn.init.zeros_(self.decoder.final_adaLN[-1].bias)
+        nn.init.zeros_(self.decoder.final_linear.weight)
+        nn.init.zeros_(self.decoder.final_linear.bias)
+
+    # ------------------------------------------------------------------ encoder side
+    def encode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """z (B, C, t, h, w) normalised VAE latents -> codes (B, t, K, d) in [-1, 1], tokens (B, t, K)."""
+        return self.quantizer.quantize(self.encoder(z))
+
+    def condition(self, codes: torch.Tensor, k: torch.Tensor, null: torch.Tensor | None = None,
+                  clean: torch.Tensor | None = None) -> torch.Tensor:
+        """Register embeddings for the decoder (B, t, K, D): the first k codes of each step, the mask
+        token after them; the null token where null (B,) is True and at clean prefix steps (B, t)."""
+        regs = nested_dropout(self.quantizer.proj_out(codes.to(self.null_token.dtype)), k, self.mask_token)
+        if null is not None:
+            regs = torch.where(null[:, None, None, None], self.null_token.to(regs.dtype), regs)
+        if clean is not None:
+            regs = torch.where(clean[:, :, None, None], self.null_token.to(regs.dtype), regs)
+        return regs
+
+    # ------------------------------------------------------------------ training forward
+    def forward(self, z0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor, k: torch.Tensor,
+                null: torch.Tensor, clean: torch.Tensor | None = None, return_features: bool = False):
+        """One training pass: encode z0 (B, C, t, h, w), keep k (B,) tokens per step, decode the
+        latents noised to flow times s (B, t); steps where clean (B, t) is True stay clean (s = 0) and
+        get null registers. Returns (v_pred, codes[, features])."""
+        codes, _ = self.encode(z0)
+        if clean is not None:
+            s = torch.where(clean, torch.zeros_like(s), s)
+        regs = self.condition(codes, k, null, clean)
+        out = self.decoder(interpolate(z0, noise, s), s, regs, return_features)
+        if return_features:
+            return out[0], codes, out[1]
+        return out, codes
+
+    # ------------------------------------------------------------------ guided velocity
+    def velocity(self, x_s: torch.Tensor, s: torch.Tensor, regs: torch.Tensor, guidance: float = 1.0,
+                 mode: str = "cfg", null_regs: torch.Tensor | None = None) -> torch.Tensor:
+        """Velocity at (x_s, s) given register embeddings; with guidance != 1 the conditional and the
+        null-conditioned halves run as one batch (DiT's forward_with_cfg)."""
+        if guidance == 1.0:
+            return self.decoder(x_s, s, regs)
+        if null_regs is None:
+            null_regs = self.null_token.to(regs.dtype).expand_as(regs)
+        v = self.decoder(torch.cat([x_s, x_s]), torch.cat([s, s]), torch.cat([regs, null_regs]))
+        v_c, v_u = v.float().chunk(2)
+        if mode == "cfg":
+            return cfg_combine(v_c, v_u, guidance)
+        if mode == "apg":
+            return apg_combine(x_s.float(), s.float(), v_c, v_u, guidance)
+        raise ValueError(f"guidance mode must be 'cfg' or 'apg', got {mode!r}")

@@ -1,0 +1,142 @@
+"""Stage 1 training: the VideoFlexTok resampler on frozen VAE latents of the shapes world.
+
+Per step: encode clips with the frozen VAE, draw per clip a flow time s (logit-normal), k (nested
+dropout), the null condition (guidance) and a clean first step (chunked decoding), and regress the
+velocity. Token usage is logged from step 1: distinct codes in the batch, the spread of each FSQ
+dimension, and at each evaluation the PSNR at k = 1 and k = K, because a tokenizer whose output
+ignores its tokens has learned nothing, whatever its loss says.
+
+    flexvid train-tokenizer --vae runs/vae/export --out-dir runs/tokenizer --steps 4000
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from . import shapes
+from .flow import flow_loss, logit_normal
+from .hub import config_dict, config_from_dict, load_weights, read_json
+from .pipeline import VideoFlexTok
+from .quantizer import calibrate, sample_k
+from .repa import FEATURE_MODELS, repa_loss
+from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
+from .train_vae import psnr
+from .training import TrainConfig, fit
+from .vae import VAEConfig, VideoVAE
+
+
+def load_vae(path: str) -> VideoVAE:
+    """A VAE export folder (config.json + model.safetensors) or a tokenizer folder (vae.safetensors)."""
+    cfg = read_json(os.path.join(path, "config.json"))
+    if cfg.get("format") == "flexvid-tokenizer":
+        vae = VideoVAE(config_from_dict(VAEConfig, cfg["vae"]))
+        load_weights(vae, os.path.join(path, "vae.safetensors"))
+    else:
+        vae = VideoVAE(config_from_dict(VAEConfig, cfg))
+        load_weights(vae, os.path.join(path, "model.safetensors"))
+    if not cfg.get("latent_std") and not cfg.get("vae", {}).get("latent_std"):
+        raise ValueError(f"{path}: the VAE has no latent statistics; export it with train_vae.export")
+    return vae.eval().requires_grad_(False)
+
+
+def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=None, repa_weight=0.0):
+    device = next(vae.parameters()).device
+    x = batch[0].to(device)
+    with torch.no_grad():
+        z0 = vae.encode(x).float()  # (B, C, t, h, w)
+    B, t = z0.shape[0], z0.shape[2]
+    noise = rand.randn(B, *z0.shape[1:])
+    s = logit_normal(rand.randn(B, 1)).expand(B, t).contiguous()  # one flow time per clip
+    k = sample_k(rand.rand(B), cfg.n_registers, cfg.nested_dropout)
+    null = rand.rand(B) < cfg.p_null
+    clean = torch.zeros(B, t, dtype=torch.bool, device=device)
+    clean[:, 0] = (rand.rand(B) < cfg.p_prefix) & (t > 1)
+    want_feats = feature_model is not None and repa_weight > 0
+    out = model(z0, noise, s, k, null, clean, return_features=want_feats)
+    v, codes = out[0], out[1]
+    weight = (~clean).float()
+    loss = flow_loss(v, z0, noise, weight)
+    metrics = {"flow": loss.item()}
+    if want_feats:
+        head = model.module.repa_head if hasattr(model, "module") else model.repa_head
+        r = repa_loss(head(out[2]), feature_model(x), weight)
+        loss = loss + repa_weight * r
+        metrics["repa"] = r.item()
+    with torch.no_grad():  # token usage
+        flat = codes.detach().flatten(0, 2)
+        idx = (flat * 1000).round().long()
+        metrics["codes_distinct"] = torch.unique(idx, dim=0).shape[0]
+        metrics["codes_std"] = round(flat.std(0).mean().item(), 4)
+        metrics["clips_distinct_t0"] = torch.unique(codes[:, 0, :4].flatten(1).mul(1000).round(), dim=0).shape[0]
+    return loss, metrics
+
+
+@torch.no_grad()
+def quick_eval(vae, ema, n: int = 8, steps: int = 10) -> dict:
+    """PSNR at k = 1 and k = K on n validation clips (17 frames), a short sampler: the usage check."""
+    pipe = VideoFlexTok(vae, ema, device=next(vae.parameters()).device)
+    clips = shapes.fixed_split("val", n, 17)
+    x = torch.stack([shapes.to_tensor(c.video) for c in clips])
+    tokens = pipe.tokenize(x)
+    K = pipe.n_tokens
+    res = {"distinct_tokens": int(torch.cat(tokens).unique().numel())}
+    for k in (1, K):
+        rec = torch.stack(pipe.detokenize(tokens, k=k, steps=steps, guidance=1.0, seed=0))
+        res[f"psnr_k{k}"] = round(psnr(rec, x).mean().item(), 2)
+    ema.train(False)
+    return res
+
+
+@torch.no_grad()
+def calibrate_on_clips(model: FlexTokenizer, vae: VideoVAE, frames: int, n: int = 64) -> dict:
+    """Data-dependent FSQ init (quantizer.calibrate) on n training clips, then the step-0 check that
+    held-out clips give different tokens: distinct first tokens of step 0 among n held-out clips."""
+    seed = shapes.SPLIT_SEEDS["train"]
+    x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, 20_000_000 + i, frames).video) for i in range(2 * n)])
+    z = torch.cat([vae.encode(x[i:i + 16]) for i in range(0, 2 * n, 16)]).float()
+    calibrate(model.quantizer, model.encoder(z[:n]))
+    _, idx = model.encode(z[n:])
+    return {"distinct_first_token": int(idx[:, 0, 0].unique().numel()), "clips": n,
+            "distinct_codes": int(idx.unique().numel())}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--vae", default="runs/vae/export", help="VAE export folder")
+    p.add_argument("--preset", default="tiny", choices=list(TOKENIZER_CONFIGS))
+    p.add_argument("--frames", type=int, default=17)
+    p.add_argument("--repa", default="none", choices=["none", *FEATURE_MODELS])
+    p.add_argument("--repa-weight", type=float, default=0.5)
+    TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
+                         warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
+    args = p.parse_args(argv)
+    tcfg = TrainConfig.from_args(args)
+    vae = load_vae(args.vae)
+    base = config_dict(TOKENIZER_CONFIGS[args.preset])
+    z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor
+    base.update(z_channels=z, latent_size=shapes.SIZE // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))
+    feature_model = None
+    if args.repa != "none":
+        feature_model = FEATURE_MODELS[args.repa](vae, base["patch"])
+        base["repa_dim"] = feature_model.dim
+    cfg = TokenizerConfig(**base)
+    model = FlexTokenizer(cfg)
+    print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
+    vae.to(torch.device("cuda") if tcfg.device == "auto" and torch.cuda.is_available() else tcfg.device if tcfg.device != "auto" else "cpu")
+
+    def batches(start, b, rank, world):
+        return shapes.batch_stream("train", b, args.frames, start=start * tcfg.batch_size, rank=rank, world_size=world)
+
+    def on_checkpoint(ema, step):
+        VideoFlexTok(vae, ema, device=next(vae.parameters()).device).save_pretrained(os.path.join(tcfg.out_dir, "export"))
+        ema.train(False)
+
+    return fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
+               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m),
+               on_checkpoint=on_checkpoint)
+
+
+if __name__ == "__main__":
+    main()

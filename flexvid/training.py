@@ -1,0 +1,247 @@
+"""The training loop shared by every stage (VAE, tokenizer, generators).
+
+AdamW with a linear warm-up and cosine decay, EMA weights, gradient clipping, bf16 autocast, periodic
+checkpoints written atomically, exact resume, a tqdm bar, a JSONL log, and data-parallel training under
+torchrun (gloo on CPU, nccl on GPU). A stage supplies its model, a loss function and a batch stream:
+
+    loss, metrics = loss_fn(model, batch, rand)
+
+`rand` draws the step's random numbers for the *global* batch from a generator seeded by (seed, step)
+and hands each rank its slice, so a run is the same on one process or several, and a resumed run
+continues exactly where it stopped (the checkpoint needs no RNG state).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from copy import deepcopy
+from dataclasses import asdict, dataclass, fields
+from typing import Callable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm import tqdm
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/default"
+    steps: int = 1000
+    batch_size: int = 16  # global batch, split across ranks
+    lr: float = 3e-4
+    min_lr: float = 3e-5  # floor of the cosine schedule
+    warmup: int = 100
+    weight_decay: float = 0.01
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ckpt_every: int = 250
+    log_every: int = 10
+    eval_every: int = 250
+    seed: int = 0
+    bf16: bool = True  # autocast to bf16 (CPU with avx512_bf16/AMX, and CUDA)
+    threads: int = 0  # torch threads on CPU; 0 leaves the default
+    device: str = "auto"
+
+    @classmethod
+    def add_args(cls, parser, **defaults):
+        """Flat command-line overrides for every field (--steps 2000 --lr 1e-3 ...)."""
+        for f in fields(cls):
+            default = defaults.get(f.name, f.default)
+            if isinstance(default, bool):
+                parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
+                                    action=argparse_bool())
+            else:
+                parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(default), default=default)
+        return parser
+
+    @classmethod
+    def from_args(cls, args):
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def argparse_bool():
+    import argparse
+    return argparse.BooleanOptionalAction
+
+
+# ----------------------------------------------------------------------------- small shared pieces
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to cfg.lr, then cosine decay to cfg.min_lr at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * p))
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().float(), 1.0 - decay)
+
+
+class StepRandom:
+    """Random numbers for one step of the global batch; each rank gets its rows.
+
+    Drawing the whole global batch on every rank (cheap next to a forward pass) makes training
+    independent of the number of processes and exactly resumable.
+    """
+
+    def __init__(self, seed: int, step: int, rank: int, world: int, device: torch.device):
+        self.gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        self.rank, self.world, self.device = rank, world, device
+
+    def _slice(self, x: torch.Tensor, b: int) -> torch.Tensor:
+        return x[self.rank * b:(self.rank + 1) * b].to(self.device)
+
+    def randn(self, b: int, *shape) -> torch.Tensor:
+        return self._slice(torch.randn(self.world * b, *shape, generator=self.gen), b)
+
+    def rand(self, b: int, *shape) -> torch.Tensor:
+        return self._slice(torch.rand(self.world * b, *shape, generator=self.gen), b)
+
+    def randint(self, low: int, high: int, b: int, *shape) -> torch.Tensor:
+        return self._slice(torch.randint(low, high, (self.world * b, *shape), generator=self.gen), b)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CPU or CUDA; a no-op context otherwise."""
+    if not enabled or device.type not in ("cpu", "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic: write a temporary file, then rename over the old checkpoint."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world, local_rank); starts the process group when launched by torchrun."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, 0
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+# ----------------------------------------------------------------------------- the loop
+def fit(model: nn.Module,
+        loss_fn: Callable,
+        batches: Callable[[int, int, int, int], Iterator],
+        cfg: TrainConfig,
+        model_config: dict | None = None,
+        eval_fn: Callable[[nn.Module, int], dict] | None = None,
+        on_checkpoint: Callable[[nn.Module, int], None] | None = None) -> nn.Module:
+    """Train `model` and return its EMA copy.
+
+    batches(start_step, per_rank_batch, rank, world) -> iterator of batches, deterministic in its
+    arguments. loss_fn(model, batch, rand) -> (loss, dict of float metrics). eval_fn(ema, step) ->
+    metrics, run on rank 0 every cfg.eval_every steps. Writes cfg.out_dir/{ckpt.pt, log.jsonl}.
+    """
+    rank, world, local_rank = init_distributed()
+    device = pick_device(cfg.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by world size {world}")
+    per_rank = cfg.batch_size // world
+
+    torch.manual_seed(cfg.seed)
+    model = model.to(device)
+    ema = deepcopy(model).float().eval().requires_grad_(False)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
+
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    step = 0
+    if os.path.exists(ckpt_path):
+        state = load_checkpoint(ckpt_path)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        if rank == 0:
+            print(f"resumed from {ckpt_path} at step {step}")
+
+    net = model
+    if world > 1:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    os.makedirs(cfg.out_dir, exist_ok=True)
+    log = open(os.path.join(cfg.out_dir, "log.jsonl"), "a") if rank == 0 else None
+    data = batches(step, per_rank, rank, world)
+    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, dynamic_ncols=True)
+    t0 = time.time()
+
+    def checkpoint():
+        if rank == 0:
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
+                                        "opt": opt.state_dict(), "step": step, "train_config": asdict(cfg),
+                                        "model_config": json.dumps(model_config or {})})
+            if on_checkpoint:
+                on_checkpoint(ema, step)
+
+    while step < cfg.steps:
+        lr = lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        batch = next(data)
+        rand = StepRandom(cfg.seed, step, rank, world, device)
+        model.train()
+        with autocast(device, cfg.bf16):
+            loss, metrics = loss_fn(net, batch, rand)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step += 1
+        bar.update(1)
+
+        if rank == 0 and (step % cfg.log_every == 0 or step == 1):
+            rec = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": gnorm.item(),
+                   "time": round(time.time() - t0, 2), **metrics}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{rec['loss']:.4f}")
+        if rank == 0 and eval_fn and step % cfg.eval_every == 0:
+            rec = {"step": step, "eval": eval_fn(ema, step)}
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint()
+    bar.close()
+    if log:
+        log.close()
+    if world > 1:
+        dist.barrier()
+    return ema

@@ -1,0 +1,378 @@
+"""Video reading, preprocessing and writing for the tokenizer.
+
+Frames are handled as uint8 numpy arrays of shape [T, H, W, 3] in RGB order. The model side uses float
+tensors [3, T, H, W] in [-1, 1] (same convention as ``flexvid.shapes.to_tensor``). Clip lengths fed to
+the model are 1 + 4n frames (first frame plus groups of four).
+
+- ``read_video`` decodes any container OpenCV can open (mp4, webm, avi, mov, mkv, usually gif) and
+  raises ``VideoError`` (a ``ValueError``) with a readable message for missing, empty, corrupt,
+  non-video or too-large files.
+- ``resample_fps``, ``resize_center_crop``, ``fit_length`` and ``prepare_video`` turn an arbitrary clip
+  into model input: fixed fps, square size, valid length.
+- ``write_video`` encodes a browser-playable H.264 mp4 (yuv420p, even sizes, +faststart) with PyAV.
+- ``side_by_side`` and ``grid`` tile several clips into one for comparison videos.
+"""
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+DEFAULT_FPS = 8.0
+
+__all__ = [
+    "VideoError",
+    "DEFAULT_FPS",
+    "read_video",
+    "resample_fps",
+    "resize_center_crop",
+    "valid_length",
+    "nearest_valid_length",
+    "fit_length",
+    "prepare_video",
+    "to_model",
+    "from_model",
+    "write_video",
+    "side_by_side",
+    "grid",
+]
+
+
+class VideoError(ValueError):
+    """A file could not be read as a video (missing, empty, corrupt, not a video, too large)."""
+
+
+# FFmpeg's text-mode demuxers (tty, bintext, ...) "play" text files such as .txt/.nfo as rendered ANSI
+# art; OpenCV opens those happily, so they are refused by codec tag.
+_TEXT_CODEC_TAGS = {"ansi", "bint", "xbin", "idf"}
+
+
+def _fourcc(value: float) -> str:
+    code = int(value) if math.isfinite(value) and value > 0 else 0
+    return "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)).strip(" \x00").lower()
+
+
+# ----------------------------------------------------------------------------- validation helpers
+def _check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
+    """Return ``frames`` as an array after checking it is uint8 [T, H, W, 3] with T, H, W >= 1."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape [T, H, W, 3], got {tuple(frames.shape)}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{name} must be uint8, got {frames.dtype}")
+    if min(frames.shape[:3]) < 1:
+        raise ValueError(f"{name} must have at least one frame and non-empty H, W, got {tuple(frames.shape)}")
+    return frames
+
+
+def _check_fps(fps: float, name: str) -> float:
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {fps!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {fps!r}")
+    return value
+
+
+def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+# ----------------------------------------------------------------------------- reading
+def read_video(
+    path: str | os.PathLike, max_frames: int | None = None, max_bytes: int | None = None
+) -> tuple[np.ndarray, float]:
+    """Decode a video file with OpenCV into (frames uint8 [T, H, W, 3] RGB, fps).
+
+    Reading stops after ``max_frames`` frames, so memory stays bounded on long clips. Files larger than
+    ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0 or
+    nan), ``DEFAULT_FPS`` (8.0) is returned. Raises ``VideoError`` for missing, empty, corrupt,
+    non-video or too-large files.
+    """
+    if max_frames is not None:
+        max_frames = _check_positive_int(max_frames, "max_frames")
+    if max_bytes is not None:
+        max_bytes = _check_positive_int(max_bytes, "max_bytes", minimum=0)
+    p = Path(path)
+    if not p.exists():
+        raise VideoError(f"could not read video: file not found: {str(path)!r}")
+    if not p.is_file():
+        raise VideoError(f"could not read video: not a regular file: {str(path)!r}")
+    size = p.stat().st_size
+    if size == 0:
+        raise VideoError(f"could not read video: file is empty (0 bytes): {str(path)!r}")
+    if max_bytes is not None and size > max_bytes:
+        raise VideoError(
+            f"video file is too large: {size} bytes exceeds the limit of {max_bytes} bytes: {str(path)!r}"
+        )
+
+    cap = cv2.VideoCapture(str(p))
+    try:
+        if not cap.isOpened():
+            raise VideoError(
+                f"could not read video: the file is not a video or is corrupt (OpenCV could not open it): "
+                f"{str(path)!r}"
+            )
+        if _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) in _TEXT_CODEC_TAGS:
+            raise VideoError(f"could not read video: the file is text, not a video: {str(path)!r}")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not math.isfinite(fps) or fps <= 0:
+            fps = DEFAULT_FPS
+        frames: list[np.ndarray] = []
+        while max_frames is None or len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                break
+            if bgr.ndim == 2:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+            elif bgr.shape[2] == 4:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
+            else:
+                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if frames and rgb.shape != frames[0].shape:
+                raise VideoError(
+                    f"could not read video: frame size changed from {frames[0].shape[:2]} to "
+                    f"{rgb.shape[:2]} at frame {len(frames)}: {str(path)!r}"
+                )
+            frames.append(rgb)
+    finally:
+        cap.release()
+    if not frames:
+        raise VideoError(
+            f"could not read video: no frames could be decoded (empty, corrupt or not a video): {str(path)!r}"
+        )
+    return np.ascontiguousarray(np.stack(frames).astype(np.uint8, copy=False)), fps
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
+    """Nearest-frame temporal resampling from ``src_fps`` to ``dst_fps``.
+
+    The clip lasts ``duration = T / src_fps`` seconds; the output has ``max(1, floor(duration * dst_fps))``
+    frames (every output frame starts inside the clip; at least one frame is kept). Output frame ``i``
+    shows time ``t = i / dst_fps`` and takes source frame ``round(t * src_fps)`` (halves round up),
+    clipped to ``[0, T - 1]``. Equal rates return a copy of the input.
+    """
+    frames = _check_frames(frames)
+    src = _check_fps(src_fps, "src_fps")
+    dst = _check_fps(dst_fps, "dst_fps")
+    t_in = frames.shape[0]
+    if src == dst:
+        return frames.copy()
+    # the small epsilon keeps exact products such as 48 / 30 * 7.5 = 12 from flooring to 11
+    t_out = max(1, int(math.floor(t_in * dst / src + 1e-9)))
+    idx = np.floor(np.arange(t_out, dtype=np.float64) * (src / dst) + 0.5 + 1e-9).astype(np.int64)
+    idx = np.clip(idx, 0, t_in - 1)
+    return frames[idx]
+
+
+def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """Resize so the short side equals ``size`` (INTER_AREA down, INTER_LINEAR up), then centre-crop
+    to ``size`` x ``size``. Frames already ``size`` x ``size`` are returned unchanged (as a copy)."""
+    frames = _check_frames(frames)
+    size = _check_positive_int(size, "size")
+    t, h, w, _ = frames.shape
+    if h == size and w == size:
+        return frames.copy()
+    scale = size / min(h, w)
+    if h <= w:
+        new_h, new_w = size, max(size, int(round(w * scale)))
+    else:
+        new_h, new_w = max(size, int(round(h * scale))), size
+    if (new_h, new_w) != (h, w):
+        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        resized = np.empty((t, new_h, new_w, 3), dtype=np.uint8)
+        for i in range(t):
+            resized[i] = cv2.resize(frames[i], (new_w, new_h), interpolation=interp)
+    else:
+        resized = frames
+    top = (new_h - size) // 2
+    left = (new_w - size) // 2
+    return np.ascontiguousarray(resized[:, top : top + size, left : left + size])
+
+
+def valid_length(T: int) -> bool:
+    """True if ``T`` is a clip length the model accepts: 1 + 4n with n >= 0."""
+    return isinstance(T, (int, np.integer)) and T >= 1 and (T - 1) % 4 == 0
+
+
+def nearest_valid_length(T: int, mode: str = "pad") -> int:
+    """The valid length (1 + 4n) that ``fit_length`` produces from ``T`` frames: the next one up for
+    ``mode="pad"``, the previous one down (at least 1) for ``mode="trim"``."""
+    T = _check_positive_int(T, "T")
+    if mode == "pad":
+        return 1 + 4 * math.ceil((T - 1) / 4)
+    if mode == "trim":
+        return 1 + 4 * ((T - 1) // 4)
+    raise ValueError(f"mode must be 'pad' or 'trim', got {mode!r}")
+
+
+def fit_length(frames: np.ndarray, mode: str = "pad") -> np.ndarray:
+    """Make the number of frames 1 + 4n: ``"pad"`` repeats the last frame up to the next valid length,
+    ``"trim"`` drops frames at the end down to the previous valid length (at least 1)."""
+    frames = _check_frames(frames)
+    t = frames.shape[0]
+    target = nearest_valid_length(t, mode)
+    if target == t:
+        return frames.copy()
+    if target < t:
+        return frames[:target].copy()
+    tail = np.repeat(frames[-1:], target - t, axis=0)
+    return np.concatenate([frames, tail], axis=0)
+
+
+def prepare_video(
+    frames: np.ndarray,
+    fps: float,
+    target_fps: float = DEFAULT_FPS,
+    size: int = 64,
+    max_frames: int | None = None,
+) -> np.ndarray:
+    """Turn a decoded clip into model input: uint8 [T, size, size, 3] at ``target_fps`` with T = 1 + 4n.
+
+    Steps: resample to ``target_fps``, keep at most ``max_frames`` frames, resize + centre-crop to
+    ``size``, then pad (repeat the last frame) to a valid length. With ``max_frames`` set the result
+    never exceeds it: if padding would go past the cap, the clip is trimmed to the previous valid
+    length instead.
+    """
+    frames = _check_frames(frames)
+    if max_frames is not None:
+        max_frames = _check_positive_int(max_frames, "max_frames")
+    size = _check_positive_int(size, "size")
+    out = resample_fps(frames, fps, target_fps)
+    mode = "pad"
+    if max_frames is not None:
+        out = out[:max_frames]
+        if nearest_valid_length(out.shape[0], "pad") > max_frames:
+            mode = "trim"
+    out = resize_center_crop(out, size)
+    return fit_length(out, mode)
+
+
+# ----------------------------------------------------------------------------- model conversion
+def to_model(frames: np.ndarray) -> torch.Tensor:
+    """uint8 [T, H, W, 3] -> float32 tensor [3, T, H, W] in [-1, 1]."""
+    frames = _check_frames(frames)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]; a batch [B, 3, T, H, W] gives
+    [B, T, H, W, 3]. Values are clamped to [-1, 1] and rounded to the nearest integer."""
+    x = torch.as_tensor(x).detach()
+    if x.ndim not in (4, 5) or x.shape[-4] != 3:
+        raise ValueError(f"expected a tensor of shape [3, T, H, W] or [B, 3, T, H, W], got {tuple(x.shape)}")
+    x = x.to(device="cpu", dtype=torch.float32)
+    u8 = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    perm = (1, 2, 3, 0) if x.ndim == 4 else (0, 2, 3, 4, 1)
+    return np.ascontiguousarray(u8.permute(*perm).numpy())
+
+
+# ----------------------------------------------------------------------------- writing
+def write_video(
+    path: str | os.PathLike,
+    frames: np.ndarray,
+    fps: float = DEFAULT_FPS,
+    crf: int = 18,
+    upscale: int = 1,
+) -> str:
+    """Write uint8 [T, H, W, 3] RGB frames as a browser-playable H.264 mp4 and return the path.
+
+    Encoded with libx264 (yuv420p, preset veryfast, ``crf`` 0-51) and ``+faststart`` so browsers can
+    start playback before the download ends. ``upscale`` > 1 enlarges frames by nearest-neighbour
+    (e.g. 4 to show 64 px clips at 256 px). Odd widths/heights are padded to even by repeating the
+    last row/column. ``fps`` may be fractional (stored as a fraction with denominator <= 1001).
+    """
+    frames = _check_frames(frames)
+    fps = _check_fps(fps, "fps")
+    if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
+        raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
+    upscale = _check_positive_int(upscale, "upscale")
+    if upscale > 1:
+        frames = np.repeat(np.repeat(frames, upscale, axis=1), upscale, axis=2)
+    _, h, w, _ = frames.shape
+    pad_h, pad_w = h % 2, w % 2
+    if pad_h or pad_w:
+        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        h, w = h + pad_h, w + pad_w
+    rate = Fraction(fps).limit_denominator(1001)
+    if rate <= 0:
+        raise ValueError(f"fps is too small to encode: {fps!r}")
+
+    out_path = Path(path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width = w
+        stream.height = h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
+        for frame in frames:
+            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            for packet in stream.encode(video_frame):
+                container.mux(packet)
+        for packet in stream.encode():  # flush the encoder
+            container.mux(packet)
+    return str(out_path)
+
+
+# ----------------------------------------------------------------------------- tiling
+def _pad_length(video: np.ndarray, t: int) -> np.ndarray:
+    if video.shape[0] == t:
+        return video
+    return np.concatenate([video, np.repeat(video[-1:], t - video.shape[0], axis=0)], axis=0)
+
+
+def side_by_side(videos: list[np.ndarray], pad: int = 2) -> np.ndarray:
+    """Concatenate uint8 videos [T_i, H, W_i, 3] left to right with ``pad`` white pixels between them.
+
+    All videos must share the same height; shorter ones are extended by repeating their last frame.
+    """
+    return _tile(videos, cols=max(1, len(videos)), pad=pad, same_width=False)
+
+
+def grid(videos: list[np.ndarray], cols: int, pad: int = 2) -> np.ndarray:
+    """Tile uint8 videos [T_i, H, W, 3] in rows of ``cols`` with ``pad`` white pixels between cells.
+
+    All videos must share the same H and W; shorter ones are extended by repeating their last frame and
+    empty cells of the last row are white.
+    """
+    return _tile(videos, cols=cols, pad=pad, same_width=True)
+
+
+def _tile(videos: list[np.ndarray], cols: int, pad: int, same_width: bool) -> np.ndarray:
+    if len(videos) == 0:
+        raise ValueError("videos must contain at least one video, got an empty list")
+    cols = _check_positive_int(cols, "cols")
+    pad = _check_positive_int(pad, "pad", minimum=0)
+    vids = [_check_frames(v, f"videos[{i}]") for i, v in enumerate(videos)]
+    heights = {v.shape[1] for v in vids}
+    if len(heights) != 1:
+        raise ValueError(f"videos must all have the same height, got heights {[v.shape[1] for v in vids]}")
+    widths = [v.shape[2] for v in vids]
+    if same_width and len(set(widths)) != 1:
+        raise ValueError(f"videos must all have the same width, got widths {widths}")
+    t = max(v.shape[0] for v in vids)
+    h = vids[0].shape[1]
+    cols = min(cols, len(vids))
+    rows = math.ceil(len(vids) / cols)
+    # column widths: per column maximum (all equal for grid, per video for side_by_side)
+    col_w = [max(widths[i] for i in range(c, len(vids), cols)) for c in range(cols)]
+    out_h = rows * h + (rows - 1) * pad
+    out_w = sum(col_w) + (cols - 1) * pad
+    out = np.full((t, out_h, out_w, 3), 255, dtype=np.uint8)
+    x_off = np.concatenate([[0], np.cumsum([cw + pad for cw in col_w])])
+    for i, v in enumerate(vids):
+        r, c = divmod(i, cols)
+        y, x = r * (h + pad), int(x_off[c])
+        out[:, y : y + h, x : x + v.shape[2]] = _pad_length(v, t)
+    return out

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+
+from flexvid import shapes
+
+
+def test_clip_is_pure_function_of_seed_index_length():
+    a, b = shapes.make_clip(0, 7, 17), shapes.make_clip(0, 7, 17)
+    assert np.array_equal(a.video, b.video) and a.caption == b.caption
+    assert not np.array_equal(a.video, shapes.make_clip(0, 8, 17).video)
+    # a longer clip starts with the same frames
+    assert np.array_equal(shapes.make_clip(0, 7, 33).video[:17], a.video)
+
+
+def test_specification_values():
+    for i in range(60):
+        c = shapes.make_clip(1, i, 17)
+        assert c.video.shape == (17, 64, 64, 3) and c.video.dtype == np.uint8
+        assert 1 <= len(c.objects) <= 2
+        assert len({o.color for o in c.objects}) == len(c.objects)
+        colours = {tuple(v) for v in shapes.COLORS.values()}
+        pix = c.video.reshape(-1, 3)
+        is_obj = np.array([tuple(p) in colours for p in map(tuple, pix[::7])])
+        assert (pix[::7][~is_obj] <= 70).all()  # background stays dark
+        main = c.objects[0]
+        assert c.caption.startswith(f"a {main.size} {main.color} {main.shape}")
+        assert shapes.class_attributes(c.label) == (main.color, main.shape, main.motion)
+        # no edge contact in the first 17 frames
+        r = shapes.SIZES[main.size]
+        tr = shapes.object_centres(main, 17)
+        assert (tr >= r).all() and (tr <= 63 - r).all()
+
+
+def test_motion_and_bounce():
+    o = shapes.ShapeObject("red", "circle", "large", "right", (40.0, 30.0))
+    tr = shapes.object_centres(o, 81)
+    assert tr[1, 0] - tr[0, 0] == pytest.approx(1.5)
+    assert tr[:, 0].max() <= 63 - 9 and tr[-1, 0] < tr[:, 0].max()  # it came back
+
+
+def test_classes_and_splits():
+    labels = {shapes.class_index(c, s, m) for c in shapes.COLOR_NAMES for s in shapes.SHAPES for m in shapes.MOTIONS}
+    assert labels == set(range(90))
+    assert shapes.class_index("red", "circle", "left") == 0
+    assert shapes.class_index("cyan", "triangle", "still") == 89
+    assert len(set(shapes.SPLIT_SEEDS.values())) == 3
+    with pytest.raises(ValueError):
+        shapes.make_clip(0, 0, 16)
+
+
+def test_stream_disjoint_ranks():
+    a = next(shapes.batch_stream("train", 2, 5, rank=0, world_size=2))
+    b = next(shapes.batch_stream("train", 2, 5, rank=1, world_size=2))
+    one = next(shapes.batch_stream("train", 4, 5))
+    assert np.allclose(np.concatenate([a[0], b[0]]), one[0])

@@ -1,0 +1,183 @@
+import numpy as np
+import pytest
+import torch
+
+from conftest import SMALL_TOK, small_pipeline
+from flexvid import shapes
+from flexvid.encoder import encoder_mask
+from flexvid.pipeline import VideoFlexTok, chunk_bounds
+from flexvid.quantizer import FSQuantizer, calibrate, nested_dropout, prefix_ladder, sample_k
+from flexvid.tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
+
+
+def clip(i=0, T=17):
+    return shapes.to_tensor(shapes.make_clip(2, i, T).video)
+
+
+def test_shapes_and_dtypes(pipe):
+    grids = pipe.tokenize(torch.stack([clip(0), clip(1)]))
+    assert len(grids) == 2 and grids[0].shape == (5, 8) and grids[0].dtype == torch.int64
+    assert 0 <= int(grids[0].min()) and int(grids[0].max()) < pipe.codebook_size
+    out = pipe.detokenize(grids, k=2, steps=2)
+    assert out[0].shape == (3, 17, 64, 64) and out[0].dtype == torch.float32
+    assert out[0].abs().max() <= 1.0
+
+
+def test_time_causal_tokens(pipe):
+    """Changing a later frame leaves the tokens of earlier time steps unchanged."""
+    x = clip(3)
+    y = x.clone()
+    y[:, 13:] = torch.rand_like(y[:, 13:]) * 2 - 1  # frames 13..16 = latent step 4
+    a, b = pipe.tokenize(x)[0], pipe.tokenize(y)[0]
+    assert torch.equal(a[:4], b[:4])
+    assert not torch.equal(a[4], b[4])
+
+
+def test_encoder_mask_structure():
+    m = encoder_mask(2, 3, 2, True)  # 2 steps of 3 patches + 2 registers
+    assert m.shape == (10, 10)
+    assert not m[0, 5:].any()  # step 0 never sees step 1
+    assert not m[0, 3] and m[3, 0]  # patches do not read registers; registers read patches
+    assert m[4, 3] and not m[3, 4]  # register causality within a step
+    assert m[5:, :5][:3, :3].all()  # step 1 patches see step 0 patches
+
+
+def test_fsq_round_trip():
+    q = FSQuantizer(16, [8, 5, 5, 5], 16, max_t=5, n_registers=4)
+    codes, idx = q.quantize(torch.randn(3, 5, 4, 16) * 3)
+    assert idx.shape == (3, 5, 4) and codes.shape == (3, 5, 4, 4)
+    assert torch.equal(q.indices_to_codes(idx), codes)
+    all_idx = torch.arange(1000).view(1, 1, 1000)
+    assert torch.equal(q.fsq.codes_to_indices(q.indices_to_codes(all_idx).flatten(1, 2)).view(1, 1, 1000).long(), all_idx)
+    with pytest.raises(ValueError):
+        q.indices_to_codes(torch.tensor([[[1000]]]))
+
+
+def test_nested_dropout_masks_exactly_from_k():
+    x = torch.randn(3, 2, 8, 4)
+    mask = torch.full((4,), 7.0)
+    k = torch.tensor([1, 4, 8])
+    y = nested_dropout(x, k, mask)
+    for b, kb in enumerate(k.tolist()):
+        assert torch.equal(y[b, :, :kb], x[b, :, :kb])
+        assert (y[b, :, kb:] == 7.0).all()
+    assert prefix_ladder(32) == [1, 2, 4, 8, 16, 32] and prefix_ladder(12) == [1, 2, 4, 8, 12]
+    u = torch.linspace(0, 0.999, 1000)
+    assert set(sample_k(u, 32, "pow2").tolist()) == {1, 2, 4, 8, 16, 32}
+    assert set(sample_k(u, 32, "uniform").tolist()) == set(range(1, 33))
+
+
+def test_decoding_depends_on_kept_tokens_only(pipe):
+    g = pipe.tokenize(clip(5))[0]
+    g2 = g.clone()
+    g2[:, 4:] = (g2[:, 4:] + 1) % pipe.codebook_size  # change tokens beyond k = 4
+    a = pipe.detokenize([g], k=4, steps=2, seed=1)[0]
+    b = pipe.detokenize([g2], k=4, steps=2, seed=1)[0]
+    c = pipe.detokenize([g2], k=8, steps=2, seed=1)[0]
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_save_load_round_trip(tmp_path, pipe):
+    pipe.save_pretrained(str(tmp_path / "m"))
+    again = VideoFlexTok.from_pretrained(str(tmp_path / "m"), device="cpu")
+    x = clip(4)
+    assert torch.equal(pipe.tokenize(x)[0], again.tokenize(x)[0])
+    assert torch.equal(pipe.detokenize(pipe.tokenize(x), steps=2)[0], again.detokenize(again.tokenize(x), steps=2)[0])
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "tokenizer.safetensors", "vae.safetensors"]
+
+
+def test_load_refuses_bad_folders(tmp_path):
+    with pytest.raises(ValueError):
+        VideoFlexTok.from_pretrained(str(tmp_path / "missing"))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "config.json").write_text('{"format": "something-else"}')
+    with pytest.raises(ValueError, match="not a flexvid tokenizer"):
+        VideoFlexTok.from_pretrained(str(tmp_path / "x"))
+
+
+def test_long_video_chunks(pipe):
+    assert chunk_bounds(81, 17) == [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80)]
+    assert chunk_bounds(21, 17) == [(0, 16), (16, 20)]
+    x = clip(6, 81)
+    g = pipe.tokenize(x)[0]
+    assert g.shape == (21, 8)
+    # chunked tokens match per-chunk tokenization, without the repeated first step
+    assert torch.equal(g[:5], pipe.tokenize(x[:, :17])[0])
+    assert torch.equal(g[5:9], pipe.tokenize(x[:, 16:33])[0][1:])
+    out = pipe.detokenize([g], k=8, steps=2)[0]
+    assert out.shape == (3, 81, 64, 64)
+    assert pipe.tokenize(clip(6, 29))[0].shape == (8, 8)
+
+
+def test_ladder_batched_equals_separate(pipe):
+    x = clip(7)
+    g = pipe.tokenize(x)[0]
+    ladder = pipe.reconstruct(x, ks=[1, 4, 8], steps=2, seed=3, tokens=g)
+    for k, v in ladder.items():
+        alone = pipe.detokenize([g], k=k, steps=2, seed=3)[0]
+        assert torch.allclose(v, alone, atol=1e-4)
+
+
+def test_seeded_sampling(pipe):
+    g = pipe.tokenize(clip(8))
+    a, b = pipe.detokenize(g, k=2, steps=2, seed=5), pipe.detokenize(g, k=2, steps=2, seed=5)
+    c = pipe.detokenize(g, k=2, steps=2, seed=6)
+    assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
+
+
+def test_guidance_modes_run(pipe):
+    g = pipe.tokenize(clip(9))
+    base = pipe.detokenize(g, k=2, steps=2, guidance=1.0)[0]
+    for mode in ("cfg", "apg"):
+        v = pipe.detokenize(g, k=2, steps=2, guidance=3.0, guidance_mode=mode)[0]
+        assert torch.isfinite(v).all() and not torch.equal(v, base)
+
+
+@pytest.mark.parametrize("bad", [
+    dict(k=0), dict(k=99), dict(k=2.5), dict(steps=0), dict(steps=10_000), dict(guidance=-1.0),
+    dict(guidance=float("nan")), dict(guidance_mode="magic"), dict(seed="x"),
+])
+def test_bad_parameters_are_clear_errors(pipe, bad):
+    g = pipe.tokenize(clip(0))
+    with pytest.raises(ValueError):
+        pipe.detokenize(g, **bad)
+
+
+@pytest.mark.parametrize("bad", [
+    torch.zeros(3, 16, 64, 64), torch.zeros(3, 17, 32, 32), torch.zeros(17, 64, 64), "a string",
+    [], torch.full((3, 17, 64, 64), float("nan")), np.zeros((17, 64, 64, 3), np.uint8),
+])
+def test_bad_videos_are_clear_errors(pipe, bad):
+    with pytest.raises(ValueError):
+        pipe.tokenize(bad)
+
+
+def test_bad_tokens_are_clear_errors(pipe):
+    for bad in [torch.zeros(5, 3, dtype=torch.long), torch.full((5, 8), -1), torch.full((5, 8), 10 ** 6),
+                torch.zeros(5, 8), torch.zeros(0, 8, dtype=torch.long)]:
+        with pytest.raises(ValueError):
+            pipe.detokenize([bad], steps=1)
+
+
+def test_calibration_makes_clips_distinct():
+    torch.manual_seed(0)
+    tok = FlexTokenizer(TokenizerConfig(**SMALL_TOK))
+    z = torch.randn(1, 8, 5, 8, 8) + 0.02 * torch.randn(64, 8, 5, 8, 8)  # clips nearly identical
+    before = tok.encode(z[32:])[1][:, 0, 0].unique().numel()
+    calibrate(tok.quantizer, tok.encoder(z[:32]))
+    after = tok.encode(z[32:])[1][:, 0, 0].unique().numel()
+    assert before <= 3 and after >= 8
+
+
+@pytest.mark.parametrize("name", list(TOKENIZER_CONFIGS))
+def test_presets_build(name):
+    """Every preset builds (the paper sizes on the meta device), and its sizes are consistent."""
+    cfg = TOKENIZER_CONFIGS[name]
+    with torch.device("meta"):
+        model = FlexTokenizer(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert n > 0
+    if name == "d18-d18":
+        assert cfg.enc_layers == cfg.dec_layers == 18 and cfg.dec_dim == 1152
+        assert 4e8 < n < 8e8  # the release's 128 px model is about 570M parameters

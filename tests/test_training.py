@@ -1,0 +1,96 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from flexvid import shapes
+from flexvid.train_vae import vae_loss
+from flexvid.training import StepRandom, TrainConfig, fit, load_checkpoint, lr_at
+from flexvid.vae import VAEConfig, VideoVAE
+
+HERE = os.path.dirname(__file__)
+
+
+def small_vae():
+    torch.manual_seed(0)
+    return VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), temporal_down=(False, True)))
+
+
+def batches_for(cfg):
+    def batches(start, b, rank, world):
+        return shapes.batch_stream("train", b, 5, start=start * cfg.batch_size, rank=rank, world_size=world)
+    return batches
+
+
+def losses(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        return {r["step"]: r["loss"] for r in map(json.loads, f) if "loss" in r}
+
+
+def test_schedule():
+    cfg = TrainConfig(steps=100, warmup=10, lr=1e-3, min_lr=1e-4)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(100, cfg) == pytest.approx(1e-4)
+    assert lr_at(55, cfg) == pytest.approx(5.5e-4)
+
+
+def test_step_random_is_world_size_invariant():
+    one = StepRandom(3, 7, 0, 1, torch.device("cpu")).randn(4, 2)
+    halves = [StepRandom(3, 7, r, 2, torch.device("cpu")).randn(2, 2) for r in range(2)]
+    assert torch.equal(torch.cat(halves), one)
+    assert not torch.equal(StepRandom(3, 8, 0, 1, torch.device("cpu")).randn(4, 2), one)
+
+
+def test_resume_continues_the_loss_curve_exactly(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path / "a"), steps=6, batch_size=2, lr=1e-3, warmup=2, ckpt_every=3,
+                      log_every=1, bf16=False)
+    ema_a = fit(small_vae(), vae_loss, batches_for(cfg), cfg)
+    full = losses(cfg.out_dir)
+
+    cfg_b = TrainConfig(**{**cfg.__dict__, "out_dir": str(tmp_path / "b")})
+    calls = {"n": 0}
+
+    def crashing_loss(model, batch, rand):
+        calls["n"] += 1
+        if calls["n"] == 5:  # dies during step 5, after the checkpoint at step 3
+            raise KeyboardInterrupt
+        return vae_loss(model, batch, rand)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(small_vae(), crashing_loss, batches_for(cfg_b), cfg_b)
+    assert load_checkpoint(os.path.join(cfg_b.out_dir, "ckpt.pt"))["step"] == 3
+    ema_b = fit(small_vae(), vae_loss, batches_for(cfg_b), cfg_b)
+    resumed = losses(cfg_b.out_dir)
+    for step in range(1, 7):
+        assert resumed[step] == full[step], step
+    for pa, pb in zip(ema_a.parameters(), ema_b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_checkpoint_is_atomic_and_safe(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt", "log.jsonl"]  # no temporary files left
+    state = load_checkpoint(str(tmp_path / "ckpt.pt"))  # weights_only: no code runs on load
+    assert set(state) >= {"model", "ema", "opt", "step"}
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_matches_one_process(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([os.path.dirname(HERE), HERE])}
+    script = os.path.join(HERE, "ddp_step.py")
+    subprocess.run([sys.executable, script, str(tmp_path / "one")], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    script, str(tmp_path / "two")], check=True, env=env, timeout=300)
+    one = load_checkpoint(str(tmp_path / "one" / "ckpt.pt"))
+    two = load_checkpoint(str(tmp_path / "two" / "ckpt.pt"))
+    assert one["step"] == two["step"] == 2
+    for name, p in one["model"].items():
+        assert torch.allclose(p, two["model"][name], atol=1e-5, rtol=1e-4), name
+    # and training really moved the weights
+    start = small_vae().state_dict()
+    assert any(not torch.allclose(start[n], p) for n, p in one["model"].items())

@@ -1,0 +1,305 @@
+"""Tests for flexvid.video_io: reading, preprocessing, model conversion, writing and tiling."""
+from __future__ import annotations
+
+import os
+
+import av
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from flexvid import video_io as vio
+from flexvid.video_io import VideoError
+
+T_CLIP, H_CLIP, W_CLIP, FPS_CLIP = 48, 72, 96, 30.0
+GRAY = 128
+RED = (220, 30, 30)
+SQ = 16
+
+
+def square_x(i: int) -> int:
+    return 4 + i
+
+
+def synthetic_clip() -> np.ndarray:
+    """RGB uint8 [48, 72, 96, 3]: a red 16 x 16 square moving right one pixel per frame on gray."""
+    clip = np.full((T_CLIP, H_CLIP, W_CLIP, 3), GRAY, dtype=np.uint8)
+    y = (H_CLIP - SQ) // 2
+    for i in range(T_CLIP):
+        x = square_x(i)
+        clip[i, y : y + SQ, x : x + SQ] = RED
+    return clip
+
+
+def write_cv2(path, frames: np.ndarray, fps: float, fourcc: str) -> None:
+    t, h, w, _ = frames.shape
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened(), f"cv2.VideoWriter cannot write {fourcc}"
+    for f in frames:
+        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+@pytest.fixture(scope="module")
+def clip() -> np.ndarray:
+    return synthetic_clip()
+
+
+@pytest.fixture(scope="module")
+def clip_files(tmp_path_factory, clip) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("clips")
+    files = {"mp4": str(d / "clip.mp4"), "avi": str(d / "clip.avi")}
+    write_cv2(files["mp4"], clip, FPS_CLIP, "mp4v")
+    write_cv2(files["avi"], clip, FPS_CLIP, "MJPG")
+    return files
+
+
+def indexed_frames(t: int, h: int = 4, w: int = 4) -> np.ndarray:
+    """Frame i is filled with the value i, so the selected source frames can be read back."""
+    return np.broadcast_to(np.arange(t, dtype=np.uint8)[:, None, None, None], (t, h, w, 3)).copy()
+
+
+def pyav_info(path: str) -> dict:
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        return {
+            "codec": stream.codec_context.name,
+            "pix_fmt": stream.codec_context.pix_fmt,
+            "width": stream.codec_context.width,
+            "height": stream.codec_context.height,
+            "rate": stream.average_rate,
+            "frames": np.stack(frames),
+        }
+
+
+# ----------------------------------------------------------------------------- reading
+@pytest.mark.parametrize("kind", ["mp4", "avi"])
+def test_read_video_roundtrip(clip_files, clip, kind):
+    frames, fps = vio.read_video(clip_files[kind])
+    assert frames.dtype == np.uint8
+    assert frames.shape == (T_CLIP, H_CLIP, W_CLIP, 3)
+    assert fps == pytest.approx(FPS_CLIP, rel=1e-3)
+    # lossy codecs: close on average, and the square is red in RGB order where it should be
+    assert np.abs(frames.astype(int) - clip.astype(int)).mean() < 6
+    y = H_CLIP // 2
+    for i in (0, 20, 47):
+        r, g, b = frames[i, y, square_x(i) + SQ // 2].astype(int)
+        assert r > 180 and g < 80 and b < 80, (i, r, g, b)
+        assert abs(int(frames[i, y, square_x(i) + SQ + 6, 0]) - GRAY) < 20  # gray behind the square
+
+
+def test_read_video_max_frames(clip_files, clip):
+    frames, _ = vio.read_video(clip_files["avi"], max_frames=5)
+    assert frames.shape == (5, H_CLIP, W_CLIP, 3)
+    assert np.abs(frames.astype(int) - clip[:5].astype(int)).mean() < 6
+    frames, _ = vio.read_video(clip_files["avi"], max_frames=1000)
+    assert frames.shape[0] == T_CLIP
+
+
+def test_read_video_max_bytes(clip_files):
+    size = os.path.getsize(clip_files["mp4"])
+    with pytest.raises(VideoError, match=rf"too large: {size} bytes .* limit of {size - 1} bytes"):
+        vio.read_video(clip_files["mp4"], max_bytes=size - 1)
+    frames, _ = vio.read_video(clip_files["mp4"], max_bytes=size)
+    assert frames.shape[0] == T_CLIP
+
+
+def test_read_video_fps_fallback(tmp_path, monkeypatch, clip_files):
+    real = cv2.VideoCapture
+
+    class NanFps:
+        def __init__(self, *args):
+            self._cap = real(*args)
+
+        def get(self, prop):
+            return float("nan") if prop == cv2.CAP_PROP_FPS else self._cap.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(vio.cv2, "VideoCapture", NanFps)
+    frames, fps = vio.read_video(clip_files["avi"], max_frames=2)
+    assert fps == 8.0 and frames.shape[0] == 2
+
+
+def _corrupt(p):
+    p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+
+
+def _truncated_header(p):
+    p.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+
+
+@pytest.mark.parametrize(
+    "name, make, message",
+    [
+        ("random.mp4", _corrupt, r"could not read video: .*not a video or is corrupt"),
+        ("header.mp4", _truncated_header, r"could not read video: .*(not a video or is corrupt|no frames)"),
+        ("empty.mp4", lambda p: p.write_bytes(b""), r"could not read video: file is empty"),
+        ("notes.txt", lambda p: p.write_text("not a video\n" * 50), r"could not read video: .*not a video"),
+        ("missing.mp4", lambda p: None, r"could not read video: file not found"),
+        ("folder.mp4", lambda p: p.mkdir(), r"could not read video: not a regular file"),
+    ],
+)
+def test_read_video_bad_files(tmp_path, name, make, message):
+    p = tmp_path / name
+    make(p)
+    with pytest.raises(VideoError, match=message) as info:
+        vio.read_video(p)
+    assert isinstance(info.value, ValueError)
+    assert name in str(info.value)
+
+
+def test_read_video_bad_arguments(clip_files):
+    with pytest.raises(ValueError, match="max_frames must be an integer >= 1, got 0"):
+        vio.read_video(clip_files["avi"], max_frames=0)
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def test_resample_down_picks_nearest_frames():
+    out = vio.resample_fps(indexed_frames(48), 30.0, 8.0)
+    # duration 1.6 s -> floor(12.8) = 12 frames; frame i at i / 8 s -> source round(3.75 i)
+    assert out.shape == (12, 4, 4, 3)
+    assert out[:, 0, 0, 0].tolist() == [0, 4, 8, 11, 15, 19, 23, 26, 30, 34, 38, 41]
+
+
+def test_resample_up_and_edge_cases():
+    out = vio.resample_fps(indexed_frames(4), 8.0, 24.0)  # 0.5 s -> 12 frames, each source frame x3
+    assert out[:, 0, 0, 0].tolist() == [0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 3]
+    assert vio.resample_fps(indexed_frames(2), 30.0, 8.0).shape[0] == 1  # at least one frame
+    same = vio.resample_fps(indexed_frames(5), 8.0, 8.0)
+    assert np.array_equal(same, indexed_frames(5))
+    with pytest.raises(ValueError, match="dst_fps must be a positive finite number, got 0"):
+        vio.resample_fps(indexed_frames(5), 8.0, 0)
+    with pytest.raises(ValueError, match="src_fps must be a positive finite number, got nan"):
+        vio.resample_fps(indexed_frames(5), float("nan"), 8.0)
+
+
+def test_resize_center_crop_content():
+    frame = np.full((1, H_CLIP, W_CLIP, 3), GRAY, dtype=np.uint8)
+    frame[:, :, :8] = (0, 0, 255)  # blue strips at the far left/right are cropped away
+    frame[:, :, -8:] = (0, 0, 255)
+    frame[:, 28:44, 40:56] = RED  # 16 x 16 red square in the middle
+    out = vio.resize_center_crop(frame, 64)
+    assert out.shape == (1, 64, 64, 3) and out.dtype == np.uint8
+    assert tuple(out[0, 32, 32]) == RED
+    assert tuple(out[0, 2, 2]) == (GRAY,) * 3 and tuple(out[0, 61, 61]) == (GRAY,) * 3
+    assert out[..., 2].max() <= GRAY + 1  # no blue left
+    red = np.all(out[0] == RED, axis=-1)
+    ys, xs = np.nonzero(red)
+    assert abs(ys.mean() - 31.5) < 1 and abs(xs.mean() - 31.5) < 1  # square stays centred
+
+
+def test_resize_center_crop_identity_upscale_and_portrait():
+    x = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    assert np.array_equal(vio.resize_center_crop(x, 64), x)
+    assert vio.resize_center_crop(x[:, :32, :48], 64).shape == (3, 64, 64, 3)
+    assert vio.resize_center_crop(np.zeros((2, 100, 50, 3), np.uint8), 25).shape == (2, 25, 25, 3)
+    with pytest.raises(ValueError, match="size must be an integer >= 1, got 0"):
+        vio.resize_center_crop(x, 0)
+
+
+def test_valid_length_and_fit_length():
+    assert [t for t in range(0, 14) if vio.valid_length(t)] == [1, 5, 9, 13]
+    for t in range(1, 15):
+        x = indexed_frames(t)
+        padded = vio.fit_length(x, "pad")
+        trimmed = vio.fit_length(x, "trim")
+        assert vio.valid_length(padded.shape[0]) and vio.valid_length(trimmed.shape[0])
+        assert t <= padded.shape[0] < t + 4 and t - 4 < trimmed.shape[0] <= t
+        assert np.array_equal(padded[:t], x) and np.all(padded[t:] == t - 1)
+        assert np.array_equal(trimmed, x[: trimmed.shape[0]])
+    assert vio.fit_length(indexed_frames(6)).shape[0] == 9
+    assert vio.fit_length(indexed_frames(8), "trim").shape[0] == 5
+    with pytest.raises(ValueError, match="mode must be 'pad' or 'trim', got 'crop'"):
+        vio.fit_length(indexed_frames(3), "crop")
+
+
+def test_prepare_video(clip):
+    out = vio.prepare_video(clip, FPS_CLIP, target_fps=8.0, size=64)
+    assert out.shape == (13, 64, 64, 3) and out.dtype == np.uint8  # 12 frames at 8 fps -> padded to 13
+    assert np.array_equal(out[12], out[11])
+    capped = vio.prepare_video(clip, FPS_CLIP, max_frames=10)
+    assert capped.shape == (9, 64, 64, 3)  # never above the cap, still 1 + 4n
+    assert vio.prepare_video(clip, FPS_CLIP, max_frames=5).shape == (5, 64, 64, 3)
+
+
+# ----------------------------------------------------------------------------- model conversion
+def test_to_model_from_model_roundtrip():
+    values = np.arange(256, dtype=np.uint8)
+    x = np.stack([values.reshape(16, 16)] * 3, axis=-1)[None].repeat(2, axis=0)  # [2, 16, 16, 3]
+    x[1] = 255 - x[1]
+    t = vio.to_model(x)
+    assert t.shape == (3, 2, 16, 16) and t.dtype == torch.float32
+    assert t.min().item() == -1.0 and t.max().item() == 1.0
+    assert np.array_equal(vio.from_model(t), x)
+    batch = vio.from_model(torch.stack([t, t]))
+    assert batch.shape == (2, 2, 16, 16, 3) and np.array_equal(batch[1], x)
+    clamped = vio.from_model(torch.tensor([-3.0, 3.0, 0.0]).view(3, 1, 1, 1))
+    assert clamped.reshape(-1).tolist() == [0, 255, 128]
+    with pytest.raises(ValueError, match=r"got \(4, 2, 16, 16\)"):
+        vio.from_model(torch.zeros(4, 2, 16, 16))
+
+
+# ----------------------------------------------------------------------------- writing
+def test_write_video_h264_readable(tmp_path, clip):
+    frames = vio.resize_center_crop(clip[:17], 64)
+    path = vio.write_video(tmp_path / "out" / "demo.mp4", frames, fps=8.0, upscale=4)
+    assert isinstance(path, str) and path.endswith("demo.mp4")
+    info = pyav_info(path)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert (info["width"], info["height"]) == (256, 256)
+    assert info["rate"] == 8 and info["frames"].shape == (17, 256, 256, 3)
+    expected = np.repeat(np.repeat(frames, 4, axis=1), 4, axis=2)
+    assert np.abs(info["frames"].astype(int) - expected.astype(int)).mean() < 4
+    data = open(path, "rb").read()
+    assert 0 <= data.find(b"moov") < data.find(b"mdat")  # +faststart: index before the media data
+    back, fps = vio.read_video(path)
+    assert back.shape == (17, 256, 256, 3) and fps == pytest.approx(8.0)
+    assert np.abs(back.astype(int) - expected.astype(int)).mean() < 4
+
+
+def test_write_video_odd_size_and_fractional_fps(tmp_path):
+    rng = np.random.default_rng(2)
+    frames = np.repeat(rng.integers(0, 256, (1, 35, 51, 3), dtype=np.uint8), 5, axis=0)
+    path = vio.write_video(tmp_path / "odd.mp4", frames, fps=30000 / 1001)
+    info = pyav_info(path)
+    assert (info["width"], info["height"]) == (52, 36)
+    assert info["width"] % 2 == 0 and info["height"] % 2 == 0
+    assert info["frames"].shape[0] == 5
+    assert info["rate"] == pytest.approx(30000 / 1001, rel=1e-4)
+    back, _ = vio.read_video(path)
+    assert back.shape == (5, 36, 52, 3)
+    with pytest.raises(ValueError, match="crf must be an integer in \\[0, 51\\], got 99"):
+        vio.write_video(tmp_path / "bad.mp4", frames, crf=99)
+    with pytest.raises(ValueError, match="frames must be uint8, got float32"):
+        vio.write_video(tmp_path / "bad.mp4", frames.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- tiling
+def test_side_by_side():
+    a = np.zeros((3, 8, 6, 3), np.uint8)
+    b = np.full((5, 8, 4, 3), 50, np.uint8)
+    b[-1] = 77
+    out = vio.side_by_side([a, b], pad=2)
+    assert out.shape == (5, 8, 6 + 2 + 4, 3)
+    assert np.all(out[:, :, 6:8] == 255)  # white separator
+    assert np.all(out[:, :, :6] == 0)  # a repeated past its end
+    assert np.all(out[4, :, 8:] == 77) and np.all(out[3, :, 8:] == 50)
+    assert vio.side_by_side([a], pad=2).shape == (3, 8, 6, 3)
+    with pytest.raises(ValueError, match=r"same height, got heights \[8, 9\]"):
+        vio.side_by_side([a, np.zeros((3, 9, 6, 3), np.uint8)])
+
+
+def test_grid():
+    vids = [np.full((2, 4, 6, 3), 10 * (i + 1), np.uint8) for i in range(5)]
+    out = vio.grid(vids, cols=3, pad=1)
+    assert out.shape == (2, 2 * 4 + 1, 3 * 6 + 2, 3)
+    assert np.all(out[:, 0:4, 7:13] == 20)  # row 0, col 1
+    assert np.all(out[:, 5:9, 7:13] == 50)  # row 1, col 1
+    assert np.all(out[:, 5:9, 14:20] == 255)  # empty cell is white
+    assert np.all(out[:, 4] == 255) and np.all(out[:, :, 6] == 255)
+    with pytest.raises(ValueError, match="cols must be an integer >= 1, got 0"):
+        vio.grid(vids, cols=0)
