@@ -70,6 +70,9 @@ COMMANDS = {
     "train-vae": ("flexvid.train_vae", "main"),
     "train-tokenizer": ("flexvid.train_tokenizer", "main"),
     "eval-tokenizer": ("flexvid.evaluate", "main"),
+    "train-generator": ("flexvid.train_generator", "main"),
+    "generate": ("flexvid.generate", "main"),
+    "app": ("flexvid.app_ui", "main"),
 }
 
 

@@ -144,7 +144,7 @@ class VideoFlexTok:
     @torch.no_grad()
     def tokenize(self, video) -> list[torch.Tensor]:
         """Videos (3, T, H, W) in [-1, 1] (one, a batch or a list) -> list of (t, K) int64 token grids,
-        t = 1 + (T - 1) / 4. Chunks of every clip are encoded together in batches of max_batch."""
+        t = 1 + (T - 1) / 4. Clips longer than one chunk are encoded chunk by chunk."""
         videos = self._as_batch(video)
         jobs = []  # (clip, chunk index, frames)
         for i, v in enumerate(videos):
@@ -154,9 +154,12 @@ class VideoFlexTok:
         by_len: dict[int, list] = {}
         for job in jobs:
             by_len.setdefault(job[2].shape[1], []).append(job)
+        # At most one chunk per clip of the call at a time (and max_batch): a long clip costs the memory
+        # of a short one, whatever its length.
+        step = max(1, min(self.max_batch, len(videos)))
         for group in by_len.values():
-            for j in range(0, len(group), self.max_batch):
-                part = group[j:j + self.max_batch]
+            for j in range(0, len(group), step):
+                part = group[j:j + step]
                 x = torch.stack([p[2] for p in part]).to(self.device, torch.float32)
                 with self._autocast():
                     _, idx = self.tokenizer.encode(self.vae.encode(x).float())

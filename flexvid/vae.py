@@ -21,9 +21,10 @@ from einops import rearrange
 class VAEConfig:
     in_channels: int = 3
     z_channels: int = 16
-    dims: tuple[int, ...] = (48, 96, 128)  # width per level; level i > 0 halves H and W
-    temporal_down: tuple[bool, ...] = (False, True, True)  # which levels halve time (4x in all)
-    patch: int = 2  # pixel-unshuffle at the input: cheap first layers on CPU
+    dims: tuple[int, ...] = (48, 96, 128)  # width per level
+    spatial_down: tuple[bool, ...] = (False, True, True)  # which levels halve H and W on entry
+    temporal_down: tuple[bool, ...] = (False, True, True)  # which levels halve time on entry (4x in all)
+    patch: int = 2  # pixel-unshuffle at the input: cheap first convolutions on CPU
     n_res: int = 1  # residual blocks per level
     # latent normalisation, measured after training (like Stable Diffusion's scaling factor)
     latent_mean: list[float] = field(default_factory=list)
@@ -31,15 +32,20 @@ class VAEConfig:
 
     def __post_init__(self):
         self.dims, self.temporal_down = tuple(self.dims), tuple(self.temporal_down)
-        if len(self.dims) != len(self.temporal_down):
-            raise ValueError(f"dims {self.dims} and temporal_down {self.temporal_down} differ in length")
-        self.spatial_factor = self.patch * 2 ** (len(self.dims) - 1)
+        self.spatial_down = tuple(self.spatial_down)
+        if not len(self.dims) == len(self.temporal_down) == len(self.spatial_down):
+            raise ValueError(f"dims {self.dims}, spatial_down {self.spatial_down} and temporal_down "
+                             f"{self.temporal_down} differ in length")
+        self.spatial_factor = self.patch * 2 ** sum(self.spatial_down)
         self.temporal_factor = 2 ** sum(self.temporal_down)
 
 
 VAE_CONFIGS = {
-    "tiny": VAEConfig(),  # 64 px shapes world: 8x spatial, 4x temporal, 16 channels
-    "vidtok-like": VAEConfig(z_channels=16, dims=(128, 256, 512, 512), temporal_down=(False, True, True, False), n_res=2),
+    # 64 px shapes world on a CPU: 8x spatial (2 in the pixel-unshuffle), 4x temporal, 16 channels
+    "tiny": VAEConfig(),
+    # VidTok's compression (4x temporal, 8x8 spatial, 16 channels) at a GPU size
+    "vidtok-like": VAEConfig(z_channels=16, dims=(128, 256, 512, 512), spatial_down=(False, True, True, False),
+                             temporal_down=(False, True, True, False), patch=2, n_res=2),
 }
 
 
@@ -81,26 +87,27 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W, and optionally T (kernel 3, stride 2, causal: output 0 sees only frame 0)."""
+    """Halve H and W and/or T (kernel 3, stride 2, causal: output 0 sees only frame 0)."""
 
-    def __init__(self, dim, cout, time: bool):
+    def __init__(self, dim, cout, space: bool, time: bool):
         super().__init__()
-        self.conv = CausalConv3d(dim, cout, 3, stride_t=2 if time else 1, stride_s=2)
+        self.conv = CausalConv3d(dim, cout, 3, stride_t=2 if time else 1, stride_s=2 if space else 1)
 
     def forward(self, x):
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    """Double H and W (nearest + conv), and optionally T (depth-to-time, dropping the first frame)."""
+    """Double H and W (nearest + conv) and/or T (depth-to-time, dropping the first frame)."""
 
-    def __init__(self, dim, cout, time: bool):
+    def __init__(self, dim, cout, space: bool, time: bool):
         super().__init__()
-        self.time = time
+        self.space, self.time = space, time
         self.conv = CausalConv3d(dim, cout * (2 if time else 1))
 
     def forward(self, x):  # (B, C, t, H, W)
-        x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
+        if self.space:
+            x = F.interpolate(x, scale_factor=(1, 2, 2), mode="nearest")
         x = self.conv(x)
         if self.time:
             x = rearrange(x, "b (c two) t h w -> b c (t two) h w", two=2)[:, :, 1:]  # 1 + n -> 1 + 2n
@@ -118,7 +125,7 @@ class VideoVAE(nn.Module):
         enc = []
         for i in range(len(d)):
             if i > 0:
-                enc.append(Downsample(d[i - 1], d[i], cfg.temporal_down[i]))
+                enc.append(Downsample(d[i - 1], d[i], cfg.spatial_down[i], cfg.temporal_down[i]))
             enc += [ResBlock(d[i], d[i]) for _ in range(cfg.n_res)]
         self.encoder = nn.Sequential(*enc)
         self.enc_out = nn.Sequential(ChannelNorm(d[-1]), nn.SiLU(), CausalConv3d(d[-1], 2 * cfg.z_channels))
@@ -128,7 +135,7 @@ class VideoVAE(nn.Module):
         for i in reversed(range(len(d))):
             dec += [ResBlock(d[i], d[i]) for _ in range(cfg.n_res)]
             if i > 0:
-                dec.append(Upsample(d[i], d[i - 1], cfg.temporal_down[i]))
+                dec.append(Upsample(d[i], d[i - 1], cfg.spatial_down[i], cfg.temporal_down[i]))
         self.decoder = nn.Sequential(*dec)
         self.dec_out = nn.Sequential(ChannelNorm(d[0]), nn.SiLU(), CausalConv3d(d[0], cfg.in_channels * p * p))
         nn.init.zeros_(self.dec_out[-1].conv.bias)

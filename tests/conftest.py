@@ -11,8 +11,8 @@ from flexvid.quantizer import calibrate  # noqa: E402
 from flexvid.tokenizer import FlexTokenizer, TokenizerConfig  # noqa: E402
 from flexvid.vae import VAEConfig, VideoVAE  # noqa: E402
 
-SMALL_VAE = dict(z_channels=8, dims=(16, 24, 32), n_res=1)
-SMALL_TOK = dict(z_channels=8, latent_size=8, patch=2, max_t=5, n_registers=8, levels=(8, 5, 5, 5),
+SMALL_VAE = dict(z_channels=8, dims=(16, 24, 32), spatial_down=(False, False, False), patch=4, n_res=1)
+SMALL_TOK = dict(z_channels=8, latent_size=16, patch=4, max_t=5, n_registers=8, levels=(8, 5, 5, 5),
                  enc_dim=64, enc_layers=2, enc_heads=2, dec_dim=64, dec_layers=2, dec_heads=2, sample_steps=3)
 
 

@@ -10,7 +10,7 @@ from flexvid.vae import VAEConfig, VideoVAE
 
 out = sys.argv[1]
 torch.manual_seed(0)
-vae = VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), temporal_down=(False, True)))
+vae = VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), spatial_down=(False, True), temporal_down=(False, True), patch=2))
 cfg = TrainConfig(out_dir=out, steps=2, batch_size=4, lr=1e-3, warmup=1, bf16=False, ckpt_every=2, log_every=1,
                   threads=1)
 

@@ -16,7 +16,7 @@ HERE = os.path.dirname(__file__)
 
 def small_vae():
     torch.manual_seed(0)
-    return VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), temporal_down=(False, True)))
+    return VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), spatial_down=(False, True), temporal_down=(False, True), patch=2))
 
 
 def batches_for(cfg):

@@ -1,0 +1,12 @@
+"""Hugging Face Space entry point: the VideoFlexTok app (flexvid/app_ui.py builds the page).
+
+    python app.py [--port 7860] [--tokenizer FOLDER_OR_REPO_ID]
+
+Settings: space.yaml (section `app`); FLEXVID_TOKENIZER overrides the tokenizer.
+"""
+import sys
+
+from flexvid.app_ui import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""The Gradio app (a Hugging Face Space): glue between the page and flexvid.runtime.Runtime.
+
+    python app.py                                  # or: flexvid app --port 7860
+    FLEXVID_TOKENIZER=runs/tokenizer/export python app.py
+    flexvid app --write-examples assets/examples   # (re)make the bundled example clips
+
+Reconstruct tab: a clip is tokenized once; the token slider, the decoder settings and the resample button
+only re-decode (cached). Generate tab: filled in when generators are registered into the runtime.
+Endpoints (gradio_client): /tokenize, /decode, /resample, /info.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .runtime import ModelMissing, Runtime, UserError, load_settings
+
+log = logging.getLogger("flexvid.app")
+
+EXAMPLES = {  # file name -> label; files are made by write_examples
+    "shapes_one_object.mp4": "shapes world: one object (test split, 4 s)",
+    "shapes_two_objects.mp4": "shapes world: two objects (test split, 4 s)",
+    "shapes_long.mp4": "shapes world: 10 s clip (decoded in 17-frame chunks)",
+    "synthetic_landscape_pan.mp4": "synthetic landscape pan (procedural, not real footage; outside the training world)",
+}
+
+
+# ----------------------------------------------------------------------------- example clips
+def landscape_pan(T: int = 33, size: int = 256, seed: int = 0) -> np.ndarray:
+    """A procedurally drawn scene with a camera pan: sky gradient, sun, drifting clouds and three ridges of
+    hills moving with parallax. Synthetic, not real footage. uint8 (T, size, size, 3)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    sky = np.stack([70 + 150 * ys, 120 + 90 * ys, 220 - 60 * ys], axis=-1)  # blue above, warm near the horizon
+    ridges = [  # (base height, amplitude, parallax speed px/frame, colour)
+        (0.55, 0.10, 1.0, (110, 120, 150)), (0.68, 0.08, 2.5, (60, 110, 70)), (0.82, 0.06, 5.0, (35, 75, 40))]
+    phases = [rng.uniform(0, 2 * math.pi, 3) for _ in ridges]
+    clouds = [(rng.uniform(0, 2), rng.uniform(0.08, 0.3), rng.uniform(0.06, 0.12)) for _ in range(4)]
+    texture = rng.normal(0, 4, (size, 3 * size, 3)).astype(np.float32)
+    frames = np.empty((T, size, size, 3), np.uint8)
+    for f in range(T):
+        img = sky.copy()
+        cv2.circle(img, (int(0.72 * size - 0.3 * f), int(0.28 * size)), size // 12, (255, 230, 150), -1, cv2.LINE_AA)
+        for cx, cy, r in clouds:
+            x = ((cx - 0.004 * f * 1.5) % 2 - 0.5) * size
+            cv2.ellipse(img, (int(x), int(cy * size)), (int(r * size * 1.8), int(r * size * 0.6)), 0, 0, 360,
+                        (235, 235, 240), -1, cv2.LINE_AA)
+        img = cv2.GaussianBlur(img, (0, 0), 2)
+        for (base, amp, speed, colour), ph in zip(ridges, phases):
+            u = (np.arange(size) + speed * f) / size
+            h = base - amp * (np.sin(2 * math.pi * 1.3 * u + ph[0]) + 0.5 * np.sin(2 * math.pi * 3.1 * u + ph[1])
+                              + 0.25 * np.sin(2 * math.pi * 7.7 * u + ph[2]))
+            mask = ys >= h[None, :]
+            shade = np.asarray(colour, np.float32) * (1.0 - 0.35 * (ys - h[None, :]).clip(0, 1))[..., None]
+            img = np.where(mask[..., None], shade, img)
+        off = int(5 * f) % (2 * size)
+        img = img + texture[:, off:off + size]
+        frames[f] = np.clip(img, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_examples(folder: str | os.PathLike) -> list[str]:
+    """Write the example clips (EXAMPLES) into folder as browser-playable mp4s; returns the paths."""
+    from . import shapes, video_io
+
+    folder = Path(folder)
+    test = shapes.SPLIT_SEEDS["test"]
+    one = next(i for i in range(100) if len(shapes.make_clip(test, i, 33).objects) == 1)
+    two = next(i for i in range(100) if len(shapes.make_clip(test, i, 33).objects) == 2)
+    clips = {
+        "shapes_one_object.mp4": (shapes.make_clip(test, one, 33).video, 4),
+        "shapes_two_objects.mp4": (shapes.make_clip(test, two, 33).video, 4),
+        "shapes_long.mp4": (shapes.make_clip(test, two + 1, 81).video, 4),
+        "synthetic_landscape_pan.mp4": (landscape_pan(), 1),
+    }
+    return [video_io.write_video(folder / name, frames, fps=shapes.FPS, upscale=up)
+            for name, (frames, up) in clips.items()]
+
+
+def examples(folder: Path) -> tuple[list[list[str]], list[str]]:
+    files = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+    files.sort(key=lambda p: list(EXAMPLES).index(p.name) if p.name in EXAMPLES else len(EXAMPLES))
+    return [[str(p)] for p in files], [EXAMPLES.get(p.name, p.stem) for p in files]
+
+
+# ----------------------------------------------------------------------------- errors
+def page_errors(fn):
+    """UserError -> gr.Error with its message; anything else -> a generic gr.Error, the traceback only in
+    the server log. The server keeps running either way."""
+    import gradio as gr
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except gr.Error:
+            raise
+        except UserError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception:
+            log.exception("flexvid app: unexpected error in %s", fn.__name__)
+            raise gr.Error("internal error while processing this request (logged on the server); "
+                           "try again, or another clip", print_exception=False) from None
+    return wrapped
+
+
+# ----------------------------------------------------------------------------- the page
+HEADER = """# VideoFlexTok: coarse-to-fine video tokens
+Each latent time step of a clip becomes an **ordered list of tokens**: the first ones carry what matters
+most (what is there, how it moves), later ones add detail. Any prefix decodes to a plausible video, because
+the decoder is a generative rectified flow ([arXiv 2604.12887](https://arxiv.org/abs/2604.12887)).
+Upload a clip or pick an example, then move the slider: the clip is tokenized once, and every k is decoded
+from the same tokens."""
+
+
+def build_demo(rt: Runtime):
+    """The Gradio Blocks of the app, calling rt for everything."""
+    import gradio as gr
+
+    info, d = rt.info(), rt.defaults()
+    K, lim = info["n_tokens"], rt.settings.limits
+
+    def progress_cb(progress):
+        return lambda done, total: progress((done, total), desc="decoding", unit="steps")
+
+    def outputs(v):
+        return [v.compare, v.heatmap, v.ladder, v.figure, v.token_image, v.token_caption, v.summary, v.downloads]
+
+    @page_errors
+    def tokenize(video, k, steps, guidance, mode, seed, progress=gr.Progress()):
+        """Tokenize a clip (once; cached by file content) and show it at k."""
+        if video is None:  # the input was cleared
+            return [""] + [None] * 5 + ["", "", None]
+        progress(0, desc="reading and tokenizing")
+        clip = rt.add_clip(video)
+        return [clip.id] + outputs(rt.view(clip.id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
+    @page_errors
+    def decode(clip_id, k, steps, guidance, mode, seed, progress=gr.Progress()):
+        """Decode the tokenized clip at k with these decoder settings (cached)."""
+        return outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
+    @page_errors
+    def resample(clip_id, k, steps, guidance, mode, progress=gr.Progress()):
+        """Decode again with a new random seed: another sample of the same tokens."""
+        seed = rt.new_seed()
+        return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
+    def model_info() -> dict:
+        """The loaded tokenizer, defaults, limits and generators."""
+        return rt.info()
+
+    device = f"{info['device']} ({info['dtype']})"
+    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+        gr.Markdown(HEADER)
+        gr.Markdown(f"Model: **K = {K}** tokens per time step, codebook of {info['codebook_size']:,} codes, "
+                    f"{info['size']}x{info['size']} px at {info['fps']:g} fps, running on {device}. "
+                    f"Limits: {lim.max_upload_mb:g} MB uploads, clips trimmed to {lim.max_seconds:g} s / "
+                    f"{lim.max_frames} frames.")
+        with gr.Tab("Reconstruct"):
+            with gr.Row():
+                with gr.Column(scale=2, min_width=300):
+                    clip_in = gr.Video(label="clip (mp4, webm, mov, avi, ...)", sources=["upload"],
+                                       include_audio=True, elem_id="clip-in")
+                    ex, ex_labels = examples(Path(rt.settings.base_dir) / rt.settings.examples)
+                    if ex:
+                        gr.Examples(ex, inputs=clip_in, example_labels=ex_labels, cache_examples=False,
+                                    preload=False, label="examples")
+                    k = gr.Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",
+                                  info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
+                    with gr.Accordion("decoder", open=True):
+                        steps = gr.Slider(1, lim.max_steps, value=d["steps"], step=1, label="Euler steps")
+                        guidance = gr.Slider(0, lim.max_guidance, value=d["guidance"], step=0.5,
+                                             label="guidance scale (1 = none)")
+                        mode = gr.Radio(["cfg", "apg"], value=d["guidance_mode"], label="guidance mode")
+                        with gr.Row():
+                            seed = gr.Number(d["seed"], label="seed", precision=0, minimum=0, elem_id="seed",
+                                             maximum=lim.max_seed)
+                            resample_btn = gr.Button("resample (new seed)", elem_id="resample")
+                    clip_id = gr.Textbox(label="clip id", interactive=False, max_lines=1, elem_id="clip-id")
+                with gr.Column(scale=3, min_width=400):
+                    compare = gr.Video(label="original | reconstruction", autoplay=True, loop=True,
+                                       interactive=False, elem_id="compare")
+                    summary = gr.Markdown(label="summary", elem_id="summary")
+                    plot = gr.Plot(label="PSNR and SSIM vs k", elem_id="metrics-plot")
+                    with gr.Row():
+                        heatmap = gr.Video(label="|error| (black 0, yellow 128+ of 255)", autoplay=True, loop=True,
+                                           interactive=False, elem_id="heatmap")
+                        with gr.Column():
+                            tokens_img = gr.Image(label="token grid (rows: time steps; columns: tokens)", format="png",
+                                                  height=280, interactive=False, elem_id="token-grid")
+                            token_caption = gr.Markdown(label="bits", elem_id="token-caption")
+            ladder = gr.Video(label="prefix ladder (k = 1, 2, 4, ..., K, same noise)", autoplay=True,
+                              loop=True, interactive=False, height=420, elem_id="ladder")
+            downloads = gr.File(label="downloads (mp4 per k, tokens npz)", file_count="multiple",
+                                interactive=False, elem_id="downloads")
+        with gr.Tab("Generate"):
+            if rt.generators:
+                gr.Markdown(f"Generators registered: {', '.join(sorted(rt.generators))}. "
+                            "This build has no generation page yet.")
+            elif rt.settings.generators:
+                gr.Markdown(f"Generators are configured in space.yaml ({', '.join(sorted(rt.settings.generators))}) "
+                            "but this build has no generator module, so nothing can be generated here yet.")
+            else:
+                gr.Markdown("No generators are configured for this Space (space.yaml: `app.generators` is "
+                            "empty), so there is nothing to generate here yet. Text-to-video and "
+                            "class-to-video will appear in this tab when they are.")
+
+        view_out = [compare, heatmap, ladder, plot, tokens_img, token_caption, summary, downloads]
+        settings_in = [k, steps, guidance, mode, seed]
+        clip_in.change(tokenize, [clip_in, *settings_in], [clip_id, *view_out], api_name="tokenize",
+                       trigger_mode="always_last")
+        # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
+        # change every decode, so they act on release only.
+        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode,
+              [clip_id, *settings_in], view_out, api_name="decode", trigger_mode="always_last")
+        resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample")
+        gr.api(model_info, api_name="info")
+    return demo
+
+
+# ----------------------------------------------------------------------------- entry point
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="flexvid app", description="The VideoFlexTok Gradio app (a Hugging Face Space).")
+    p.add_argument("--config", default=None, help="settings file (default: FLEXVID_CONFIG, else the repo's space.yaml)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hugging Face repo id "
+                                                     "(overrides FLEXVID_TOKENIZER and space.yaml)")
+    p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
+    p.add_argument("--write-examples", metavar="DIR", default=None, help="write the example clips to DIR and exit")
+    args = p.parse_args(argv)
+    if args.write_examples:
+        for path in write_examples(args.write_examples):
+            print(path)
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings(args.config, tokenizer=args.tokenizer)
+        rt = Runtime(settings)
+        rt.load()
+    except (ModelMissing, ValueError) as e:
+        print(f"flexvid app: {e}", file=sys.stderr)
+        return 2
+    info = rt.info()
+    print(f"flexvid app: tokenizer {settings.tokenizer} on {info['device']} ({info['dtype']}), K = {info['n_tokens']}, "
+          f"outputs in {rt.out_dir}", flush=True)
+    demo = build_demo(rt)
+    demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
+    demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),
+                allowed_paths=[str(rt.out_dir), str(Path(settings.base_dir) / settings.examples)],
+                footer_links=["api", "gradio"], show_error=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""Tokenizer evaluation: rate-distortion over the prefix ladder, coarse-to-fine semantics, long videos.
+
+    flexvid eval-tokenizer --model assets/tokenizer --n 64 --out eval/tokenizer
+
+On the shapes world's test split (shared design note "shapes-world.md"):
+1. Rate-distortion: n clips are tokenized once, every k of the ladder is decoded (batched, same noise
+   for every k) with the model's sampler settings, and scored by PSNR (dB, per clip over all frames)
+   and SSIM (Wang et al. 2004, Gaussian window 11 / sigma 1.5, per frame on RGB in [0, 1], through
+   pytorch-msssim). The VAE round trip (stage 0 alone) is the ceiling. PSNR should not drop as k grows.
+2. Semantics: flexvid.probe reads colour, shape, size and motion back from every reconstruction; the
+   probe on the ground truth is its own ceiling. A coarse-to-fine tokenizer gets semantics right at
+   small k (VideoFlexTok, arXiv 2604.12887).
+3. Long video: 81-frame clips go through 17-frame chunks (21 latent steps). Per-frame PSNR shows
+   whether chunk borders leave seams, and the peak memory of an 81-frame round trip against a 17-frame
+   one (each in a fresh process) shows that memory is bounded by one chunk.
+Writes DIR/eval.json and DIR/eval.html (plotly, works offline) and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import multiprocessing as mp
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+import torch
+from pytorch_msssim import ssim as _ssim
+
+from . import probe, shapes
+from .pipeline import VideoFlexTok, chunk_bounds
+from .video_io import from_model
+
+MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
+PSNR_CAP_DB = 100.0  # identical videos: MSE clamped at 1e-10, as in train_vae.psnr
+ATTRS = (*probe.ATTRS, "all")
+COLORS = qualitative.Plotly
+
+
+# ----------------------------------------------------------------------------- metrics
+def _float_video(v) -> torch.Tensor:
+    """(3, T, H, W) float in [-1, 1], or (T, H, W, 3) uint8 -> (3, T, H, W) float32 clamped to [-1, 1]."""
+    if isinstance(v, np.ndarray):
+        if v.dtype != np.uint8 or v.ndim != 4 or v.shape[-1] != 3:
+            raise ValueError(f"numpy videos must be uint8 (T, H, W, 3), got {v.dtype} {v.shape}")
+        return shapes.to_tensor(v)
+    if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
+        raise ValueError(f"videos must be tensors (3, T, H, W), got {getattr(v, 'shape', type(v).__name__)}")
+    return v.detach().float().cpu().clamp(-1.0, 1.0)
+
+
+def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+    a, b = _float_video(a), _float_video(b)
+    if a.shape != b.shape:
+        raise ValueError(f"videos differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return a, b
+
+
+def _db(mse: torch.Tensor) -> torch.Tensor:
+    return -10 * torch.log10(mse.clamp_min(10 ** (-PSNR_CAP_DB / 10)))
+
+
+def psnr_frames(a, b) -> torch.Tensor:
+    """PSNR in dB of every frame (T,) of two videos in [-1, 1] (peak-to-peak 2)."""
+    a, b = _pair(a, b)
+    return _db(((a - b) / 2).pow(2).mean(dim=(0, 2, 3)))
+
+
+def psnr_video(a, b) -> float:
+    """PSNR in dB of a clip: the MSE over all frames and pixels (capped at 100 dB for identical clips)."""
+    a, b = _pair(a, b)
+    return float(_db(((a - b) / 2).pow(2).mean()))
+
+
+def ssim_frames(a, b) -> torch.Tensor:
+    """SSIM of every frame (T,): Gaussian window 11, sigma 1.5, on RGB in [0, 1], mean over channels."""
+    a, b = _pair(a, b)
+    x, y = (a.transpose(0, 1) + 1) / 2, (b.transpose(0, 1) + 1) / 2  # (T, 3, H, W)
+    return _ssim(x, y, data_range=1.0, size_average=False)
+
+
+def ssim_video(a, b) -> float:
+    """Mean per-frame SSIM of a clip (1.0 for identical clips)."""
+    return float(ssim_frames(a, b).mean())
+
+
+def _default(fn, name):
+    return inspect.signature(fn).parameters[name].default
+
+
+def _sampler(**kw) -> dict:
+    """detokenize keywords without the unset ones (None = the model's default)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+# ----------------------------------------------------------------------------- 1. rate-distortion
+def rate_distortion(tok: VideoFlexTok, clips, ks=None, tokens=None, keep_videos: bool = False, **sampler) -> dict:
+    """Decode every clip at every k of `ks` (default the ladder) and score it against the clip.
+
+    clips: shapes Clips. tokens: their grids, if already tokenized. sampler: steps, guidance,
+    guidance_mode, seed for detokenize (None = model default). Each detokenize call holds about
+    tok.max_batch (grid, k) pairs, all k of a clip together. Returns {"ks", "psnr", "ssim" (means per k),
+    "psnr_clips", "ssim_clips" (per k, per clip)} and with keep_videos "videos": {k: [uint8 (T, H, W, 3)]}."""
+    ks = sorted(set(int(k) for k in ks)) if ks else tok.ladder()
+    sampler = _sampler(**sampler)
+    refs = [shapes.to_tensor(c.video) for c in clips]
+    tokens = tok.tokenize(refs) if tokens is None else tokens
+    psnr = {k: [] for k in ks}
+    ssim = {k: [] for k in ks}
+    videos = {k: [] for k in ks}
+    per_call = max(1, tok.max_batch // len(ks))
+    for j in range(0, len(clips), per_call):
+        pairs = [(i, k) for i in range(j, min(j + per_call, len(clips))) for k in ks]
+        out = tok.detokenize([tokens[i] for i, _ in pairs], k=[k for _, k in pairs], **sampler)
+        for (i, k), y in zip(pairs, out):
+            psnr[k].append(psnr_video(y, refs[i]))
+            ssim[k].append(ssim_video(y, refs[i]))
+            if keep_videos:
+                videos[k].append(from_model(y))
+    res = {"ks": ks, "psnr": [float(np.mean(psnr[k])) for k in ks], "ssim": [float(np.mean(ssim[k])) for k in ks],
+           "psnr_clips": [psnr[k] for k in ks], "ssim_clips": [ssim[k] for k in ks]}
+    if keep_videos:
+        res["videos"] = videos
+    return res
+
+
+def vae_ceiling(tok: VideoFlexTok, clips) -> dict:
+    """PSNR / SSIM of the VAE round trip alone: no token-based reconstruction can beat it."""
+    refs = [shapes.to_tensor(c.video) for c in clips]
+    out = tok.autoencode(refs)
+    return {"psnr": float(np.mean([psnr_video(y, x) for y, x in zip(out, refs)])),
+            "ssim": float(np.mean([ssim_video(y, x) for y, x in zip(out, refs)]))}
+
+
+def monotone_check(ks, psnr, tol: float = MONOTONE_TOL_DB) -> dict:
+    """Does PSNR never fall more than tol dB below its best at any smaller k? Lists the drops."""
+    order = sorted(range(len(ks)), key=lambda i: ks[i])
+    drops, best_i = [], None
+    for i in order:
+        if best_i is not None and psnr[i] < psnr[best_i] - tol:
+            drops.append({"k_best": ks[best_i], "k": ks[i], "drop_db": float(psnr[best_i] - psnr[i])})
+        if best_i is None or psnr[i] > psnr[best_i]:
+            best_i = i
+    return {"monotone": not drops, "tolerance_db": tol, "drops": drops}
+
+
+# ----------------------------------------------------------------------------- 2. semantics
+def semantics(videos_by_k: dict, clips) -> dict:
+    """Probe accuracy per attribute for the reconstructions at every k ({k: [videos]}, paired with
+    clips) and for the clips themselves (the probe's ceiling). Returns {"ks", "rates": {attr: [per k]},
+    "ground_truth": {attr: rate}}."""
+    ks = sorted(videos_by_k)
+    per_k = [probe.score_videos(videos_by_k[k], clips) for k in ks]
+    truth = probe.score_videos([c.video for c in clips], clips)
+    return {"ks": ks, "rates": {a: [r[a] for r in per_k] for a in ATTRS},
+            "ground_truth": {a: truth[a] for a in ATTRS}}
+
+
+# ----------------------------------------------------------------------------- 3. long video
+def seam_frames(T: int, chunk: int) -> list[int]:
+    """Frames next to chunk borders: the last frame of each chunk but the last, and the frame after it."""
+    out = []
+    for _, b in chunk_bounds(T, chunk)[:-1]:
+        out += [b, b + 1]
+    return out
+
+
+def long_video(tok: VideoFlexTok, clips, **sampler) -> dict:
+    """Tokenize long clips, decode them at full K, and compare the PSNR of the frames at chunk borders
+    with that of all other frames (a seam shows as a dip at the borders), averaged over the clips."""
+    refs = [shapes.to_tensor(c.video) for c in clips]
+    T = refs[0].shape[1]
+    tokens = tok.tokenize(refs)
+    out = tok.detokenize(tokens, k=tok.n_tokens, **_sampler(**sampler))
+    vae = tok.autoencode(refs)
+    frames = torch.stack([psnr_frames(y, x) for y, x in zip(out, refs)]).mean(0)  # (T,)
+    vae_frames = torch.stack([psnr_frames(y, x) for y, x in zip(vae, refs)]).mean(0)
+    seams = seam_frames(T, tok.chunk_frames)
+    other = [f for f in range(T) if f not in seams]
+
+    def split(p):  # (seam, other) mean PSNR; no seams in a single-chunk clip
+        return float(p[seams].mean()) if seams else None, float(p[other].mean())
+
+    seam_psnr, other_psnr = split(frames)
+    vae_seam, vae_other = split(vae_frames)
+    steps = [int(g.shape[0]) for g in tokens]
+    return {"frames": T, "n": len(clips), "time_steps": steps, "expected_time_steps": tok.num_steps(T),
+            "time_steps_ok": all(s == tok.num_steps(T) for s in steps), "k": tok.n_tokens,
+            "psnr": float(np.mean([psnr_video(y, x) for y, x in zip(out, refs)])),
+            "psnr_frames": frames.tolist(), "vae_psnr_frames": vae_frames.tolist(),
+            "borders": [b for _, b in chunk_bounds(T, tok.chunk_frames)[:-1]], "seam_frames": seams,
+            "seam_psnr": seam_psnr, "other_psnr": other_psnr,
+            "seam_gap_db": None if seam_psnr is None else other_psnr - seam_psnr,
+            "vae_seam_psnr": vae_seam, "vae_other_psnr": vae_other}
+
+
+def _peak_rss_kib() -> int:
+    """Peak resident memory in KiB. On Linux VmHWM, which is ru_maxrss of this process alone: ru_maxrss
+    of a spawned process also remembers the RSS of the process that spawned it."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return rss // 1024 if sys.platform == "darwin" else rss  # bytes on macOS, KiB elsewhere
+
+
+def _reset_peak_rss() -> None:
+    """Set the peak RSS to the current RSS (Linux >= 4.0), so loading transients do not hide growth."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _round_trip_memory(conn, model: str, T: int, device: str, dtype, threads: int, max_batch: int, sampler: dict):
+    """In a fresh process: load the model, warm up on one frame, then send the peak memory increase (MiB)
+    of tokenize + detokenize (full K) of one T-frame test clip, or the error."""
+    try:
+        torch.set_num_threads(threads)
+        tok = VideoFlexTok.from_pretrained(model, device=device, dtype=dtype)
+        tok.max_batch = max_batch
+        warm = shapes.to_tensor(shapes.fixed_split("test", 1, 1)[0].video)
+        tok.detokenize(tok.tokenize(warm), steps=1)  # first-call allocations are not per-frame memory
+        video = shapes.to_tensor(shapes.fixed_split("test", 1, T)[0].video)
+        if tok.device.type == "cuda":
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            tok.detokenize(tok.tokenize(video), **sampler)
+            torch.cuda.synchronize()
+            conn.send(("ok", (torch.cuda.max_memory_allocated() - base) / 2**20))
+        else:
+            _reset_peak_rss()
+            base = _peak_rss_kib()
+            tok.detokenize(tok.tokenize(video), **sampler)
+            conn.send(("ok", (_peak_rss_kib() - base) / 1024))
+    except Exception as e:  # noqa: BLE001 - reported to the parent, which raises
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def peak_memory(model: str, T: int, device: str = "auto", dtype=None, max_batch: int = 16, **sampler) -> float:
+    """Peak memory increase (MiB) of a T-frame tokenize + detokenize, measured in a fresh spawned process
+    (CUDA: max_memory_allocated; CPU: peak RSS). max_batch: the pipeline's batch of chunks / videos."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_round_trip_memory, daemon=True,
+                       args=(send, model, T, device, dtype, torch.get_num_threads(), max_batch, _sampler(**sampler)))
+    proc.start()
+    send.close()  # only the child holds the sending end now: recv() fails if the child dies
+    try:
+        status, value = recv.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"memory measurement process died (exit code {proc.exitcode})") from None
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"memory measurement failed for {T} frames: {value}")
+    return value
+
+
+def memory_scaling(model: str, device: str = "auto", dtype=None, short: int = 17, long: int = 81,
+                   max_batch: int = 16, **sampler) -> dict:
+    """Peak memory of a long round trip against a short one; chunking should keep the ratio <= 1.5."""
+    a, b = (peak_memory(model, T, device, dtype, max_batch, **sampler) for T in (short, long))
+    return {"short_frames": short, "long_frames": long, "short_mib": a, "long_mib": b, "max_batch": max_batch,
+            "ratio": b / a if a > 0 else None, "target_ratio": 1.5}
+
+
+# ----------------------------------------------------------------------------- report
+def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling") -> go.Figure:
+    fig = go.Figure()
+    for (name, ys), color in zip(series.items(), COLORS):
+        fig.add_trace(go.Scatter(x=ks, y=ys, mode="lines+markers", name=name, line={"color": color}))
+    if ceiling is not None:
+        fig.add_trace(go.Scatter(x=[ks[0], ks[-1]], y=[ceiling, ceiling], mode="lines", name=ceiling_name,
+                                 line={"dash": "dash", "color": "gray"}))
+    fig.update_xaxes(type="log", tickvals=ks, ticktext=[str(k) for k in ks], title="k (tokens per step, log2)")
+    fig.update_layout(title=title, yaxis_title=ytitle, height=420, width=720)
+    return fig
+
+
+def _figures(results: dict) -> list[go.Figure]:
+    rd, vae, sem = results["rate_distortion"], results["vae"], results["semantics"]
+    ks = rd["ks"]
+    figs = [_fig_vs_k(ks, {"PSNR": rd["psnr"]}, "PSNR vs k", "PSNR (dB)", vae["psnr"]),
+            _fig_vs_k(ks, {"SSIM": rd["ssim"]}, "SSIM vs k", "SSIM", vae["ssim"])]
+    fig = _fig_vs_k(ks, sem["rates"], "Probe accuracy vs k (dotted: on the ground truth)", "accuracy")
+    for i, a in enumerate(ATTRS):
+        fig.add_hline(y=sem["ground_truth"][a], line_dash="dot", line_color=COLORS[i], opacity=0.6)
+    figs.append(fig)
+    lv = results.get("long_video")
+    if lv:
+        x = list(range(lv["frames"]))
+        fig = go.Figure([go.Scatter(x=x, y=lv["psnr_frames"], mode="lines+markers", name=f"k = {lv['k']}"),
+                         go.Scatter(x=x, y=lv["vae_psnr_frames"], mode="lines", name="VAE ceiling",
+                                    line={"dash": "dash", "color": "gray"})])
+        for b in lv["borders"]:
+            fig.add_vline(x=b + 0.5, line_dash="dot", line_color="red")
+        fig.update_layout(title=f"Per-frame PSNR of {lv['n']} long clips ({lv['frames']} frames, chunk borders red)",
+                          xaxis_title="frame", yaxis_title="PSNR (dB)", height=420, width=720)
+        figs.append(fig)
+    return figs
+
+
+def table(results: dict) -> str:
+    """A compact text table of the results."""
+    rd, sem, vae = results["rate_distortion"], results["semantics"], results["vae"]
+    head = f"{'k':>5} {'PSNR':>7} {'SSIM':>6} " + " ".join(f"{a:>6}" for a in ATTRS)
+    lines = [head, "-" * len(head)]
+    for i, k in enumerate(rd["ks"]):
+        probe_cols = " ".join(f"{sem['rates'][a][i]:6.2f}" for a in ATTRS)
+        lines.append(f"{k:>5} {rd['psnr'][i]:7.2f} {rd['ssim'][i]:6.3f} {probe_cols}")
+    gt = " ".join(f"{sem['ground_truth'][a]:6.2f}" for a in ATTRS)
+    lines.append(f"{'VAE':>5} {vae['psnr']:7.2f} {vae['ssim']:6.3f}")
+    lines.append(f"{'truth':>5} {'':>7} {'':>6} {gt}")
+    mono = results["monotone"]
+    lines.append(f"PSNR monotone in k (tolerance {mono['tolerance_db']} dB): {'yes' if mono['monotone'] else 'NO'}"
+                 + "".join(f"; k={d['k']} is {d['drop_db']:.2f} dB under k={d['k_best']}" for d in mono["drops"]))
+    if results.get("psnr_full_k") is not None:
+        lines.append(f"PSNR at full K = {results['settings']['K']}: {results['psnr_full_k']:.2f} dB")
+    lv = results.get("long_video")
+    if lv:
+        line = (f"long video: {lv['frames']} frames -> {lv['time_steps'][0]} steps "
+                f"({'ok' if lv['time_steps_ok'] else 'expected ' + str(lv['expected_time_steps'])}), "
+                f"PSNR {lv['psnr']:.2f} dB at k = {lv['k']}")
+        if lv["seam_psnr"] is not None:
+            line += (f"; seam frames {lv['seam_psnr']:.2f} dB vs others {lv['other_psnr']:.2f} dB "
+                     f"(gap {lv['seam_gap_db']:+.2f}; VAE gap {lv['vae_other_psnr'] - lv['vae_seam_psnr']:+.2f})")
+        lines.append(line)
+        mem = lv.get("memory")
+        if mem:
+            ratio = "n/a" if mem["ratio"] is None else f"{mem['ratio']:.2f}"
+            lines.append(f"peak memory: {mem['short_frames']} frames {mem['short_mib']:.1f} MiB, {mem['long_frames']} "
+                         f"frames {mem['long_mib']:.1f} MiB, ratio {ratio} (target <= {mem['target_ratio']})")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: str) -> tuple[str, str]:
+    """Write out/eval.json (all numbers) and out/eval.html (plotly figures, library embedded)."""
+    os.makedirs(out, exist_ok=True)
+    json_path, html_path = os.path.join(out, "eval.json"), os.path.join(out, "eval.html")
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=1)
+    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(_figures(results))]
+    settings = json.dumps(results.get("settings", {}))
+    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid tokenizer evaluation</title></head>"
+            f"<body><h2>Tokenizer evaluation: {results.get('model', '')}</h2><pre>{table(results)}</pre>"
+            f"<p>settings: {settings}</p>" + "".join(parts) + "</body></html>")
+    with open(html_path, "w") as f:
+        f.write(html)
+    return json_path, html_path
+
+
+# ----------------------------------------------------------------------------- command
+def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=None, long: bool = True,
+             frames: int = 17, long_frames: int = 81, **sampler) -> dict:
+    """All three evaluations on one loaded model; `model` (its path) is needed for the memory runs."""
+    t0 = time.time()
+    cfg = tok.tokenizer.cfg
+    clips = shapes.fixed_split("test", n, frames)
+    rd = rate_distortion(tok, clips, ks, keep_videos=True, **sampler)
+    sem = semantics(rd.pop("videos"), clips)
+    used = {"steps": cfg.sample_steps, "guidance": cfg.guidance, "guidance_mode": cfg.guidance_mode,
+            "seed": _default(tok.detokenize, "seed"), **_sampler(**sampler)}  # the model's defaults, then overrides
+    res = {"model": model, "n": n, "frames": frames,
+           "settings": {"ks": rd["ks"], "K": tok.n_tokens, **used, "batch": tok.max_batch,
+                        "dtype": str(tok.dtype).removeprefix("torch.")},
+           "rate_distortion": rd, "vae": vae_ceiling(tok, clips),
+           "monotone": monotone_check(rd["ks"], rd["psnr"]), "semantics": sem,
+           "psnr_full_k": rd["psnr"][rd["ks"].index(tok.n_tokens)] if tok.n_tokens in rd["ks"] else None,
+           "long_video": None}
+    if long and n_long > 0:
+        lv = long_video(tok, shapes.fixed_split("test", n_long, long_frames), **sampler)
+        lv["memory"] = memory_scaling(model, str(tok.device), tok.dtype, frames, long_frames, tok.max_batch, **sampler)
+        res["long_video"] = lv
+    res.update({"elapsed_s": time.time() - t0, "torch": torch.__version__, "device": str(tok.device),
+                "threads": torch.get_num_threads()})
+    return res
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="flexvid eval-tokenizer", description=__doc__.split("\n")[0])
+    p.add_argument("--model", default="assets/tokenizer", help="tokenizer folder or Hugging Face repo id")
+    p.add_argument("--n", type=int, default=64, help="test clips for rate-distortion and semantics")
+    p.add_argument("--n-long", type=int, default=4, help="81-frame test clips for the long-video check")
+    p.add_argument("--ks", type=int, nargs="+", default=None, help="k values (default the ladder 1, 2, 4, ..., K)")
+    p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
+    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    p.add_argument("--batch", type=int, default=16, help="videos per decoder batch")
+    p.add_argument("--no-long", action="store_true", help="skip the long-video and memory checks")
+    p.add_argument("--out", default="eval/tokenizer")
+    args = p.parse_args(argv)
+    if args.n < 1 or args.batch < 1 or args.n_long < 0:
+        p.error(f"--n and --batch must be >= 1 and --n-long >= 0, got {args.n}, {args.batch}, {args.n_long}")
+
+    tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
+    tok.max_batch = args.batch
+    if args.ks and not all(1 <= k <= tok.n_tokens for k in args.ks):
+        p.error(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
+    res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long, steps=args.steps,
+                   guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed)
+    print(table(res))
+    json_path, html_path = write_report(res, args.out)
+    print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")
+    return res
+
+
+if __name__ == "__main__":
+    main()

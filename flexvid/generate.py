@@ -1,0 +1,275 @@
+"""Class-to-video and text-to-video with a token budget: a generator writes token grids, VideoFlexTok decodes them.
+
+    gen = VideoGenerator.from_pretrained("assets/generator-text")         # or a Hugging Face repo id
+    videos = gen.generate("a large red circle moving left", k=8, frames=17, seed=0)
+    grids = gen.sample_tokens([3, 41], k=2, frames=81)                   # class model: labels
+
+    flexvid generate "a small blue square moving up" --k 8 --frames 17 --out clip.mp4
+    flexvid generate --class-label "red circle left" --k 4 --out clip.mp4
+
+The budget is k tokens per latent time step (1 <= k <= K), chosen per call: the generator draws t * k
+tokens and stops, and the decoder reads the first k tokens of each step (VideoFlexTok, arXiv 2604.12887).
+Long clips (up to 81 frames, 21 steps) are more time steps under the same budget.
+
+Letters: B batch, t time steps, K tokens per step, k kept.
+"""
+from __future__ import annotations
+
+import argparse
+import numbers
+import os
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import sampling, shapes
+from .generator import Generator, GeneratorConfig
+from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
+from .text import DEFAULT_TEXT_MODEL, TextEncoder
+
+FORMAT = "flexvid-generator"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_TOKENIZER = str(ASSETS / "tokenizer")
+DEFAULT_MODELS = {"text": str(ASSETS / "generator-text"), "class": str(ASSETS / "generator-class")}
+TEMPORAL_FACTOR = 4  # frames per latent time step after the first (the causal VAE's 4x)
+MAX_BATCH = 64
+
+
+def frames_to_steps(frames: int, max_t: int) -> int:
+    """T = 1 + 4n frames -> t = 1 + n time steps; ValueError outside [1, 1 + 4 (max_t - 1)]."""
+    max_frames = 1 + TEMPORAL_FACTOR * (max_t - 1)
+    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= max_frames \
+            or (frames - 1) % TEMPORAL_FACTOR:
+        raise ValueError(f"frames must be 1 + 4n in [1, {max_frames}] (1, 5, 9, ..., 17, ..., 81), got {frames!r}")
+    return 1 + (frames - 1) // TEMPORAL_FACTOR
+
+
+def parse_label(label) -> int:
+    """A class label: an integer in [0, 90), or its attributes "red circle left" / "red-circle-still"."""
+    if isinstance(label, str):
+        s = label.strip()
+        if s.lstrip("-").isdigit():
+            return parse_label(int(s))
+        parts = s.replace("-", " ").replace(",", " ").split()
+        if len(parts) != 3 or parts[0] not in shapes.COLOR_NAMES or parts[1] not in shapes.SHAPES \
+                or parts[2] not in shapes.MOTIONS:
+            raise ValueError(f"class label {label!r}: give an integer in [0, {shapes.NUM_CLASSES}) or 'colour shape "
+                             f"motion' with colour in {shapes.COLOR_NAMES}, shape in {shapes.SHAPES}, "
+                             f"motion in {shapes.MOTIONS}")
+        return shapes.class_index(*parts)
+    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
+        label = int(label)
+    if isinstance(label, bool) or not isinstance(label, numbers.Integral) or not 0 <= label < shapes.NUM_CLASSES:
+        raise ValueError(f"class label must be an integer in [0, {shapes.NUM_CLASSES}), got {label!r}")
+    return int(label)
+
+
+def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT_MODEL) -> None:
+    """config.json + model.safetensors of a Generator (training exports its EMA copy with this)."""
+    write_json(os.path.join(folder, "config.json"),
+               {"format": FORMAT, "generator": config_dict(model.cfg),
+                "text_model": text_model if model.cfg.cond == "text" else None})
+    save_weights(model, os.path.join(folder, "model.safetensors"))
+
+
+class VideoGenerator:
+    """A class- or text-conditioned Generator, its text encoder, and (loaded on first use) the
+    VideoFlexTok that decodes its tokens."""
+
+    def __init__(self, model: Generator, tokenizer=None, text_model: str = DEFAULT_TEXT_MODEL,
+                 device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
+        if str(device) == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if isinstance(dtype, str):
+            if dtype not in ("bf16", "fp32", "bfloat16", "float32"):
+                raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
+            dtype = torch.bfloat16 if dtype.startswith("bf") else torch.float32
+        self.dtype = dtype  # compute dtype (autocast); weights, rotary tables and norms stay fp32
+        self.model = model.to(self.device).float().eval().requires_grad_(False)
+        self.cfg: GeneratorConfig = model.cfg
+        self.text_model = text_model
+        self.text_encoder = TextEncoder(text_model) if self.cfg.cond == "text" else None
+        self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
+
+    # ------------------------------------------------------------------ loading and saving
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str, tokenizer=None, device: str = "auto", dtype=None,
+                        revision: str | None = None) -> "VideoGenerator":
+        """Load config.json + model.safetensors from a folder or Hugging Face repo. tokenizer: a
+        VideoFlexTok, or its folder / repo id (default: the embedded assets/tokenizer), loaded on first use."""
+        folder = resolve(path_or_repo_id, revision)
+        meta = read_json(os.path.join(folder, "config.json"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{path_or_repo_id!r} is not a flexvid generator (config format {meta.get('format')!r})")
+        model = Generator(config_from_dict(GeneratorConfig, meta["generator"]), verbose=False)
+        load_weights(model, os.path.join(folder, "model.safetensors"))
+        return cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
+
+    def save_pretrained(self, folder: str) -> None:
+        """Write config.json and model.safetensors (from_pretrained reads them)."""
+        save_generator(self.model, folder, self.text_model)
+
+    @property
+    def tokenizer(self):
+        """The VideoFlexTok that decodes the grids (loaded on first use), checked against the generator."""
+        if isinstance(self._tokenizer, str):
+            from .pipeline import VideoFlexTok
+            self._tokenizer = VideoFlexTok.from_pretrained(self._tokenizer, device=str(self.device))
+        tok = self._tokenizer
+        if tok.n_tokens != self.cfg.K or tok.codebook_size != self.cfg.codebook_size:
+            raise ValueError(f"the tokenizer has K={tok.n_tokens} tokens per step and {tok.codebook_size} codes; "
+                             f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}")
+        return tok
+
+    # ------------------------------------------------------------------ conditions
+    def condition(self, condition) -> torch.Tensor:
+        """Prompts (text model) or class labels (class model) -> (B,) labels or (B, text_dim) embeddings."""
+        if isinstance(condition, (str, int)) or (isinstance(condition, torch.Tensor) and condition.ndim == 0):
+            condition = [condition]
+        if isinstance(condition, torch.Tensor):
+            condition = condition.tolist()
+        if not isinstance(condition, (list, tuple)) or not condition:
+            raise ValueError(f"expected a prompt / label or a non-empty list of them, got {type(condition).__name__}")
+        if len(condition) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} prompts or labels per call, got {len(condition)}")
+        if self.cfg.cond == "class":
+            labels = []
+            for c in condition:
+                try:
+                    labels.append(parse_label(c))
+                except ValueError as e:
+                    raise ValueError(f"this is a class-to-video model: {e}") from None
+            return torch.tensor(labels, device=self.device)
+        if not all(isinstance(c, str) for c in condition):
+            raise ValueError("this is a text-to-video model: pass prompt strings, not class labels")
+        emb = self.text_encoder(list(condition))
+        if emb.shape[1] != self.cfg.text_dim:
+            raise ValueError(f"text model {self.text_model!r} gives {emb.shape[1]}-d embeddings, the generator "
+                             f"takes {self.cfg.text_dim}")
+        return emb.to(self.device)
+
+    # ------------------------------------------------------------------ sampling
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _defaults(self, temperature, top_k, top_p, guidance):
+        cfg = self.cfg
+        return (cfg.temperature if temperature is None else temperature, cfg.top_k if top_k is None else top_k,
+                cfg.top_p if top_p is None else top_p, cfg.guidance if guidance is None else guidance)
+
+    @torch.no_grad()
+    def sample_tokens(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
+                      top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
+                      seed: int = 0, callback: Callable[[int, int], None] | None = None,
+                      compile: bool = False) -> list[torch.Tensor]:
+        """Sample token grids: a list of (t, K) int64 grids on the CPU, t = 1 + (frames - 1) / 4.
+
+        k: tokens per step (default K); only the first k of each step are generated, the rest are 0 and
+        ignored by a decode with the same k. temperature, top_k (0 = off), top_p (1 = off) and guidance
+        (classifier-free, 1 = off) default to the model's settings. callback(done, total) per token."""
+        cfg = self.cfg
+        k = cfg.K if k is None else k
+        t = frames_to_steps(frames, cfg.max_t)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        cond = self.condition(condition)
+        temperature, top_k, top_p, guidance = self._defaults(temperature, top_k, top_p, guidance)
+        gen = torch.Generator(self.device).manual_seed(seed)
+        with self._autocast():
+            grids = sampling.generate(self.model, cond, t, k, temperature, top_k, top_p, guidance, generator=gen,
+                                      callback=callback, compile=compile)  # (B, t, k)
+        full = torch.zeros(cond.shape[0], t, cfg.K, dtype=torch.long)
+        full[:, :, :k] = grids.cpu()
+        return list(full)
+
+    @torch.no_grad()
+    def generate(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
+                 top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
+                 seed: int = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
+                 decode_guidance_mode: str | None = None,
+                 callback: Callable[[str, int, int], None] | None = None, compile: bool = False) -> list[torch.Tensor]:
+        """Prompts or class labels -> videos (3, frames, H, W) in [-1, 1] on the CPU, one per condition.
+
+        Sampling arguments as in sample_tokens; decode_steps, decode_guidance and decode_guidance_mode
+        go to VideoFlexTok.detokenize (default: the tokenizer's). Grid i decodes with seed + i.
+        callback(stage, done, total), stage "tokens" then "decode", for progress bars."""
+        k = self.cfg.K if k is None else k
+        frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
+        sampling.check_request(self.model, self.condition(condition), 1, k, *self._defaults(temperature, top_k, top_p, guidance))
+        tok = self.tokenizer
+        grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
+                                   (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
+        return tok.detokenize(grids, k=k, steps=decode_steps, guidance=decode_guidance,
+                              guidance_mode=decode_guidance_mode, seed=[seed + i for i in range(len(grids))],
+                              callback=(lambda d, n: callback("decode", d, n)) if callback else None)
+
+
+# ----------------------------------------------------------------------------- command line
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="flexvid generate", description="Generate a clip from a text prompt or a "
+                                "shapes-world class with a token budget of k tokens per time step.")
+    p.add_argument("prompt", nargs="?", default=None, help="text prompt (text-to-video)")
+    p.add_argument("--class-label", default=None, help="class-to-video: 0-89 or 'colour shape motion'")
+    p.add_argument("--model", default=None, help="generator folder or repo id (default: the embedded one)")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id")
+    p.add_argument("--k", type=int, default=None, help="tokens per time step (default: K, all)")
+    p.add_argument("--frames", type=int, default=17, help="1 + 4n frames, at most 81")
+    p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--guidance", type=float, default=None, help="generator guidance (1 = none)")
+    p.add_argument("--decode-steps", type=int, default=None)
+    p.add_argument("--decode-guidance", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="clip.mp4", help="output mp4 (several samples: clip_0.mp4, clip_1.mp4, ...)")
+    p.add_argument("--upscale", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode step")
+    args = p.parse_args(argv)
+
+    from . import video_io
+    try:
+        if (args.prompt is None) == (args.class_label is None):
+            raise ValueError("give either a text prompt or --class-label, not both")
+        if args.num_samples < 1 or args.num_samples > MAX_BATCH:
+            raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
+        cond = "text" if args.prompt is not None else "class"
+        gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[cond], tokenizer=args.tokenizer,
+                                             device=args.device)
+        condition = args.prompt if cond == "text" else parse_label(args.class_label)
+        from tqdm import tqdm
+        bars = {}
+
+        def progress(stage, done, total):
+            bar = bars.setdefault(stage, tqdm(total=total, desc=stage, leave=False))
+            bar.update(done - bar.n)
+
+        videos = gen.generate([condition] * args.num_samples, k=args.k, frames=args.frames,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              guidance=args.guidance, seed=args.seed, decode_steps=args.decode_steps,
+                              decode_guidance=args.decode_guidance, callback=progress, compile=args.compile)
+        for bar in bars.values():
+            bar.close()
+    except ValueError as e:
+        print(f"flexvid generate: {e}", file=sys.stderr)
+        return 2
+    stem, ext = os.path.splitext(args.out)
+    paths = [args.out] if len(videos) == 1 else [f"{stem}_{i}{ext or '.mp4'}" for i in range(len(videos))]
+    for path, v in zip(paths, videos):
+        video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
+    k = gen.cfg.K if args.k is None else args.k
+    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

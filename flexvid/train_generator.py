@@ -1,0 +1,264 @@
+"""Stage 2 training: a class- or text-conditioned generator on token grids of the shapes world.
+
+The tokenizer is frozen, so every clip is tokenized once: N training clips (17 frames, 5 steps), some
+long ones (81 frames, 21 steps) and a validation set are encoded and saved with their labels, captions
+and, for text models, caption embeddings in <out-dir>/tokens.safetensors, reused while the tokenizer
+is the same. Each step then draws one budget k for the batch (powers of two up to K: nested budgets,
+like the tokenizer's nested dropout), keeps the first k tokens of every step, drops conditions to the
+null one with p_null (guidance), and minimises next-token cross-entropy. Sequences longer than
+--max-tokens keep their first whole steps, so 81-frame clips train at every k at a bounded cost.
+
+Evaluation: validation loss at k = 1, 4 and K, and a probe of sampled videos (colour, shape, motion of
+the main object; size too for text), because a loss says nothing about whether the class comes out.
+
+    flexvid train-generator --cond class --tokenizer assets/tokenizer --out-dir runs/generator-class
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from . import probe, sampling, shapes
+from .generate import save_generator
+from .generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
+from .hub import config_dict
+from .pipeline import VideoFlexTok
+from .quantizer import prefix_ladder, sample_k
+from .text import DEFAULT_TEXT_MODEL, TextEncoder
+from .training import TrainConfig, fit, init_distributed
+
+LONG_INDEX = 5_000_000  # long clips come from another index range of the training seed
+
+
+# ----------------------------------------------------------------------------- token cache
+def fingerprint(pipe: VideoFlexTok) -> str:
+    """Hash of the tokenizer's configs and weights: a cache made with another tokenizer is stale."""
+    h = hashlib.sha256()
+    for module in (pipe.vae, pipe.tokenizer):
+        h.update(json.dumps(config_dict(module.cfg), sort_keys=True).encode())
+        for name, v in module.state_dict().items():
+            h.update(name.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int, batch: int = 32):
+    """Clips (seed, base + i, frames) -> tokens (n, t, K) int32, labels (n,), captions."""
+    tokens, labels, captions = [], [], []
+    for a in tqdm(range(0, n, batch), desc=f"tokenizing {n} clips of {frames} frames", leave=False):
+        clips = [shapes.make_clip(seed, base + i, frames) for i in range(a, min(n, a + batch))]
+        grids = pipe.tokenize(torch.stack([shapes.to_tensor(c.video) for c in clips]))
+        tokens += [g.int() for g in grids]
+        labels += [c.label for c in clips]
+        captions += [c.caption for c in clips]
+    return torch.stack(tokens), torch.tensor(labels), captions
+
+
+def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextEncoder | None = None) -> dict:
+    """Load or build the cache: {group: {"tokens", "labels", "captions"[, "text"]}}.
+
+    groups: {name: (split, base index, clips, frames)}. A group is reused when the tokenizer fingerprint
+    and its spec match; text embeddings are added when a text encoder is given."""
+    fp = fingerprint(pipe)
+    tensors, meta = {}, {"format": "flexvid-token-cache", "fingerprint": fp, "groups": {}, "captions": {}}
+    if os.path.exists(path):
+        from safetensors import safe_open
+        with safe_open(path, "pt") as f:
+            old = f.metadata() or {}
+        if old.get("fingerprint") == fp:
+            tensors = load_file(path)
+            meta["groups"], meta["captions"] = json.loads(old["groups"]), json.loads(old["captions"])
+            meta["text_model"] = old.get("text_model", "")
+        else:
+            print(f"{path} was made with another tokenizer: rebuilding it")
+    changed = False
+    out = {}
+    for name, spec in groups.items():
+        split, base, n, frames = spec
+        if meta["groups"].get(name) != list(spec):
+            seed = shapes.SPLIT_SEEDS[split]
+            tensors[f"{name}.tokens"], tensors[f"{name}.labels"], meta["captions"][name] = \
+                tokenize_clips(pipe, seed, base, n, frames)
+            tensors.pop(f"{name}.text", None)
+            meta["groups"][name] = list(spec)
+            changed = True
+        if text_encoder is not None and (f"{name}.text" not in tensors or meta.get("text_model") != text_encoder.model_name):
+            caps = meta["captions"][name]
+            unique = sorted(set(caps))
+            emb = torch.cat([text_encoder(unique[i:i + 256]) for i in range(0, len(unique), 256)])
+            row = {c: i for i, c in enumerate(unique)}
+            tensors[f"{name}.text"] = emb[torch.tensor([row[c] for c in caps])].contiguous()
+            changed = True
+        out[name] = {"tokens": tensors[f"{name}.tokens"].long(), "labels": tensors[f"{name}.labels"],
+                     "captions": meta["captions"][name], "text": tensors.get(f"{name}.text")}
+    if text_encoder is not None:
+        meta["text_model"] = text_encoder.model_name
+    if changed:
+        tmp = f"{path}.tmp{os.getpid()}"
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
+                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+        os.replace(tmp, path)
+    return out
+
+
+# ----------------------------------------------------------------------------- loss and evaluation
+def draw_k(rand, K: int, mode: str) -> int:
+    """One k for the whole global batch, from the step's shared generator (the same on every rank)."""
+    return int(sample_k(torch.rand(1, generator=rand.gen), K, mode)[0])
+
+
+def generator_loss(model, batch, rand, cfg: GeneratorConfig, max_tokens: int):
+    tokens, cond = batch[0].to(rand.device), batch[1].to(rand.device)  # (B, t, K), (B,) or (B, text_dim)
+    k = draw_k(rand, cfg.K, cfg.nested)
+    t = min(tokens.shape[1], max(1, max_tokens // k))  # crop long sequences to whole steps
+    x = tokens[:, :t, :k]  # (B, t, k): the budget's sequence, nothing else
+    null = rand.rand(x.shape[0]) < cfg.p_null
+    logits = model(x, cond, null)  # (B, t*k, C)
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), x.flatten())
+    return loss, {"k": k, "t": t}
+
+
+def condition_of(group: dict, cfg: GeneratorConfig) -> torch.Tensor:
+    return group["labels"] if cfg.cond == "class" else group["text"]
+
+
+@torch.no_grad()
+def validation_loss(model: Generator, group: dict, ks, batch: int = 64) -> dict:
+    device = next(model.parameters()).device
+    cond_all = condition_of(group, model.cfg)
+    out = {}
+    for k in ks:
+        tot, n = 0.0, 0
+        for a in range(0, len(group["tokens"]), batch):
+            x = group["tokens"][a:a + batch, :, :k].to(device)
+            logits = model(x, cond_all[a:a + batch].to(device))
+            tot += F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="sum").item()
+            n += x.numel()
+        out[f"val_loss_k{k}"] = round(tot / n, 4)
+    return out
+
+
+@torch.no_grad()
+def probe_samples(model: Generator, pipe: VideoFlexTok, group: dict, n: int, ks, frames: int = 17,
+                  decode_steps: int = 10, seed: int = 0) -> dict:
+    """Sample n videos for the first n validation conditions and read their attributes back."""
+    device = next(model.parameters()).device
+    cfg = model.cfg
+    clips = shapes.fixed_split("val", n, frames)
+    cond = condition_of(group, cfg)[:n].to(device)
+    t = 1 + (frames - 1) // 4
+    attrs = ("color", "shape", "motion") if cfg.cond == "class" else ("color", "shape", "size", "motion")
+    out = {}
+    for k in ks:
+        grids = sampling.generate(model, cond, t, k, guidance=cfg.guidance,
+                                  generator=torch.Generator(device).manual_seed(seed))
+        full = torch.zeros(n, t, cfg.K, dtype=torch.long)
+        full[:, :, :k] = grids.cpu()
+        videos = pipe.detokenize(list(full), k=k, steps=decode_steps, seed=seed)
+        rows = [probe.score_clip(v, c) for v, c in zip(videos, clips)]
+        for a in attrs:
+            out[f"probe_k{k}_{a}"] = round(sum(r[a] for r in rows) / n, 3)
+        out[f"probe_k{k}_all"] = round(sum(all(r[a] for a in attrs) for r in rows) / n, 3)
+    model.clear_caches()
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cond", default="class", choices=["class", "text"])
+    p.add_argument("--tokenizer", default="assets/tokenizer", help="tokenizer folder or Hugging Face repo id")
+    p.add_argument("--preset", default="tiny", choices=list(GENERATOR_CONFIGS))
+    p.add_argument("--text-model", default=DEFAULT_TEXT_MODEL, help="text encoder (text models)")
+    p.add_argument("--clips", type=int, default=4096, help="17-frame training clips to tokenize")
+    p.add_argument("--long-clips", type=int, default=512, help="81-frame training clips to tokenize (0: none)")
+    p.add_argument("--long-frac", type=float, default=0.25, help="fraction of batches drawn from the long clips")
+    p.add_argument("--max-tokens", type=int, default=160, help="tokens per training sequence (longer: cropped)")
+    p.add_argument("--val-clips", type=int, default=128)
+    p.add_argument("--probe-clips", type=int, default=16, help="sampled videos probed at each evaluation (0: off)")
+    p.add_argument("--probe-steps", type=int, default=10, help="decoder Euler steps for the probe")
+    p.add_argument("--p-null", type=float, default=None, help="condition dropout for guidance (default: preset)")
+    # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
+    TrainConfig.add_args(p, out_dir="", steps=2500, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
+                         ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
+    args = p.parse_args(argv)
+    args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
+    tcfg = TrainConfig.from_args(args)
+    for name, v, lo in (("clips", args.clips, 1), ("long-clips", args.long_clips, 0), ("val-clips", args.val_clips, 1),
+                        ("probe-clips", args.probe_clips, 0), ("max-tokens", args.max_tokens, 1)):
+        if v < lo:
+            raise ValueError(f"--{name} must be >= {lo}, got {v}")
+    if args.probe_clips > args.val_clips:
+        raise ValueError(f"--probe-clips {args.probe_clips} exceeds --val-clips {args.val_clips}")
+    if not 0 <= args.long_frac <= 1:
+        raise ValueError(f"--long-frac must be in [0, 1], got {args.long_frac}")
+    if tcfg.threads:
+        torch.set_num_threads(tcfg.threads)
+
+    rank, world, _ = init_distributed()
+    device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
+    pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if tcfg.bf16 else "fp32")
+    base = config_dict(GENERATOR_CONFIGS[args.preset])
+    base.update(cond=args.cond, K=pipe.n_tokens, codebook_size=pipe.codebook_size,
+                n_classes=shapes.NUM_CLASSES, max_t=max(base["max_t"], 21))
+    if args.p_null is not None:
+        base["p_null"] = args.p_null
+    encoder = None
+    if args.cond == "text":
+        encoder = TextEncoder(args.text_model)
+        base["text_dim"] = encoder.dim
+    cfg = GeneratorConfig(**base)
+
+    groups = {"train": ("train", 0, args.clips, 17), "val": ("val", 0, args.val_clips, 17)}
+    if args.long_clips:
+        groups["long"] = ("train", LONG_INDEX, args.long_clips, 81)
+    os.makedirs(tcfg.out_dir, exist_ok=True)
+    cache_path = os.path.join(tcfg.out_dir, "tokens.safetensors")
+    if rank == 0:
+        data = token_cache(cache_path, pipe, groups, encoder)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            data = token_cache(cache_path, pipe, groups, encoder)
+    print("token cache: " + ", ".join(f"{g}: {tuple(d['tokens'].shape)}" for g, d in data.items()))
+    sources = [(data["train"]["tokens"], condition_of(data["train"], cfg))]
+    if args.long_clips:
+        sources.append((data["long"]["tokens"], condition_of(data["long"], cfg)))
+    model = Generator(cfg)
+
+    def batches(start, b, rank, world):
+        step = start
+        while True:  # deterministic in the step: exact resume, the same global batch for any world size
+            g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 7)
+            use_long = len(sources) > 1 and torch.rand(1, generator=g).item() < args.long_frac
+            tokens, cond = sources[1 if use_long else 0]
+            idx = torch.randint(len(tokens), (world * b,), generator=g)[rank * b:(rank + 1) * b]
+            yield tokens[idx], cond[idx]
+            step += 1
+
+    def eval_fn(ema, step):
+        ks = sorted({1, min(4, cfg.K), cfg.K})
+        res = validation_loss(ema, data["val"], ks)
+        if args.probe_clips:
+            res.update(probe_samples(ema, pipe, data["val"], args.probe_clips, sorted({min(4, cfg.K), cfg.K}),
+                                     decode_steps=args.probe_steps))
+        print(f"step {step}: {res}")
+        return res
+
+    def on_checkpoint(ema, step):
+        save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model)
+
+    return fit(model, lambda m, batch, rand: generator_loss(m, batch, rand, cfg, args.max_tokens), batches, tcfg,
+               model_config=config_dict(cfg), eval_fn=eval_fn, on_checkpoint=on_checkpoint)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The app in a real browser (Playwright driving Debian's chromium, nothing downloaded): upload a clip, move
+the token slider, resample, and check that the videos really play, the plotly chart renders and a bad file
+shows its message. Screenshots go to $FLEXVID_ARTIFACTS or tests/artifacts/."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from test_app_client import running_app
+
+CHROMIUM = "/usr/bin/chromium"
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (CI installs Debian's chromium: apt-get install -y chromium)",
+                allow_module_level=True)
+from playwright import sync_api  # noqa: E402
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "assets" / "examples" / "shapes_two_objects.mp4"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+
+# readyState >= 2 (a current frame), a duration, and a decoded frame that is not one flat colour
+PLAYS = """(sel) => {
+    const v = document.querySelector(sel);
+    if (!v || v.readyState < 2 || !(v.duration > 0) || !v.videoWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(v, 0, 0);
+    const d = ctx.getImageData(0, 0, c.width, c.height).data;
+    let lo = 255, hi = 0;
+    for (let i = 0; i < d.length; i += 4) { lo = Math.min(lo, d[i + 1]); hi = Math.max(hi, d[i + 1]); }
+    return {readyState: v.readyState, duration: v.duration, width: v.videoWidth, spread: hi - lo, src: v.src};
+}"""
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    folder = Path(os.environ.get("FLEXVID_ARTIFACTS") or REPO / "tests" / "artifacts")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("app")) as (url, proc, log):
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+            pg.outside = []  # requests that left the loopback server
+            pg.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
+                  else pg.outside.append(r.url))
+            pg.goto(url, wait_until="networkidle")
+            yield pg
+            browser.close()
+
+
+def wait_playing(pg, selector, not_src=None, timeout=60_000):
+    """Wait until the <video> under selector plays a new source and return what PLAYS measured."""
+    pg.wait_for_function(f"""() => {{ const r = ({PLAYS})({selector!r});
+        return r && r.spread > 10 && r.src !== {not_src or ''!r} }}""", timeout=timeout)
+    return pg.evaluate(PLAYS, selector)
+
+
+def test_upload_slider_resample(page, artifacts):
+    pg = page
+    pg.set_input_files("#clip-in input[type=file]", str(EXAMPLE))
+    first = wait_playing(pg, "#compare video", timeout=120_000)
+    assert first["duration"] > 0 and first["width"] >= 512 and "compare_k" in first["src"]
+    for sel in ("#heatmap video", "#ladder video"):
+        assert wait_playing(pg, sel)["readyState"] >= 2
+    pg.wait_for_selector("#metrics-plot .main-svg", timeout=30_000)
+    assert pg.locator("#metrics-plot .main-svg").count() >= 1
+    assert len(pg.input_value("#clip-id textarea, #clip-id input")) == 16
+    K = int(pg.get_attribute("#k-slider input[type=range]", "max"))
+    assert f"{K} of {K}" in pg.inner_text("#token-caption")
+    pg.screenshot(path=str(artifacts / "app_uploaded.png"), full_page=True)
+
+    box = pg.locator("#k-slider input[type=range]").bounding_box()  # drag the slider to its left end
+    pg.mouse.click(box["x"] + 2, box["y"] + box["height"] / 2)
+    moved = wait_playing(pg, "#compare video", not_src=first["src"])
+    assert "compare_k1_" in moved["src"]
+    pg.wait_for_function(f"document.querySelector('#token-caption').innerText.includes('1 of {K}')")
+    pg.screenshot(path=str(artifacts / "app_k1.png"), full_page=True)
+
+    seed_before = pg.input_value("#seed input")
+    pg.click("#resample")
+    resampled = wait_playing(pg, "#compare video", not_src=moved["src"])
+    assert "compare_k1_" in resampled["src"] and pg.input_value("#seed input") != seed_before
+    pg.wait_for_selector("#metrics-plot .main-svg")
+    pg.screenshot(path=str(artifacts / "app_resampled.png"), full_page=True)
+    assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"
+
+
+def test_bad_file_shows_its_message(page, artifacts, tmp_path):
+    pg = page
+    bad = tmp_path / "corrupt.mp4"  # the page itself only offers video files for upload
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    pg.reload(wait_until="networkidle")  # a fresh page: the upload box is empty again
+    pg.set_input_files("#clip-in input[type=file]", str(bad))
+    pg.wait_for_selector("text=not a video or is corrupt", timeout=60_000)
+    assert "corrupt.mp4" in pg.inner_text("body")
+    pg.screenshot(path=str(artifacts / "app_bad_file.png"), full_page=True)
+    assert "Traceback" not in pg.content()

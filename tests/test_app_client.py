@@ -1,0 +1,196 @@
+"""The app end to end through its API: app.py runs in a subprocess on 127.0.0.1 (a small random tokenizer
+via FLEXVID_TOKENIZER), and gradio_client calls every endpoint, bad inputs included."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import small_pipeline
+from flexvid import video_io
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "assets" / "examples" / "shapes_one_object.mp4"
+ENDPOINTS = {"/tokenize", "/decode", "/resample", "/info"}
+pytestmark = pytest.mark.timeout(600)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_app(folder: Path, config: Path | None = None, timeout: float = 120):
+    """Start app.py on a free loopback port with a small random tokenizer; yield its URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tok = folder / "tokenizer"
+    if not (tok / "config.json").exists():
+        small_pipeline(n_registers=8).save_pretrained(str(tok))
+    port = free_port()
+    env = {**os.environ, "FLEXVID_TOKENIZER": str(tok), "GRADIO_ANALYTICS_ENABLED": "False",
+           "GRADIO_TEMP_DIR": str(folder / "gradio"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if config is not None:
+        env["FLEXVID_CONFIG"] = str(config)
+    log_path = folder / f"app_{port}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+                                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.time() > deadline:
+                pytest.fail(f"app.py did not answer within {timeout} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, proc, log_path
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    with running_app(tmp_path_factory.mktemp("app")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def client(app, tmp_path_factory):
+    from gradio_client import Client
+    return Client(app[0], verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+@pytest.fixture(scope="module")
+def clip_id(client):
+    from gradio_client import handle_file
+    return client.predict(handle_file(str(EXAMPLE)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")[0]
+
+
+def test_every_endpoint_is_named(client):
+    api = client.view_api(print_info=False, return_format="dict")
+    assert ENDPOINTS <= set(api["named_endpoints"])
+    assert not api["unnamed_endpoints"]
+
+
+@pytest.fixture(scope="module")
+def K(client):
+    return client.predict(api_name="/info")["n_tokens"]
+
+
+def test_info(client, K):
+    info = client.predict(api_name="/info")
+    assert info["ladder"][0] == 1 and info["ladder"][-1] == K and info["size"] == 64 and info["fps"] == 8
+    assert info["generators"] == [] and info["limits"]["max_upload_mb"] > 0
+
+
+def test_tokenize_decode_resample(client, K):
+    from gradio_client import handle_file
+    out = client.predict(handle_file(str(EXAMPLE)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+    clip, compare, heatmap, ladder, plot, token_png, caption, summary, downloads = out
+    assert len(clip) == 16
+    frames, fps = video_io.read_video(compare)
+    assert frames.shape[0] == 33 and frames.shape[1] == 256 and fps == 8
+    assert video_io.read_video(heatmap)[0].shape == (33, 256, 256, 3)
+    assert video_io.read_video(ladder)[0].shape[0] == 33
+    assert plot["type"] == "plotly" and "PSNR" in plot["plot"]
+    assert Path(token_png).is_file() and f"4 of {K}" in caption and "bit/s" in caption
+    assert "k = 4" in summary and "PSNR" in summary
+    ladder = [2**i for i in range(K.bit_length()) if 2**i <= K] + ([K] if K & (K - 1) else [])
+    assert {Path(p).suffix for p in downloads} == {".mp4", ".npz"} and len(downloads) == len(set(ladder) | {4}) + 1
+
+    out = client.predict(clip, 2, 2, 1.0, "cfg", 0, api_name="/decode")
+    assert len(out) == 8 and f"2 of {K}" in out[5] and "k = 2" in out[6]
+    seed, *rest = client.predict(clip, 3, 2, 1.0, "cfg", api_name="/resample")
+    assert isinstance(seed, int) and 0 <= seed < 2**31 and f"seed {seed}" in rest[6]
+
+
+def test_cleared_input_clears_the_outputs(client):
+    out = client.predict(None, 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+    assert len(out) == 9 and out[0] == "" and not any(out)
+
+
+@pytest.mark.parametrize("args, message", [
+    ((10**4, 2, 1.0, "cfg", 0), "greater than maximum"),  # k beyond K, refused by the slider's bounds
+    ((2.5, 2, 1.0, "cfg", 0), "k (tokens per time step) must be an integer"),
+    ((2, 10**6, 1.0, "cfg", 0), "greater than maximum"),
+    ((2, 2, -3.0, "cfg", 0), "less than minimum"),
+    ((2, 2, 1.0, "magic", 0), "not in the list of choices"),
+    ((2, 2, 1.0, "cfg", -1), "less than minimum"),
+])
+def test_absurd_values_come_back_as_errors(client, clip_id, K, args, message):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        client.predict(clip_id, *args, api_name="/decode")
+    assert "Traceback" not in str(e.value)
+    assert client.predict(api_name="/info")["n_tokens"] == K  # still serving
+
+
+def test_bad_files_come_back_as_errors(client, clip_id, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    (tmp_path / "notes.txt").write_text("not a video\n" * 100)
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    for name in ("notes.txt", "corrupt.mp4"):
+        with pytest.raises(AppError, match="not a video") as e:
+            client.predict(handle_file(str(tmp_path / name)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+        assert name in str(e.value) and str(tmp_path) not in str(e.value) and "Traceback" not in str(e.value)
+    with pytest.raises(AppError, match="unknown clip"):
+        client.predict("0123456789abcdef", 2, 2, 1.0, "cfg", 0, api_name="/decode")
+    out = client.predict(clip_id, 1, 2, 1.0, "cfg", 0, api_name="/decode")  # the server still serves
+    assert "k = 1" in out[6]
+
+
+def test_concurrent_clients(app, clip_id):
+    from gradio_client import Client
+    results, errors = [], []
+
+    def one(seed):
+        try:
+            c = Client(app[0], verbose=False)
+            results.append(c.predict(clip_id, 1, 1, 1.0, "cfg", seed, api_name="/decode"))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(100 + i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    assert not errors and len(results) == 3
+
+
+def test_upload_over_the_limit_is_refused(tmp_path):
+    from gradio_client import Client, handle_file
+    config = tmp_path / "space.yaml"
+    config.write_text(f"app:\n  examples: {REPO / 'assets' / 'examples'}\n  limits:\n    max_upload_mb: 0.05\n")
+    big = tmp_path / "big.mp4"
+    big.write_bytes(EXAMPLE.read_bytes() + b"\x00" * 60_000)
+    with running_app(tmp_path / "app", config=config) as (url, proc, log):
+        c = Client(url, verbose=False)
+        assert c.predict(api_name="/info")["limits"]["max_upload_mb"] == 0.05
+        with pytest.raises(Exception, match="(?i)size|large"):
+            c.predict(handle_file(str(big)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+        assert c.predict(api_name="/info")["size"] == 64
+        assert proc.poll() is None

