@@ -2,7 +2,8 @@
 
     python app.py [--port 7860] [--tokenizer FOLDER_OR_REPO_ID]
 
-Settings: space.yaml (section `app`); FLEXVID_TOKENIZER overrides the tokenizer.
+Settings: space.yaml (section `app`); FLEXVID_TOKENIZER overrides the tokenizer, FLEXVID_TEXT_GENERATOR and
+FLEXVID_CLASS_GENERATOR the generators ("none" turns one off).
 """
 import sys
 

@@ -5,8 +5,10 @@
     flexvid app --write-examples assets/examples   # (re)make the bundled example clips
 
 Reconstruct tab: a clip is tokenized once; the token slider, the decoder settings and the resample button
-only re-decode (cached). Generate tab: filled in when generators are registered into the runtime.
-Endpoints (gradio_client): /tokenize, /decode, /resample, /info.
+only re-decode (cached). Generate tab: text-to-video and class-to-video with a token budget k, and the
+same request at k = 1, 2, 4, ..., K as one grid video (the generators of space.yaml's app.generators).
+Endpoints (gradio_client): /tokenize, /decode, /resample, /generate, /generate_ladder, /generate_class,
+/generate_class_ladder, /new_seed, /info.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .runtime import ModelMissing, Runtime, UserError, load_settings
+from . import shapes
+from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, ModelMissing, Runtime, UserError, load_settings
 
 log = logging.getLogger("flexvid.app")
 
@@ -114,6 +117,31 @@ def page_errors(fn):
 
 
 # ----------------------------------------------------------------------------- the page
+PROMPTS = ["a large red circle moving left", "a small blue square moving up",
+           "a large yellow triangle standing still", "a small green circle moving right and a large magenta square "
+           "moving down"]
+
+
+def generate_intro(status: dict[str, str]) -> str:
+    """The Generate tab's first lines: what it does, and honestly which generators are missing."""
+    lines = []
+    if "ready" in status.values():
+        lines.append("Generate a clip from a prompt or a class with a **token budget**: the generator writes k "
+                     "tokens per time step and stops, and the tokenizer's decoder renders them. Below the clip, "
+                     "the same request and seed at k = 1, 2, 4, ..., K: what a few tokens buy.")
+    for name in ("text", "class"):
+        state = status.get(name)
+        if state is None:
+            lines.append(f"**{name.capitalize()}-to-video is not configured** for this Space (space.yaml: "
+                         f"`app.generators.{name}`, or the FLEXVID_{name.upper()}_GENERATOR environment variable).")
+        elif state != "ready":
+            lines.append(f"**The {name}-to-video generator is configured but could not be loaded** (the server "
+                         f"log says why).")
+    if "ready" not in status.values():
+        lines.append("So there is nothing to generate here.")
+    return "\n\n".join(lines)
+
+
 HEADER = """# VideoFlexTok: coarse-to-fine video tokens
 Each latent time step of a clip becomes an **ordered list of tokens**: the first ones carry what matters
 most (what is there, how it moves), later ones add detail. Any prefix decodes to a plausible video, because
@@ -126,11 +154,16 @@ def build_demo(rt: Runtime):
     """The Gradio Blocks of the app, calling rt for everything."""
     import gradio as gr
 
-    info, d = rt.info(), rt.defaults()
+    status = rt.load_generators()
+    info, d, gd = rt.info(), rt.defaults(), rt.generate_defaults()
     K, lim = info["n_tokens"], rt.settings.limits
 
     def progress_cb(progress):
         return lambda done, total: progress((done, total), desc="decoding", unit="steps")
+
+    def gen_progress(progress):
+        stages = {"tokens": ("sampling tokens", "tokens"), "decode": ("decoding", "steps")}
+        return lambda stage, done, total: progress((done, total), desc=stages[stage][0], unit=stages[stage][1])
 
     def outputs(v):
         return [v.compare, v.heatmap, v.ladder, v.figure, v.token_image, v.token_caption, v.summary, v.downloads]
@@ -154,6 +187,37 @@ def build_demo(rt: Runtime):
         """Decode again with a new random seed: another sample of the same tokens."""
         seed = rt.new_seed()
         return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
+    @page_errors
+    def generate_text(prompt, k, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
+        """Text to video: one clip from the prompt with k tokens per time step (cached)."""
+        g = rt.generate("text", prompt, k, frames, steps, guidance, temperature, seed, gen_progress(progress))
+        return g.video, g.summary
+
+    @page_errors
+    def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
+        """The prompt at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
+        g = rt.generate_ladder("text", prompt, frames, steps, guidance, temperature, seed, gen_progress(progress))
+        return g.video, g.summary
+
+    @page_errors
+    def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
+        """Class to video: one clip of a shapes-world class (colour, shape, motion) with k tokens per step."""
+        g = rt.generate("class", f"{colour} {shape} {motion}", k, frames, steps, guidance, temperature, seed,
+                        gen_progress(progress))
+        return g.video, g.summary
+
+    @page_errors
+    def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed,
+                              progress=gr.Progress()):
+        """The class at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
+        g = rt.generate_ladder("class", f"{colour} {shape} {motion}", frames, steps, guidance, temperature, seed,
+                               gen_progress(progress))
+        return g.video, g.summary
+
+    def new_seed() -> int:
+        """A random seed for the Generate tab."""
+        return rt.new_seed()
 
     def model_info() -> dict:
         """The loaded tokenizer, defaults, limits and generators."""
@@ -204,16 +268,50 @@ def build_demo(rt: Runtime):
             downloads = gr.File(label="downloads (mp4 per k, tokens npz)", file_count="multiple",
                                 interactive=False, elem_id="downloads")
         with gr.Tab("Generate"):
-            if rt.generators:
-                gr.Markdown(f"Generators registered: {', '.join(sorted(rt.generators))}. "
-                            "This build has no generation page yet.")
-            elif rt.settings.generators:
-                gr.Markdown(f"Generators are configured in space.yaml ({', '.join(sorted(rt.settings.generators))}) "
-                            "but this build has no generator module, so nothing can be generated here yet.")
-            else:
-                gr.Markdown("No generators are configured for this Space (space.yaml: `app.generators` is "
-                            "empty), so there is nothing to generate here yet. Text-to-video and "
-                            "class-to-video will appear in this tab when they are.")
+            ready = {name for name, state in status.items() if state == "ready"}
+            gr.Markdown(generate_intro(status), elem_id="gen-intro")
+            # hidden parts still answer the API, with "not configured" errors: the endpoints never change
+            with gr.Row(visible=bool(ready)):
+                with gr.Column(scale=2, min_width=300):
+                    with gr.Group(visible="text" in ready):
+                        prompt = gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=2,
+                                            max_lines=4, info=f"at most {lim.max_prompt_chars} characters",
+                                            elem_id="gen-prompt")
+                        gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
+                    if "text" in ready:
+                        gr.Examples([[p] for p in PROMPTS], inputs=prompt, label="example prompts",
+                                    cache_examples=False)
+                    with gr.Group(visible="class" in ready):
+                        with gr.Row():
+                            colour = gr.Dropdown(shapes.COLOR_NAMES, value=shapes.COLOR_NAMES[0], label="colour",
+                                                 elem_id="gen-colour")
+                            shape = gr.Dropdown(shapes.SHAPES, value=shapes.SHAPES[0], label="shape",
+                                                elem_id="gen-shape")
+                            motion = gr.Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
+                                                 elem_id="gen-motion")
+                        class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
+                    gen_k = gr.Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
+                                      info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
+                    frames = gr.Slider(GEN_MIN_FRAMES, gd["max_frames"], value=gd["frames"], step=4,
+                                       label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)",
+                                       elem_id="gen-frames")
+                    with gr.Accordion("sampling", open=True):
+                        gen_steps = gr.Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
+                        gen_guidance = gr.Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
+                                                 label="guidance (the generator's classifier-free guidance; 1 = none)")
+                        temperature = gr.Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],
+                                                step=0.05, label="temperature")
+                        with gr.Row():
+                            gen_seed = gr.Number(gd["seed"], label="seed", precision=0, minimum=0,
+                                                 maximum=lim.max_seed, elem_id="gen-seed")
+                            seed_btn = gr.Button("new seed", elem_id="gen-new-seed")
+                with gr.Column(scale=3, min_width=400):
+                    gen_video = gr.Video(label="generated clip", autoplay=True, loop=True, interactive=False,
+                                         elem_id="gen-video")
+                    gen_summary = gr.Markdown(elem_id="gen-summary")
+                    gen_ladder = gr.Video(label="the same request and seed at k = 1, 2, 4, ..., K", autoplay=True,
+                                          loop=True, interactive=False, height=360, elem_id="gen-ladder")
+                    gen_ladder_summary = gr.Markdown(elem_id="gen-ladder-summary")
 
         view_out = [compare, heatmap, ladder, plot, tokens_img, token_caption, summary, downloads]
         settings_in = [k, steps, guidance, mode, seed]
@@ -224,6 +322,16 @@ def build_demo(rt: Runtime):
         gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode,
               [clip_id, *settings_in], view_out, api_name="decode", trigger_mode="always_last")
         resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample")
+
+        # the clip first, then its ladder (budgets already made are cache hits); no ladder after an error
+        gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed], \
+            [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
+        gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
+            .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
+        class_btn.click(generate_class, [colour, shape, motion, *gen_in], gen_out, api_name="generate_class") \
+            .success(generate_class_ladder, [colour, shape, motion, *gen_in[1:]], ladder_out,
+                     api_name="generate_class_ladder")
+        seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")
         gr.api(model_info, api_name="info")
     return demo
 
@@ -251,8 +359,11 @@ def main(argv=None) -> int:
         print(f"flexvid app: {e}", file=sys.stderr)
         return 2
     info = rt.info()
+    status = rt.load_generators()
     print(f"flexvid app: tokenizer {settings.tokenizer} on {info['device']} ({info['dtype']}), K = {info['n_tokens']}, "
           f"outputs in {rt.out_dir}", flush=True)
+    print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st})" for n, st in status.items())
+                                         or "none configured"), flush=True)
     demo = build_demo(rt)
     demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),

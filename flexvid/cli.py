@@ -4,6 +4,10 @@
     flexvid train-vae --out-dir runs/vae
     flexvid train-tokenizer --vae runs/vae/export --out-dir runs/tokenizer
     flexvid eval-tokenizer --out eval/tokenizer
+    flexvid train-generator --cond text --out-dir runs/generator-text
+    flexvid generate "a small blue square moving up" --k 8 --frames 17 --out clip.mp4
+    flexvid eval-generator --out eval/generator
+    flexvid app
 """
 from __future__ import annotations
 
@@ -72,6 +76,7 @@ COMMANDS = {
     "eval-tokenizer": ("flexvid.evaluate", "main"),
     "train-generator": ("flexvid.train_generator", "main"),
     "generate": ("flexvid.generate", "main"),
+    "eval-generator": ("flexvid.eval_generator", "main"),
     "app": ("flexvid.app_ui", "main"),
 }
 

@@ -3,18 +3,24 @@
     rt = Runtime(load_settings())                     # space.yaml's `app:` section, FLEXVID_TOKENIZER overrides
     clip = rt.add_clip("clip.mp4")                    # read, downscale, tokenize once (cached by file hash)
     view = rt.view(clip.id, k=4, steps=25, seed=0)    # decode the prefix ladder (one batched call), render
+    g = rt.generate("text", "a large red circle moving left", k=4, frames=17, seed=0)   # text-to-video
+    lad = rt.generate_ladder("class", "red circle left", frames=17, seed=0)            # k = 1, 2, 4, ..., K
 
 The Gradio layer (flexvid.app_ui) only calls this class. Model work is bounded by a semaphore, so a busy
 Space queues instead of running out of memory. Tokens are computed once per clip; decodes are cached by
 (clip, k, steps, guidance, mode, seed) in a bounded LRU, so moving the token slider back is instant.
-Generators (text-to-video, class-to-video) are registered by name and loaded lazily on first use.
+Generators (text-to-video, class-to-video) come from space.yaml's app.generators (or the bundled
+assets/generator-text and assets/generator-class folders), share the runtime's tokenizer and load lazily;
+their videos are cached by (condition, k, frames, steps, guidance, temperature, seed) in a bounded LRU.
 
 Bad input of any kind (not a video, corrupt, too large, absurd slider values sent straight to the API)
 raises UserError, a ValueError whose message is meant for the page.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import math
 import os
 import secrets
@@ -32,12 +38,14 @@ import cv2
 import numpy as np
 import torch
 
-from . import video_io
+from . import shapes, video_io
 from .video_io import VideoError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "space.yaml"
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int], None]  # (done, total) decoder steps
+GenProgress = Callable[[str, int, int], None]  # (stage "tokens" or "decode", done, total), as VideoGenerator.generate
+log = logging.getLogger("flexvid.app")
 
 
 class UserError(ValueError):
@@ -57,6 +65,9 @@ class Limits:
     max_steps: int = 50  # decoder Euler steps a request may ask for
     max_guidance: float = 30.0
     max_seed: int = 2**31 - 1
+    max_prompt_chars: int = 300  # longer prompts are refused (the text encoder reads ~256 word pieces)
+    max_gen_frames: int = 81  # longest generated clip (1 + 4n frames; 81 = 21 time steps, 10 s at 8 fps)
+    max_temperature: float = 3.0  # generator sampling temperature
 
 
 @dataclass
@@ -76,6 +87,7 @@ class Settings:
     queue_concurrency: int = 4  # Gradio events running at once (rendering and cache hits need no model)
     cache_clips: int = 16
     cache_decodes: int = 256
+    cache_generations: int = 64  # generated videos kept (LRU); an 81-frame 64 px clip is 1 MB
     base_dir: str = str(REPO_ROOT)  # relative paths resolve here (the folder of space.yaml)
 
 
@@ -88,13 +100,18 @@ def _section(d: dict | None, known, where: str) -> dict:
 
 
 DEFAULT_KEYS = ("k", "steps", "guidance", "guidance_mode", "seed")
-RUNTIME_KEYS = ("device", "dtype", "model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes")
+RUNTIME_KEYS = ("device", "dtype", "model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes",
+                "cache_generations")
+GENERATOR_NAMES = ("text", "class")
+OFF = ("none", "off", "null")  # FLEXVID_TEXT_GENERATOR=none turns a generator off
 
 
 def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None = None) -> Settings:
     """Read the `app:` section of space.yaml (default: FLEXVID_CONFIG, else the repo's space.yaml, else
     built-in defaults). The tokenizer comes from, in order: the `tokenizer` argument, FLEXVID_TOKENIZER,
-    the file."""
+    the file. Each generator ("text", "class") from FLEXVID_TEXT_GENERATOR / FLEXVID_CLASS_GENERATOR
+    ("none" turns it off), else the file's app.generators, else assets/generator-text or
+    assets/generator-class next to the file when that folder holds a config.json, else none."""
     import yaml
 
     path = path or os.environ.get("FLEXVID_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
@@ -113,32 +130,53 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
             **_section(app.pop("runtime", None), RUNTIME_KEYS, "app.runtime"),
             **_section(app, ("tokenizer", "generators", "examples"), "app")}
     s = Settings(**{k: v for k, v in flat.items() if v is not None}, limits=Limits(**limits), base_dir=str(base))
-    s.generators = {k: v for k, v in (s.generators or {}).items() if v}
+    if not isinstance(s.generators, dict):
+        raise ValueError(f"app.generators must map text / class to a folder or repo id, got {s.generators!r}")
+    s.generators = _section(s.generators, GENERATOR_NAMES, "app.generators")
+    for name in GENERATOR_NAMES:
+        spec = os.environ.get(f"FLEXVID_{name.upper()}_GENERATOR") or s.generators.get(name)
+        if spec is None and (base / "assets" / f"generator-{name}" / "config.json").is_file():
+            spec = f"assets/generator-{name}"
+        s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
+    s.generators = {k: v for k, v in s.generators.items() if v}
     s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
-    if s.model_concurrency < 1 or s.queue_concurrency < 1 or s.cache_clips < 1 or s.cache_decodes < 1:
+    if min(s.model_concurrency, s.queue_concurrency, s.cache_clips, s.cache_decodes, s.cache_generations) < 1:
         raise ValueError("app.runtime concurrency and cache sizes must be >= 1")
     return s
 
 
-def resolve_model(spec: str, base_dir: str) -> str:
+MODEL_KINDS = {  # what resolve_model's messages name: setting, environment variable, files
+    "tokenizer": ("app.tokenizer", "FLEXVID_TOKENIZER", "config.json, vae.safetensors and tokenizer.safetensors"),
+    "text generator": ("app.generators.text", "FLEXVID_TEXT_GENERATOR", "config.json and model.safetensors"),
+    "class generator": ("app.generators.class", "FLEXVID_CLASS_GENERATOR", "config.json and model.safetensors"),
+}
+
+
+def resolve_model(spec: str, base_dir: str, kind: str = "tokenizer") -> str:
     """A local folder (absolute, or relative to base_dir) or a Hugging Face repo id (owner/name).
 
     A spec whose first component exists locally (e.g. "assets/tokenizer" while "assets" exists) is a
     path, so a missing local model gives a clear error instead of a Hub lookup."""
+    setting, env, files = MODEL_KINDS[kind]
     p = Path(spec).expanduser()
     local = p if p.is_absolute() else Path(base_dir) / p
     looks_local = p.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1 or \
         (Path(base_dir) / p.parts[0]).exists()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise ModelMissing(f"tokenizer folder {spec!r} has no config.json (expected config.json, "
-                               f"vae.safetensors and tokenizer.safetensors)")
+            raise ModelMissing(f"{kind} folder {spec!r} has no config.json (expected {files})")
         return str(local)
     if looks_local:
-        raise ModelMissing(f"tokenizer folder not found: {spec!r}. Set app.tokenizer in space.yaml or the "
-                           f"FLEXVID_TOKENIZER environment variable to a folder holding config.json, "
-                           f"vae.safetensors and tokenizer.safetensors, or to a Hugging Face repo id")
+        raise ModelMissing(f"{kind} folder not found: {spec!r}. Set {setting} in space.yaml or the {env} "
+                           f"environment variable to a folder holding {files}, or to a Hugging Face repo id")
     return spec  # a repo id: huggingface_hub fetches it
+
+
+def public_name(spec: str) -> str:
+    """A model spec as the page may show it: repo ids and relative folders as they are, an absolute
+    folder by its last component only (a server path stays on the server)."""
+    p = Path(spec).expanduser()
+    return f".../{p.name}" if p.is_absolute() or spec.startswith("~") else spec
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -318,6 +356,59 @@ def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int =
     return str(path)
 
 
+# ----------------------------------------------------------------------------- generations
+GEN_MIN_FRAMES = 17  # shortest generated clip (5 time steps, about 2 s at 8 fps)
+MIN_TEMPERATURE = 0.05
+
+
+@dataclass(frozen=True)
+class GenRequest:
+    """A validated generation request, all but the budget k; with k, the cache key."""
+    kind: str  # "text" or "class"
+    condition: str | int  # the prompt (whitespace normalised) or the class label 0..89
+    frames: int  # 1 + 4n
+    steps: int  # decoder Euler steps
+    guidance: float  # the generator's classifier-free guidance (1 = none)
+    temperature: float
+    seed: int  # token sampling and decoder noise
+
+    def key(self, k: int) -> tuple:
+        return (self.kind, self.condition, k, self.frames, self.steps, self.guidance, self.temperature, self.seed)
+
+    @staticmethod
+    def from_key(key: tuple) -> "GenRequest":
+        kind, condition, _, *rest = key
+        return GenRequest(kind, condition, *rest)
+
+    def tag(self) -> str:
+        """File-name tag: a hash of the request (prompts can hold any character)."""
+        return hashlib.sha256(repr(self).encode()).hexdigest()[:16]
+
+    def describe(self) -> str:
+        if self.kind == "text":
+            return f'"{self.condition}"'
+        colour, shape, motion = shapes.class_attributes(self.condition)
+        motion = "standing still" if motion == "still" else f"moving {motion}"
+        return f"class {self.condition}: {colour} {shape} {motion}"
+
+
+@dataclass
+class Generated:
+    video: np.ndarray  # (T, S, S, 3) uint8
+    tokens: torch.Tensor  # (t, K) int64: the first k of each step generated, the rest 0
+
+
+@dataclass
+class Generation:
+    """What the Generate tab shows for a request at one budget k, or at the ladder k = 1, 2, 4, ..., K."""
+    request: GenRequest
+    ks: list[int]
+    video: str  # mp4, upscaled for display: the clip, or the labelled grid of the ladder
+    summary: str
+    results: dict[int, Generated]
+    cached: bool  # served without model work
+
+
 # ----------------------------------------------------------------------------- the runtime
 class Runtime:
     """One tokenizer, shared by every session of the app, with caches and a bound on model work.
@@ -338,9 +429,13 @@ class Runtime:
         self._clip_locks: dict[str, threading.Lock] = {}
         self._clips: OrderedDict[str, Clip] = OrderedDict()
         self._decodes: OrderedDict[tuple, Decoded] = OrderedDict()
-        self.generators: dict[str, dict] = {}  # name -> {"loader": callable, "model": None or loaded}
+        self.generators: dict[str, dict] = {}  # name -> {"loader": callable, "model": None or loaded, "error"}
         self._generator_lock = threading.Lock()  # loading a generator must not block the caches
-        self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0}
+        self._generation_locks: dict[str, threading.Lock] = {}  # name -> one request at a time (see _generate)
+        self._generated: OrderedDict[tuple, Generated] = OrderedDict()
+        self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0, "sample_tokens": 0, "generated_videos": 0}
+        for name, spec in self.settings.generators.items():
+            self.register_generator(name, functools.partial(self._load_generator, name, spec))
 
     # ------------------------------------------------------------------ model and generators
     def load(self):
@@ -363,19 +458,61 @@ class Runtime:
 
     def register_generator(self, name: str, loader: Callable[[], Any]) -> None:
         """Make a generator available under `name` ("text", "class"); loader() builds it on first use, e.g.
-        rt.register_generator("text", lambda: load_text_generator(rt.settings.generators["text"]))."""
+        rt.register_generator("text", lambda: VideoGenerator.from_pretrained(folder, tokenizer=rt.tok)).
+        The runtime registers the generators of its settings itself."""
         with self._generator_lock:
-            self.generators[name] = {"loader": loader, "model": None}
+            self.generators[name] = {"loader": loader, "model": None, "error": None}
 
     def generator(self, name: str):
-        """The generator `name`, loaded on first use (run it inside model_slot())."""
+        """The generator `name`, loaded on first use (run it inside model_slot()). UserError when it is not
+        configured, or failed to load (once; the server log says why, the page does not show server paths)."""
         with self._generator_lock:
             if name not in self.generators:
-                raise UserError(f"no generator {name!r} in this app; available: {sorted(self.generators) or 'none'}")
+                what = f"{name.capitalize()}-to-video" if name in GENERATOR_NAMES else f"generator {name!r}"
+                raise UserError(f"{what} is not configured in this app (space.yaml: app.generators.{name}, or the "
+                                f"FLEXVID_{name.upper()}_GENERATOR environment variable); configured: "
+                                f"{', '.join(sorted(self.generators)) or 'none'}")
             slot = self.generators[name]
-            if slot["model"] is None:
-                slot["model"] = slot["loader"]()
+            if slot["model"] is None and slot["error"] is None:
+                try:
+                    slot["model"] = slot["loader"]()
+                except Exception as e:
+                    log.exception("flexvid app: could not load the %s generator", name)
+                    slot["error"] = type(e).__name__
+            if slot["error"] is not None:
+                raise UserError(f"the {name} generator is configured but could not be loaded ({slot['error']}; "
+                                f"the server log has the details)")
             return slot["model"]
+
+    def _load_generator(self, name: str, spec: str):
+        """A VideoGenerator from a folder or repo id that decodes with this runtime's tokenizer (shared, not
+        loaded twice), on its device and in its dtype. Checks that it fits the tokenizer."""
+        from .generate import VideoGenerator
+
+        tok = self.tok
+        where = resolve_model(spec, self.settings.base_dir, f"{name} generator")
+        gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device), dtype=tok.dtype)
+        if gen.cfg.cond != name:
+            raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
+        gen.tokenizer  # noqa: B018 - raises ValueError when K or the codebook differ from the tokenizer's
+        if gen.text_encoder is not None:
+            gen.text_encoder.dim  # noqa: B018 - loads the text model now, not during the first request
+        return gen
+
+    def load_generators(self) -> dict[str, str]:
+        """Load every registered generator now (the app does at start); returns generator_status()."""
+        for name in list(self.generators):
+            try:
+                self.generator(name)
+            except UserError:
+                pass  # logged; the Generate tab and the endpoint say it could not be loaded
+        return self.generator_status()
+
+    def generator_status(self) -> dict[str, str]:
+        """name -> "ready", "not loaded yet" or "failed to load"."""
+        with self._generator_lock:
+            return {name: "failed to load" if slot["error"] else "ready" if slot["model"] is not None
+                    else "not loaded yet" for name, slot in sorted(self.generators.items())}
 
     @contextmanager
     def model_slot(self):
@@ -384,12 +521,22 @@ class Runtime:
             yield
 
     def info(self) -> dict:
+        """The loaded tokenizer, defaults, limits and generators (what /info returns); no server paths."""
         tok, s = self.tok, self.settings
-        return {"tokenizer": s.tokenizer, "device": str(tok.device), "dtype": str(tok.dtype).replace("torch.", ""),
-                "n_tokens": tok.n_tokens, "codebook_size": tok.codebook_size, "fps": tok.fps, "size": tok.size,
+        status = self.generator_status()
+        gens = {}
+        for name, state in status.items():
+            gens[name] = {"status": state, "model": public_name(s.generators[name]) if name in s.generators else None}
+            if state == "ready":
+                cfg = self.generator(name).cfg
+                gens[name].update(max_frames=self.max_gen_frames(cfg), guidance=cfg.guidance,
+                                  temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)
+        return {"tokenizer": public_name(s.tokenizer), "device": str(tok.device),
+                "dtype": str(tok.dtype).replace("torch.", ""), "n_tokens": tok.n_tokens,
+                "codebook_size": tok.codebook_size, "fps": tok.fps, "size": tok.size,
                 "chunk_frames": tok.chunk_frames, "ladder": tok.ladder(), "defaults": self.defaults(),
-                "limits": vars(s.limits).copy(), "generators": sorted(self.generators),
-                "generators_configured": dict(s.generators)}
+                "limits": vars(s.limits).copy(), "generators": sorted(self.generators), "generator_info": gens,
+                "generate_defaults": self.generate_defaults()}
 
     def defaults(self) -> dict:
         """Default slider values: space.yaml's, else the model's."""
@@ -609,3 +756,161 @@ class Runtime:
         fig = metrics_figure(metrics, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
                     self.token_caption(clip, k), summary, fig, downloads, metrics)
+
+    # ------------------------------------------------------------------ generation
+    def max_gen_frames(self, cfg) -> int:
+        """The longest clip a generator with config cfg may make here (1 + 4n frames)."""
+        return min(self.settings.limits.max_gen_frames, 1 + 4 * (cfg.max_t - 1))
+
+    def generate_defaults(self) -> dict:
+        """Default Generate-tab values: the first ready generator's sampling settings (text, then class),
+        the decoder's steps, k = the Reconstruct default, the shortest clip. Loads nothing."""
+        from .generator import GeneratorConfig
+
+        status = self.generator_status()
+        ready = [n for n in GENERATOR_NAMES if status.get(n) == "ready"]
+        cfg = self.generator(ready[0]).cfg if ready else GeneratorConfig()
+        d, lim = self.defaults(), self.settings.limits
+        return {"k": d["k"], "frames": GEN_MIN_FRAMES, "max_frames": max(GEN_MIN_FRAMES, self.max_gen_frames(cfg)),
+                "steps": d["steps"], "guidance": min(cfg.guidance, lim.max_guidance),
+                "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"]}
+
+    def check_prompt(self, prompt) -> str:
+        """A non-empty prompt of at most limits.max_prompt_chars characters, whitespace normalised."""
+        limit = self.settings.limits.max_prompt_chars
+        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+            raise UserError("the prompt is empty: describe a clip, e.g. 'a large red circle moving left'")
+        if not isinstance(prompt, str):
+            raise UserError(f"the prompt must be text, got {type(prompt).__name__}")
+        if len(prompt) > limit:
+            raise UserError(f"the prompt is too long: {len(prompt):,} characters, at most {limit} are allowed")
+        return " ".join(prompt.split())
+
+    @staticmethod
+    def check_class(label) -> int:
+        """A class label: 0..89, or "colour shape motion" (e.g. "red circle left")."""
+        from .generate import parse_label
+
+        if isinstance(label, str) and len(label) > 100:
+            raise UserError(f"class label too long ({len(label)} characters): give 0-{shapes.NUM_CLASSES - 1} "
+                            f"or 'colour shape motion'")
+        try:
+            return parse_label(label)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+
+    def gen_request(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None,
+                    seed=None) -> GenRequest:
+        """Validate a generation request (None = default) into a GenRequest; UserError for a generator that
+        is not configured and for any value out of range, before any model work."""
+        if kind not in GENERATOR_NAMES:
+            raise UserError(f"kind must be one of {GENERATOR_NAMES}, got {kind!r}")
+        cfg, lim, d = self.generator(kind).cfg, self.settings.limits, self.defaults()
+        condition = self.check_prompt(condition) if kind == "text" else self.check_class(condition)
+        max_frames = self.max_gen_frames(cfg)
+        frames = _integer(GEN_MIN_FRAMES if frames is None else frames, "clip length (frames)", GEN_MIN_FRAMES,
+                          max_frames)
+        if (frames - 1) % 4:
+            raise UserError(f"clip length must be 1 + 4n frames ({GEN_MIN_FRAMES}, {GEN_MIN_FRAMES + 4}, ..., "
+                            f"{max_frames}), got {frames}")
+        steps = _integer(d["steps"] if steps is None else steps, "decoder steps", 1, lim.max_steps)
+        guidance = _number(cfg.guidance if guidance is None else guidance, "guidance", 0.0, lim.max_guidance)
+        temperature = _number(cfg.temperature if temperature is None else temperature, "temperature",
+                              MIN_TEMPERATURE, lim.max_temperature)
+        seed = _integer(d["seed"] if seed is None else seed, "seed", 0, lim.max_seed)
+        return GenRequest(kind, condition, frames, steps, guidance, temperature, seed)
+
+    def _generation_lock(self, kind: str) -> threading.Lock:
+        with self._lock:
+            return self._generation_locks.setdefault(kind, threading.Lock())
+
+    def _gen_dir(self) -> Path:
+        folder = self.out_dir / "generated"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def _gen_paths(self, req: GenRequest, k: int) -> tuple[Path, Path]:
+        """The mp4 of req at k, and of req's ladder."""
+        folder = self._gen_dir()
+        return folder / f"{req.kind}_k{k}_{req.tag()}.mp4", folder / f"{req.kind}_ladder_{req.tag()}.mp4"
+
+    def _generate(self, req: GenRequest, ks, progress: GenProgress | None = None) -> tuple[dict[int, Generated], bool]:
+        """req's videos at every k in ks and whether all came from the cache. The missing ones are sampled
+        one k at a time (a budget sets the token layout, so budgets do not batch), then decoded in ONE
+        batched detokenize call with the same noise (seed) for every k. VideoGenerator.generate gives
+        the same video for a single k."""
+        keys = {k: req.key(k) for k in ks}
+        # one request per generator at a time: its KV cache is state of the model, and an identical
+        # request waiting here finds the result in the cache
+        with self._generation_lock(req.kind):
+            with self._lock:
+                have = {k: self._generated[keys[k]] for k in ks if keys[k] in self._generated}
+                for k in have:
+                    self._generated.move_to_end(keys[k])
+            missing = [k for k in ks if k not in have]
+            if missing:
+                from .generate import frames_to_steps
+
+                gen, d = self.generator(req.kind), self.defaults()
+                t = frames_to_steps(req.frames, gen.cfg.max_t)
+                total, offset, grids = t * sum(missing), 0, []
+                with self.model_slot():
+                    for k in missing:
+                        cb = None if progress is None else (lambda i, n, o=offset: progress("tokens", o + i, total))
+                        grids += gen.sample_tokens([req.condition], k=k, frames=req.frames, temperature=req.temperature,
+                                                   guidance=req.guidance, seed=req.seed, callback=cb)
+                        offset += t * k
+                    videos = self.tok.detokenize(grids, k=missing, steps=req.steps, guidance=d["guidance"],
+                                                 guidance_mode=d["guidance_mode"], seed=[req.seed] * len(missing),
+                                                 callback=None if progress is None else
+                                                 (lambda i, n: progress("decode", i, n)))
+                for k, grid, v in zip(missing, grids, videos):
+                    have[k] = Generated(video_io.from_model(v), grid)
+                with self._lock:
+                    self.stats["sample_tokens"] += len(missing)
+                    self.stats["detokenize"] += 1
+                    self.stats["generated_videos"] += len(missing)
+                    for k in missing:
+                        self._generated[keys[k]] = have[k]
+                    while len(self._generated) > self.settings.cache_generations:
+                        old, _ = self._generated.popitem(last=False)
+                        for path in self._gen_paths(GenRequest.from_key(old), old[2]):
+                            path.unlink(missing_ok=True)
+            return {k: have[k] for k in ks}, not missing
+
+    def generate(self, kind, condition, k=None, frames=None, steps=None, guidance=None, temperature=None, seed=None,
+                 progress: GenProgress | None = None) -> Generation:
+        """One clip from a prompt (kind "text") or a class (kind "class": 0..89 or "red circle left") with a
+        budget of k tokens per time step (None = the default). Cached; progress(stage, done, total)."""
+        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed)
+        k = self.defaults()["k"] if k is None else self.check_k(k)
+        results, cached = self._generate(req, [k], progress)
+        path = _atomic_write_video(self._gen_paths(req, k)[0], results[k].video, self.tok.fps, self.display_scale())
+        t, K = results[k].tokens.shape
+        duration = req.frames / self.tok.fps
+        bits, rate = bits_and_bitrate(k, t, self.tok.codebook_size, duration)
+        summary = (f"{req.describe()} at **k = {k} of {K}** tokens per time step: {t} steps x {k} = "
+                   f"**{t * k} tokens**, {bits:,.0f} bits ({rate:,.0f} bit/s) for {req.frames} frames ({duration:.2f} s) at "
+                   f"{self.tok.size}x{self.tok.size}. Guidance {req.guidance:g}, temperature {req.temperature:g}, "
+                   f"seed {req.seed}, decoder {req.steps} steps{' (from the cache)' if cached else ''}.")
+        return Generation(req, [k], path, summary, results, cached)
+
+    def generate_ladder(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None, seed=None,
+                        progress: GenProgress | None = None) -> Generation:
+        """The same request at every budget k = 1, 2, 4, ..., K with the same seed, as one labelled grid
+        video: what a few tokens buy. Budgets already generated (e.g. by generate) are cache hits."""
+        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed)
+        ks = self.tok.ladder()
+        results, cached = self._generate(req, ks, progress)
+        half = max(1, self.display_scale() // 2)
+        cells = [label(upscale(results[j].video, half), f"k = {j}") for j in ks]
+        rows = math.ceil(len(cells) / 4)
+        path = _atomic_write_video(self._gen_paths(req, ks[-1])[1],
+                                   video_io.grid(cells, cols=math.ceil(len(cells) / rows)), self.tok.fps)
+        t = results[ks[0]].tokens.shape[0]
+        bits = lambda j: bits_and_bitrate(j, t, self.tok.codebook_size, req.frames / self.tok.fps)[0]  # noqa: E731
+        rows_md = "\n".join(f"| {j} | {j * t} | {bits(j):,.0f} |" for j in ks)
+        summary = (f"{req.describe()}, seed {req.seed}, {req.frames} frames: the same seed at every budget; the "
+                   f"sampler draws exactly k tokens per time step and stops.{' (from the cache)' if cached else ''}"
+                   f"\n\n| k | tokens | bits |\n|---:|---:|---:|\n{rows_md}")
+        return Generation(req, ks, path, summary, results, cached)

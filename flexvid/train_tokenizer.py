@@ -14,6 +14,7 @@ import argparse
 import os
 
 import torch
+from safetensors.torch import load_file
 
 from . import shapes
 from .flow import flow_loss, logit_normal
@@ -41,11 +42,54 @@ def load_vae(path: str) -> VideoVAE:
     return vae.eval().requires_grad_(False)
 
 
+@torch.no_grad()
+def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16) -> torch.Tensor:
+    """VAE latents (n, C, t, h, w) of the first n training clips, computed once and kept in a file:
+    the frozen VAE's forward would otherwise cost about as much as the tokenizer's training step."""
+    from safetensors.torch import save_file
+    if os.path.exists(path):
+        z = load_file(path)["latents"]
+        if z.shape[0] >= n:
+            return z[:n].float()
+    device = next(vae.parameters()).device
+    seed, out = shapes.SPLIT_SEEDS["train"], []
+    for i in range(0, n, batch):
+        x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, j, frames).video) for j in range(i, min(n, i + batch))])
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out.append(vae.encode(x.to(device)).float().cpu())
+        if i % (batch * 64) == 0:
+            print(f"latent cache: {i}/{n} clips", flush=True)
+    z = torch.cat(out)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    save_file({"latents": z.half().contiguous()}, path)
+    return z
+
+
+def cached_batches(z: torch.Tensor, batch_size: int):
+    """Deterministic batches from a latent cache: a fresh permutation each epoch, sliced per rank."""
+    def batches(start, b, rank, world):
+        step = start
+        while True:
+            first = step * batch_size
+            epoch, offset = divmod(first, z.shape[0])
+            perm = torch.randperm(z.shape[0], generator=torch.Generator().manual_seed(epoch))
+            idx = perm[(offset + torch.arange(rank * b, (rank + 1) * b)) % z.shape[0]]
+            yield (z[idx], None, None)
+            step += 1
+    return batches
+
+
 def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=None, repa_weight=0.0):
+    """batch[0]: videos (B, 3, T, H, W), or VAE latents (B, C, t, h, w) from a latent cache."""
     device = next(vae.parameters()).device
     x = batch[0].to(device)
-    with torch.no_grad():
-        z0 = vae.encode(x).float()  # (B, C, t, h, w)
+    if x.shape[1] == vae.cfg.z_channels and x.shape[1] != 3:
+        if feature_model is not None and repa_weight > 0:
+            raise ValueError("REPA needs the videos: train without --latent-cache")
+        z0 = x.float()
+    else:
+        with torch.no_grad():
+            z0 = vae.encode(x).float()  # (B, C, t, h, w)
     B, t = z0.shape[0], z0.shape[2]
     noise = rand.randn(B, *z0.shape[1:])
     s = logit_normal(rand.randn(B, 1)).expand(B, t).contiguous()  # one flow time per clip
@@ -109,6 +153,9 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--repa", default="none", choices=["none", *FEATURE_MODELS])
     p.add_argument("--repa-weight", type=float, default=0.5)
+    p.add_argument("--latent-cache", type=int, default=0, help="train on the VAE latents of this many clips, "
+                   "computed once (0: encode fresh clips every step)")
+    p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
     TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
                          warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
     args = p.parse_args(argv)
@@ -121,13 +168,28 @@ def main(argv=None):
     if args.repa != "none":
         feature_model = FEATURE_MODELS[args.repa](vae, base["patch"])
         base["repa_dim"] = feature_model.dim
+    if args.init:
+        init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
+        base.update({k: v for k, v in init_cfg.items() if k not in ("repa_dim",)})
     cfg = TokenizerConfig(**base)
     model = FlexTokenizer(cfg)
-    print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
+    if args.init:
+        missing, unexpected = model.load_state_dict(load_file(os.path.join(args.init, "tokenizer.safetensors")), strict=False)
+        if unexpected or any(not name.startswith("repa_head.") for name in missing):
+            raise SystemExit(f"--init {args.init} does not match the model: missing {missing}, unexpected {unexpected}")
+        print(f"initialised from {args.init}")
+    else:
+        print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
     vae.to(torch.device("cuda") if tcfg.device == "auto" and torch.cuda.is_available() else tcfg.device if tcfg.device != "auto" else "cpu")
 
     def batches(start, b, rank, world):
         return shapes.batch_stream("train", b, args.frames, start=start * tcfg.batch_size, rank=rank, world_size=world)
+
+    if args.latent_cache:
+        if feature_model is not None:
+            raise SystemExit("--latent-cache and --repa exclude each other (REPA reads the videos)")
+        z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache, args.frames)
+        batches = cached_batches(z, tcfg.batch_size)
 
     def on_checkpoint(ema, step):
         VideoFlexTok(vae, ema, device=next(vae.parameters()).device).save_pretrained(os.path.join(tcfg.out_dir, "export"))

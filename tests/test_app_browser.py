@@ -1,6 +1,7 @@
 """The app in a real browser (Playwright driving Debian's chromium, nothing downloaded): upload a clip, move
 the token slider, resample, and check that the videos really play, the plotly chart renders and a bad file
-shows its message. Screenshots go to $FLEXVID_ARTIFACTS or tests/artifacts/."""
+shows its message; type a prompt on the Generate tab and check that the clip and its ladder play.
+Screenshots go to $FLEXVID_ARTIFACTS or tests/artifacts/."""
 from __future__ import annotations
 
 import os
@@ -106,3 +107,26 @@ def test_bad_file_shows_its_message(page, artifacts, tmp_path):
     assert "corrupt.mp4" in pg.inner_text("body")
     pg.screenshot(path=str(artifacts / "app_bad_file.png"), full_page=True)
     assert "Traceback" not in pg.content()
+
+
+def test_generate_from_a_prompt(page, artifacts):
+    pg = page
+    pg.reload(wait_until="networkidle")
+    pg.get_by_role("tab", name="Generate").click()
+    pg.fill("#gen-prompt textarea", "a large red circle moving left")
+    pg.click("#gen-button")
+    clip = wait_playing(pg, "#gen-video video", timeout=120_000)
+    assert clip["readyState"] >= 2 and clip["duration"] > 0 and clip["width"] == 256 and "text_k" in clip["src"]
+    K = int(pg.get_attribute("#gen-k input[type=range]", "max"))
+    pg.wait_for_function(f"document.querySelector('#gen-summary').innerText.includes('of {K}')")
+    ladder = wait_playing(pg, "#gen-ladder video", timeout=120_000)
+    assert ladder["readyState"] >= 2 and "text_ladder" in ladder["src"]
+    assert "| k | tokens | bits |" not in pg.inner_text("#gen-ladder-summary")  # rendered as a table
+    assert pg.locator("#gen-ladder-summary table").count() == 1
+    pg.screenshot(path=str(artifacts / "app_generate.png"), full_page=True)
+
+    pg.fill("#gen-prompt textarea", "   ")  # an empty prompt: the page says so, the server keeps serving
+    pg.click("#gen-button")
+    pg.wait_for_selector("text=the prompt is empty", timeout=30_000)
+    assert "Traceback" not in pg.content()
+    assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"

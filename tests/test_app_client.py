@@ -1,8 +1,10 @@
 """The app end to end through its API: app.py runs in a subprocess on 127.0.0.1 (a small random tokenizer
-via FLEXVID_TOKENIZER), and gradio_client calls every endpoint, bad inputs included."""
+via FLEXVID_TOKENIZER, small random generators via FLEXVID_TEXT_GENERATOR and FLEXVID_CLASS_GENERATOR), and
+gradio_client calls every endpoint, bad inputs included."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,13 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import small_pipeline
 from flexvid import video_io
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "assets" / "examples" / "shapes_one_object.mp4"
-ENDPOINTS = {"/tokenize", "/decode", "/resample", "/info"}
+ENDPOINTS = {"/tokenize", "/decode", "/resample", "/info", "/generate", "/generate_ladder", "/generate_class",
+             "/generate_class_ladder", "/new_seed"}
+PROMPT = "a large red circle moving left"
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -29,16 +34,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def small_generators(folder: Path) -> dict[str, str]:
+    """Save small random text and class generators for the small tokenizer (K = 8, 1000 codes) into
+    folder/generator-text and folder/generator-class; returns name -> folder."""
+    from flexvid.generate import save_generator
+    from flexvid.generator import Generator, GeneratorConfig
+
+    out = {}
+    for cond in ("text", "class"):
+        out[cond] = str(folder / f"generator-{cond}")
+        if not (folder / f"generator-{cond}" / "config.json").exists():
+            torch.manual_seed(0)
+            model = Generator(GeneratorConfig(dim=64, n_layers=2, n_heads=2, K=8, max_t=21, codebook_size=1000,
+                                              cond=cond), verbose=False)
+            torch.nn.init.normal_(model.output.weight, std=0.5)  # the zero-init output would make all logits equal
+            save_generator(model, out[cond])
+    return out
+
+
 @contextmanager
-def running_app(folder: Path, config: Path | None = None, timeout: float = 120):
-    """Start app.py on a free loopback port with a small random tokenizer; yield its URL."""
+def running_app(folder: Path, config: Path | None = None, timeout: float = 120, generators: bool = True):
+    """Start app.py on a free loopback port with a small random tokenizer and (generators=True) small random
+    generators, or none; yield its URL."""
     folder.mkdir(parents=True, exist_ok=True)
     tok = folder / "tokenizer"
     if not (tok / "config.json").exists():
         small_pipeline(n_registers=8).save_pretrained(str(tok))
+    gens = small_generators(folder) if generators else {"text": "none", "class": "none"}
     port = free_port()
     env = {**os.environ, "FLEXVID_TOKENIZER": str(tok), "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(folder / "gradio"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+           "GRADIO_TEMP_DIR": str(folder / "gradio"), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+           "FLEXVID_TEXT_GENERATOR": gens["text"], "FLEXVID_CLASS_GENERATOR": gens["class"]}
     if config is not None:
         env["FLEXVID_CONFIG"] = str(config)
     log_path = folder / f"app_{port}.log"
@@ -99,10 +125,15 @@ def K(client):
     return client.predict(api_name="/info")["n_tokens"]
 
 
-def test_info(client, K):
+def test_info(client, K, app):
     info = client.predict(api_name="/info")
     assert info["ladder"][0] == 1 and info["ladder"][-1] == K and info["size"] == 64 and info["fps"] == 8
-    assert info["generators"] == [] and info["limits"]["max_upload_mb"] > 0
+    assert info["generators"] == ["class", "text"] and info["limits"]["max_upload_mb"] > 0
+    for name in ("class", "text"):
+        g = info["generator_info"][name]
+        assert g["status"] == "ready" and g["max_frames"] == 81 and g["model"] == f".../generator-{name}"
+    assert info["generate_defaults"]["frames"] == 17 and info["limits"]["max_prompt_chars"] == 300
+    assert str(Path(app[2]).parent) not in str(info)  # no server paths
 
 
 def test_tokenize_decode_resample(client, K):
@@ -181,16 +212,70 @@ def test_concurrent_clients(app, clip_id):
     assert not errors and len(results) == 3
 
 
-def test_upload_over_the_limit_is_refused(tmp_path):
+def test_upload_limit_and_no_generators(tmp_path):
+    """A second app with a small upload limit and no generators: the upload is refused, and the Generate
+    endpoints exist but say that nothing is configured."""
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
     config = tmp_path / "space.yaml"
     config.write_text(f"app:\n  examples: {REPO / 'assets' / 'examples'}\n  limits:\n    max_upload_mb: 0.05\n")
     big = tmp_path / "big.mp4"
     big.write_bytes(EXAMPLE.read_bytes() + b"\x00" * 60_000)
-    with running_app(tmp_path / "app", config=config) as (url, proc, log):
+    with running_app(tmp_path / "app", config=config, generators=False) as (url, proc, log):
         c = Client(url, verbose=False)
-        assert c.predict(api_name="/info")["limits"]["max_upload_mb"] == 0.05
+        info = c.predict(api_name="/info")
+        assert info["limits"]["max_upload_mb"] == 0.05 and info["generators"] == []
         with pytest.raises(Exception, match="(?i)size|large"):
             c.predict(handle_file(str(big)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+        with pytest.raises(AppError, match="Text-to-video is not configured"):
+            c.predict(PROMPT, 4, 17, 2, 3.0, 1.0, 0, api_name="/generate")
+        with pytest.raises(AppError, match="Class-to-video is not configured"):
+            c.predict("red", "circle", "left", 4, 17, 2, 3.0, 1.0, 0, api_name="/generate_class")
         assert c.predict(api_name="/info")["size"] == 64
         assert proc.poll() is None
+
+
+# ----------------------------------------------------------------------------- the Generate tab
+def test_generate_and_its_ladder(client, K, app):
+    video, summary = client.predict(PROMPT, 4, 17, 2, 3.0, 1.0, 0, api_name="/generate")
+    frames, fps = video_io.read_video(video)
+    assert frames.shape == (17, 256, 256, 3) and fps == 8  # 64 px shown at 256 px
+    assert f"k = 4 of {K}" in summary and "20 tokens" in summary and "from the cache" not in summary
+    again = client.predict(PROMPT, 4, 17, 2, 3.0, 1.0, 0, api_name="/generate")[1]
+    assert "from the cache" in again
+    ladder, table = client.predict(PROMPT, 17, 2, 3.0, 1.0, 0, api_name="/generate_ladder")
+    grid, _ = video_io.read_video(ladder)
+    assert grid.shape[0] == 17 and grid.shape[1] == 128 and grid.shape[2] > 4 * 128  # 1, 2, 4, 8 at 128 px
+    assert "| 1 | 5 |" in table and f"| {K} | {5 * K} |" in table
+    video, summary = client.predict("blue", "square", "up", 2, 21, 2, 3.0, 1.0, 5, api_name="/generate_class")
+    assert video_io.read_video(video)[0].shape == (21, 256, 256, 3)
+    assert "blue square moving up" in summary and "seed 5" in summary
+    ladder, table = client.predict("blue", "square", "up", 21, 2, 3.0, 1.0, 5, api_name="/generate_class_ladder")
+    assert video_io.read_video(ladder)[0].shape[0] == 21 and "| 2 | 12 |" in table
+    seed = client.predict(api_name="/new_seed")
+    assert isinstance(seed, int) and 0 <= seed < 2**31
+    assert str(Path(app[2]).parent) not in summary + table
+
+
+@pytest.mark.parametrize("endpoint, args, message", [
+    ("/generate", ("", 4, 17, 2, 3.0, 1.0, 0), "the prompt is empty"),
+    ("/generate", ("   ", 4, 17, 2, 3.0, 1.0, 0), "the prompt is empty"),
+    ("/generate", ("x" * 5000, 4, 17, 2, 3.0, 1.0, 0), "the prompt is too long: 5,000 characters"),
+    ("/generate", (PROMPT, 0, 17, 2, 3.0, 1.0, 0), "less than minimum"),  # the slider's bounds
+    ("/generate", (PROMPT, 2.5, 17, 2, 3.0, 1.0, 0), "k (tokens per time step) must be an integer"),
+    ("/generate", (PROMPT, 4, 18, 2, 3.0, 1.0, 0), "clip length must be 1 + 4n frames"),
+    ("/generate", (PROMPT, 4, 10**6, 2, 3.0, 1.0, 0), "greater than maximum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 0.0, 0), "less than minimum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1e9, 0), "greater than maximum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, -1), "less than minimum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 2**40), "greater than maximum"),
+    ("/generate_ladder", ("", 17, 2, 3.0, 1.0, 0), "the prompt is empty"),
+    ("/generate_class", ("purple", "circle", "left", 4, 17, 2, 3.0, 1.0, 0), "not in the list of choices"),
+    ("/generate_class_ladder", ("red", "circle", "left", 19, 2, 3.0, 1.0, 0), "1 + 4n"),
+])
+def test_bad_generation_inputs_come_back_as_errors(client, K, app, endpoint, args, message):
+    from gradio_client.exceptions import AppError
+    with pytest.raises(AppError, match=re.escape(message)) as e:
+        client.predict(*args, api_name=endpoint)
+    assert "Traceback" not in str(e.value) and str(Path(app[2]).parent) not in str(e.value)
+    assert client.predict(api_name="/info")["n_tokens"] == K  # still serving

@@ -1,5 +1,6 @@
 """Tests for flexvid.runtime (the app's runtime) and the Space card: caching, input checks, bit
-arithmetic, downloads, settings. A small random tokenizer stands in for the embedded one."""
+arithmetic, downloads, generation, settings. A small random tokenizer and small random generators stand in
+for the embedded ones."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,7 @@ from conftest import small_pipeline
 from flexvid import shapes, video_io
 from flexvid.runtime import (Limits, ModelMissing, Runtime, Settings, UserError, bits_and_bitrate, error_heatmap,
                              load_settings, resolve_model, token_image)
+from test_app_client import small_generators
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -310,16 +312,21 @@ def test_generators_load_lazily(rt):
     built = []
     rt.register_generator("text", lambda: built.append(1) or "model")
     assert built == [] and rt.info()["generators"] == ["text"]
+    assert rt.generator_status() == {"text": "not loaded yet"}
     assert rt.generator("text") == "model" and rt.generator("text") == "model"
-    assert built == [1]
-    with pytest.raises(UserError, match="no generator"):
+    assert built == [1] and rt.generator_status() == {"text": "ready"}
+    with pytest.raises(UserError, match="Class-to-video is not configured"):
         rt.generator("class")
 
 
 def test_settings(tmp_path, monkeypatch):
-    monkeypatch.delenv("FLEXVID_TOKENIZER", raising=False)
+    for name in ("FLEXVID_TOKENIZER", "FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR"):
+        monkeypatch.delenv(name, raising=False)
     s = load_settings(REPO / "space.yaml")
-    assert s.tokenizer == "assets/tokenizer" and s.generators == {} and s.limits.max_upload_mb > 0
+    bundled = {n: f"assets/generator-{n}" for n in ("text", "class")
+               if (REPO / "assets" / f"generator-{n}" / "config.json").is_file()}
+    assert s.tokenizer == "assets/tokenizer" and s.generators == bundled and s.limits.max_upload_mb > 0
+    assert s.limits.max_prompt_chars == 300 and s.cache_generations >= 1
     monkeypatch.setenv("FLEXVID_TOKENIZER", "/models/tok")
     assert load_settings(REPO / "space.yaml").tokenizer == "/models/tok"
     assert load_settings(REPO / "space.yaml", tokenizer="a/b").tokenizer == "a/b"
@@ -327,6 +334,178 @@ def test_settings(tmp_path, monkeypatch):
     bad.write_text("app:\n  limits:\n    max_upload_gb: 1\n")
     with pytest.raises(ValueError, match="max_upload_gb"):
         load_settings(bad)
+    bad.write_text("app:\n  generators:\n    audio: some/where\n")
+    with pytest.raises(ValueError, match="audio"):
+        load_settings(bad)
+
+
+def test_generator_settings(tmp_path, monkeypatch):
+    """Generators: the environment, else the file, else the bundled folders next to the file, else none."""
+    for name in ("FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR"):
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "space.yaml"
+    config.write_text("app:\n  generators:\n    text: null\n    class: someone/class-model\n")
+    assert load_settings(config).generators == {"class": "someone/class-model"}
+    (tmp_path / "assets" / "generator-text").mkdir(parents=True)
+    assert "text" not in load_settings(config).generators  # a folder without config.json is not a model
+    (tmp_path / "assets" / "generator-text" / "config.json").write_text("{}")
+    assert load_settings(config).generators == {"text": "assets/generator-text", "class": "someone/class-model"}
+    monkeypatch.setenv("FLEXVID_TEXT_GENERATOR", "none")
+    monkeypatch.setenv("FLEXVID_CLASS_GENERATOR", "/models/class")
+    assert load_settings(config).generators == {"class": "/models/class"}
+
+
+# ----------------------------------------------------------------------------- generation
+class Calls:
+    """Counts a generator's sample_tokens calls and their budgets."""
+
+    def __init__(self, gen):
+        self.inner, self.ks = gen.sample_tokens, []
+        gen.sample_tokens = self
+
+    def __call__(self, condition, *args, **kw):
+        self.ks.append(args[0] if args else kw.get("k"))
+        return self.inner(condition, *args, **kw)
+
+
+@pytest.fixture(scope="module")
+def generator_folders(tmp_path_factory):
+    return small_generators(tmp_path_factory.mktemp("generators"))
+
+
+@pytest.fixture(scope="module")
+def grt(pipe, generator_folders, tmp_path_factory):
+    """A runtime with both small generators (loaded once for the module: the text one loads MiniLM)."""
+    counter = Counting(pipe)
+    runtime = Runtime(Settings(generators=generator_folders), pipeline=pipe,
+                      out_dir=str(tmp_path_factory.mktemp("gen")))
+    assert runtime.load_generators() == {"class": "ready", "text": "ready"}
+    runtime.counter = counter
+    runtime.calls = {name: Calls(runtime.generator(name)) for name in ("text", "class")}
+    yield runtime
+    pipe.detokenize = counter.inner
+
+
+def test_generate_outputs_progress_and_cache(grt):
+    K = grt.tok.n_tokens
+    seen = []
+    g = grt.generate("text", "a large red circle moving left", k=4, frames=17, steps=2, guidance=3.0,
+                     temperature=1.0, seed=11, progress=lambda *a: seen.append(a))
+    assert not g.cached and g.ks == [4] and grt.calls["text"].ks[-1] == 4
+    frames, fps = video_io.read_video(g.video)
+    assert frames.shape == (17, 256, 256, 3) and fps == 8  # 64 px shown at 256 px
+    tokens = g.results[4].tokens
+    assert tokens.shape == (5, K) and (tokens[:, 4:] == 0).all()  # only the budget is generated
+    assert g.results[4].video.shape == (17, 64, 64, 3) and g.results[4].video.std() > 0
+    assert f"k = 4 of {K}" in g.summary and "20 tokens" in g.summary and "seed 11" in g.summary
+    # progress comes from the sampling loop (one call per token) and then from the decoder's Euler steps
+    tok_steps = [(d, n) for s, d, n in seen if s == "tokens"]
+    assert tok_steps == [(i, 20) for i in range(1, 21)]
+    assert [s for s, *_ in seen].index("decode") == 20 and seen[-1][1] == seen[-1][2]
+
+    calls, decodes = len(grt.calls["text"].ks), grt.counter.calls
+    for prompt in ("a large red circle moving left", "  a large red circle   moving left "):  # normalised
+        again = grt.generate("text", prompt, k=4, frames=17, steps=2, guidance=3, temperature=1, seed=11.0)
+        assert again.cached and again.video == g.video and "from the cache" in again.summary
+    assert len(grt.calls["text"].ks) == calls and grt.counter.calls == decodes  # no model work
+    grt.generate("text", "a large red circle moving left", k=4, frames=17, steps=2, seed=12)
+    assert len(grt.calls["text"].ks) == calls + 1 and grt.counter.calls == decodes + 1  # another seed: work
+
+
+def test_generation_matches_the_pipeline(grt):
+    """The runtime samples and decodes as VideoGenerator.generate does for one condition."""
+    g = grt.generate("class", "green square down", k=2, frames=17, steps=2, guidance=2.0, temperature=0.9, seed=3)
+    d = grt.defaults()
+    ref = grt.generator("class").generate(["green square down"], k=2, frames=17, guidance=2.0, temperature=0.9,
+                                          seed=3, decode_steps=2, decode_guidance=d["guidance"],
+                                          decode_guidance_mode=d["guidance_mode"])
+    assert np.array_equal(video_io.from_model(ref[0]), g.results[2].video)
+
+
+def test_ladder_samples_each_budget_and_decodes_once(grt):
+    K, ladder = grt.tok.n_tokens, grt.tok.ladder()
+    grt.generate("class", "red circle left", k=4, frames=21, steps=2, seed=0)
+    calls, decodes = len(grt.calls["class"].ks), grt.counter.calls
+    lad = grt.generate_ladder("class", 0, frames=21, steps=2, seed=0)  # label 0 is red circle left
+    missing = [k for k in ladder if k != 4]  # k = 4 is in the cache already
+    assert grt.calls["class"].ks[calls:] == missing
+    assert grt.counter.calls == decodes + 1 and grt.counter.ks[-1] == missing  # ONE batched decode
+    assert lad.ks == ladder and not lad.cached
+    grid, _ = video_io.read_video(lad.video)
+    assert grid.shape[0] == 21 and grid.shape[1] == 128  # one row of 128 px cells
+    assert all(f"| {k} | {6 * k} |" in lad.summary for k in ladder) and "red circle moving left" in lad.summary
+    for k in ladder:
+        assert (lad.results[k].tokens[:, k:] == 0).all() and lad.results[k].video.shape == (21, 64, 64, 3)
+    same = grt.generate_ladder("class", "red-circle-left", frames=21, steps=2, seed=0)
+    assert same.cached and grt.counter.calls == decodes + 1 and same.video == lad.video
+    one = grt.generate("class", "red circle left", k=K, frames=21, steps=2, seed=0)
+    assert one.cached and np.array_equal(one.results[K].video, lad.results[K].video)
+
+
+def test_generation_cache_is_bounded(pipe, generator_folders, tmp_path):
+    rt = Runtime(Settings(generators={"class": generator_folders["class"]}, cache_generations=2), pipeline=pipe,
+                 out_dir=str(tmp_path))
+    first = rt.generate("class", 1, k=1, frames=17, steps=1, seed=0)
+    for seed in (1, 2):
+        rt.generate("class", 1, k=1, frames=17, steps=1, seed=seed)
+    assert len(rt._generated) == 2 and rt.stats["generated_videos"] == 3
+    assert not Path(first.video).exists()  # the evicted clip's file is gone too
+    assert not rt.generate("class", 1, k=1, frames=17, steps=1, seed=0).cached
+
+
+@pytest.mark.parametrize("kind, kw, message", [
+    ("text", dict(condition=""), "the prompt is empty"), ("text", dict(condition="  \n "), "the prompt is empty"),
+    ("text", dict(condition=None), "the prompt is empty"), ("text", dict(condition=5), "must be text"),
+    ("text", dict(condition="x" * 301), "too long: 301 characters, at most 300"),
+    ("text", dict(condition="y" * 10**6), "too long"),
+    ("text", dict(k=0), "k"), ("text", dict(k=9), "k"), ("text", dict(k=2.5), "k"), ("text", dict(k="3"), "k"),
+    ("text", dict(frames=18), "1 \\+ 4n"), ("text", dict(frames=13), "clip length"),
+    ("text", dict(frames=85), "clip length"), ("text", dict(frames=17.5), "clip length"),
+    ("text", dict(frames=10**9), "clip length"), ("text", dict(steps=0), "decoder steps"),
+    ("text", dict(steps=10**6), "decoder steps"), ("text", dict(guidance=-1), "guidance"),
+    ("text", dict(guidance=float("inf")), "guidance"), ("text", dict(guidance=1e9), "guidance"),
+    ("text", dict(temperature=0), "temperature"), ("text", dict(temperature=-1), "temperature"),
+    ("text", dict(temperature=float("nan")), "temperature"), ("text", dict(temperature=1e9), "temperature"),
+    ("text", dict(seed=-1), "seed"), ("text", dict(seed=2**40), "seed"), ("text", dict(seed=0.5), "seed"),
+    ("text", dict(seed=True), "seed"), ("class", dict(condition=90), "class label"),
+    ("class", dict(condition="purple circle left"), "colour shape motion"),
+    ("class", dict(condition="red circle"), "colour shape motion"), ("class", dict(condition=1.0), "class label"),
+    ("class", dict(condition="9" * 5000), "too long"), ("audio", dict(), "kind"),
+])
+def test_bad_generation_inputs_raise_user_error(grt, kind, kw, message):
+    args = dict(condition="a small blue square moving up" if kind == "text" else 3, k=2, frames=17, steps=1,
+                guidance=3.0, temperature=1.0, seed=0) | kw
+    calls, decodes = sum(len(c.ks) for c in grt.calls.values()), grt.counter.calls
+    with pytest.raises(UserError, match=message):
+        grt.generate(kind, **args)
+    if "k" not in kw:  # the ladder makes every k
+        with pytest.raises(UserError, match=message):
+            grt.generate_ladder(kind, **{a: v for a, v in args.items() if a != "k"})
+    assert sum(len(c.ks) for c in grt.calls.values()) == calls and grt.counter.calls == decodes  # refused first
+    assert grt.generate("class", 3, k=1, frames=17, steps=1, seed=0).results[1].video.shape == (17, 64, 64, 3)
+
+
+def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path):
+    rt = Runtime(Settings(), pipeline=pipe, out_dir=str(tmp_path / "none"))
+    assert rt.load_generators() == {} and rt.info()["generators"] == []
+    with pytest.raises(UserError, match="Text-to-video is not configured.*FLEXVID_TEXT_GENERATOR"):
+        rt.generate("text", "a red circle", k=1)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"format": "flexvid-generator", "generator": {"dim": 64}}')
+    rt = Runtime(Settings(generators={"text": str(tmp_path / "nope"), "class": str(broken)}), pipeline=pipe,
+                 out_dir=str(tmp_path / "out"))
+    assert rt.load_generators() == {"class": "failed to load", "text": "failed to load"}
+    for kind, cond in (("text", "a red circle"), ("class", 0)):
+        with pytest.raises(UserError, match="configured but could not be loaded") as e:
+            rt.generate_ladder(kind, cond)
+        assert str(tmp_path) not in str(e.value)  # the server's paths stay out of the message
+    info = rt.info()
+    assert info["generator_info"]["class"] == {"status": "failed to load", "model": ".../broken"}
+    assert str(tmp_path) not in str(info)
+    # a class generator configured as the text one is refused when it loads
+    rt = Runtime(Settings(generators={"text": generator_folders["class"]}), pipeline=pipe, out_dir=str(tmp_path / "x"))
+    assert rt.load_generators() == {"text": "failed to load"}
 
 
 def test_examples_are_bundled_and_labelled():

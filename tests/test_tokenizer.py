@@ -181,3 +181,26 @@ def test_presets_build(name):
     if name == "d18-d18":
         assert cfg.enc_layers == cfg.dec_layers == 18 and cfg.dec_dim == 1152
         assert 4e8 < n < 8e8  # the release's 128 px model is about 570M parameters
+
+
+def test_training_loss_with_repa_and_prefix():
+    """One tokenizer training step with REPA against the frozen VAE's features: finite, and gradients
+    reach the encoder through FSQ's straight-through estimator."""
+    from flexvid.repa import VAEFeatures
+    from flexvid.train_tokenizer import tokenizer_loss
+    from flexvid.training import StepRandom
+
+    pipe = small_pipeline()
+    feats = VAEFeatures(pipe.vae, patch=4)
+    tok = FlexTokenizer(TokenizerConfig(**{**SMALL_TOK, "repa_dim": feats.dim, "repa_layer": 1, "p_prefix": 0.5}))
+    batch = (torch.stack([clip(i) for i in range(4)]), None, None)
+    rand = StepRandom(0, 0, 0, 1, torch.device("cpu"))
+    opt = torch.optim.SGD(tok.parameters(), lr=0.1)
+    for step in range(2):  # adaLN-zero: the decoder ignores its registers until its first update
+        opt.zero_grad()
+        loss, metrics = tokenizer_loss(tok, batch, rand, pipe.vae, tok.cfg, feats, repa_weight=0.5)
+        loss.backward()
+        assert torch.isfinite(loss) and 0 <= metrics["repa"] <= 2
+        opt.step()
+    assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0
+    assert tok.repa_head[0].weight.grad.abs().sum() > 0
