@@ -27,6 +27,7 @@ from contextlib import nullcontext
 import torch
 
 from flexvid import sampling, shapes
+from flexvid.benchmarking import sync, timed
 from flexvid.generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
 from flexvid.generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
 from flexvid.hub import config_dict
@@ -34,25 +35,6 @@ from flexvid.pipeline import VideoFlexTok
 from flexvid.text import DEFAULT_TEXT_MODEL, TextEncoder
 from flexvid.tokenizer import TOKENIZER_CONFIGS, FlexTokenizer
 from flexvid.vae import VAE_CONFIGS, VideoVAE
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of fn() over repeats, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 # ----------------------------------------------------------------------------- models

@@ -25,25 +25,7 @@ import torch.utils.flop_counter as flop_counter
 
 from flexvid import shapes
 from flexvid.pipeline import VideoFlexTok
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Median seconds of fn() over repeats, after warmup calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+from flexvid.benchmarking import sync, timed
 
 
 def nine_ks(K: int) -> list[int]:

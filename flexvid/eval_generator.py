@@ -37,6 +37,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.colors import qualitative
 
+from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
@@ -321,18 +322,7 @@ def table(results: dict) -> str:
 
 def write_report(results: dict, out: str) -> tuple[str, str]:
     """Write out/eval.json (all numbers) and out/eval.html (plotly figures, library embedded)."""
-    os.makedirs(out, exist_ok=True)
-    json_path, html_path = os.path.join(out, "eval.json"), os.path.join(out, "eval.html")
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=1)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(_figures(results))]
-    settings = json.dumps(results.get("settings", {}))
-    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid generator evaluation</title></head>"
-            f"<body><h2>Generator evaluation</h2><pre>{table(results)}</pre>"
-            f"<p>settings: {settings}</p>" + "".join(parts) + "</body></html>")
-    with open(html_path, "w") as f:
-        f.write(html)
-    return json_path, html_path
+    return evaluate_tokenizer.write_report(results, out, "Generator evaluation", table(results), _figures(results))
 
 
 # ----------------------------------------------------------------------------- command

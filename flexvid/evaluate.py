@@ -344,16 +344,19 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict, out: str) -> tuple[str, str]:
-    """Write out/eval.json (all numbers) and out/eval.html (plotly figures, library embedded)."""
+def write_report(results: dict, out: str, title: str | None = None, text: str | None = None,
+                 figures: list | None = None) -> tuple[str, str]:
+    """Write out/eval.json (all numbers) and out/eval.html (a table and plotly figures, library embedded)."""
     os.makedirs(out, exist_ok=True)
     json_path, html_path = os.path.join(out, "eval.json"), os.path.join(out, "eval.html")
     with open(json_path, "w") as f:
         json.dump(results, f, indent=1)
-    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(_figures(results))]
+    title = title or f"Tokenizer evaluation: {results.get('model', '')}"
+    figures = _figures(results) if figures is None else figures
+    parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
     settings = json.dumps(results.get("settings", {}))
-    html = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid tokenizer evaluation</title></head>"
-            f"<body><h2>Tokenizer evaluation: {results.get('model', '')}</h2><pre>{table(results)}</pre>"
+    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid: {title}</title></head>"
+            f"<body><h2>{title}</h2><pre>{table(results) if text is None else text}</pre>"
             f"<p>settings: {settings}</p>" + "".join(parts) + "</body></html>")
     with open(html_path, "w") as f:
         f.write(html)

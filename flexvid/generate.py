@@ -29,6 +29,7 @@ from . import sampling, shapes
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
+from .training import pick_device, resolve_dtype
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -81,15 +82,8 @@ class VideoGenerator:
 
     def __init__(self, model: Generator, tokenizer=None, text_model: str = DEFAULT_TEXT_MODEL,
                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if isinstance(dtype, str):
-            if dtype not in ("bf16", "fp32", "bfloat16", "float32"):
-                raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
-            dtype = torch.bfloat16 if dtype.startswith("bf") else torch.float32
+        self.device = pick_device(str(device))
+        dtype = resolve_dtype(dtype, self.device)
         self.dtype = dtype  # compute dtype (autocast); weights, rotary tables and norms stay fp32
         self.model = model.to(self.device).float().eval().requires_grad_(False)
         self.cfg: GeneratorConfig = model.cfg

@@ -24,6 +24,7 @@ from .flow import euler_sample
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
+from .training import pick_device, resolve_dtype
 from .vae import VAEConfig, VideoVAE
 
 FORMAT = "flexvid-tokenizer"
@@ -45,15 +46,8 @@ class VideoFlexTok:
 
     def __init__(self, vae: VideoVAE, tokenizer: FlexTokenizer, fps: float = 8.0, device: str | torch.device = "auto",
                  dtype: str | torch.dtype | None = None, max_batch: int = 16):
-        if str(device) == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if dtype is None:
-            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if isinstance(dtype, str):
-            if dtype not in ("bf16", "fp32", "bfloat16", "float32"):
-                raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
-            dtype = torch.bfloat16 if dtype.startswith("bf") else torch.float32
+        self.device = pick_device(str(device))
+        dtype = resolve_dtype(dtype, self.device)
         self.dtype = dtype
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer.to(self.device).eval().requires_grad_(False)

@@ -38,6 +38,16 @@ class TokenizerConfig:
     nested_dropout: str = "pow2"  # k drawn from 1, 2, 4, ..., K ("pow2") or 1..K ("uniform")
     p_null: float = 0.1  # training clips whose registers become the null condition (for guidance)
     p_prefix: float = 0.25  # training clips whose first step stays clean (chunked long-video decoding)
+    # logit-normal flow times (SD3): mean > 0 trains more at high noise, where only the tokens tell the
+    # decoder what the clip is, so the encoder gets its learning signal there
+    time_mean: float = 1.0
+    time_std: float = 1.0
+    # anti-collapse (VICReg's variance term, arXiv 2105.04906): every FSQ dimension of every token
+    # position must spread across the clips of a batch by at least var_target (in code units, where
+    # FSQ's rounding step is 2 / (levels - 1)); without it the encoder learns constant codes that the
+    # decoder can ignore
+    var_weight: float = 1.0
+    var_target: float = 0.5
     repa_layer: int = 2  # decoder block whose patch features REPA aligns
     repa_dim: int = 0  # feature size of the frozen REPA model; 0 turns REPA off
     # default sampler settings, measured on the shapes world for the tiny preset

@@ -92,7 +92,7 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
             z0 = vae.encode(x).float()  # (B, C, t, h, w)
     B, t = z0.shape[0], z0.shape[2]
     noise = rand.randn(B, *z0.shape[1:])
-    s = logit_normal(rand.randn(B, 1)).expand(B, t).contiguous()  # one flow time per clip
+    s = logit_normal(rand.randn(B, 1), cfg.time_mean, cfg.time_std).expand(B, t).contiguous()  # one per clip
     k = sample_k(rand.rand(B), cfg.n_registers, cfg.nested_dropout)
     null = rand.rand(B) < cfg.p_null
     clean = torch.zeros(B, t, dtype=torch.bool, device=device)
@@ -103,6 +103,11 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
     weight = (~clean).float()
     loss = flow_loss(v, z0, noise, weight)
     metrics = {"flow": loss.item()}
+    if cfg.var_weight > 0 and B > 1:  # codes must differ between clips (straight-through gradient)
+        spread = codes.float().std(dim=0)  # (t, K, d)
+        var = torch.relu(cfg.var_target - spread).mean()
+        loss = loss + cfg.var_weight * var
+        metrics["var"] = var.item()
     if want_feats:
         head = model.module.repa_head if hasattr(model, "module") else model.repa_head
         r = repa_loss(head(out[2]), feature_model(x), weight)

@@ -67,6 +67,7 @@ def main(argv=None):
     p.add_argument("--preset", default="tiny", choices=list(VAE_CONFIGS))
     p.add_argument("--frames", type=int, default=9, help="training clip length (1 + 4n)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
+    p.add_argument("--init", default=None, help="start from the VAE of this folder (a VAE export or a tokenizer folder)")
     TrainConfig.add_args(p, out_dir="runs/vae", steps=3000, batch_size=8, lr=1e-3, min_lr=5e-5,
                          warmup=100, ema_decay=0.998, ckpt_every=200, eval_every=200)
     args = p.parse_args(argv)
@@ -74,6 +75,9 @@ def main(argv=None):
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))
+    if args.init:
+        from .train_tokenizer import load_vae
+        vae = load_vae(args.init).train().requires_grad_(True)
 
     def batches(start, b, rank, world):
         return shapes.batch_stream("train", b, args.frames, start=start * cfg.batch_size, rank=rank, world_size=world)

@@ -200,7 +200,7 @@ def test_training_loss_with_repa_and_prefix():
         opt.zero_grad()
         loss, metrics = tokenizer_loss(tok, batch, rand, pipe.vae, tok.cfg, feats, repa_weight=0.5)
         loss.backward()
-        assert torch.isfinite(loss) and 0 <= metrics["repa"] <= 2
+        assert torch.isfinite(loss) and 0 <= metrics["repa"] <= 2 and 0 <= metrics["var"] <= tok.cfg.var_target
         opt.step()
     assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0
     assert tok.repa_head[0].weight.grad.abs().sum() > 0
