@@ -42,9 +42,11 @@ def config_from_dict(cls, d: dict):
     return cls(**d)
 
 
-def save_weights(module: torch.nn.Module, path: str) -> None:
+def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None:
+    """safetensors of the state dict; half stores floating tensors in fp16 (loading upcasts them)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
+             for k, v in module.state_dict().items()}
     save_file(state, path)
 
 

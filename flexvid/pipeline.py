@@ -101,13 +101,14 @@ class VideoFlexTok:
         load_weights(tok, os.path.join(folder, "tokenizer.safetensors"))
         return cls(vae, tok, fps=cfg.get("fps", 8.0), device=device, dtype=dtype)
 
-    def save_pretrained(self, folder: str) -> None:
-        """Write config.json, vae.safetensors and tokenizer.safetensors (from_pretrained reads them)."""
+    def save_pretrained(self, folder: str, half: bool = False) -> None:
+        """Write config.json, vae.safetensors and tokenizer.safetensors (from_pretrained reads them);
+        half stores the tokenizer's weights in fp16 (the embedded model's files stay under 20 MB)."""
         write_json(os.path.join(folder, "config.json"),
                    {"format": FORMAT, "fps": self.fps, "size": self.size, "chunk_frames": self.chunk_frames,
                     "vae": config_dict(self.vae.cfg), "tokenizer": config_dict(self.tokenizer.cfg)})
         save_weights(self.vae, os.path.join(folder, "vae.safetensors"))
-        save_weights(self.tokenizer, os.path.join(folder, "tokenizer.safetensors"))
+        save_weights(self.tokenizer, os.path.join(folder, "tokenizer.safetensors"), half=half)
 
     # ------------------------------------------------------------------ input checks
     def _as_batch(self, video) -> list[torch.Tensor]:

@@ -8,10 +8,22 @@ cd "$(dirname "$0")/.."
 # at that step is what the tokenizer was trained on).
 python -m flexvid.train_vae --out-dir runs/vae --steps 2000 --lr 5e-4 --warmup 150 --threads 1
 
-# Stage 1: the resampler, on the VAE latents of 6144 training clips computed once.
+# Stage 1: the resampler, on the VAE latents of 6144 training clips computed once. The embedded run was
+# changed twice while it ran, each time resuming from its last checkpoint (the log shows it): steps 1-1000
+# used flow times logit-normal(0, 1), lr 5e-4 and no variance term; steps 1000-1500 logit-normal(1, 1);
+# steps 1500-1750 lr 1.5e-3; from step 1750 on the variance term too. The command below is the final
+# recipe, from scratch.
 python -m flexvid.train_tokenizer --vae runs/vae/export --out-dir runs/tokenizer --steps 4000 --threads 1 \
-    --ema-decay 0.998 --latent-cache 6144
-mkdir -p assets/tokenizer && cp runs/tokenizer/export/* assets/tokenizer/
+    --ema-decay 0.998 --latent-cache 6144 --lr 1.5e-3 --min-lr 1e-4
+# export with fp16 tokenizer weights (under 20 MB) and the sampler settings measured on validation clips
+python - <<'PY'
+from flexvid.pipeline import VideoFlexTok
+tok = VideoFlexTok.from_pretrained("runs/tokenizer/export", device="cpu")
+tok.tokenizer.cfg.sample_steps, tok.tokenizer.cfg.guidance, tok.tokenizer.cfg.guidance_mode = 10, 4.0, "apg"
+tok.save_pretrained("assets/tokenizer", half=True)
+PY
+cp runs/vae/log.jsonl assets/tokenizer/train_log_vae.jsonl
+cp runs/tokenizer/log.jsonl assets/tokenizer/train_log_tokenizer.jsonl
 
 # Stage 2: the generators, on tokens of the frozen embedded tokenizer (cached once per run folder).
 python -m flexvid.train_generator --cond text --tokenizer assets/tokenizer --out-dir runs/generator-text \
