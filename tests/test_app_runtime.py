@@ -513,9 +513,16 @@ def test_examples_are_bundled_and_labelled():
     files, labels = examples(REPO / "assets" / "examples")
     assert [Path(f[0]).name for f in files] == list(EXAMPLES)
     assert any("synthetic" in label and "not real" in label for label in labels)
+    from flexvid.app_ui import REAL_EXAMPLES
+    licences = (REPO / "assets" / "examples" / "LICENSES.md").read_text()
     for (f,) in files:
         frames, fps = video_io.read_video(f)
-        assert fps == 8 and frames.shape[0] in (33, 81)
+        if Path(f).name in REAL_EXAMPLES:  # real footage at its own frame rate and aspect: resampled, cropped
+            a, b = REAL_EXAMPLES[Path(f).name]
+            assert fps == 25 and frames.shape == (b - a, 180, 320, 3)
+            assert Path(f).name in licences and "CC BY 3.0" in EXAMPLES[Path(f).name]
+        else:
+            assert fps == 8 and frames.shape[0] in (33, 81)
 
 
 # ----------------------------------------------------------------------------- the Space card

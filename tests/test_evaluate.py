@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flexvid import evaluate as ev
+from flexvid import shapes
 from flexvid.pipeline import VideoFlexTok
 from flexvid.shapes import fixed_split, to_tensor
 from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
@@ -127,11 +128,32 @@ def test_write_report(tmp_path):
     assert "monotone" in ev.table(_results())
 
 
+# ----------------------------------------------------------------------------- the token probe
+def test_linear_probe_finds_signal_and_not_noise():
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 6, (600,), generator=g)
+    noise = torch.randn(600, 20, generator=g)
+    informative = noise.clone()
+    informative[torch.arange(600), y] += 4.0  # feature y carries class y
+    assert ev._linear_probe(informative[:400], y[:400], informative[400:], y[400:], 6) > 0.95
+    assert ev._linear_probe(noise[:400], y[:400], noise[400:], y[400:], 6) < 0.35  # chance is 1/6
+
+
+def test_attribute_labels_follow_the_specification(clips):
+    labels = ev._attribute_labels(clips)
+    for i, c in enumerate(clips):
+        o = c.objects[0]
+        assert list(shapes.COLORS)[labels["color"][i]] == o.color
+        assert shapes.MOTIONS[labels["motion"][i]] == o.motion
+        assert list(shapes.SIZES)[labels["size"][i]] == o.size and shapes.SHAPES[labels["shape"][i]] == o.shape
+
+
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow  # two fresh processes for the memory check
 def test_main_end_to_end(model_dir, tmp_path, capsys):
     out = str(tmp_path / "eval")
-    res = ev.main(["--model", model_dir, "--n", "2", "--n-long", "1", "--steps", "2", "--device", "cpu", "--out", out])
+    res = ev.main(["--model", model_dir, "--n", "2", "--n-long", "1", "--steps", "2", "--device", "cpu",
+                   "--token-probe", "12", "--out", out])
     data = json.load(open(os.path.join(out, "eval.json")))
     for key in ("model", "n", "settings", "rate_distortion", "vae", "monotone", "psnr_full_k", "semantics",
                 "long_video", "elapsed_s", "torch", "device"):
@@ -140,6 +162,9 @@ def test_main_end_to_end(model_dir, tmp_path, capsys):
     lv = data["long_video"]
     assert lv["time_steps"] == [21] and lv["time_steps_ok"] and len(lv["psnr_frames"]) == 81
     assert lv["memory"]["short_mib"] > 0 and lv["memory"]["long_mib"] > 0
+    tp = data["token_probe"]
+    assert tp["ks"] == [1, 2, 4, 8] and tp["n_train"] == 12 and tp["n_test"] == 2
+    assert all(len(tp["rates"][a]) == 4 and all(0 <= r <= 1 for r in tp["rates"][a]) for a in tp["rates"])
     assert os.path.getsize(os.path.join(out, "eval.html")) > 100_000  # plotly.js is embedded
     assert "PSNR monotone" in capsys.readouterr().out
     assert res["n"] == 2

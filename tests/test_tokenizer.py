@@ -204,3 +204,25 @@ def test_training_loss_with_repa_and_prefix():
         opt.step()
     assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0
     assert tok.repa_head[0].weight.grad.abs().sum() > 0
+
+
+def test_config_overrides_are_typed_and_checked():
+    from flexvid.hub import config_dict
+    from flexvid.train_tokenizer import parse_overrides
+    base = config_dict(TokenizerConfig())
+    out = parse_overrides(["time_mean=2.5", "n_registers=16", "register_causal=false", "levels=8,5,5"], base)
+    assert out == {"time_mean": 2.5, "n_registers": 16, "register_causal": False, "levels": [8, 5, 5]}
+    assert TokenizerConfig(**{**base, **out}).codebook_size == 200
+    for bad in (["no_such_field=1"], ["time_mean"], ["n_registers=many"], ["register_causal=maybe"]):
+        with pytest.raises(SystemExit):
+            parse_overrides(bad, base)
+
+
+def test_release_host_memory_is_harmless(pipe):
+    from flexvid.pipeline import release_host_memory
+    video = torch.rand(3, 33, 64, 64) * 2 - 1
+    release_host_memory(torch.device("cpu"))
+    release_host_memory(torch.device("meta"))  # not a CPU: nothing to do
+    a = pipe.detokenize(pipe.tokenize(video), steps=2, seed=3)[0]
+    b = pipe.detokenize(pipe.tokenize(video), steps=2, seed=3)[0]
+    assert torch.equal(a, b) and a.shape == (3, 33, 64, 64)
