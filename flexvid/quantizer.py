@@ -63,14 +63,25 @@ def calibrate(quantizer: FSQuantizer, h: torch.Tensor, target_std: float = 1.0) 
     quantizer.offset[:h.shape[1]] = -(h.float().mean(0) @ w.T)  # centre every position
 
 
-def sample_k(rand_u: torch.Tensor, K: int, mode: str = "pow2") -> torch.Tensor:
-    """Draw k per clip from uniform numbers u in [0, 1): powers of two up to K, or uniform 1..K."""
+def sample_k(rand_u: torch.Tensor, K: int, mode: str = "pow2", decay: float = 1.0) -> torch.Tensor:
+    """Draw k per clip from uniform numbers u in [0, 1): powers of two up to K, or uniform 1..K.
+
+    decay < 1 trains short prefixes more: the i-th value of the ladder (1, 2, 4, ... or 1, 2, 3, ...)
+    is drawn with probability proportional to decay ** i; decay = 1 draws them all equally often.
+    """
     if mode == "pow2":
         ladder = torch.tensor(prefix_ladder(K), device=rand_u.device)
+    elif mode == "uniform":
+        ladder = torch.arange(1, K + 1, device=rand_u.device)
+    else:
+        raise ValueError(f"nested dropout mode must be 'pow2' or 'uniform', got {mode!r}")
+    if not 0.0 < decay <= 1.0:
+        raise ValueError(f"nested dropout decay must be in (0, 1], got {decay}")
+    if decay == 1.0:
         return ladder[(rand_u * len(ladder)).long().clamp(max=len(ladder) - 1)]
-    if mode == "uniform":
-        return (rand_u * K).long().clamp(max=K - 1) + 1
-    raise ValueError(f"nested dropout mode must be 'pow2' or 'uniform', got {mode!r}")
+    w = decay ** torch.arange(len(ladder), device=rand_u.device, dtype=torch.float64)
+    cdf = (w.cumsum(0) / w.sum()).to(rand_u.dtype)
+    return ladder[torch.searchsorted(cdf, rand_u.contiguous(), right=True).clamp(max=len(ladder) - 1)]
 
 
 def prefix_ladder(K: int) -> list[int]:

@@ -36,6 +36,7 @@ class TokenizerConfig:
     dec_heads: int = 3
     register_causal: bool = True  # registers of a step see only earlier registers of the step
     nested_dropout: str = "pow2"  # k drawn from 1, 2, 4, ..., K ("pow2") or 1..K ("uniform")
+    nested_decay: float = 1.0  # < 1 draws short prefixes more often: P(i-th k) proportional to decay ** i
     p_null: float = 0.1  # training clips whose registers become the null condition (for guidance)
     p_prefix: float = 0.25  # training clips whose first step stays clean (chunked long-video decoding)
     # logit-normal flow times (SD3): mean > 0 trains more at high noise, where only the tokens tell the

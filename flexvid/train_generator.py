@@ -19,7 +19,9 @@ import argparse
 import hashlib
 import json
 import os
+import re
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -36,6 +38,42 @@ from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import TrainConfig, fit, init_distributed
 
 LONG_INDEX = 5_000_000  # long clips come from another index range of the training seed
+
+
+# ----------------------------------------------------------------------------- caption variants
+# Text models also train on rewordings of each caption, so that they learn to read the meaning of a
+# prompt through the text encoder rather than one caption template. The words here are disjoint from
+# those that `eval_generator`'s paraphrase test uses (tests check it), so that test still measures
+# wording the model has never seen.
+TRAIN_SIZE_WORDS = {"small": ("small", "miniature", "compact"), "large": ("large", "enormous", "massive")}
+TRAIN_SHAPE_WORDS = {"circle": ("circle", "round dot", "sphere"), "square": ("square", "cube", "quadrilateral"),
+                     "triangle": ("triangle", "pyramid", "three-sided shape")}
+TRAIN_MOTION_WORDS = {
+    "left": ("moving left", "travelling left", "moving towards the left", "shifting left"),
+    "right": ("moving right", "travelling right", "moving towards the right", "shifting right"),
+    "up": ("moving up", "ascending", "climbing", "moving towards the top"),
+    "down": ("moving down", "descending", "dropping", "moving towards the bottom"),
+    "still": ("standing still", "motionless", "stationary", "resting"),
+}
+TRAIN_TEMPLATES = ("a {size} {color} {shape} {motion}", "video of a {size} {color} {shape} {motion}",
+                   "the {size} {color} {shape} is {motion}", "a {color} {shape}, {size}, {motion}")
+_OBJECT = re.compile(r"a (\w+) (\w+) (\w+) (?:moving (\w+)|standing (still))")
+
+
+def caption_objects(caption: str) -> list[dict]:
+    """The objects a shapes-world caption names, in order: [{size, color, shape, motion}]."""
+    objs = [dict(size=m[0], color=m[1], shape=m[2], motion=m[3] or m[4]) for m in _OBJECT.findall(caption)]
+    if not objs:
+        raise ValueError(f"not a shapes-world caption: {caption!r}")
+    return objs
+
+
+def caption_variant(caption: str, rng: np.random.Generator) -> str:
+    """The caption reworded with the training vocabulary: a template and synonyms per object, drawn by rng."""
+    pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+    return " and ".join(pick(TRAIN_TEMPLATES).format(
+        size=pick(TRAIN_SIZE_WORDS[o["size"]]), color=o["color"], shape=pick(TRAIN_SHAPE_WORDS[o["shape"]]),
+        motion=pick(TRAIN_MOTION_WORDS[o["motion"]])) for o in caption_objects(caption))
 
 
 # ----------------------------------------------------------------------------- token cache
@@ -62,11 +100,22 @@ def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int
     return torch.stack(tokens), torch.tensor(labels), captions
 
 
-def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextEncoder | None = None) -> dict:
-    """Load or build the cache: {group: {"tokens", "labels", "captions"[, "text"]}}.
+def embed_captions(text_encoder: TextEncoder, caps: list[str]) -> torch.Tensor:
+    """Embeddings of captions (n, D), each distinct caption encoded once."""
+    unique = sorted(set(caps))
+    emb = torch.cat([text_encoder(unique[i:i + 256]) for i in range(0, len(unique), 256)])
+    row = {c: i for i, c in enumerate(unique)}
+    return emb[torch.tensor([row[c] for c in caps])].contiguous()
+
+
+def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextEncoder | None = None,
+                variants: int = 0) -> dict:
+    """Load or build the cache: {group: {"tokens", "labels", "captions"[, "text", "text_variants"]}}.
 
     groups: {name: (split, base index, clips, frames)}. A group is reused when the tokenizer fingerprint
-    and its spec match; text embeddings are added when a text encoder is given."""
+    and its spec match; text embeddings are added when a text encoder is given, and with variants > 0
+    the embeddings of that many rewordings per caption (`caption_variant`, a fixed seed) for the groups
+    from the training split, as "text_variants" (n, variants, D)."""
     fp = fingerprint(pipe)
     tensors, meta = {}, {"format": "flexvid-token-cache", "fingerprint": fp, "groups": {}, "captions": {}}
     if os.path.exists(path):
@@ -91,14 +140,19 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
             meta["groups"][name] = list(spec)
             changed = True
         if text_encoder is not None and (f"{name}.text" not in tensors or meta.get("text_model") != text_encoder.model_name):
-            caps = meta["captions"][name]
-            unique = sorted(set(caps))
-            emb = torch.cat([text_encoder(unique[i:i + 256]) for i in range(0, len(unique), 256)])
-            row = {c: i for i, c in enumerate(unique)}
-            tensors[f"{name}.text"] = emb[torch.tensor([row[c] for c in caps])].contiguous()
+            tensors[f"{name}.text"] = embed_captions(text_encoder, meta["captions"][name])
+            tensors.pop(f"{name}.text_variants", None)
+            changed = True
+        want = variants if text_encoder is not None and spec[0] == "train" else 0
+        have = tensors[f"{name}.text_variants"].shape[1] if f"{name}.text_variants" in tensors else 0
+        if want and have != want:
+            rng = np.random.default_rng(1234)
+            caps = [caption_variant(c, rng) for c in meta["captions"][name] for _ in range(want)]
+            tensors[f"{name}.text_variants"] = embed_captions(text_encoder, caps).view(len(caps) // want, want, -1)
             changed = True
         out[name] = {"tokens": tensors[f"{name}.tokens"].long(), "labels": tensors[f"{name}.labels"],
-                     "captions": meta["captions"][name], "text": tensors.get(f"{name}.text")}
+                     "captions": meta["captions"][name], "text": tensors.get(f"{name}.text"),
+                     "text_variants": tensors.get(f"{name}.text_variants") if want else None}
     if text_encoder is not None:
         meta["text_model"] = text_encoder.model_name
     if changed:
@@ -186,6 +240,10 @@ def main(argv=None):
     p.add_argument("--probe-clips", type=int, default=16, help="sampled videos probed at each evaluation (0: off)")
     p.add_argument("--probe-steps", type=int, default=10, help="decoder Euler steps for the probe")
     p.add_argument("--p-null", type=float, default=None, help="condition dropout for guidance (default: preset)")
+    p.add_argument("--caption-variants", type=int, default=0,
+                   help="text models: rewordings per training caption, embedded once (0: captions only)")
+    p.add_argument("--p-variant", type=float, default=0.5,
+                   help="text models: fraction of training clips conditioned on a rewording instead of the caption")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
     TrainConfig.add_args(p, out_dir="", steps=2500, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
                          ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
@@ -198,8 +256,11 @@ def main(argv=None):
             raise ValueError(f"--{name} must be >= {lo}, got {v}")
     if args.probe_clips > args.val_clips:
         raise ValueError(f"--probe-clips {args.probe_clips} exceeds --val-clips {args.val_clips}")
-    if not 0 <= args.long_frac <= 1:
-        raise ValueError(f"--long-frac must be in [0, 1], got {args.long_frac}")
+    for name, v in (("long-frac", args.long_frac), ("p-variant", args.p_variant)):
+        if not 0 <= v <= 1:
+            raise ValueError(f"--{name} must be in [0, 1], got {v}")
+    if args.caption_variants < 0:
+        raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
@@ -223,15 +284,14 @@ def main(argv=None):
     os.makedirs(tcfg.out_dir, exist_ok=True)
     cache_path = os.path.join(tcfg.out_dir, "tokens.safetensors")
     if rank == 0:
-        data = token_cache(cache_path, pipe, groups, encoder)
+        data = token_cache(cache_path, pipe, groups, encoder, args.caption_variants)
     if world > 1:
         dist.barrier()
         if rank != 0:
-            data = token_cache(cache_path, pipe, groups, encoder)
+            data = token_cache(cache_path, pipe, groups, encoder, args.caption_variants)
     print("token cache: " + ", ".join(f"{g}: {tuple(d['tokens'].shape)}" for g, d in data.items()))
-    sources = [(data["train"]["tokens"], condition_of(data["train"], cfg))]
-    if args.long_clips:
-        sources.append((data["long"]["tokens"], condition_of(data["long"], cfg)))
+    sources = [(data[g]["tokens"], condition_of(data[g], cfg), data[g]["text_variants"])
+               for g in (("train", "long") if args.long_clips else ("train",))]
     model = Generator(cfg)
 
     def batches(start, b, rank, world):
@@ -239,9 +299,14 @@ def main(argv=None):
         while True:  # deterministic in the step: exact resume, the same global batch for any world size
             g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 7)
             use_long = len(sources) > 1 and torch.rand(1, generator=g).item() < args.long_frac
-            tokens, cond = sources[1 if use_long else 0]
+            tokens, cond, variants = sources[1 if use_long else 0]
             idx = torch.randint(len(tokens), (world * b,), generator=g)[rank * b:(rank + 1) * b]
-            yield tokens[idx], cond[idx]
+            c = cond[idx]
+            if variants is not None:  # reworded captions for a fraction of the clips
+                swap = (torch.rand(world * b, generator=g) < args.p_variant)[rank * b:(rank + 1) * b]
+                pick = torch.randint(variants.shape[1], (world * b,), generator=g)[rank * b:(rank + 1) * b]
+                c = torch.where(swap[:, None], variants[idx, pick], c)
+            yield tokens[idx], c
             step += 1
 
     def eval_fn(ema, step):

@@ -93,7 +93,7 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
     B, t = z0.shape[0], z0.shape[2]
     noise = rand.randn(B, *z0.shape[1:])
     s = logit_normal(rand.randn(B, 1), cfg.time_mean, cfg.time_std).expand(B, t).contiguous()  # one per clip
-    k = sample_k(rand.rand(B), cfg.n_registers, cfg.nested_dropout)
+    k = sample_k(rand.rand(B), cfg.n_registers, cfg.nested_dropout, cfg.nested_decay)
     null = rand.rand(B) < cfg.p_null
     clean = torch.zeros(B, t, dtype=torch.bool, device=device)
     clean[:, 0] = (rand.rand(B) < cfg.p_prefix) & (t > 1)

@@ -43,17 +43,22 @@ cp runs/tokenizer_b/log.jsonl assets/tokenizer/train_log_tokenizer_b.jsonl
 cp runs/tokenizer_c/log.jsonl assets/tokenizer/train_log_tokenizer_c.jsonl
 
 # Stage 2: the generators, on tokens of the frozen embedded tokenizer (cached once per run folder; the
-# class run reuses the text run's cache). The two ran side by side, one thread each, about 20 minutes.
+# class run reuses the text run's cache). 8,192 17-frame and 512 81-frame training clips; sequences of
+# up to 672 tokens (21 steps x 32), so that 81-frame clips train at every budget, the full one included.
+# The text run also learns from 4 rewordings per caption (half of its clips), in words that the
+# paraphrase test of eval-generator never uses. The two ran side by side, one thread each, about 40
+# minutes (they ran to step 1,500 of a 6,500-step schedule and were resumed with --steps 4500).
 python -m flexvid.train_generator --cond text --tokenizer assets/tokenizer --out-dir runs/generator-text \
-    --clips 4096 --long-clips 256 --steps 4000 --threads 1 --eval-every 2000 --probe-clips 8
+    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 4000 --probe-clips 8 \
+    --caption-variants 4 --p-variant 0.5
 mkdir -p runs/generator-class && cp runs/generator-text/tokens.safetensors runs/generator-class/
 python -m flexvid.train_generator --cond class --tokenizer assets/tokenizer --out-dir runs/generator-class \
-    --clips 4096 --long-clips 256 --steps 4000 --threads 1 --eval-every 2000 --probe-clips 8
-# ship the EMA exports with the sampler defaults chosen on 16 held-out prompts (text: temperature 0.7,
-# guidance 5; class: temperature 1.0, guidance 6)
+    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 4000 --probe-clips 8
+# ship the EMA exports with the sampler defaults chosen on 24 validation prompts (text: temperature 0.7,
+# guidance 5; class: temperature 0.7, guidance 6)
 python - <<'PY'
 import json, os, shutil
-for cond, (temperature, guidance) in {"text": (0.7, 5.0), "class": (1.0, 6.0)}.items():
+for cond, (temperature, guidance) in {"text": (0.7, 5.0), "class": (0.7, 6.0)}.items():
     src, dst = f"runs/generator-{cond}", f"assets/generator-{cond}"
     os.makedirs(dst, exist_ok=True)
     shutil.copy(f"{src}/export/model.safetensors", dst)

@@ -1,5 +1,6 @@
 """The autoregressive generators: masks, KV cache, budgets, sampling, checkpoints, text encoder."""
 import os
+import re
 
 import pytest
 import torch
@@ -263,3 +264,72 @@ def test_token_cache_is_built_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tg, "tokenize_clips", lambda *a, **k: pytest.fail("the cache was not reused"))
     again = token_cache(path, pipe, groups)
     assert torch.equal(again["train"]["tokens"], data["train"]["tokens"])
+
+
+class HashEncoder:
+    """A stand-in text encoder: a fixed random embedding per distinct string, counting what it encodes."""
+    model_name, dim = "hash", 16
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, texts):
+        self.seen += list(texts)
+        return torch.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(hash(t) % 2**31))
+                            for t in texts])
+
+
+def test_caption_variants_keep_the_objects_and_avoid_the_paraphrase_test_words():
+    import numpy as np
+    from flexvid.eval_generator import MOTION_WORDS, SHAPE_WORDS, SIZE_WORDS
+    from flexvid.train_generator import (TRAIN_MOTION_WORDS, TRAIN_SHAPE_WORDS, TRAIN_SIZE_WORDS, caption_objects,
+                                         caption_variant)
+    inverse = {}
+    for table in (TRAIN_SIZE_WORDS, TRAIN_SHAPE_WORDS, TRAIN_MOTION_WORDS):
+        inverse.update({w: v for v, words in table.items() for w in words})
+    # the paraphrase test's synonyms (other than the captions' own words) never occur in training
+    for train, test in ((TRAIN_SIZE_WORDS, SIZE_WORDS), (TRAIN_SHAPE_WORDS, SHAPE_WORDS),
+                        (TRAIN_MOTION_WORDS, MOTION_WORDS)):
+        test_words = {w for v, words in test.items() for w in words if w != v}
+        assert not test_words & {w for words in train.values() for w in words}
+    rng, reworded = np.random.default_rng(0), 0
+    for i in range(60):
+        clip = shapes.make_clip(shapes.SPLIT_SEEDS["train"], i, 5)
+        variant = caption_variant(clip.caption, rng)
+        reworded += variant != clip.caption
+        objs = caption_objects(clip.caption)
+        assert [(o["size"], o["color"], o["shape"], o["motion"]) for o in objs] == \
+            [(o.size, o.color, o.shape, o.motion) for o in clip.objects]
+        parts = variant.split(" and ")
+        assert len(parts) == len(clip.objects)
+        for part, obj in zip(parts, clip.objects):  # every attribute is named, in the training vocabulary
+            named = {v for w, v in inverse.items() if re.search(rf"\b{re.escape(w)}\b", part)}
+            assert {obj.size, obj.shape, obj.motion} <= named and obj.color in part
+    assert reworded > 40
+    assert caption_variant("a large red circle moving left", np.random.default_rng(3)) == \
+        caption_variant("a large red circle moving left", np.random.default_rng(3))
+    with pytest.raises(ValueError, match="caption"):
+        caption_objects("hello world")
+
+
+def test_token_cache_embeds_caption_variants_of_training_clips(tmp_path, monkeypatch):
+    pipe, enc = small_tokenizer(), HashEncoder()
+    groups = {"train": ("train", 0, 3, 5), "val": ("val", 0, 2, 5)}
+    path = str(tmp_path / "tokens.safetensors")
+    data = token_cache(path, pipe, groups, enc, variants=2)
+    tv = data["train"]["text_variants"]
+    assert tv.shape == (3, 2, 16) and data["val"]["text_variants"] is None
+    captions = data["train"]["captions"]
+    assert torch.allclose(data["train"]["text"], enc(captions))
+    encoded = list(enc.seen)
+    table = enc(encoded)
+    for i in range(3):  # each row holds the embedding of a rewording of that clip's own caption
+        for j in range(2):
+            match = [t for t, e in zip(encoded, table) if torch.allclose(e, tv[i, j])]
+            assert match and match[0] not in captions
+            assert len(match[0].split(" and ")) == len(captions[i].split(" and "))
+    enc.seen.clear()
+    again = token_cache(path, pipe, groups, enc, variants=2)
+    assert enc.seen == [] and torch.equal(again["train"]["text_variants"], tv)
+    fewer = token_cache(path, pipe, groups, enc, variants=0)
+    assert fewer["train"]["text_variants"] is None

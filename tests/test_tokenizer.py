@@ -67,6 +67,20 @@ def test_nested_dropout_masks_exactly_from_k():
     assert set(sample_k(u, 32, "uniform").tolist()) == set(range(1, 33))
 
 
+def test_nested_decay_draws_short_prefixes_more_often():
+    u = torch.rand(60000, generator=torch.Generator().manual_seed(0))
+    k = sample_k(u, 32, "pow2", decay=0.5)
+    freq = torch.stack([(k == v).float().mean() for v in prefix_ladder(32)])
+    expected = 0.5 ** torch.arange(6.0)
+    assert torch.allclose(freq, expected / expected.sum(), atol=0.01)
+    flat = sample_k(u, 32, "pow2", decay=1.0)
+    assert torch.allclose(torch.stack([(flat == v).float().mean() for v in prefix_ladder(32)]),
+                          torch.full((6,), 1 / 6), atol=0.01)
+    assert set(sample_k(u, 8, "uniform", decay=0.8).tolist()) == set(range(1, 9))
+    with pytest.raises(ValueError, match="decay"):
+        sample_k(u, 32, "pow2", decay=0.0)
+
+
 def test_decoding_depends_on_kept_tokens_only(pipe):
     g = pipe.tokenize(clip(5))[0]
     g2 = g.clone()

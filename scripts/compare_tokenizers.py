@@ -1,0 +1,44 @@
+"""Compare tokenizer checkpoints on validation clips: PSNR and the attribute probe at a few k.
+
+Used to choose between training runs without touching the test split (flexvid eval-tokenizer reports
+on the test split). Every model is decoded with the same sampler settings and seed.
+
+    python scripts/compare_tokenizers.py runs/tokenizer_c/export runs/tokenizer_d/export --n 32 --ks 1 2 4 32
+"""
+import argparse
+import json
+import time
+
+import torch
+
+from flexvid import shapes
+from flexvid.evaluate import rate_distortion, semantics
+from flexvid.pipeline import VideoFlexTok
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("models", nargs="+", help="tokenizer folders or Hugging Face repo ids")
+    p.add_argument("--n", type=int, default=32, help="validation clips")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 32])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--guidance", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clips = shapes.fixed_split("val", args.n, 17)
+    for path in args.models:
+        t0 = time.time()
+        tok = VideoFlexTok.from_pretrained(path, device="cpu")
+        rd = rate_distortion(tok, clips, ks=args.ks, keep_videos=True, steps=args.steps, guidance=args.guidance,
+                             guidance_mode="cfg", seed=args.seed)
+        sem = semantics(rd["videos"], clips)
+        print(json.dumps({"model": path, "ks": rd["ks"], "psnr": [round(x, 2) for x in rd["psnr"]],
+                          **{a: [round(x, 2) for x in v] for a, v in sem["rates"].items()},
+                          "seconds": round(time.time() - t0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
