@@ -88,7 +88,7 @@ class VideoGenerator:
         self.model = model.to(self.device).float().eval().requires_grad_(False)
         self.cfg: GeneratorConfig = model.cfg
         self.text_model = text_model
-        self.text_encoder = TextEncoder(text_model) if self.cfg.cond == "text" else None
+        self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
 
     # ------------------------------------------------------------------ loading and saving
@@ -123,7 +123,7 @@ class VideoGenerator:
 
     # ------------------------------------------------------------------ conditions
     def condition(self, condition) -> torch.Tensor:
-        """Prompts (text model) or class labels (class model) -> (B,) labels or (B, text_dim) embeddings."""
+        """Prompts (text model) or class labels (class model) -> (B,) labels or (B, *text_shape) embeddings."""
         if isinstance(condition, (str, int)) or (isinstance(condition, torch.Tensor) and condition.ndim == 0):
             condition = [condition]
         if isinstance(condition, torch.Tensor):
@@ -143,8 +143,8 @@ class VideoGenerator:
         if not all(isinstance(c, str) for c in condition):
             raise ValueError("this is a text-to-video model: pass prompt strings, not class labels")
         emb = self.text_encoder(list(condition))
-        if emb.shape[1] != self.cfg.text_dim:
-            raise ValueError(f"text model {self.text_model!r} gives {emb.shape[1]}-d embeddings, the generator "
+        if emb.shape[-1] != self.cfg.text_dim:
+            raise ValueError(f"text model {self.text_model!r} gives {emb.shape[-1]}-d embeddings, the generator "
                              f"takes {self.cfg.text_dim}")
         return emb.to(self.device)
 

@@ -2,9 +2,11 @@
 
 A clip's tokens form a (t, K) grid: t latent time steps, K ordered tokens per step, coarse to fine. The
 generator reads the grid time-major (step 0's tokens 0..K-1, then step 1's, ...) after a prefix of
-condition tokens: a learned class embedding (class-to-video) or a linear projection of a sentence
-embedding (text-to-video), with a learned null condition for classifier-free guidance (Ho & Salimans,
-arXiv 2207.12598), as the VideoFlexTok generators do (arXiv 2604.12887).
+condition tokens: a learned class embedding (class-to-video), or for text-to-video a linear projection
+of the text encoder's output, either one pooled sentence embedding (text_tokens = 0) or one prefix slot
+per word piece (text_tokens = n: the prompt's word-piece embeddings, padding slots replaced by a learned
+pad embedding), with a learned null condition for classifier-free guidance (Ho & Salimans, arXiv
+2207.12598), as the VideoFlexTok generators do (arXiv 2604.12887).
 
 Token budget. A request with k tokens per step keeps only the first k tokens of each step: the model
 sees the sequence (0,0) .. (0,k-1), (1,0) .. (1,k-1), ... and never the tokens it would discard, so
@@ -46,6 +48,7 @@ class GeneratorConfig:
     cond: str = "class"  # "class" or "text"
     n_classes: int = 90  # shapes-world classes (colour x shape x motion); one more is the null class
     text_dim: int = 384  # sentence-embedding size (all-MiniLM-L6-v2)
+    text_tokens: int = 0  # 0: one pooled sentence embedding; n > 0: n word-piece embeddings (n_cond = n)
     n_cond: int = 1  # condition tokens in the prefix
     p_null: float = 0.1  # training clips whose condition becomes the null one (for guidance)
     nested: str = "pow2"  # k per training batch from 1, 2, 4, ..., K ("pow2") or 1..K ("uniform")
@@ -63,6 +66,9 @@ class GeneratorConfig:
             raise ValueError(f"nested must be 'pow2' or 'uniform', got {self.nested!r}")
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.text_tokens < 0 or (self.text_tokens and (self.cond != "text" or self.n_cond != self.text_tokens)):
+            raise ValueError(f"text_tokens={self.text_tokens} needs cond='text' and n_cond equal to it "
+                             f"(got cond={self.cond!r}, n_cond={self.n_cond})")
         self.head_dim = self.dim // self.n_heads
         if self.head_dim % 4:
             raise ValueError(f"head_dim {self.head_dim} must be a multiple of 4 (two rotary halves of pairs)")
@@ -164,6 +170,10 @@ class Generator(nn.Module):
         D = cfg.dim
         if cfg.cond == "class":
             self.cond_embedder = nn.Embedding(cfg.n_classes + 1, cfg.n_cond * D)  # last row: the null class
+        elif cfg.text_tokens:  # one prefix slot per word piece; all-zero rows are padding
+            self.cond_embedder = nn.Linear(cfg.text_dim, D)
+            self.pad_text = nn.Parameter(torch.zeros(D))
+            self.null_text = nn.Parameter(torch.zeros(cfg.n_cond * D))
         else:
             self.cond_embedder = nn.Linear(cfg.text_dim, cfg.n_cond * D)
             self.null_text = nn.Parameter(torch.zeros(cfg.n_cond * D))  # the null condition's embedding
@@ -199,6 +209,8 @@ class Generator(nn.Module):
         nn.init.zeros_(self.output.weight)
         if self.cfg.cond == "text":
             nn.init.normal_(self.null_text, std=std)
+        if self.cfg.text_tokens:
+            nn.init.normal_(self.pad_text, std=std)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -223,18 +235,24 @@ class Generator(nn.Module):
 
     # ------------------------------------------------------------------ embeddings
     def prefix(self, cond: torch.Tensor, null: torch.Tensor | None = None) -> torch.Tensor:
-        """Condition prefix (B, n_cond, D). cond: class labels (B,) or text embeddings (B, text_dim);
-        null (B,) bool replaces a condition with the null one (guidance)."""
+        """Condition prefix (B, n_cond, D). cond: class labels (B,), text embeddings (B, text_dim) or, with
+        text_tokens, (B, text_tokens, text_dim); null (B,) bool replaces a condition with the null one."""
         cfg = self.cfg
         B = cond.shape[0]
         if null is None:
             null = torch.zeros(B, dtype=torch.bool, device=cond.device)
         if cfg.cond == "class":
             c = self.cond_embedder(torch.where(null, cfg.n_classes, cond.long()))  # (B, n_cond * D)
+        elif cfg.text_tokens:
+            c = self.cond_embedder(cond.to(self.cond_embedder.weight.dtype))  # (B, n_cond, D)
+            pad = (cond == 0).all(-1, keepdim=True)  # (B, n_cond, 1)
+            c = torch.where(pad, self.pad_text.to(c.dtype), c)
+            c = torch.where(null[:, None, None], self.null_text.view(cfg.n_cond, -1).to(c.dtype), c)
         else:
             c = self.cond_embedder(cond.to(self.cond_embedder.weight.dtype))
             c = torch.where(null[:, None], self.null_text.to(c.dtype), c)  # (B, n_cond * D)
-        c = rearrange(c, "b (n d) -> b n d", n=cfg.n_cond)
+        if c.ndim == 2:
+            c = rearrange(c, "b (n d) -> b n d", n=cfg.n_cond)
         bos = self.tok_embeddings.weight[cfg.bos_id]
         return c + bos + self.next_embeddings.weight[0]  # the last slot predicts token (0, 0)
 

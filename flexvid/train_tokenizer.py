@@ -151,6 +151,14 @@ def calibrate_on_clips(model: FlexTokenizer, vae: VideoVAE, frames: int, n: int 
             "distinct_codes": int(idx.unique().numel())}
 
 
+def freeze_encoder(model: FlexTokenizer) -> None:
+    """Fix everything that decides the tokens (encoder, registers, FSQ projection and offsets); the
+    decoder, the token embeddings it reads (proj_out), the mask and null tokens stay trainable."""
+    model.encoder.requires_grad_(False)
+    model.quantizer.proj_in.requires_grad_(False)
+    model.quantizer.offset.requires_grad_(False)
+
+
 def parse_overrides(items: list[str], base: dict) -> dict:
     """["time_mean=2.0", "levels=8,5,5,5"] -> typed values for the fields of base; unknown keys fail."""
     out = {}
@@ -183,12 +191,17 @@ def main(argv=None):
     p.add_argument("--latent-cache", type=int, default=0, help="train on the VAE latents of this many clips, "
                    "computed once (0: encode fresh clips every step)")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
+    p.add_argument("--freeze-encoder", action="store_true",
+                   help="train the decoder side only (needs --init): the encoder and FSQ stay fixed, so every clip "
+                        "keeps its tokens and generators trained on them stay valid")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override fields of the tokenizer config, e.g. --set time_mean=2.0 var_weight=0.5")
     TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
                          warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
     args = p.parse_args(argv)
     tcfg = TrainConfig.from_args(args)
+    if args.freeze_encoder and not args.init:
+        raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
     vae = load_vae(args.vae)
     base = config_dict(TOKENIZER_CONFIGS[args.preset])
     z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor
@@ -210,6 +223,8 @@ def main(argv=None):
         print(f"initialised from {args.init}")
     else:
         print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
+    if args.freeze_encoder:
+        freeze_encoder(model)
     vae.to(torch.device("cuda") if tcfg.device == "auto" and torch.cuda.is_available() else tcfg.device if tcfg.device != "auto" else "cpu")
 
     def batches(start, b, rank, world):

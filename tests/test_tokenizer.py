@@ -220,6 +220,34 @@ def test_training_loss_with_repa_and_prefix():
     assert tok.repa_head[0].weight.grad.abs().sum() > 0
 
 
+def test_frozen_encoder_keeps_every_token(tmp_path):
+    """Decoder-side fine-tuning (train-tokenizer --freeze-encoder): the tokens of every clip stay the
+    same, so generators trained on them stay valid, while the decoder learns."""
+    from flexvid.train_tokenizer import freeze_encoder, main, tokenizer_loss
+    from flexvid.training import TrainConfig, fit
+
+    pipe = small_pipeline()
+    x = torch.stack([clip(i) for i in range(4)])
+    before = pipe.tokenize(x)
+    dec = [p.detach().clone() for p in pipe.tokenizer.decoder.parameters()]
+    freeze_encoder(pipe.tokenizer.train().requires_grad_(True))
+    assert not any(p.requires_grad for p in pipe.tokenizer.encoder.parameters())
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), steps=3, batch_size=4, lr=1e-2, warmup=1, ckpt_every=10,
+                      log_every=1, bf16=False, eval_every=0)
+
+    def batches(start, b, rank, world):
+        while True:
+            yield (x, None, None)
+
+    ema = fit(pipe.tokenizer, lambda m, batch, rand: tokenizer_loss(m, batch, rand, pipe.vae, pipe.tokenizer.cfg),
+              batches, cfg)
+    after = VideoFlexTok(pipe.vae, ema, device="cpu").tokenize(x)
+    assert all(torch.equal(a, b) for a, b in zip(before, after))
+    assert any(not torch.equal(a, b) for a, b in zip(dec, ema.decoder.parameters()))
+    with pytest.raises(SystemExit, match="--init"):
+        main(["--freeze-encoder", "--vae", str(tmp_path / "none"), "--out-dir", str(tmp_path / "x")])
+
+
 def test_config_overrides_are_typed_and_checked():
     from flexvid.hub import config_dict
     from flexvid.train_tokenizer import parse_overrides
