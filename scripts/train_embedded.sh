@@ -54,15 +54,20 @@ cp runs/tokenizer_d/log.jsonl assets/tokenizer/train_log_tokenizer_d.jsonl
 # up to 672 tokens (21 steps x 32), so that 81-frame clips train at every budget, the full one included.
 # The text run also learns from 4 rewordings per caption (half of its clips), in words that the
 # paraphrase test of eval-generator never uses. The text model reads the prompt as 24 word-piece
-# embeddings (--text-tokens 24), one prefix slot each, not one pooled sentence vector. Both ran with one
-# thread each beside another training run, about 37 minutes (the class run: 40, an earlier session, on
-# the same tokens; it ran to step 1,500 of a 6,500-step schedule and was resumed with --steps 4500).
+# embeddings (--text-tokens 24), one prefix slot each, not one pooled sentence vector. Each model ran
+# 4,500 steps, then was resumed from that checkpoint with --steps 8000 (the cosine schedule is recomputed
+# for 8,000 steps, so the learning rate rises again from 1e-4 to about 4e-4 and decays to 1e-4), one
+# thread each, about 40 + 30 minutes. (The class model's first 4,500 steps themselves ran as 1,500 of a
+# 6,500-step schedule resumed with --steps 4500; the text model's log shows a restart from its step-750
+# checkpoint.) All on the same tokens: the tokenizer's last run (d) left every token unchanged.
+for steps in 4500 8000; do
 python -m flexvid.train_generator --cond text --tokenizer assets/tokenizer --out-dir runs/generator-text \
-    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 2250 --probe-clips 8 \
+    --clips 8192 --long-clips 512 --max-tokens 672 --steps $steps --threads 1 --eval-every 2250 --probe-clips 8 \
     --caption-variants 4 --p-variant 0.5 --text-tokens 24
-mkdir -p runs/generator-class && cp runs/generator-text/tokens.safetensors runs/generator-class/
+mkdir -p runs/generator-class && cp -n runs/generator-text/tokens.safetensors runs/generator-class/
 python -m flexvid.train_generator --cond class --tokenizer assets/tokenizer --out-dir runs/generator-class \
-    --clips 8192 --long-clips 512 --max-tokens 672 --steps 4500 --threads 1 --eval-every 4000 --probe-clips 8
+    --clips 8192 --long-clips 512 --max-tokens 672 --steps $steps --threads 1 --eval-every 4000 --probe-clips 8
+done
 # ship the EMA exports with the sampler defaults chosen on 24 validation prompts (text: temperature 0.7,
 # guidance 5; class: temperature 0.7, guidance 6)
 python - <<'PY'
