@@ -19,6 +19,9 @@ Videos are generated for held-out conditions (the shapes world's test split, sha
 3. Long video: 81-frame generations (21 time steps) at k = K; every 17-frame chunk (frames 0-16,
    16-32, ...) is probed on its own for the main object's colour and shape, and the rate at which both
    stay right through all chunks is reported (drift shows as a falling curve).
+4. Condition probe: without sampling, is the true condition the most likely one for a test clip's own
+   tokens, against the same condition with one attribute of the main object changed? It tells an
+   attribute the generator never learned from one that sampling or decoding loses.
 Writes DIR/eval.json and DIR/eval.html (plotly, works offline) and prints a table.
 
 Letters: T frames, K tokens per step, k kept.
@@ -26,6 +29,7 @@ Letters: T frames, K tokens per step, k kept.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -235,6 +239,55 @@ def long_video(gen: VideoGenerator, clips, frames: int = 81, k: int | None = Non
             "through_all": {key: float(through[j]) for j, key in enumerate(keys)}}
 
 
+# ----------------------------------------------------------------------------- 4. condition probe
+ATTR_OPTIONS = {"color": shapes.COLOR_NAMES, "shape": shapes.SHAPES, "size": shapes.SIZE_NAMES,
+                "motion": shapes.MOTIONS}
+
+
+def _swapped(clip, attr: str, value: str, cond: str):
+    """The clip's condition with the main object's attribute set to value."""
+    objs = [dataclasses.replace(clip.objects[0], **{attr: value}), *clip.objects[1:]]
+    if cond == "text":
+        return " and ".join(o.caption() for o in objs)
+    return shapes.class_index(objs[0].color, objs[0].shape, objs[0].motion)
+
+
+@torch.no_grad()
+def condition_probe(gen: VideoGenerator, clips, ks=None) -> dict:
+    """Does the generator's likelihood tell each attribute of the condition apart? No sampling, no decoder,
+    no video probe: the clips are tokenized, and the first k tokens per step of each are scored under its
+    own condition and under the same condition with one attribute of the main object changed (every
+    other colour, shape, size or motion). A hit is the true condition having the strictly lowest
+    negative log-likelihood; chance is one over the number of options. Low rates for an attribute say
+    the generator did not learn it (rather than its sampling or the decoder losing it).
+    Returns {"cond", "ks", "attrs", "n", "rates": {attr: [per k]}, "chance": {attr: rate}}."""
+    cond = gen.cfg.cond
+    ks = sorted(set(int(k) for k in ks)) if ks else prefix_ladder(gen.cfg.K)
+    attrs = attributes(cond)
+    model = gen.model
+    hits = {a: [0] * len(ks) for a in attrs}
+    grids = []
+    for i in range(0, len(clips), 16):
+        grids += gen.tokenizer.tokenize(torch.stack([shapes.to_tensor(c.video) for c in clips[i:i + 16]]))
+    for clip, grid in zip(clips, grids):
+        grid = grid.long().to(gen.device)  # (t, K)
+        for a in attrs:
+            options = [_swapped(clip, a, v, cond) for v in ATTR_OPTIONS[a]]
+            true = ATTR_OPTIONS[a].index(getattr(clip.objects[0], a))
+            c = gen.condition(options)
+            for j, k in enumerate(ks):
+                x = grid[None, :, :k].expand(len(options), -1, -1)
+                logits = model(x, c).float()
+                nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x.flatten(), reduction="none")
+                nll = nll.view(len(options), -1).sum(1)
+                others = torch.cat([nll[:true], nll[true + 1:]])
+                hits[a][j] += int(bool((nll[true] < others).all()))
+    n = max(len(clips), 1)
+    return {"cond": cond, "ks": ks, "attrs": list(attrs), "n": len(clips),
+            "rates": {a: [h / n for h in hits[a]] for a in attrs},
+            "chance": {a: 1 / len(ATTR_OPTIONS[a]) for a in attrs}}
+
+
 # ----------------------------------------------------------------------------- report
 def _fig_vs_k(ks, series: dict, title: str, ceiling: dict | None = None) -> go.Figure:
     fig = go.Figure()
@@ -258,6 +311,9 @@ def _figures(results: dict) -> list[go.Figure]:
         note = "all = colour + shape + size + motion" if name == "text" else "all = colour + shape + motion (no size)"
         figs.append(_fig_vs_k(f["ks"], series, f"{name} model: probe accuracy vs k ({note}; dotted: ground truth)",
                               {a: f["ground_truth"][a] for a in (*f["attrs"], "all")}))
+    for name, cp in (results.get("condition_probe") or {}).items():
+        figs.append(_fig_vs_k(cp["ks"], cp["rates"], f"{name} model: condition probe, the true condition most "
+                              f"likely for the clip's own tokens (dotted: chance)", cp["chance"]))
     pp = results.get("paraphrase")
     if pp:
         keys = (*TEXT_ATTRS, "all")
@@ -309,6 +365,12 @@ def table(results: dict) -> str:
         if pp["baseline"]:
             line += f"; training-style captions: {fmt(pp['baseline'])}"
         lines += [line, f"  e.g. {pp['prompts'][0]!r} for {pp['captions'][0]!r}" if pp["prompts"] else ""]
+    for name, cp in (results.get("condition_probe") or {}).items():
+        lines.append(f"condition probe ({name}: the true condition most likely for the clip's own tokens, "
+                     f"n = {cp['n']}; chance " + ", ".join(f"{a} {cp['chance'][a]:.2f}" for a in cp["attrs"]) + "):")
+        lines.append(f"{'k':>7} " + " ".join(f"{a:>6}" for a in cp["attrs"]))
+        for i, k in enumerate(cp["ks"]):
+            lines.append(f"{k:>7} " + " ".join(f"{cp['rates'][a][i]:6.2f}" for a in cp["attrs"]))
     for name, lv in (results.get("long_video") or {}).items():
         lines.append(f"long video ({name}, {lv['frames']} frames = {lv['time_steps']} steps, k = {lv['k']}, "
                      f"n = {lv['n']}), per chunk colour / shape:")
@@ -328,16 +390,19 @@ def write_report(results: dict, out: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- command
 def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 64, n_long: int = 8, ks=None,
              frames: int = 17, long_frames: int = 81, seed: int = 0, batch: int = 16, paraphrases: bool = True,
-             long: bool = True, **sampler) -> dict:
+             long: bool = True, likelihood: bool = True, **sampler) -> dict:
     """All evaluations for the loaded generators ({"text": gen, "class": gen}, either may be missing);
     models names their folders for the report."""
     t0 = time.time()
     any_gen = next(iter(gens.values()))
     tok = any_gen.tokenizer
     clips = shapes.fixed_split("test", n, frames)
-    res = {"models": models, "n": n, "frames": frames, "faithfulness": {}, "paraphrase": None, "long_video": None}
+    res = {"models": models, "n": n, "frames": frames, "faithfulness": {}, "paraphrase": None, "long_video": None,
+           "condition_probe": None}
     for name, gen in gens.items():
         res["faithfulness"][name] = faithfulness(gen, clips, ks, frames, seed, batch, **sampler)
+    if likelihood:
+        res["condition_probe"] = {name: condition_probe(gen, clips, ks) for name, gen in gens.items()}
     if paraphrases and "text" in gens:
         res["paraphrase"] = paraphrase(gens["text"], clips, None, frames, seed, batch, **sampler)
     if long and n_long > 0:
@@ -383,6 +448,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--skip-long", action="store_true", help="skip the 81-frame check")
     p.add_argument("--skip-paraphrase", action="store_true", help="skip the paraphrase check")
+    p.add_argument("--skip-condition-probe", action="store_true", help="skip the likelihood check of the conditions")
     p.add_argument("--out", default="eval/generator")
     args = p.parse_args(argv)
     if args.n < 1 or args.n_long < 0 or not 1 <= args.batch <= 64:
@@ -409,6 +475,7 @@ def main(argv=None):
     models = {"text": args.text_model, "class": args.class_model}
     res = evaluate(gens, {name: models[name] for name in gens}, args.n, args.n_long, args.ks, args.frames,
                    seed=args.seed, batch=args.batch, paraphrases=not args.skip_paraphrase, long=not args.skip_long,
+                   likelihood=not args.skip_condition_probe,
                    temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps)
     print(table(res))
     json_path, html_path = write_report(res, args.out)

@@ -122,7 +122,8 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     """Load or build the cache: {group: {"tokens", "labels", "captions"[, "text", "text_variants"]}}.
 
     groups: {name: (split, base index, clips, frames)}. A group is reused when the tokenizer fingerprint
-    and its spec match; text embeddings are added when a text encoder is given, and with variants > 0
+    and its spec match; asked for more clips of the same split, base and length, it keeps the clips it has
+    and tokenizes (and embeds) only the new ones; asked for fewer, it keeps the first. Text embeddings are added when a text encoder is given, and with variants > 0
     the embeddings of that many rewordings per caption (`caption_variant`, a fixed seed) for the groups
     from the training split, as "text_variants" (n, variants, D)."""
     fp = fingerprint(pipe)
@@ -141,27 +142,51 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     out = {}
     for name, spec in groups.items():
         split, base, n, frames = spec
-        if meta["groups"].get(name) != list(spec):
-            seed = shapes.SPLIT_SEEDS[split]
-            tensors[f"{name}.tokens"], tensors[f"{name}.labels"], meta["captions"][name] = \
-                tokenize_clips(pipe, seed, base, n, frames)
-            tensors.pop(f"{name}.text", None)
+        old_spec = meta["groups"].get(name)
+        if old_spec != list(spec):
+            # the clips are a function of (split, index, frames): a cache of the same clips keeps its
+            # first rows, and a larger one is only extended with the clips it lacks
+            same = old_spec is not None and (old_spec[0], old_spec[1], old_spec[3]) == (split, base, frames)
+            m = min(old_spec[2], n) if same else 0
+            keep = {f"{name}.{key}": tensors[f"{name}.{key}"][:m]
+                    for key in ("tokens", "labels", "text", "text_variants") if m and f"{name}.{key}" in tensors}
+            for key in ("tokens", "labels", "text", "text_variants"):
+                tensors.pop(f"{name}.{key}", None)
+            tensors.update(keep)
+            captions = meta["captions"][name][:m] if m else []
+            if n > m:
+                tok, lab, cap = tokenize_clips(pipe, shapes.SPLIT_SEEDS[split], base + m, n - m, frames)
+                tensors[f"{name}.tokens"] = torch.cat([keep[f"{name}.tokens"], tok]) if m else tok
+                tensors[f"{name}.labels"] = torch.cat([keep[f"{name}.labels"], lab]) if m else lab
+                captions += cap
+            meta["captions"][name] = captions
             meta["groups"][name] = list(spec)
             changed = True
-        if text_encoder is not None and (f"{name}.text" not in tensors or meta.get("text_model") != text_key(text_encoder)):
-            tensors[f"{name}.text"] = embed_captions(text_encoder, meta["captions"][name])
-            tensors.pop(f"{name}.text_variants", None)
-            changed = True
+        captions = meta["captions"][name]
+        if text_encoder is not None:
+            have = tensors.get(f"{name}.text")
+            if have is None or meta.get("text_model") != text_key(text_encoder):
+                have = None
+                tensors.pop(f"{name}.text_variants", None)
+            if have is None or len(have) < n:  # embed only the captions without an embedding
+                done = 0 if have is None else len(have)
+                emb = embed_captions(text_encoder, captions[done:])
+                tensors[f"{name}.text"] = emb if have is None else torch.cat([have, emb])
+                changed = True
         want = variants if text_encoder is not None and spec[0] == "train" else 0
-        have = tensors[f"{name}.text_variants"].shape[1] if f"{name}.text_variants" in tensors else 0
-        if want and have != want:
-            rng = np.random.default_rng(1234)
-            caps = [caption_variant(c, rng) for c in meta["captions"][name] for _ in range(want)]
-            emb = embed_captions(text_encoder, caps)
-            tensors[f"{name}.text_variants"] = emb.view(len(caps) // want, want, *emb.shape[1:])
+        have = tensors.get(f"{name}.text_variants")
+        if have is not None and have.shape[1] != want:
+            have = None
+        if want and (have is None or len(have) < n):
+            rng = np.random.default_rng(1234)  # the same rewordings for a caption's row whatever n is
+            caps = [caption_variant(c, rng) for c in captions for _ in range(want)]
+            done = 0 if have is None else len(have)
+            emb = embed_captions(text_encoder, caps[done * want:])
+            emb = emb.view(len(emb) // want, want, *emb.shape[1:])
+            tensors[f"{name}.text_variants"] = emb if have is None else torch.cat([have, emb])
             changed = True
         out[name] = {"tokens": tensors[f"{name}.tokens"].long(), "labels": tensors[f"{name}.labels"],
-                     "captions": meta["captions"][name], "text": tensors.get(f"{name}.text"),
+                     "captions": captions, "text": tensors.get(f"{name}.text"),
                      "text_variants": tensors.get(f"{name}.text_variants") if want else None}
     if text_encoder is not None:
         meta["text_model"] = text_key(text_encoder)

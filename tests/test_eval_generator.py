@@ -161,14 +161,63 @@ def test_perfect_videos_score_one(cond):
     assert lv["color"] == [1.0] * 3 and lv["through_all"]["color"] == 1.0
 
 
+class KnowsTheTruth(torch.nn.Module):
+    """Stands in for a generator's network: it predicts a clip's tokens exactly under the clip's true
+    condition (or under any condition, when blind) and is uniform otherwise."""
+
+    def __init__(self, gen, clips, blind=False):
+        super().__init__()
+        self.cfg, self.blind = gen.model.cfg, blind
+        conds = [c.caption if gen.cfg.cond == "text" else c.label for c in clips]
+        grids = gen.tokenizer.tokenize(torch.stack([shapes.to_tensor(c.video) for c in clips]))
+        self.truth = [(g.long(), gen.condition([c])[0]) for g, c in zip(grids, conds)]
+
+    def forward(self, x, cond):
+        B, t, k = x.shape
+        logits = torch.zeros(B, t * k, C)
+        for b in range(B):
+            for grid, c in self.truth:
+                if torch.equal(grid[:, :k], x[b]) and (self.blind or torch.equal(c, cond[b])):
+                    logits[b, torch.arange(t * k), x[b].flatten()] = 20.0
+        return logits
+
+
+@pytest.mark.parametrize("cond", ["text", "class"])
+def test_condition_probe_finds_what_the_model_knows(folders, cond):
+    gen = load(folders, cond)
+    clips = shapes.fixed_split("test", 3, 5)
+    real = ev.condition_probe(gen, clips, ks=[K, 1])
+    attrs = ["color", "shape", "size", "motion"] if cond == "text" else ["color", "shape", "motion"]
+    assert real["ks"] == [1, K] and real["attrs"] == attrs and real["n"] == 3
+    assert real["chance"]["color"] == pytest.approx(1 / 6) and real["chance"]["shape"] == pytest.approx(1 / 3)
+    assert all(len(real["rates"][a]) == 2 and all(0 <= r <= 1 for r in real["rates"][a]) for a in attrs)
+    gen.model = KnowsTheTruth(gen, clips)
+    assert all(r == [1.0, 1.0] for r in ev.condition_probe(gen, clips, ks=[1, K])["rates"].values())
+    gen.model = KnowsTheTruth(gen, clips, blind=True)  # ties are no hit: a condition-blind model scores 0
+    assert all(r == [0.0, 0.0] for r in ev.condition_probe(gen, clips, ks=[1, K])["rates"].values())
+
+
+def test_swapped_conditions_change_one_attribute():
+    clip = next(c for c in shapes.fixed_split("test", 20, 1) if len(c.objects) == 2)
+    obj = clip.objects[0]
+    other = next(s for s in shapes.SHAPES if s != obj.shape)
+    text = ev._swapped(clip, "shape", other, "text")
+    assert text == clip.caption.replace(f"{obj.color} {obj.shape}", f"{obj.color} {other}", 1)
+    assert text.split(" and ")[1] == clip.objects[1].caption()
+    assert shapes.class_attributes(ev._swapped(clip, "shape", other, "class")) == (obj.color, other, obj.motion)
+    assert ev._swapped(clip, "color", obj.color, "class") == clip.label
+
+
 # ----------------------------------------------------------------------------- end to end
 def test_main_end_to_end(folders, tmp_path, capsys):
     out = str(tmp_path / "eval")
     ev.main(["--text-model", folders["text"], "--class-model", folders["class"], "--tokenizer", folders["tokenizer"],
              "--n", "2", "--n-long", "1", "--frames", "5", "--decode-steps", "1", "--device", "cpu", "--out", out])
     data = json.load(open(os.path.join(out, "eval.json")))
-    for key in ("models", "n", "settings", "faithfulness", "paraphrase", "long_video", "elapsed_s", "device"):
+    for key in ("models", "n", "settings", "faithfulness", "paraphrase", "long_video", "condition_probe",
+                "elapsed_s", "device"):
         assert key in data
+    assert set(data["condition_probe"]) == {"text", "class"} and data["condition_probe"]["class"]["ks"] == [1, 2, 4]
     assert set(data["faithfulness"]) == {"text", "class"}
     text = data["faithfulness"]["text"]
     assert text["ks"] == [1, 2, 4] and set(text["rates"]) == {"color", "shape", "size", "motion", "all", "detected"}
@@ -181,7 +230,7 @@ def test_main_end_to_end(folders, tmp_path, capsys):
     assert set(data["long_video"]) == {"text", "class"}
     assert os.path.getsize(os.path.join(out, "eval.html")) > 100_000  # plotly.js is embedded
     printed = capsys.readouterr().out
-    assert "paraphrase" in printed and "right through all chunks" in printed
+    assert "paraphrase" in printed and "right through all chunks" in printed and "condition probe (class" in printed
 
 
 def test_main_errors(folders, tmp_path):

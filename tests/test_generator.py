@@ -324,6 +324,29 @@ def test_token_cache_is_built_once(tmp_path, monkeypatch):
     assert torch.equal(again["train"]["tokens"], data["train"]["tokens"])
 
 
+def test_token_cache_grows_by_the_new_clips_only(tmp_path, monkeypatch):
+    import flexvid.train_generator as tg
+    pipe, enc = small_tokenizer(), HashEncoder()
+    path = str(tmp_path / "tokens.safetensors")
+    small = token_cache(path, pipe, {"train": ("train", 0, 2, 5)}, enc, variants=2)
+    fresh = token_cache(str(tmp_path / "fresh.safetensors"), pipe, {"train": ("train", 0, 4, 5)}, HashEncoder(), variants=2)
+    calls, real = [], tg.tokenize_clips
+    monkeypatch.setattr(tg, "tokenize_clips", lambda pipe, seed, base, n, frames: calls.append((base, n)) or
+                        real(pipe, seed, base, n, frames))
+    enc.seen.clear()
+    grown = token_cache(path, pipe, {"train": ("train", 0, 4, 5)}, enc, variants=2)
+    assert calls == [(2, 2)]  # only clips 2 and 3 were tokenized
+    for key in ("tokens", "labels", "text", "text_variants"):
+        assert torch.equal(grown["train"][key], fresh["train"][key]), key
+        assert torch.equal(grown["train"][key][:2], small["train"][key]), key
+    assert grown["train"]["captions"] == fresh["train"]["captions"]
+    assert len(enc.seen) == 2 + 2 * 2  # the new captions and their rewordings, nothing else
+    shrunk = token_cache(path, pipe, {"train": ("train", 0, 3, 5)}, enc, variants=2)
+    assert calls == [(2, 2)] and torch.equal(shrunk["train"]["tokens"], fresh["train"]["tokens"][:3])
+    token_cache(path, pipe, {"train": ("train", 1, 2, 5)}, enc, variants=2)  # other clips: tokenized anew
+    assert calls[-1] == (1, 2)
+
+
 class HashEncoder:
     """A stand-in text encoder: a fixed random embedding per distinct string, counting what it encodes."""
     model_name, dim = "hash", 16
