@@ -308,6 +308,9 @@ def build_demo(rt: Runtime):
                                                 elem_id="gen-shape")
                             motion = gr.Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
                                                  elem_id="gen-motion")
+                        class_guidance = gr.Slider(0, lim.max_guidance, value=gd["class_guidance"], step=0.5,
+                                                   label="guidance for the class (1 = none)",
+                                                   elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
                     gen_k = gr.Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
                                       info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
@@ -317,7 +320,9 @@ def build_demo(rt: Runtime):
                     with gr.Accordion("sampling", open=True):
                         gen_steps = gr.Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
                         gen_guidance = gr.Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
-                                                 label="guidance (the generator's classifier-free guidance; 1 = none)")
+                                                 visible="text" in ready, elem_id="gen-guidance",
+                                                 label="guidance for the prompt (the generator's classifier-free "
+                                                       "guidance; 1 = none)")
                         temperature = gr.Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],
                                                 step=0.05, label="temperature")
                         with gr.Row():
@@ -347,8 +352,9 @@ def build_demo(rt: Runtime):
             [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
         gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
             .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
-        class_btn.click(generate_class, [colour, shape, motion, *gen_in], gen_out, api_name="generate_class") \
-            .success(generate_class_ladder, [colour, shape, motion, *gen_in[1:]], ladder_out,
+        class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed]  # its own guidance
+        class_btn.click(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
+            .success(generate_class_ladder, [colour, shape, motion, *class_in[1:]], ladder_out,
                      api_name="generate_class_ladder")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")
         gr.api(model_info, api_name="info")

@@ -764,15 +764,18 @@ class Runtime:
 
     def generate_defaults(self) -> dict:
         """Default Generate-tab values: the first ready generator's sampling settings (text, then class),
-        the decoder's steps, k = the Reconstruct default, the shortest clip. Loads nothing."""
+        the class model's own guidance as class_guidance, the decoder's steps, k = the Reconstruct default,
+        the shortest clip. Loads nothing."""
         from .generator import GeneratorConfig
 
         status = self.generator_status()
         ready = [n for n in GENERATOR_NAMES if status.get(n) == "ready"]
         cfg = self.generator(ready[0]).cfg if ready else GeneratorConfig()
+        class_cfg = self.generator("class").cfg if "class" in ready else cfg
         d, lim = self.defaults(), self.settings.limits
         return {"k": d["k"], "frames": GEN_MIN_FRAMES, "max_frames": max(GEN_MIN_FRAMES, self.max_gen_frames(cfg)),
                 "steps": d["steps"], "guidance": min(cfg.guidance, lim.max_guidance),
+                "class_guidance": min(class_cfg.guidance, lim.max_guidance),
                 "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"]}
 
     def check_prompt(self, prompt) -> str:

@@ -113,6 +113,9 @@ def test_generate_from_a_prompt(page, artifacts):
     pg = page
     pg.reload(wait_until="networkidle")
     pg.get_by_role("tab", name="Generate").click()
+    # the prompt's and the class's guidance sliders start at their own model's default (4 and 2.5 here)
+    assert float(pg.input_value("#gen-guidance input[type=range]")) == 4.0
+    assert float(pg.input_value("#gen-class-guidance input[type=range]")) == 2.5
     pg.fill("#gen-prompt textarea", "a large red circle moving left")
     pg.click("#gen-button")
     clip = wait_playing(pg, "#gen-video video", timeout=120_000)

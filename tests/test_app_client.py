@@ -46,7 +46,7 @@ def small_generators(folder: Path) -> dict[str, str]:
         if not (folder / f"generator-{cond}" / "config.json").exists():
             torch.manual_seed(0)
             model = Generator(GeneratorConfig(dim=64, n_layers=2, n_heads=2, K=8, max_t=21, codebook_size=1000,
-                                              cond=cond), verbose=False)
+                                              cond=cond, guidance=4.0 if cond == "text" else 2.5), verbose=False)
             torch.nn.init.normal_(model.output.weight, std=0.5)  # the zero-init output would make all logits equal
             save_generator(model, out[cond])
     return out
@@ -133,6 +133,8 @@ def test_info(client, K, app):
         g = info["generator_info"][name]
         assert g["status"] == "ready" and g["max_frames"] == 81 and g["model"] == f".../generator-{name}"
     assert info["generate_defaults"]["frames"] == 17 and info["limits"]["max_prompt_chars"] == 300
+    # each model's own guidance: the shared slider starts at the text model's, the class one at the class model's
+    assert info["generate_defaults"]["guidance"] == 4.0 and info["generate_defaults"]["class_guidance"] == 2.5
     assert str(Path(app[2]).parent) not in str(info)  # no server paths
 
 

@@ -386,6 +386,15 @@ def grt(pipe, generator_folders, tmp_path_factory):
     pipe.detokenize = counter.inner
 
 
+def test_generate_defaults_give_each_model_its_own_guidance(grt, pipe, generator_folders, tmp_path):
+    d = grt.generate_defaults()
+    assert d["guidance"] == grt.generator("text").cfg.guidance == 4.0
+    assert d["class_guidance"] == grt.generator("class").cfg.guidance == 2.5
+    only_class = Runtime(Settings(generators={"class": generator_folders["class"]}), pipeline=pipe, out_dir=str(tmp_path))
+    only_class.load_generators()
+    assert only_class.generate_defaults()["guidance"] == only_class.generate_defaults()["class_guidance"] == 2.5
+
+
 def test_generate_outputs_progress_and_cache(grt):
     K = grt.tok.n_tokens
     seen = []
