@@ -2,6 +2,7 @@
 
     flexvid reconstruct clip.mp4 --k 1 2 4 32 --out recon/
     flexvid train-vae --out-dir runs/vae
+    flexvid train-teacher --out-dir runs/teacher
     flexvid train-tokenizer --vae runs/vae/export --out-dir runs/tokenizer
     flexvid eval-tokenizer --out eval/tokenizer
     flexvid train-generator --cond text --out-dir runs/generator-text
@@ -72,6 +73,7 @@ def reconstruct_main(argv=None) -> int:
 COMMANDS = {
     "reconstruct": ("flexvid.cli", "reconstruct_main"),
     "train-vae": ("flexvid.train_vae", "main"),
+    "train-teacher": ("flexvid.teacher", "main"),
     "train-tokenizer": ("flexvid.train_tokenizer", "main"),
     "eval-tokenizer": ("flexvid.evaluate", "main"),
     "train-generator": ("flexvid.train_generator", "main"),

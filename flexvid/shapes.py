@@ -119,10 +119,16 @@ def _sample_object(rng: np.random.Generator, color: str) -> ShapeObject:
 
 def object_centres(obj: ShapeObject, T: int) -> np.ndarray:
     """(T, 2) float centres with bouncing at r and 63 - r."""
+    return object_track(obj, T)[0]
+
+
+def object_track(obj: ShapeObject, T: int) -> tuple[np.ndarray, np.ndarray]:
+    """(T, 2) float centres and (T, 2) velocities: at frame f, the velocity that moves the object on
+    (its sign flipped by a bounce from that frame on)."""
     r = SIZES[obj.size]
     x, y = obj.start
     vx, vy = VELOCITY[obj.motion]
-    out = np.empty((T, 2))
+    out, vel = np.empty((T, 2)), np.empty((T, 2))
     for f in range(T):
         out[f] = (x, y)
         nx, ny = x + vx, y + vy
@@ -132,8 +138,9 @@ def object_centres(obj: ShapeObject, T: int) -> np.ndarray:
         if ny < r or ny > SIZE - 1 - r:
             vy = -vy
             ny = min(max(ny, r), SIZE - 1 - r)
+        vel[f] = (vx, vy)
         x, y = nx, ny
-    return out
+    return out, vel
 
 
 def draw_object(img: np.ndarray, shape: str, color: tuple[int, int, int], cx: float, cy: float, r: int) -> None:

@@ -65,8 +65,36 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16)
     return z
 
 
-def cached_batches(z: torch.Tensor, batch_size: int):
-    """Deterministic batches from a latent cache: a fresh permutation each epoch, sliced per rank."""
+@torch.no_grad()
+def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batch: int = 16) -> torch.Tensor:
+    """REPA targets (n, t, N, F) of the same first n training clips as `latent_cache`, computed once:
+    with them the latent cache serves REPA training too. `name` identifies the feature model; a file
+    made by another model or for fewer clips is computed anew."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+    if os.path.exists(path):
+        with safe_open(path, "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("feature_model") == name:
+            feats = load_file(path)["features"]
+            if feats.shape[0] >= n:
+                return feats[:n].float()
+    seed, out = shapes.SPLIT_SEEDS["train"], []
+    for i in range(0, n, batch):
+        x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, j, frames).video) for j in range(i, min(n, i + batch))])
+        out.append(feature_model(x).float().cpu())
+        if i % (batch * 64) == 0:
+            print(f"feature cache: {i}/{n} clips", flush=True)
+    feats = torch.cat(out)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    feats = feats.half().contiguous()
+    save_file({"features": feats}, path, metadata={"feature_model": name})
+    return feats.float()
+
+
+def cached_batches(z: torch.Tensor, batch_size: int, feats: torch.Tensor | None = None):
+    """Deterministic batches from a latent cache: a fresh permutation each epoch, sliced per rank. With
+    `feats` (a feature cache of the same clips) each batch carries its REPA targets as a fourth item."""
     def batches(start, b, rank, world):
         step = start
         while True:
@@ -74,18 +102,39 @@ def cached_batches(z: torch.Tensor, batch_size: int):
             epoch, offset = divmod(first, z.shape[0])
             perm = torch.randperm(z.shape[0], generator=torch.Generator().manual_seed(epoch))
             idx = perm[(offset + torch.arange(rank * b, (rank + 1) * b)) % z.shape[0]]
-            yield (z[idx], None, None)
+            yield (z[idx], None, None) if feats is None else (z[idx], None, None, feats[idx])
             step += 1
     return batches
+
+
+def feature_model_for(name: str, vae, base: dict):
+    """The frozen REPA model named on the command line: a FEATURE_MODELS key or a shapes-teacher folder."""
+    if name in FEATURE_MODELS:
+        return FEATURE_MODELS[name](vae, base["patch"])
+    if os.path.isdir(name):
+        from .teacher import ShapesFeatures, load_teacher
+        return ShapesFeatures(load_teacher(name), grid=base["latent_size"] // base["patch"],
+                              temporal=vae.cfg.temporal_factor)
+    raise SystemExit(f"--repa {name!r}: not one of {['none', *FEATURE_MODELS]} nor a teacher folder")
+
+
+def feature_model_id(name: str) -> str:
+    """What identifies a feature model's targets: its name, or a hash of a teacher folder's weights."""
+    if not os.path.isdir(name):
+        return name
+    import hashlib
+    with open(os.path.join(name, "model.safetensors"), "rb") as f:
+        return "teacher:" + hashlib.sha256(f.read()).hexdigest()[:16]
 
 
 def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=None, repa_weight=0.0):
     """batch[0]: videos (B, 3, T, H, W), or VAE latents (B, C, t, h, w) from a latent cache."""
     device = next(vae.parameters()).device
     x = batch[0].to(device)
+    cached_feats = batch[3] if len(batch) > 3 else None
     if x.shape[1] == vae.cfg.z_channels and x.shape[1] != 3:
-        if feature_model is not None and repa_weight > 0:
-            raise ValueError("REPA needs the videos: train without --latent-cache")
+        if feature_model is not None and repa_weight > 0 and cached_feats is None:
+            raise ValueError("REPA on cached latents needs cached features (feature_cache)")
         z0 = x.float()
     else:
         with torch.no_grad():
@@ -110,7 +159,8 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
         metrics["var"] = var.item()
     if want_feats:
         head = model.module.repa_head if hasattr(model, "module") else model.repa_head
-        r = repa_loss(head(out[2]), feature_model(x), weight)
+        target = cached_feats.to(device).float() if cached_feats is not None else feature_model(x)
+        r = repa_loss(head(out[2]), target, weight)
         loss = loss + repa_weight * r
         metrics["repa"] = r.item()
     with torch.no_grad():  # token usage
@@ -186,10 +236,12 @@ def main(argv=None):
     p.add_argument("--vae", default="runs/vae/export", help="VAE export folder")
     p.add_argument("--preset", default="tiny", choices=list(TOKENIZER_CONFIGS))
     p.add_argument("--frames", type=int, default=17)
-    p.add_argument("--repa", default="none", choices=["none", *FEATURE_MODELS])
+    p.add_argument("--repa", default="none", help="REPA feature model: none, vae (the stage-0 encoder trunk) or a "
+                   "shapes-teacher folder (flexvid train-teacher)")
     p.add_argument("--repa-weight", type=float, default=0.5)
     p.add_argument("--latent-cache", type=int, default=0, help="train on the VAE latents of this many clips, "
-                   "computed once (0: encode fresh clips every step)")
+                   "computed once (0: encode fresh clips every step); with --repa, the feature model's targets for the "
+                   "same clips are cached beside them")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder side only (needs --init): the encoder and FSQ stay fixed, so every clip "
@@ -208,7 +260,7 @@ def main(argv=None):
     base.update(z_channels=z, latent_size=shapes.SIZE // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))
     feature_model = None
     if args.repa != "none":
-        feature_model = FEATURE_MODELS[args.repa](vae, base["patch"])
+        feature_model = feature_model_for(args.repa, vae, base)
         base["repa_dim"] = feature_model.dim
     if args.init:
         init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
@@ -231,10 +283,13 @@ def main(argv=None):
         return shapes.batch_stream("train", b, args.frames, start=start * tcfg.batch_size, rank=rank, world_size=world)
 
     if args.latent_cache:
-        if feature_model is not None:
-            raise SystemExit("--latent-cache and --repa exclude each other (REPA reads the videos)")
         z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache, args.frames)
-        batches = cached_batches(z, tcfg.batch_size)
+        feats = None
+        if feature_model is not None:
+            feats = feature_cache(feature_model, feature_model_id(args.repa),
+                                  os.path.join(tcfg.out_dir, f"repa_{args.frames}f.safetensors"), args.latent_cache,
+                                  args.frames)
+        batches = cached_batches(z, tcfg.batch_size, feats)
 
     def on_checkpoint(ema, step):
         VideoFlexTok(vae, ema, device=next(vae.parameters()).device).save_pretrained(os.path.join(tcfg.out_dir, "export"))

@@ -63,10 +63,12 @@ cp runs/tokenizer_d/log.jsonl assets/tokenizer/train_log_tokenizer_d.jsonl
 #   - 16,000 steps on 24,576 17-frame and 1,536 81-frame clips (about 35 minutes; the cache grows by the
 #     new clips only). At 8,192 clips the training loss at k <= 4 had fallen far under the validation
 #     loss (k = 4: 3.56 against 4.43): the coarse tokens were being memorised.
+#   - 24,000 steps on 65,536 17-frame and 1,536 81-frame clips (about 85 minutes for the text model; the
+#     class model's round was paused for half an hour and resumed, same process).
 # (The class model's first 4,500 steps themselves ran as 1,500 of a 6,500-step schedule resumed with
 # --steps 4500; the text model's log shows a restart from its step-750 checkpoint.) All on the same
 # tokens: the tokenizer's last run (d) left every token unchanged.
-for round in "4500 8192 512" "8000 8192 512" "12000 8192 512" "16000 24576 1536"; do
+for round in "4500 8192 512" "8000 8192 512" "12000 8192 512" "16000 24576 1536" "24000 65536 1536"; do
 set -- $round
 python -m flexvid.train_generator --cond text --tokenizer assets/tokenizer --out-dir runs/generator-text \
     --clips $2 --long-clips $3 --max-tokens 672 --steps $1 --threads 1 --eval-every 2000 --probe-clips 8 \
@@ -88,3 +90,14 @@ for cond, (temperature, guidance) in {"text": (0.7, 5.0), "class": (0.7, 3.0)}.i
     cfg["generator"].update(temperature=temperature, guidance=guidance)
     json.dump(cfg, open(f"{dst}/config.json", "w"), indent=2)
 PY
+
+# Tried and not shipped: REPA against a shapes-world teacher (README, "Where the embedded models stand").
+# The teacher's run was stopped after its step-500 checkpoint (the export used), of 1,000 planned; the
+# tokenizer run starts from the shipped weights and changes every token, so shipping it means training
+# both generators again on its tokens.
+python -m flexvid.teacher --out-dir runs/teacher --steps 1000 --threads 1
+mkdir -p runs/tok6 && ln -sf ../tokenizer/latents_17f.safetensors runs/tok6/latents_17f.safetensors
+python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir runs/tok6 \
+    --repa runs/teacher/export --repa-weight 1.0 --latent-cache 6144 --steps 3000 --threads 1 --ema-decay 0.998 \
+    --lr 5e-4 --min-lr 5e-5 --warmup 100 --eval-every 500 --set time_mean=2.0 time_std=1.2
+python scripts/compare_tokenizers.py assets/tokenizer runs/tok6/export --n 32 --ks 1 2 4 32
