@@ -64,7 +64,7 @@ cp runs/tokenizer_d/log.jsonl assets/tokenizer/train_log_tokenizer_d.jsonl
 #     new clips only). At 8,192 clips the training loss at k <= 4 had fallen far under the validation
 #     loss (k = 4: 3.56 against 4.43): the coarse tokens were being memorised.
 #   - 24,000 steps on 65,536 17-frame and 1,536 81-frame clips (about 85 minutes for the text model; the
-#     class model's round was paused for half an hour and resumed, same process).
+#     class model's round was paused for about 45 minutes and resumed, same process).
 # (The class model's first 4,500 steps themselves ran as 1,500 of a 6,500-step schedule resumed with
 # --steps 4500; the text model's log shows a restart from its step-750 checkpoint.) All on the same
 # tokens: the tokenizer's last run (d) left every token unchanged.
