@@ -86,6 +86,12 @@ def test_tokenizer_training_step_with_the_teacher(tmp_path):
     pipe = small_pipeline()
     feats = feature_model_for(str(tmp_path), pipe.vae, dict(SMALL_TOK))
     assert feats.dim == 12 and feats.grid == SMALL_TOK["latent_size"] // SMALL_TOK["patch"]
+    with pytest.raises(SystemExit, match="nor a teacher folder"):
+        feature_model_for(str(tmp_path / "missing"), pipe.vae, dict(SMALL_TOK))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "config.json").write_text('{"format": "flexvid-tokenizer"}')
+    with pytest.raises(ValueError, match="not a shapes teacher"):
+        load_teacher(str(tmp_path / "other"))
     tok = FlexTokenizer(TokenizerConfig(**{**SMALL_TOK, "repa_dim": feats.dim, "repa_layer": 1}))
     batch = (torch.stack([shapes.to_tensor(shapes.make_clip(2, i, 17).video) for i in range(2)]), None, None)
     loss, metrics = tokenizer_loss(tok, batch, StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, tok.cfg,
