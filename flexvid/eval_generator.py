@@ -410,7 +410,8 @@ def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 6
         res["long_video"] = {name: long_video(gen, long_clips, long_frames, None, seed, batch, **sampler)
                              for name, gen in gens.items()}
     defaults = {name: {"temperature": g.cfg.temperature, "top_k": g.cfg.top_k, "top_p": g.cfg.top_p,
-                       "guidance": g.cfg.guidance} for name, g in gens.items()}
+                       "guidance": g.cfg.guidance, "decode_guidance": g.decode_guidance()
+                       if g.decode_guidance() is not None else tok.tokenizer.cfg.guidance} for name, g in gens.items()}
     res["settings"] = {"ks": next(iter(res["faithfulness"].values()))["ks"], "K": any_gen.cfg.K, "seed": seed,
                        "batch": batch, "generator_defaults": defaults,
                        "decode_steps_default": tok.tokenizer.cfg.sample_steps, **_sampler(**sampler)}
@@ -442,6 +443,8 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=17, help="frames of the faithfulness and paraphrase videos")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decode-steps", type=int, default=None, help="decoder Euler steps (default: the tokenizer's)")
+    p.add_argument("--decode-guidance", type=float, default=None,
+                   help="decoder guidance (default: each generator's decode_guidance, else the tokenizer's)")
     p.add_argument("--guidance", type=float, default=None, help="generator guidance (default: the model's)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--batch", type=int, default=16, help="prompts per generate call")
@@ -476,7 +479,8 @@ def main(argv=None):
     res = evaluate(gens, {name: models[name] for name in gens}, args.n, args.n_long, args.ks, args.frames,
                    seed=args.seed, batch=args.batch, paraphrases=not args.skip_paraphrase, long=not args.skip_long,
                    likelihood=not args.skip_condition_probe,
-                   temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps)
+                   temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps,
+                   decode_guidance=args.decode_guidance)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

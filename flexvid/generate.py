@@ -154,6 +154,11 @@ class VideoGenerator:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def decode_guidance(self, guidance: float | None = None) -> float | None:
+        """The decoder guidance for this model's grids: guidance if given, else the config's
+        decode_guidance, else None (the tokenizer's default)."""
+        return self.cfg.decode_guidance if guidance is None else guidance
+
     def _defaults(self, temperature, top_k, top_p, guidance):
         cfg = self.cfg
         return (cfg.temperature if temperature is None else temperature, cfg.top_k if top_k is None else top_k,
@@ -193,7 +198,8 @@ class VideoGenerator:
         """Prompts or class labels -> videos (3, frames, H, W) in [-1, 1] on the CPU, one per condition.
 
         Sampling arguments as in sample_tokens; decode_steps, decode_guidance and decode_guidance_mode
-        go to VideoFlexTok.detokenize (default: the tokenizer's). Grid i decodes with seed + i.
+        go to VideoFlexTok.detokenize (defaults: the generator config's decode_guidance, else the
+        tokenizer's). Grid i decodes with seed + i.
         callback(stage, done, total), stage "tokens" then "decode", for progress bars."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
@@ -201,7 +207,7 @@ class VideoGenerator:
         tok = self.tokenizer
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
-        return tok.detokenize(grids, k=k, steps=decode_steps, guidance=decode_guidance,
+        return tok.detokenize(grids, k=k, steps=decode_steps, guidance=self.decode_guidance(decode_guidance),
                               guidance_mode=decode_guidance_mode, seed=[seed + i for i in range(len(grids))],
                               callback=(lambda d, n: callback("decode", d, n)) if callback else None)
 

@@ -58,6 +58,9 @@ class GeneratorConfig:
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     guidance: float = 3.0  # classifier-free guidance on the logits; 1 = off
+    # the tokenizer decoder's guidance for this model's grids (None: the tokenizer's own default, which
+    # is measured on encoded clips; sampled grids are not encoded clips, so they get their own)
+    decode_guidance: float | None = None
 
     def __post_init__(self):
         if self.cond not in ("class", "text"):
@@ -66,6 +69,9 @@ class GeneratorConfig:
             raise ValueError(f"nested must be 'pow2' or 'uniform', got {self.nested!r}")
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.decode_guidance is not None and not (isinstance(self.decode_guidance, (int, float))
+                                                     and 0 <= self.decode_guidance <= 100):
+            raise ValueError(f"decode_guidance must be None or a number in [0, 100], got {self.decode_guidance!r}")
         if self.text_tokens < 0 or (self.text_tokens and (self.cond != "text" or self.n_cond != self.text_tokens)):
             raise ValueError(f"text_tokens={self.text_tokens} needs cond='text' and n_cond equal to it "
                              f"(got cond={self.cond!r}, n_cond={self.n_cond})")

@@ -863,7 +863,9 @@ class Runtime:
                         grids += gen.sample_tokens([req.condition], k=k, frames=req.frames, temperature=req.temperature,
                                                    guidance=req.guidance, seed=req.seed, callback=cb)
                         offset += t * k
-                    videos = self.tok.detokenize(grids, k=missing, steps=req.steps, guidance=d["guidance"],
+                    dg = gen.decode_guidance()
+                    videos = self.tok.detokenize(grids, k=missing, steps=req.steps,
+                                                 guidance=d["guidance"] if dg is None else dg,
                                                  guidance_mode=d["guidance_mode"], seed=[req.seed] * len(missing),
                                                  callback=None if progress is None else
                                                  (lambda i, n: progress("decode", i, n)))

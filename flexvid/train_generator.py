@@ -77,14 +77,28 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
 
 
 # ----------------------------------------------------------------------------- token cache
+# What decides no token: the decoders, their training and their sampler. A tokenizer that differs from
+# another only there (a decoder-only fine-tune, `train-tokenizer --freeze-encoder`, or new sampler
+# defaults) gives every clip the same tokens, so its caches stay valid.
+DECODER_ONLY_FIELDS = frozenset({"dec_dim", "dec_layers", "dec_heads", "nested_dropout", "nested_decay", "p_null",
+                                 "p_prefix", "time_mean", "time_std", "var_weight", "var_target", "repa_layer",
+                                 "repa_dim", "sample_steps", "guidance", "guidance_mode"})
+VAE_DECODER_PREFIXES = ("dec_in.", "decoder.", "dec_out.")
+TOKENIZER_ENCODER_PREFIXES = ("encoder.", "quantizer.offset", "quantizer.proj_in.", "quantizer.fsq.")
+
+
 def fingerprint(pipe: VideoFlexTok) -> str:
-    """Hash of the tokenizer's configs and weights: a cache made with another tokenizer is stale."""
+    """Hash of what decides the tokens (the VAE's encoder and latent statistics, the tokenizer's encoder,
+    registers and FSQ, and their configs): a cache made with a tokenizer that encodes otherwise is stale."""
     h = hashlib.sha256()
-    for module in (pipe.vae, pipe.tokenizer):
-        h.update(json.dumps(config_dict(module.cfg), sort_keys=True).encode())
+    for module, keep in ((pipe.vae, lambda n: not n.startswith(VAE_DECODER_PREFIXES)),
+                         (pipe.tokenizer, lambda n: n.startswith(TOKENIZER_ENCODER_PREFIXES))):
+        cfg = {k: v for k, v in config_dict(module.cfg).items() if k not in DECODER_ONLY_FIELDS}
+        h.update(json.dumps(cfg, sort_keys=True).encode())
         for name, v in module.state_dict().items():
-            h.update(name.encode())
-            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+            if keep(name):
+                h.update(name.encode())
+                h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
 
 

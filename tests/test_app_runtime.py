@@ -431,6 +431,22 @@ def test_generation_matches_the_pipeline(grt):
     assert np.array_equal(video_io.from_model(ref[0]), g.results[2].video)
 
 
+def test_generation_decodes_with_the_generator_decode_guidance(grt):
+    """A generator config's decode_guidance overrides the tokenizer's default guidance for its grids."""
+    gen, d = grt.generator("class"), grt.defaults()
+    gen.cfg.decode_guidance = d["guidance"] + 1.5
+    try:
+        g = grt.generate("class", "blue triangle up", k=2, frames=17, steps=2, seed=5)
+        ref = gen.generate(["blue triangle up"], k=2, frames=17, seed=5, decode_steps=2,
+                           decode_guidance_mode=d["guidance_mode"])
+        plain = gen.generate(["blue triangle up"], k=2, frames=17, seed=5, decode_steps=2,
+                             decode_guidance=d["guidance"], decode_guidance_mode=d["guidance_mode"])
+    finally:
+        gen.cfg.decode_guidance = None
+    assert np.array_equal(video_io.from_model(ref[0]), g.results[2].video)
+    assert not np.array_equal(video_io.from_model(plain[0]), g.results[2].video)
+
+
 def test_ladder_samples_each_budget_and_decodes_once(grt):
     K, ladder = grt.tok.n_tokens, grt.tok.ladder()
     grt.generate("class", "red circle left", k=4, frames=21, steps=2, seed=0)

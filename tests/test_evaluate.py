@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flexvid import evaluate as ev
-from flexvid import shapes
+from flexvid import probe, shapes
 from flexvid.pipeline import VideoFlexTok
 from flexvid.shapes import fixed_split, to_tensor
 from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
@@ -107,6 +107,10 @@ def test_semantics_ground_truth_is_perfect(clips):
 def test_vae_ceiling(tok, clips):
     res = ev.vae_ceiling(tok, clips)
     assert np.isfinite(res["psnr"]) and -1 <= res["ssim"] <= 1
+    assert set(res["semantics"]) == set(ev.ATTRS) and all(0 <= r <= 1 for r in res["semantics"].values())
+    # the probe's rates are the ones of the round-tripped videos
+    truth = probe.score_videos(tok.autoencode([shapes.to_tensor(c.video) for c in clips]), clips)
+    assert res["semantics"] == {a: truth[a] for a in ev.ATTRS}
 
 
 def _results(lv=None):
@@ -173,3 +177,20 @@ def test_main_end_to_end(model_dir, tmp_path, capsys):
 def test_main_rejects_bad_ks(model_dir, tmp_path):
     with pytest.raises(SystemExit):
         ev.main(["--model", model_dir, "--n", "1", "--ks", "0", "--no-long", "--out", str(tmp_path)])
+
+
+def test_memory_scaling_compares_medians_of_alternating_runs(monkeypatch):
+    seen = []
+    values = iter([70.0, 90.0, 40.0, 200.0, 75.0, 95.0])  # short, long, short, long, ...: one outlier each
+
+    def fake_peak(model, T, *a, **kw):
+        seen.append(T)
+        return next(values)
+
+    monkeypatch.setattr(ev, "peak_memory", fake_peak)
+    res = ev.memory_scaling("m", "cpu", None, 17, 81, 16, repeats=3)
+    assert seen == [17, 81] * 3
+    assert res["short_mib"] == 70.0 and res["long_mib"] == 95.0 and res["ratio"] == pytest.approx(95 / 70)
+    assert res["short_runs_mib"] == [70.0, 40.0, 75.0] and res["long_runs_mib"] == [90.0, 200.0, 95.0]
+    with pytest.raises(ValueError, match="repeats"):
+        ev.memory_scaling("m", repeats=0)

@@ -10,7 +10,7 @@ from flexvid.generate import VideoGenerator, frames_to_steps, parse_label
 from flexvid.generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
 from flexvid.pipeline import VideoFlexTok
 from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
-from flexvid.train_generator import draw_k, generator_loss, token_cache
+from flexvid.train_generator import draw_k, fingerprint, generator_loss, token_cache
 from flexvid.training import StepRandom
 from flexvid.vae import VAEConfig, VideoVAE
 
@@ -224,6 +224,25 @@ def test_generated_grids_decode_with_a_tokenizer():
         wrong.generate([1], frames=5)
 
 
+def test_decode_guidance_from_the_call_then_the_config_then_the_tokenizer(tmp_path):
+    pipe = small_tokenizer()  # its own default guidance: 1 (none)
+    with torch.no_grad():  # adaLN-zero at init ignores the registers, and so guidance: wake the decoder up
+        for p in pipe.tokenizer.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    gen = VideoGenerator(small_generator(decode_guidance=4.0), tokenizer=pipe, device="cpu")
+    run = lambda g, **kw: g.generate([2], k=2, frames=5, decode_steps=2, seed=0, **kw)[0]  # noqa: E731
+    own = run(gen)
+    assert torch.equal(own, run(gen, decode_guidance=4.0))
+    assert not torch.equal(own, run(gen, decode_guidance=1.0))
+    plain = VideoGenerator(small_generator(), tokenizer=pipe, device="cpu")  # same weights, no decode_guidance
+    assert torch.equal(run(plain), run(gen, decode_guidance=1.0))
+    gen.save_pretrained(str(tmp_path / "g"))
+    assert VideoGenerator.from_pretrained(str(tmp_path / "g"), device="cpu").cfg.decode_guidance == 4.0
+    for bad in (-1.0, 1e9, "high", float("nan")):
+        with pytest.raises(ValueError, match="decode_guidance"):
+            small_generator(decode_guidance=bad)
+
+
 # ----------------------------------------------------------------------------- text encoder
 def test_text_encoder_offline_normalised_and_cached(monkeypatch):
     pytest.importorskip("sentence_transformers")
@@ -322,6 +341,28 @@ def test_token_cache_is_built_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tg, "tokenize_clips", lambda *a, **k: pytest.fail("the cache was not reused"))
     again = token_cache(path, pipe, groups)
     assert torch.equal(again["train"]["tokens"], data["train"]["tokens"])
+
+
+def test_token_cache_fingerprint_covers_what_decides_the_tokens():
+    """A decoder-only change (weights or sampler defaults) keeps the cache valid; an encoder change does not."""
+    pipe = small_tokenizer()
+    x = torch.stack([shapes.to_tensor(shapes.make_clip(0, i, 9).video) for i in range(2)])
+    fp, tokens = fingerprint(pipe), pipe.tokenize(x)
+    with torch.no_grad():
+        next(pipe.tokenizer.decoder.parameters()).add_(1.0)
+        next(pipe.vae.decoder.parameters()).add_(1.0)
+        pipe.tokenizer.quantizer.proj_out.weight.add_(1.0)
+    pipe.tokenizer.cfg.guidance, pipe.tokenizer.cfg.sample_steps = 3.0, 7
+    assert fingerprint(pipe) == fp and all(torch.equal(a, b) for a, b in zip(pipe.tokenize(x), tokens))
+    with torch.no_grad():
+        pipe.tokenizer.quantizer.proj_in.weight.mul_(-1.0)
+    assert fingerprint(pipe) != fp and not all(torch.equal(a, b) for a, b in zip(pipe.tokenize(x), tokens))
+    for change in (lambda p: next(p.vae.enc_in.parameters()).add_(1.0), lambda p: next(p.tokenizer.encoder.parameters()).add_(1.0),
+                   lambda p: p.vae.set_latent_stats([0.0] * 8, [0.4] * 8)):
+        other = small_tokenizer()
+        with torch.no_grad():
+            change(other)
+        assert fingerprint(other) != fingerprint(small_tokenizer())
 
 
 def test_token_cache_grows_by_the_new_clips_only(tmp_path, monkeypatch):
