@@ -29,7 +29,7 @@ from . import sampling, shapes
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import pick_device, resolve_dtype
+from .training import check_seed, pick_device, resolve_dtype
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -177,8 +177,7 @@ class VideoGenerator:
         cfg = self.cfg
         k = cfg.K if k is None else k
         t = frames_to_steps(frames, cfg.max_t)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+        seed = check_seed(seed)
         cond = self.condition(condition)
         temperature, top_k, top_p, guidance = self._defaults(temperature, top_k, top_p, guidance)
         gen = torch.Generator(self.device).manual_seed(seed)

@@ -27,7 +27,7 @@ from .flow import euler_sample
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
-from .training import pick_device, resolve_dtype
+from .training import check_seed, pick_device, resolve_dtype
 from .vae import VAEConfig, VideoVAE
 
 FORMAT = "flexvid-tokenizer"
@@ -234,7 +234,7 @@ class VideoFlexTok:
         for kk in ks:
             if not isinstance(kk, int) or not 1 <= kk <= self.n_tokens:
                 raise ValueError(f"k must be an integer in [1, {self.n_tokens}], got {kk!r}")
-        seeds = self._per_grid(seed, len(grids), "seed")
+        seeds = [check_seed(s) for s in self._per_grid(seed, len(grids), "seed")]
         steps, guidance, mode = self._check_sampler(steps, guidance, guidance_mode)
         out: list[torch.Tensor | None] = [None] * len(grids)
         by_t: dict[int, list[int]] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import numbers
 import os
 import time
 from copy import deepcopy
@@ -106,6 +107,16 @@ class StepRandom:
 
     def randint(self, low: int, high: int, b: int, *shape) -> torch.Tensor:
         return self._slice(torch.randint(low, high, (self.world * b, *shape), generator=self.gen), b)
+
+
+SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed takes
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """An integer seed that torch.Generator takes, or a ValueError that says so."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+        raise ValueError(f"{name} must be an integer in [-2**63, 2**64), got {value!r}")
+    return int(value)
 
 
 def pick_device(name: str = "auto") -> torch.device:

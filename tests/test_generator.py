@@ -196,9 +196,10 @@ def test_bad_parameters_raise_value_error():
     gen = VideoGenerator(small_generator(), device="cpu")
     bad = [dict(k=0), dict(k=K + 1), dict(k=2.0), dict(frames=18), dict(frames=85), dict(frames=0),
            dict(temperature=0.0), dict(temperature=-1.0), dict(temperature=float("inf")), dict(top_p=0.0),
-           dict(top_p=1.5), dict(top_k=-1), dict(top_k=C + 1), dict(guidance=-1.0), dict(seed="x")]
+           dict(top_p=1.5), dict(top_k=-1), dict(top_k=C + 1), dict(guidance=-1.0), dict(seed="x"),
+           dict(seed=2**70), dict(seed=-(2**63) - 1)]
     for kw in bad:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=next(iter(kw))):  # the message names the parameter
             gen.sample_tokens([1], **kw)
     for cond in (90, -1, "a red circle", [], 1.5, [1] * 65):
         with pytest.raises(ValueError):

@@ -151,10 +151,11 @@ def test_guidance_modes_run(pipe):
 @pytest.mark.parametrize("bad", [
     dict(k=0), dict(k=99), dict(k=2.5), dict(steps=0), dict(steps=10_000), dict(guidance=-1.0),
     dict(guidance=float("nan")), dict(guidance_mode="magic"), dict(seed="x"),
+    dict(seed=2**70), dict(seed=[1.5]),
 ])
 def test_bad_parameters_are_clear_errors(pipe, bad):
     g = pipe.tokenize(clip(0))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):  # the message names the parameter
         pipe.detokenize(g, **bad)
 
 
