@@ -29,10 +29,33 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor) -> torch
     return _bcast(s) * noise + (1 - _bcast(s)) * x0
 
 
-def flow_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, step_weight: torch.Tensor) -> torch.Tensor:
-    """Mean squared velocity error over the steps with weight 1 (a clean prefix has weight 0)."""
-    err = (v_pred.float() - (noise - x0).float()).pow(2).mean(dim=(1, 3, 4))  # (B, t)
+def flow_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, step_weight: torch.Tensor,
+              position_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared velocity error over the steps with weight 1 (a clean prefix has weight 0).
+    position_weight (B, 1, t, h, w), optional: weights the error per latent position (detail_weights)."""
+    err = (v_pred.float() - (noise - x0).float()).pow(2)  # (B, C, t, h, w)
+    if position_weight is not None:
+        err = err * position_weight
+    err = err.mean(dim=(1, 3, 4))  # (B, t)
     return (err * step_weight).sum() / step_weight.sum().clamp_min(1.0)
+
+
+def detail_weights(x0: torch.Tensor, strength: float, cap: float = 20.0) -> torch.Tensor:
+    """Per-position loss weights (B, 1, t, h, w) that favour detail over smooth regions of a clean latent.
+
+    The detail energy of a position is its squared distance (over channels) from the 3 x 3 spatial
+    average around it, relative to the clip's mean energy: a small object on a smooth background
+    stands out; a wide gradient does not. weight = 1 + strength * min(energy / mean energy, cap), then
+    divided by its mean over the clip, so the loss keeps its scale and only shifts where it looks.
+    The mean squared error spends a tokenizer's bits on what covers the most area; a shape a few
+    pixels wide costs little there, and this moves some of the loss onto such places."""
+    B, C, t, h, w = x0.shape
+    x = x0.float().transpose(1, 2).reshape(B * t, C, h, w)
+    smooth = torch.nn.functional.avg_pool2d(torch.nn.functional.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    energy = (x - smooth).pow(2).mean(1, keepdim=True).view(B, t, 1, h, w).transpose(1, 2)  # (B, 1, t, h, w)
+    rel = energy / energy.mean(dim=(2, 3, 4), keepdim=True).clamp_min(1e-8)
+    weight = 1 + strength * rel.clamp(max=cap)
+    return weight / weight.mean(dim=(2, 3, 4), keepdim=True)
 
 
 def time_grid(steps: int, shift: float = 1.0, device=None) -> torch.Tensor:

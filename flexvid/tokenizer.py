@@ -49,6 +49,9 @@ class TokenizerConfig:
     # decoder can ignore
     var_weight: float = 1.0
     var_target: float = 0.5
+    # > 0 weights the flow loss towards detailed latent positions (flow.detail_weights): small objects
+    # on a smooth background weigh more than their area; 0 is the plain mean squared error
+    detail_weight: float = 0.0
     repa_layer: int = 2  # decoder block whose patch features REPA aligns
     repa_dim: int = 0  # feature size of the frozen REPA model; 0 turns REPA off
     # default sampler settings, measured on the shapes world for the tiny preset

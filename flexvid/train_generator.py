@@ -82,7 +82,7 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
 # defaults) gives every clip the same tokens, so its caches stay valid.
 DECODER_ONLY_FIELDS = frozenset({"dec_dim", "dec_layers", "dec_heads", "nested_dropout", "nested_decay", "p_null",
                                  "p_prefix", "time_mean", "time_std", "var_weight", "var_target", "repa_layer",
-                                 "repa_dim", "sample_steps", "guidance", "guidance_mode"})
+                                 "repa_dim", "detail_weight", "sample_steps", "guidance", "guidance_mode"})
 VAE_DECODER_PREFIXES = ("dec_in.", "decoder.", "dec_out.")
 TOKENIZER_ENCODER_PREFIXES = ("encoder.", "quantizer.offset", "quantizer.proj_in.", "quantizer.fsq.")
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from . import shapes
-from .flow import flow_loss, logit_normal
+from .flow import detail_weights, flow_loss, logit_normal
 from .hub import config_dict, config_from_dict, load_weights, read_json
 from .pipeline import VideoFlexTok
 from .quantizer import calibrate, sample_k
@@ -150,7 +150,8 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
     out = model(z0, noise, s, k, null, clean, return_features=want_feats)
     v, codes = out[0], out[1]
     weight = (~clean).float()
-    loss = flow_loss(v, z0, noise, weight)
+    position_weight = detail_weights(z0, cfg.detail_weight) if cfg.detail_weight > 0 else None
+    loss = flow_loss(v, z0, noise, weight, position_weight)
     metrics = {"flow": loss.item()}
     if cfg.var_weight > 0 and B > 1:  # codes must differ between clips (straight-through gradient)
         spread = codes.float().std(dim=0)  # (t, K, d)

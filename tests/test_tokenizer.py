@@ -221,6 +221,47 @@ def test_training_loss_with_repa_and_prefix():
     assert tok.repa_head[0].weight.grad.abs().sum() > 0
 
 
+def test_detail_weights_favour_a_small_object_on_a_smooth_background():
+    """flow.detail_weights: a one-position bump on a smooth ramp gets the largest weight, flat regions
+    the smallest, the mean weight per clip stays 1, and strength 0 is the plain loss."""
+    from flexvid.flow import detail_weights, flow_loss
+
+    ramp = torch.linspace(-1, 1, 8)
+    x0 = (ramp[None, :] + ramp[:, None]).expand(2, 4, 3, 8, 8).clone()  # (B, C, t, h, w): smooth everywhere
+    x0[0, :, :, 5, 2] += 3.0  # a small bright object in clip 0, every step
+    w = detail_weights(x0, strength=1.0)
+    assert w.shape == (2, 1, 3, 8, 8)
+    assert torch.allclose(w.mean(dim=(2, 3, 4)), torch.ones(2, 1), atol=1e-5)
+    assert w[0, 0, 0].argmax() == 5 * 8 + 2 and w[0, 0, 0, 5, 2] > 5 * w[0, 0, 0, 0, 7]
+    assert torch.allclose(detail_weights(x0, strength=0.0), torch.ones(2, 1, 3, 8, 8))
+    v, noise = torch.randn_like(x0), torch.randn_like(x0)
+    steps = torch.ones(2, 3)
+    assert torch.isclose(flow_loss(v, x0, noise, steps, torch.ones(2, 1, 3, 8, 8)), flow_loss(v, x0, noise, steps))
+    err = torch.zeros_like(x0)
+    err[0, :, :, 5, 2] = 1.0  # an error only on the object counts more with the weights
+    assert flow_loss(noise - x0 + err, x0, noise, steps, w) > 5 * flow_loss(noise - x0 + err, x0, noise, steps)
+
+
+def test_training_loss_with_detail_weight_runs_and_keeps_the_token_fingerprint():
+    """--set detail_weight=1 trains (finite loss, gradients to the encoder), and being a training field
+    it leaves generator token caches valid (train_generator.fingerprint)."""
+    import dataclasses
+
+    from flexvid.train_generator import fingerprint
+    from flexvid.train_tokenizer import tokenizer_loss
+    from flexvid.training import StepRandom
+
+    pipe = small_pipeline()
+    before = fingerprint(pipe)
+    tok = pipe.tokenizer.train().requires_grad_(True)
+    tok.cfg = dataclasses.replace(tok.cfg, detail_weight=1.0)
+    assert fingerprint(pipe) == before
+    batch = (torch.stack([clip(i) for i in range(4)]), None, None)
+    loss, _ = tokenizer_loss(tok, batch, StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, tok.cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and tok.encoder.x_embedder.weight.grad.abs().sum() > 0
+
+
 def test_frozen_encoder_keeps_every_token(tmp_path):
     """Decoder-side fine-tuning (train-tokenizer --freeze-encoder): the tokens of every clip stay the
     same, so generators trained on them stay valid, while the decoder learns."""
