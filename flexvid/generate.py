@@ -68,11 +68,15 @@ def parse_label(label) -> int:
     return int(label)
 
 
-def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT_MODEL) -> None:
-    """config.json + model.safetensors of a Generator (training exports its EMA copy with this)."""
-    write_json(os.path.join(folder, "config.json"),
-               {"format": FORMAT, "generator": config_dict(model.cfg),
-                "text_model": text_model if model.cfg.cond == "text" else None})
+def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT_MODEL,
+                   tokenizer_fingerprint: str | None = None) -> None:
+    """config.json + model.safetensors of a Generator (training exports its EMA copy with this).
+    tokenizer_fingerprint: train_generator.fingerprint of the tokenizer whose tokens it was trained on."""
+    meta = {"format": FORMAT, "generator": config_dict(model.cfg),
+            "text_model": text_model if model.cfg.cond == "text" else None}
+    if tokenizer_fingerprint:
+        meta["tokenizer_fingerprint"] = tokenizer_fingerprint
+    write_json(os.path.join(folder, "config.json"), meta)
     save_weights(model, os.path.join(folder, "model.safetensors"))
 
 
@@ -90,6 +94,7 @@ class VideoGenerator:
         self.text_model = text_model
         self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
+        self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -103,11 +108,13 @@ class VideoGenerator:
             raise ValueError(f"{path_or_repo_id!r} is not a flexvid generator (config format {meta.get('format')!r})")
         model = Generator(config_from_dict(GeneratorConfig, meta["generator"]), verbose=False)
         load_weights(model, os.path.join(folder, "model.safetensors"))
-        return cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
+        gen = cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
+        gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
+        return gen
 
     def save_pretrained(self, folder: str) -> None:
         """Write config.json and model.safetensors (from_pretrained reads them)."""
-        save_generator(self.model, folder, self.text_model)
+        save_generator(self.model, folder, self.text_model, self.tokenizer_fingerprint)
 
     @property
     def tokenizer(self):

@@ -179,6 +179,13 @@ def make_clip(seed: int, index: int, T: int = 17) -> Clip:
     return Clip(render(objects, background, T), objects, int(seed), int(index))
 
 
+def background_clip(seed: int, index: int, T: int = 17) -> np.ndarray:
+    """The clip (seed, index, T) with its objects left out: its static background alone, (T, 64, 64, 3)."""
+    if not valid_length(T):
+        raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
+    return render([], _background(np.random.default_rng([int(seed), int(index)])), T)
+
+
 def to_tensor(video: np.ndarray) -> torch.Tensor:
     """(T, H, W, 3) uint8 -> (3, T, H, W) float in [-1, 1]."""
     return torch.from_numpy(video).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)

@@ -35,7 +35,7 @@ from .hub import config_dict
 from .pipeline import VideoFlexTok
 from .quantizer import prefix_ladder, sample_k
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import TrainConfig, fit, init_distributed
+from .training import TrainConfig, bf16_native, fit, init_distributed
 
 LONG_INDEX = 5_000_000  # long clips come from another index range of the training seed
 
@@ -323,7 +323,8 @@ def main(argv=None):
 
     rank, world, _ = init_distributed()
     device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
-    pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if tcfg.bf16 else "fp32")
+    bf16 = tcfg.bf16 and bf16_native(torch.device(device))
+    pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if bf16 else "fp32")
     base = config_dict(GENERATOR_CONFIGS[args.preset])
     base.update(cond=args.cond, K=pipe.n_tokens, codebook_size=pipe.codebook_size,
                 n_classes=shapes.NUM_CLASSES, max_t=max(base["max_t"], 21))
@@ -377,8 +378,10 @@ def main(argv=None):
         print(f"step {step}: {res}")
         return res
 
+    tokens_of = fingerprint(pipe)
+
     def on_checkpoint(ema, step):
-        save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model)
+        save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model, tokens_of)
 
     return fit(model, lambda m, batch, rand: generator_loss(m, batch, rand, cfg, args.max_tokens), batches, tcfg,
                model_config=config_dict(cfg), eval_fn=eval_fn, on_checkpoint=on_checkpoint)

@@ -24,7 +24,7 @@ from .quantizer import calibrate, sample_k
 from .repa import FEATURE_MODELS, repa_loss
 from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
 from .train_vae import psnr
-from .training import TrainConfig, fit
+from .training import TrainConfig, autocast, fit
 from .vae import VAEConfig, VideoVAE
 
 
@@ -55,7 +55,7 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16)
     seed, out = shapes.SPLIT_SEEDS["train"], []
     for i in range(0, n, batch):
         x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, j, frames).video) for j in range(i, min(n, i + batch))])
-        with torch.autocast(device.type, dtype=torch.bfloat16):
+        with autocast(device, True):
             out.append(vae.encode(x.to(device)).float().cpu())
         if i % (batch * 64) == 0:
             print(f"latent cache: {i}/{n} clips", flush=True)

@@ -181,11 +181,15 @@ class VideoVAE(nn.Module):
         x = self.dec_out(self.decoder(self.dec_in(z)))
         return rearrange(x, "b (c p1 p2) t h w -> b c t (h p1) (w p2)", p1=p, p2=p)
 
-    def forward(self, x, noise: torch.Tensor | None = None):
+    def forward(self, x, noise: torch.Tensor | None = None, latent_noise: torch.Tensor | None = None):
         """Reconstruction and KL for training: returns (recon, kl per element). noise (B, z, t, h, w)
-        samples the posterior; without it the posterior mean is decoded."""
+        samples the posterior; without it the posterior mean is decoded. latent_noise (same shape, in units
+        of the normalised latents) is added before decoding: a decoder that must also decode the resampler's
+        inexact latents can be trained on perturbed ones."""
         mean, logvar = self.encode_moments(x)
         z = mean + noise.to(mean.dtype) * (0.5 * logvar).exp() if noise is not None else mean
+        if latent_noise is not None:
+            z = z + latent_noise.to(z.dtype) * self.latent_std
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         return self.decode_raw(z), kl
 

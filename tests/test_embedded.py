@@ -107,3 +107,20 @@ def test_embedded_class_generator_follows_held_out_labels(prompts):
     videos = gen.generate([c.label for c in clips], seed=0)
     rates = probe.score_videos(videos, [[c.objects[0]] for c in clips])
     assert rates["color"] >= GEN_COLOR_FLOOR and rates["motion"] >= GEN_MOTION_FLOOR, rates
+
+
+@pytest.mark.parametrize("cond", ["text", "class"])
+def test_embedded_generators_were_trained_on_the_shipped_tokens(tok, cond, tmp_path):
+    """Each generator records the fingerprint of what decides its tokens (VAE encoder, resampler encoder
+    and FSQ); a tokenizer retrained on that side, shipped without new generators, fails here. A change of
+    the decoders alone (train-vae or train-tokenizer --freeze-encoder) keeps it."""
+    from flexvid.train_generator import fingerprint
+    gen = _generator(cond)
+    assert gen.tokenizer_fingerprint == fingerprint(tok)
+    gen.save_pretrained(str(tmp_path))
+    assert _reload(str(tmp_path)).tokenizer_fingerprint == gen.tokenizer_fingerprint
+
+
+def _reload(folder):
+    from flexvid.generate import VideoGenerator
+    return VideoGenerator.from_pretrained(folder, tokenizer=DEFAULT_TOKENIZER, device="cpu")

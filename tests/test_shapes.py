@@ -53,3 +53,15 @@ def test_stream_disjoint_ranks():
     b = next(shapes.batch_stream("train", 2, 5, rank=1, world_size=2))
     one = next(shapes.batch_stream("train", 4, 5))
     assert np.allclose(np.concatenate([a[0], b[0]]), one[0])
+
+
+def test_background_clip_is_the_clip_without_its_objects():
+    for i in range(6):
+        c, bg = shapes.make_clip(2, i, 9), shapes.background_clip(2, i, 9)
+        assert bg.shape == c.video.shape and bg.dtype == np.uint8 and bg.max() <= 70
+        assert (bg == bg[:1]).all()  # static
+        colours = np.array(list(shapes.COLORS.values()))
+        on_object = (c.video[..., None, :] == colours).all(-1).any(-1)  # (T, H, W)
+        assert on_object.any() and np.array_equal(c.video[~on_object], bg[~on_object])
+    with pytest.raises(ValueError):
+        shapes.background_clip(2, 0, 16)

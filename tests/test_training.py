@@ -94,3 +94,47 @@ def test_two_process_torchrun_matches_one_process(tmp_path):
     # and training really moved the weights
     start = small_vae().state_dict()
     assert any(not torch.allclose(start[n], p) for n, p in one["model"].items())
+
+
+def test_vae_decoder_finetune_keeps_every_latent(tmp_path):
+    """train-vae --init FOLDER --freeze-encoder: the decoder learns, every clip keeps its latents (so the
+    tokenizer's tokens and the generators stay valid) and the export keeps the init's latent statistics."""
+    from flexvid.train_tokenizer import load_vae
+    from flexvid.train_vae import export, main
+
+    vae = small_vae()
+    vae.set_latent_stats([0.1, -0.2, 0.3, 0.0], [0.5, 0.6, 0.7, 0.8])
+    export(vae, str(tmp_path / "init"), keep_stats=True)
+    x = torch.stack([shapes.to_tensor(shapes.make_clip(shapes.SPLIT_SEEDS["val"], i, 5).video) for i in range(3)])
+    before = load_vae(str(tmp_path / "init"))
+    main(["--init", str(tmp_path / "init"), "--freeze-encoder", "--out-dir", str(tmp_path / "run"), "--steps", "3",
+          "--batch-size", "2", "--frames", "5", "--lr", "1e-2", "--warmup", "1", "--ckpt-every", "3",
+          "--eval-every", "0", "--no-bf16", "--threads", "1"])
+    after = load_vae(str(tmp_path / "run" / "export"))
+    assert after.cfg.latent_mean == before.cfg.latent_mean and after.cfg.latent_std == before.cfg.latent_std
+    assert torch.equal(after.encode(x), before.encode(x))
+    assert not torch.equal(after.decode(before.encode(x)), before.decode(before.encode(x)))
+    with pytest.raises(SystemExit, match="--init"):
+        main(["--freeze-encoder", "--out-dir", str(tmp_path / "x")])
+
+
+def test_bf16_autocast_only_where_it_is_native():
+    from flexvid.training import autocast, bf16_native
+    assert not bf16_native(torch.device("meta"))
+    with autocast(torch.device("cpu"), True):
+        y = torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3))
+    assert y.dtype == (torch.bfloat16 if bf16_native(torch.device("cpu")) else torch.float32)
+    with autocast(torch.device("cpu"), False):
+        assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
+
+
+def test_vae_loss_latent_noise_perturbs_the_decoded_latents():
+    vae = small_vae().eval()
+    x = torch.stack([shapes.to_tensor(shapes.make_clip(1, i, 5).video) for i in range(2)])
+
+    def loss(noise):
+        return vae_loss(vae, (x,), StepRandom(0, 3, 0, 1, torch.device("cpu")), latent_noise=noise)[0].item()
+
+    assert loss(0.5) == loss(0.5)  # drawn from the step's random numbers
+    assert loss(0.5) != loss(0.0)
+    assert loss(0.0) == loss(0.0)
