@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -34,6 +35,7 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=None, help="decoder Euler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (1 = none; default: the model's)")
     p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=161, help="cap on frames after resampling to the model's fps")
     p.add_argument("--device", default="auto")
@@ -44,14 +46,22 @@ def reconstruct_main(argv=None) -> int:
     from .pipeline import VideoFlexTok
 
     try:
-        frames, fps = video_io.read_video(args.clip)
+        if not 1 <= args.upscale <= 16:
+            raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
+        if args.max_frames < 1:
+            raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device)
+        _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
+        # decode no more source frames than the capped clip needs, each shrunk as it is read
+        need = math.ceil((args.max_frames + 1) * fps / tok.fps) + 1
+        frames, fps = video_io.read_video(args.clip, max_frames=need, shrink_to=tok.size)
         frames = video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size, max_frames=args.max_frames)
         x = video_io.to_model(frames)
         grid = tok.tokenize(x)[0]
         ks = args.k or tok.ladder()
         recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
-                                guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid)
+                                guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
+                                noise_scale=args.noise_scale)
     except ValueError as e:
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
@@ -87,11 +97,22 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         names = ", ".join(COMMANDS)
-        print(f"usage: flexvid COMMAND [options]\n\ncommands: {names}\n\n'flexvid COMMAND --help' for the options of one.")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+        usage = f"usage: flexvid COMMAND [options]\n\ncommands: {names}\n\n'flexvid COMMAND --help' for the options of one."
+        if not argv or argv[0] in ("-h", "--help"):
+            print(usage)
+            return 0
+        print(f"flexvid: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
+        return 2
     import importlib
     module, fn = COMMANDS[argv[0]]
-    result = getattr(importlib.import_module(module), fn)(argv[1:])
+    prog, sys.argv[0] = sys.argv[0], f"flexvid {argv[0]}"  # argparse's prog for the commands that do not name it
+    try:
+        result = getattr(importlib.import_module(module), fn)(argv[1:])
+    except ValueError as e:  # bad settings, a missing or unreadable model folder, a clip that cannot be read
+        print(f"flexvid {argv[0]}: {e}", file=sys.stderr)
+        return 2
+    finally:
+        sys.argv[0] = prog
     return result if isinstance(result, int) else 0
 
 

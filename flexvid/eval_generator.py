@@ -43,6 +43,7 @@ from plotly.colors import qualitative
 
 from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
+from .hub import display_name
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
 from .quantizer import prefix_ladder
@@ -470,17 +471,19 @@ def main(argv=None):
             if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
                 raise ValueError(f"--ks must lie in [1, {g.cfg.K}], got {args.ks}")
             frames_to_steps(args.frames, g.cfg.max_t)
+            g.tokenizer._check_sampler(args.decode_steps, args.decode_guidance, None)
             if not args.skip_long and args.n_long:
                 frames_to_steps(81, g.cfg.max_t)
     except ValueError as e:
         print(f"flexvid eval-generator: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     models = {"text": args.text_model, "class": args.class_model}
-    res = evaluate(gens, {name: models[name] for name in gens}, args.n, args.n_long, args.ks, args.frames,
+    res = evaluate(gens, {name: display_name(models[name]) for name in gens}, args.n, args.n_long, args.ks, args.frames,
                    seed=args.seed, batch=args.batch, paraphrases=not args.skip_paraphrase, long=not args.skip_long,
                    likelihood=not args.skip_condition_probe,
                    temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps,
                    decode_guidance=args.decode_guidance)
+    res["tokenizer"] = display_name(args.tokenizer)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

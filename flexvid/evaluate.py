@@ -33,6 +33,7 @@ import torch
 from pytorch_msssim import ssim as _ssim
 
 from . import probe, shapes
+from .hub import display_name
 from .pipeline import VideoFlexTok, chunk_bounds
 from .video_io import from_model
 
@@ -456,8 +457,9 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
     rd = rate_distortion(tok, clips, ks, keep_videos=True, **sampler)
     sem = semantics(rd.pop("videos"), clips)
     used = {"steps": cfg.sample_steps, "guidance": cfg.guidance, "guidance_mode": cfg.guidance_mode,
+            "noise_scale": cfg.noise_scale,
             "seed": _default(tok.detokenize, "seed"), **_sampler(**sampler)}  # the model's defaults, then overrides
-    res = {"model": model, "n": n, "frames": frames,
+    res = {"model": display_name(model), "n": n, "frames": frames,
            "settings": {"ks": rd["ks"], "K": tok.n_tokens, **used, "batch": tok.max_batch,
                         "dtype": str(tok.dtype).removeprefix("torch.")},
            "rate_distortion": rd, "vae": vae_ceiling(tok, clips),
@@ -477,13 +479,16 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="flexvid eval-tokenizer", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="assets/tokenizer", help="tokenizer folder or Hugging Face repo id")
+    from .generate import DEFAULT_TOKENIZER
+    p.add_argument("--model", default=DEFAULT_TOKENIZER,
+                   help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
     p.add_argument("--n", type=int, default=64, help="test clips for rate-distortion and semantics")
     p.add_argument("--n-long", type=int, default=4, help="81-frame test clips for the long-video check")
     p.add_argument("--ks", type=int, nargs="+", default=None, help="k values (default the ladder 1, 2, 4, ..., K)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
@@ -500,9 +505,14 @@ def main(argv=None):
     tok.max_batch = args.batch
     if args.ks and not all(1 <= k <= tok.n_tokens for k in args.ks):
         p.error(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
+    try:  # the sampler settings, before any work
+        tok._check_sampler(args.steps, args.guidance, args.guidance_mode, args.noise_scale)
+    except ValueError as e:
+        p.error(str(e))
     res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long,
                    token_probe_clips=args.token_probe, steps=args.steps,
-                   guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed)
+                   guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed,
+                   noise_scale=args.noise_scale)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

@@ -19,6 +19,7 @@ import argparse
 import numbers
 import os
 import sys
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
@@ -29,7 +30,7 @@ from . import sampling, shapes
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import check_seed, pick_device, resolve_dtype
+from .training import check_seed, is_int, pick_device, resolve_dtype
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -42,10 +43,9 @@ MAX_BATCH = 64
 def frames_to_steps(frames: int, max_t: int) -> int:
     """T = 1 + 4n frames -> t = 1 + n time steps; ValueError outside [1, 1 + 4 (max_t - 1)]."""
     max_frames = 1 + TEMPORAL_FACTOR * (max_t - 1)
-    if isinstance(frames, bool) or not isinstance(frames, int) or not 1 <= frames <= max_frames \
-            or (frames - 1) % TEMPORAL_FACTOR:
+    if not is_int(frames) or not 1 <= frames <= max_frames or (frames - 1) % TEMPORAL_FACTOR:
         raise ValueError(f"frames must be 1 + 4n in [1, {max_frames}] (1, 5, 9, ..., 17, ..., 81), got {frames!r}")
-    return 1 + (frames - 1) // TEMPORAL_FACTOR
+    return 1 + (int(frames) - 1) // TEMPORAL_FACTOR
 
 
 def parse_label(label) -> int:
@@ -106,8 +106,13 @@ class VideoGenerator:
         meta = read_json(os.path.join(folder, "config.json"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path_or_repo_id!r} is not a flexvid generator (config format {meta.get('format')!r})")
+        if "generator" not in meta:
+            raise ValueError(f"{path_or_repo_id!r}: config.json has no 'generator' section")
+        weights = os.path.join(folder, "model.safetensors")
+        if not os.path.exists(weights):  # before building the model
+            raise ValueError(f"missing weights file {weights}")
         model = Generator(config_from_dict(GeneratorConfig, meta["generator"]), verbose=False)
-        load_weights(model, os.path.join(folder, "model.safetensors"))
+        load_weights(model, weights)
         gen = cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
         return gen
@@ -126,12 +131,19 @@ class VideoGenerator:
         if tok.n_tokens != self.cfg.K or tok.codebook_size != self.cfg.codebook_size:
             raise ValueError(f"the tokenizer has K={tok.n_tokens} tokens per step and {tok.codebook_size} codes; "
                              f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}")
+        if self.tokenizer_fingerprint and getattr(self, "_checked", None) is not tok:
+            from .train_generator import fingerprint
+            self._checked = tok
+            if fingerprint(tok) != self.tokenizer_fingerprint:
+                warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
+                              f"{self.tokenizer_fingerprint}, this one's {fingerprint(tok)}): its grids will "
+                              "decode to something other than what it was trained to write", stacklevel=2)
         return tok
 
     # ------------------------------------------------------------------ conditions
     def condition(self, condition) -> torch.Tensor:
         """Prompts (text model) or class labels (class model) -> (B,) labels or (B, *text_shape) embeddings."""
-        if isinstance(condition, (str, int)) or (isinstance(condition, torch.Tensor) and condition.ndim == 0):
+        if isinstance(condition, str) or is_int(condition) or (isinstance(condition, torch.Tensor) and condition.ndim == 0):
             condition = [condition]
         if isinstance(condition, torch.Tensor):
             condition = condition.tolist()
@@ -209,8 +221,12 @@ class VideoGenerator:
         callback(stage, done, total), stage "tokens" then "decode", for progress bars."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
-        sampling.check_request(self.model, self.condition(condition), 1, k, *self._defaults(temperature, top_k, top_p, guidance))
+        cond = self.condition(condition)
+        sampling.check_request(self.model, cond, 1, k, *self._defaults(temperature, top_k, top_p, guidance))
+        check_seed(seed)
+        check_seed(int(seed) + len(cond) - 1, f"seed + {len(cond) - 1} (grid i decodes with seed + i)")
         tok = self.tokenizer
+        tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
         return tok.detokenize(grids, k=k, steps=decode_steps, guidance=self.decode_guidance(decode_guidance),
@@ -244,8 +260,14 @@ def main(argv=None) -> int:
 
     from . import video_io
     try:
-        if (args.prompt is None) == (args.class_label is None):
+        if args.prompt is not None and args.class_label is not None:
             raise ValueError("give either a text prompt or --class-label, not both")
+        if args.prompt is None and args.class_label is None:
+            raise ValueError("give a text prompt or --class-label")
+        if not 1 <= args.upscale <= 16:
+            raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
+        if args.out.endswith(("/", os.sep)) or os.path.isdir(args.out):
+            raise ValueError(f"--out names a file to write (an .mp4), got the folder {args.out!r}")
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
         cond = "text" if args.prompt is not None else "class"

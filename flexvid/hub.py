@@ -14,19 +14,39 @@ from safetensors.torch import load_file, save_file
 
 
 def resolve(path_or_repo_id: str, revision: str | None = None) -> str:
-    """A local folder as is; otherwise a Hugging Face repo id fetched with huggingface_hub."""
+    """A local folder as is; otherwise a Hugging Face repo id fetched with huggingface_hub. A name that
+    looks like a path (~, ./, /, or whose first part is a folder here, like assets/tokenizr) is a
+    missing folder, never sent to the Hub."""
+    if not isinstance(path_or_repo_id, (str, os.PathLike)):
+        raise ValueError(f"expected a folder or a Hugging Face repo id, got {type(path_or_repo_id).__name__}")
+    path_or_repo_id = os.path.expanduser(os.fspath(path_or_repo_id))
     if os.path.isdir(path_or_repo_id):
         return path_or_repo_id
     if os.path.exists(path_or_repo_id):
         raise ValueError(f"{path_or_repo_id!r} is a file; pass the folder that holds config.json")
-    if path_or_repo_id.count("/") != 1 or path_or_repo_id.startswith((".", "/")):
-        raise ValueError(f"no such folder, and not a Hugging Face repo id (owner/name): {path_or_repo_id!r}")
+    if (path_or_repo_id.count("/") != 1 or path_or_repo_id.startswith((".", "/"))
+            or os.path.isdir(path_or_repo_id.split("/")[0])):
+        raise ValueError(f"no such folder: {path_or_repo_id!r} (nor a Hugging Face repo id, owner/name)")
     from huggingface_hub import snapshot_download
     try:
         return snapshot_download(path_or_repo_id, revision=revision,
                                  allow_patterns=["*.json", "*.safetensors", "*.md"])
     except Exception as e:  # offline, missing repo, ...: one clear message
         raise ValueError(f"could not load {path_or_repo_id!r} from the Hugging Face Hub: {e}") from None
+
+
+def display_name(path_or_repo_id: str) -> str:
+    """How a report names a model: a local folder inside this checkout relative to its root (reports
+    are committed, and must not name the machine they ran on), another local folder relative to the
+    working directory where it lies below it, any other folder by its own name, a repo id as is."""
+    if not os.path.exists(path_or_repo_id):
+        return path_or_repo_id
+    full = os.path.realpath(path_or_repo_id)
+    for base in (os.path.dirname(os.path.dirname(os.path.realpath(__file__))), os.getcwd()):
+        rel = os.path.relpath(full, os.path.realpath(base))
+        if rel != "." and not rel.startswith(".."):
+            return rel.replace(os.sep, "/")
+    return os.path.basename(full)  # elsewhere on this machine: the folder's own name only
 
 
 def config_dict(cfg) -> dict:
@@ -36,10 +56,42 @@ def config_dict(cfg) -> dict:
 
 def config_from_dict(cls, d: dict):
     names = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(d, dict):
+        raise ValueError(f"the {cls.__name__} config must be a JSON object, got {type(d).__name__}")
     unknown = set(d) - names
     if unknown:
         raise ValueError(f"unknown {cls.__name__} fields in config: {sorted(unknown)}")
-    return cls(**d)
+    _check_types(cls, d)
+    try:
+        return cls(**d)
+    except (TypeError, AssertionError) as e:
+        raise ValueError(f"bad {cls.__name__} config: {e}") from None
+
+
+def _like(v, default) -> bool:
+    if isinstance(default, bool):
+        return isinstance(v, bool)
+    if isinstance(default, int):
+        return isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(default, float):
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(default, str):
+        return isinstance(v, str)
+    if isinstance(default, (tuple, list)):
+        return isinstance(v, (list, tuple)) and (not default or all(_like(x, default[0]) for x in v))
+    return True
+
+
+def _check_types(cls, d: dict) -> None:
+    """Each value of a config against its field's default: a number where a number goes, a list of
+    numbers where a tuple goes (a string where a number goes would fail deep inside torch)."""
+    for f in dataclasses.fields(cls):
+        if f.name not in d or d[f.name] is None:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        if default is not None and not _like(d[f.name], default):
+            raise ValueError(f"{cls.__name__} config field {f.name!r} must be like {default!r}, got {d[f.name]!r}")
 
 
 def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None:
@@ -54,7 +106,10 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
     """Strict load from safetensors (no pickle)."""
     if not os.path.exists(path):
         raise ValueError(f"missing weights file {path}")
-    state = load_file(path)
+    try:
+        state = load_file(path)
+    except Exception as e:  # truncated or not safetensors at all (SafetensorError, OSError)
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
@@ -69,5 +124,11 @@ def write_json(path: str, obj: dict) -> None:
 def read_json(path: str) -> dict:
     if not os.path.exists(path):
         raise ValueError(f"missing config file {path}")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a readable JSON file: {e}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path} must hold a JSON object, got {type(obj).__name__}")
+    return obj

@@ -27,7 +27,7 @@ from .flow import euler_sample
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
-from .training import check_seed, pick_device, resolve_dtype
+from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
 from .vae import VAEConfig, VideoVAE
 
 FORMAT = "flexvid-tokenizer"
@@ -61,6 +61,10 @@ def chunk_bounds(T: int, chunk: int) -> list[tuple[int, int]]:
         if b == T - 1:
             return out
         a = b
+
+
+# tokenize refuses values beyond this (a decoded video may overshoot [-1, 1] a little; 0..255 is a mistake)
+OUT_OF_RANGE = 1.5
 
 
 class VideoFlexTok:
@@ -117,11 +121,21 @@ class VideoFlexTok:
         cfg = read_json(os.path.join(folder, "config.json"))
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{path_or_repo_id!r} is not a flexvid tokenizer (config format {cfg.get('format')!r})")
+        for key in ("vae", "tokenizer"):
+            if key not in cfg:
+                raise ValueError(f"{path_or_repo_id!r}: config.json has no {key!r} section")
+        files = [os.path.join(folder, n) for n in ("vae.safetensors", "tokenizer.safetensors")]
+        for f in files:  # before building anything (a paper-size model costs gigabytes to initialise)
+            if not os.path.exists(f):
+                raise ValueError(f"missing weights file {f}")
+        fps = cfg.get("fps", 8.0)
+        if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
+            raise ValueError(f"{path_or_repo_id!r}: config.json has fps {fps!r}; expected a number in (0, 1000]")
         vae = VideoVAE(config_from_dict(VAEConfig, cfg["vae"]))
         tok = FlexTokenizer(config_from_dict(TokenizerConfig, cfg["tokenizer"]))
-        load_weights(vae, os.path.join(folder, "vae.safetensors"))
-        load_weights(tok, os.path.join(folder, "tokenizer.safetensors"))
-        return cls(vae, tok, fps=cfg.get("fps", 8.0), device=device, dtype=dtype)
+        load_weights(vae, files[0])
+        load_weights(tok, files[1])
+        return cls(vae, tok, fps=fps, device=device, dtype=dtype)
 
     def save_pretrained(self, folder: str, half: bool = False) -> None:
         """Write config.json, vae.safetensors and tokenizer.safetensors (from_pretrained reads them);
@@ -154,6 +168,10 @@ class VideoFlexTok:
                 raise ValueError(f"video has {T} frames; need 1 + {self.vae.cfg.temporal_factor}n (video_io.fit_length)")
             if not v.is_floating_point() or not torch.isfinite(v).all():
                 raise ValueError("video must be a finite float tensor in [-1, 1]")
+            lo, hi = torch.aminmax(v)
+            if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. pixel values 0..255: video_io.to_model maps them
+                raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: "
+                                 "convert uint8 frames with video_io.to_model")
             out.append(v)
         return out
 
@@ -206,36 +224,42 @@ class VideoFlexTok:
             out.append(g.long())
         return out
 
-    def _check_sampler(self, steps, guidance, mode):
+    def _check_sampler(self, steps, guidance, mode, noise_scale=None):
         cfg = self.tokenizer.cfg
         steps = cfg.sample_steps if steps is None else steps
         guidance = cfg.guidance if guidance is None else guidance
         mode = cfg.guidance_mode if mode is None else mode
-        if not isinstance(steps, int) or not 1 <= steps <= 1000:
+        noise_scale = cfg.noise_scale if noise_scale is None else noise_scale
+        if not is_real(noise_scale) or not 0.0 <= noise_scale <= 2.0:
+            raise ValueError(f"noise_scale must be a number in [0, 2], got {noise_scale!r}")
+        if not is_int(steps) or not 1 <= steps <= 1000:
             raise ValueError(f"steps must be an integer in [1, 1000], got {steps!r}")
-        if not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= 100.0:
+        if not is_real(guidance) or not 0.0 <= guidance <= 100.0:
             raise ValueError(f"guidance must be a number in [0, 100], got {guidance!r}")
         if mode not in ("cfg", "apg"):
             raise ValueError(f"guidance_mode must be 'cfg' or 'apg', got {mode!r}")
-        return steps, float(guidance), mode
+        return int(steps), float(guidance), mode, float(noise_scale)
 
     @torch.no_grad()
     def detokenize(self, tokens, k: int | Sequence[int] | None = None, steps: int | None = None,
                    guidance: float | None = None, guidance_mode: str | None = None,
-                   seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None) -> list[torch.Tensor]:
+                   seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None,
+                   noise_scale: float | None = None) -> list[torch.Tensor]:
         """Token grids -> videos (3, T, H, W) in [-1, 1] on the CPU.
 
         k: tokens kept per step (one for all, or one per grid; default K). steps, guidance and
         guidance_mode default to the model's measured settings. seed: one per call or one per grid; the
-        noise depends only on the seed, so equal seeds compare k values on the same noise.
+        noise depends only on the seed, so equal seeds compare k values on the same noise. noise_scale
+        (default the model's, 1) scales that noise: below 1 the decode leans to the mean reconstruction.
         callback(done, total) is called after each sampler step (progress bars)."""
         grids = self._check_tokens(tokens)
         ks = self._per_grid(k if k is not None else self.n_tokens, len(grids), "k")
         for kk in ks:
-            if not isinstance(kk, int) or not 1 <= kk <= self.n_tokens:
+            if not is_int(kk) or not 1 <= kk <= self.n_tokens:
                 raise ValueError(f"k must be an integer in [1, {self.n_tokens}], got {kk!r}")
+        ks = [int(kk) for kk in ks]
         seeds = [check_seed(s) for s in self._per_grid(seed, len(grids), "seed")]
-        steps, guidance, mode = self._check_sampler(steps, guidance, guidance_mode)
+        steps, guidance, mode, noise_scale = self._check_sampler(steps, guidance, guidance_mode, noise_scale)
         out: list[torch.Tensor | None] = [None] * len(grids)
         by_t: dict[int, list[int]] = {}
         for i, g in enumerate(grids):
@@ -252,7 +276,7 @@ class VideoFlexTok:
             for j in range(0, len(idx), self.max_batch):
                 part = idx[j:j + self.max_batch]
                 videos = self._decode_group(torch.stack([grids[i] for i in part]), torch.tensor([ks[i] for i in part]),
-                                            [seeds[i] for i in part], steps, guidance, mode, step_cb)
+                                            [seeds[i] for i in part], steps, guidance, mode, step_cb, noise_scale)
                 for i, v in zip(part, videos):
                     out[i] = v
         return out
@@ -265,9 +289,9 @@ class VideoFlexTok:
             return list(value)
         if isinstance(value, torch.Tensor):
             return [int(v) for v in value.flatten()] if value.numel() == n else VideoFlexTok._per_grid(value.tolist(), n, name)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise ValueError(f"{name} must be an integer or a list of integers, got {value!r}")
-        return [value] * n
+        return [int(value)] * n
 
     def _token_chunks(self, t: int) -> list[tuple[int, int]]:
         """Token step ranges [a, b) decoded per chunk: the first chunk max_t steps, then max_t - 1 new
@@ -279,11 +303,9 @@ class VideoFlexTok:
             a = out[-1][1]
         return out
 
-    def _decode_group(self, tokens, k, seeds, steps, guidance, mode, step_cb) -> list[torch.Tensor]:
+    def _decode_group(self, tokens, k, seeds, steps, guidance, mode, step_cb, noise_scale=1.0) -> list[torch.Tensor]:
         """Decode grids of equal length chunk by chunk. tokens (B, t, K), k (B,)."""
-        tok, cfg = self.tokenizer, self.tokenizer.cfg
-        B, t, _ = tokens.shape
-        h = cfg.latent_size
+        t = tokens.shape[1]
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         frames, last = [], None
         k = k.to(self.device)
@@ -293,41 +315,86 @@ class VideoFlexTok:
             if last is not None:  # clean prefix: the previous chunk's last decoded frame, re-encoded
                 prefix = self.vae.encode(last[:, :, None]).float()  # (B, C, 1, h, w)
                 grid = torch.cat([torch.zeros_like(grid[:, :1]), grid], dim=1)
-            tc = grid.shape[1]
-            noise = torch.stack([torch.randn(cfg.z_channels, tc, h, h, generator=g) for g in gens]).to(self.device)
-            codes = tok.quantizer.indices_to_codes(grid)
-            clean = torch.zeros(B, tc, dtype=torch.bool, device=self.device)
-            if prefix is not None:
-                clean[:, 0] = True
+            z = self._sample_chunk(grid, k, gens, prefix, steps, guidance, mode, step_cb, noise_scale)
             with self._autocast():
-                regs = tok.condition(codes, k, None, clean)
-                null_regs = tok.null_token.to(regs.dtype).expand_as(regs)
-
-                def velocity(x_s, s):
-                    return tok.velocity(x_s.to(regs.dtype), s, regs, guidance, mode, null_regs)
-
-                z = euler_sample(velocity, noise, steps, prefix=prefix, callback=step_cb)
                 x = self.vae.decode(z.to(self.dtype) if self.dtype != torch.float32 else z).float()
             frames.append(x if prefix is None else x[:, :, 1:])  # the prefix frame was decoded already
             last = x[:, :, -1]
-            del x, z, noise, regs, codes
+            del x, z
             release_host_memory(self.device)
         return list(torch.cat(frames, dim=2).cpu())
+
+    def _sample_chunk(self, grid, k, gens, prefix, steps, guidance, mode, step_cb, noise_scale) -> torch.Tensor:
+        """One chunk's normalised latents (B, C, t, h, w) from its token grid (B, t, K): the flow sampler
+        conditioned on the first k registers, from the generators' noise, with a clean prefix step if given."""
+        tok, cfg = self.tokenizer, self.tokenizer.cfg
+        B, tc = grid.shape[:2]
+        h = cfg.latent_size
+        noise = torch.stack([torch.randn(cfg.z_channels, tc, h, h, generator=g) for g in gens]).to(self.device)
+        if noise_scale != 1.0:
+            noise = noise * noise_scale
+        codes = tok.quantizer.indices_to_codes(grid)
+        clean = torch.zeros(B, tc, dtype=torch.bool, device=self.device)
+        if prefix is not None:
+            clean[:, 0] = True
+        with self._autocast():
+            regs = tok.condition(codes, k, None, clean)
+            null_regs = tok.null_token.to(regs.dtype).expand_as(regs)
+
+            def velocity(x_s, s):
+                return tok.velocity(x_s.to(regs.dtype), s, regs, guidance, mode, null_regs)
+
+            return euler_sample(velocity, noise, steps, prefix=prefix, callback=step_cb)
+
+    @torch.no_grad()
+    def sample_latents(self, tokens, k: int | None = None, steps: int | None = None, guidance: float | None = None,
+                       guidance_mode: str | None = None, seed: int | Sequence[int] = 0,
+                       noise_scale: float | None = None) -> torch.Tensor:
+        """The resampler's normalised latents (B, C, t, h, w) for token grids of one chunk at most
+        (t <= max_t), before the VAE decodes them: the same noise and sampler as detokenize, so
+        vae.decode(sample_latents(...)) is detokenize's video. Used to fit a VAE decoder to them."""
+        grids = self._check_tokens(tokens)
+        if len({g.shape[0] for g in grids}) != 1 or grids[0].shape[0] > self.tokenizer.cfg.max_t:
+            raise ValueError(f"sample_latents takes grids of one length, at most {self.tokenizer.cfg.max_t} steps")
+        k = self.n_tokens if k is None else k
+        if not is_int(k) or not 1 <= k <= self.n_tokens:
+            raise ValueError(f"k must be an integer in [1, {self.n_tokens}], got {k!r}")
+        k = int(k)
+        steps, guidance, mode, noise_scale = self._check_sampler(steps, guidance, guidance_mode, noise_scale)
+        gens = [torch.Generator().manual_seed(check_seed(s)) for s in self._per_grid(seed, len(grids), "seed")]
+        grid = torch.stack(grids).to(self.device)
+        kk = torch.full((len(grids),), k, device=self.device)
+        return self._sample_chunk(grid, kk, gens, None, steps, guidance, mode, None, noise_scale).float().cpu()
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()
     def reconstruct(self, video, ks: Sequence[int] | None = None, steps: int | None = None,
                     guidance: float | None = None, guidance_mode: str | None = None, seed: int = 0,
-                    tokens: torch.Tensor | None = None, callback=None) -> dict[int, torch.Tensor]:
+                    tokens: torch.Tensor | None = None, callback=None,
+                    noise_scale: float | None = None) -> dict[int, torch.Tensor]:
         """The prefix ladder of one video in one batched decode: {k: video (3, T, H, W)}. Every k uses
         the same noise (the same seed), so the ladder shows what the extra tokens add. Pass tokens to
         skip re-tokenizing."""
-        ks = list(ks) if ks is not None else self.ladder()
+        if ks is None:
+            ks = self.ladder()
+        elif is_int(ks):
+            ks = [int(ks)]
+        elif isinstance(ks, (list, tuple, range)):
+            ks = list(dict.fromkeys(ks))  # each k once, in the order given
+        else:
+            raise ValueError(f"ks must be an integer or a list of integers, got {type(ks).__name__}")
         if not ks:
             raise ValueError("ks must name at least one k")
-        grid = tokens if tokens is not None else self.tokenize(video)[0]
+        if tokens is None:
+            videos = self._as_batch(video)
+            if len(videos) != 1:
+                raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")
+            grid = self.tokenize(videos)[0]
+        else:
+            grid = tokens
         videos = self.detokenize([grid] * len(ks), k=ks, steps=steps, guidance=guidance,
-                                 guidance_mode=guidance_mode, seed=[seed] * len(ks), callback=callback)
+                                 guidance_mode=guidance_mode, seed=[seed] * len(ks), callback=callback,
+                                 noise_scale=noise_scale)
         return dict(zip(ks, videos))
 
     @torch.no_grad()

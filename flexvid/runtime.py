@@ -18,6 +18,7 @@ raises UserError, a ValueError whose message is meant for the page.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -358,6 +359,7 @@ def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int =
 
 # ----------------------------------------------------------------------------- generations
 GEN_MIN_FRAMES = 17  # shortest generated clip (5 time steps, about 2 s at 8 fps)
+RENDERED_VIEWS = 64  # views (clip, k, decoder settings) whose mp4s stay on disk
 MIN_TEMPERATURE = 0.05
 
 
@@ -429,6 +431,9 @@ class Runtime:
         self._clip_locks: dict[str, threading.Lock] = {}
         self._clips: OrderedDict[str, Clip] = OrderedDict()
         self._decodes: OrderedDict[tuple, Decoded] = OrderedDict()
+        # the files each rendered view wrote, newest last: a view's files go once RENDERED_VIEWS newer
+        # views exist and no kept view names them (a view asked for again is simply rendered again)
+        self._views: OrderedDict[tuple, list[str]] = OrderedDict()
         self.generators: dict[str, dict] = {}  # name -> {"loader": callable, "model": None or loaded, "error"}
         self._generator_lock = threading.Lock()  # loading a generator must not block the caches
         self._generation_locks: dict[str, threading.Lock] = {}  # name -> one request at a time (see _generate)
@@ -651,6 +656,7 @@ class Runtime:
                     old, _ = self._clips.popitem(last=False)
                     self._clip_locks.pop(old, None)
                     self._decodes = OrderedDict((k, v) for k, v in self._decodes.items() if k[0] != old)
+                    self._views = OrderedDict((k, v) for k, v in self._views.items() if k[0] != old)
                     shutil.rmtree(self.out_dir / old, ignore_errors=True)
             return clip
 
@@ -746,6 +752,7 @@ class Runtime:
         downloads = [_atomic_write_video(folder / f"{Path(clip.name).stem}_k{j}_{tag}.mp4", metrics[j].video, fps)
                      for j in sorted(metrics)]  # at the model's resolution
         downloads.append(self.tokens_npz(clip))
+        self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, *downloads[:-1]])
         m = metrics[k]
         ssim_text = f", SSIM {m.ssim:.3f}" if m.ssim is not None else ""
         summary = (f"**{clip.name}**: {clip.source} -> {len(clip.frames)} frames {self.tok.size}x{self.tok.size} "
@@ -756,6 +763,21 @@ class Runtime:
         fig = metrics_figure(metrics, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
                     self.token_caption(clip, k), summary, fig, downloads, metrics)
+
+    def _keep_view(self, key: tuple, files: list[str]) -> None:
+        """Remember a view's files; delete those of views beyond the newest RENDERED_VIEWS that no kept
+        view shares (the ladder and the downloads are shared by every k of one sampler setting)."""
+        with self._lock:
+            self._views.pop(key, None)
+            self._views[key] = [str(f) for f in files]
+            gone = []
+            while len(self._views) > RENDERED_VIEWS:
+                gone += self._views.popitem(last=False)[1]
+            if gone:
+                kept = {f for fs in self._views.values() for f in fs}
+                for f in set(gone) - kept:
+                    with contextlib.suppress(OSError):
+                        os.remove(f)
 
     # ------------------------------------------------------------------ generation
     def max_gen_frames(self, cfg) -> int:

@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from .generator import Generator
+from .training import is_int, is_real
 
 
 # ----------------------------------------------------------------------------- token choice
@@ -95,17 +96,17 @@ def decode_n_tokens(model: Generator, logits: torch.Tensor, n: int, k: int, gene
 def check_request(model: Generator, cond: torch.Tensor, t: int, k: int, temperature: float, top_k: int,
                   top_p: float, guidance: float) -> None:
     cfg = model.cfg
-    if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= cfg.max_t:
+    if not is_int(t) or not 1 <= t <= cfg.max_t:
         raise ValueError(f"t (time steps) must be an integer in [1, {cfg.max_t}], got {t!r}")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= cfg.K:
+    if not is_int(k) or not 1 <= k <= cfg.K:
         raise ValueError(f"k (tokens per step) must be an integer in [1, {cfg.K}], got {k!r}")
-    if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
+    if not is_real(temperature) or not 0 < temperature < float("inf"):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 0 <= top_k <= cfg.codebook_size:
+    if not is_int(top_k) or not 0 <= top_k <= cfg.codebook_size:
         raise ValueError(f"top_k must be an integer in [0, {cfg.codebook_size}] (0 = off), got {top_k!r}")
-    if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+    if not is_real(top_p) or not 0 < top_p <= 1:
         raise ValueError(f"top_p must be a number in (0, 1], got {top_p!r}")
-    if not isinstance(guidance, (int, float)) or not 0 <= guidance <= 100:
+    if not is_real(guidance) or not 0 <= guidance <= 100:
         raise ValueError(f"guidance must be a number in [0, 100], got {guidance!r}")
     want = (cond.shape[0],) if cfg.cond == "class" else (cond.shape[0], *text_shape(cfg))
     if cond.ndim != len(want) or tuple(cond.shape) != want or cond.shape[0] < 1:
@@ -126,6 +127,7 @@ def generate(model: Generator, cond: torch.Tensor, t: int, k: int, temperature: 
     t time steps with k tokens per step: exactly t * k tokens are drawn. Returns (B, t, k) token ids, the
     first k tokens of each step. callback(done, total) runs after each token (progress bars)."""
     check_request(model, cond, t, k, temperature, top_k, top_p, guidance)
+    t, k, top_k, temperature, top_p, guidance = int(t), int(k), int(top_k), float(temperature), float(top_p), float(guidance)
     use_cfg = guidance != 1.0
     B = cond.shape[0]
     prefix = _with_null(model, cond, use_cfg)  # (B or 2B, n_cond, D)
@@ -156,6 +158,7 @@ def generate_reference(model: Generator, cond: torch.Tensor, t: int, k: int, tem
                        generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
     """generate without a KV cache: every token recomputes the whole prefix. Same draws, same tokens."""
     check_request(model, cond, t, k, temperature, top_k, top_p, guidance)
+    t, k, top_k, temperature, top_p, guidance = int(t), int(k), int(top_k), float(temperature), float(top_p), float(guidance)
     use_cfg = guidance != 1.0
     B = cond.shape[0]
     cond2 = torch.cat([cond, cond]) if use_cfg else cond

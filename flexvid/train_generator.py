@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from . import probe, sampling, shapes
-from .generate import save_generator
+from .generate import DEFAULT_TOKENIZER, save_generator
 from .generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
 from .hub import config_dict
 from .pipeline import VideoFlexTok
@@ -82,7 +82,8 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
 # defaults) gives every clip the same tokens, so its caches stay valid.
 DECODER_ONLY_FIELDS = frozenset({"dec_dim", "dec_layers", "dec_heads", "nested_dropout", "nested_decay", "p_null",
                                  "p_prefix", "time_mean", "time_std", "var_weight", "var_target", "repa_layer",
-                                 "repa_dim", "detail_weight", "sample_steps", "guidance", "guidance_mode"})
+                                 "repa_dim", "detail_weight", "sample_steps", "guidance", "guidance_mode",
+                                 "noise_scale"})
 VAE_DECODER_PREFIXES = ("dec_in.", "decoder.", "dec_out.")
 TOKENIZER_ENCODER_PREFIXES = ("encoder.", "quantizer.offset", "quantizer.proj_in.", "quantizer.fsq.")
 
@@ -282,7 +283,8 @@ def probe_samples(model: Generator, pipe: VideoFlexTok, group: dict, n: int, ks,
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cond", default="class", choices=["class", "text"])
-    p.add_argument("--tokenizer", default="assets/tokenizer", help="tokenizer folder or Hugging Face repo id")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
+                   help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
     p.add_argument("--preset", default="tiny", choices=list(GENERATOR_CONFIGS))
     p.add_argument("--text-model", default=DEFAULT_TEXT_MODEL, help="text encoder (text models)")
     p.add_argument("--clips", type=int, default=4096, help="17-frame training clips to tokenize")

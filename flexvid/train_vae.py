@@ -40,6 +40,43 @@ def vae_loss(model, batch, rand, kl_weight: float = 1e-6, latent_noise: float = 
     return loss, {"mse": err.pow(2).mean().item(), "kl": kl.item()}
 
 
+# ----------------------------------------------------------------------------- fitting the decoder to the resampler
+RESAMPLED_BASE = 20_000_000  # train-split clip indices of the resampler-latent cache (apart from other uses)
+
+
+@torch.no_grad()
+def resampler_latents(tokenizer, n: int, frames: int = 17, ks=None, batch: int = 16, seed: int = 0) -> dict:
+    """What the tokenizer's resampler makes of n training clips: {"latents" (n, C, t, h, w) normalised,
+    "k" (n,)}, clip i being train-split clip RESAMPLED_BASE + i, sampled with k = ks[i % len(ks)] (default
+    K) tokens per step and seed seed + i, under the tokenizer's default sampler. A decoder trained to
+    turn these into the clips learns to undo the resampler's systematic errors."""
+    ks = list(ks) if ks else [tokenizer.n_tokens]
+    out, kk = [], []
+    for i in range(0, n, batch):
+        idx = list(range(i, min(n, i + batch)))
+        x = [shapes.to_tensor(shapes.make_clip(shapes.SPLIT_SEEDS["train"], RESAMPLED_BASE + j, frames).video) for j in idx]
+        grids = tokenizer.tokenize(x)
+        for k in sorted(set(ks)):
+            part = [p for p, j in enumerate(idx) if ks[j % len(ks)] == k]
+            if part:
+                z = tokenizer.sample_latents([grids[p] for p in part], k=k, seed=[seed + idx[p] for p in part])
+                out += list(zip([idx[p] for p in part], z))
+                kk += [(idx[p], k) for p in part]
+    out.sort(key=lambda r: r[0])
+    kk.sort()
+    return {"latents": torch.stack([z for _, z in out]).half(), "k": torch.tensor([k for _, k in kk])}
+
+
+def resampled_loss(model, batch, frames: int = 17):
+    """Pixel loss of the decoder on cached resampler latents: batch (clips (B, 3, T, H, W), latents)."""
+    x, z = batch
+    vae = model.module if hasattr(model, "module") else model
+    x, z = x.to(vae.latent_std.device), z.to(vae.latent_std.device).float()
+    err = vae.decode_raw(z * vae.latent_std + vae.latent_mean).float() - x
+    loss = err.pow(2).mean() + 0.1 * err.abs().mean()
+    return loss, {"mse_resampled": err.pow(2).mean().item()}
+
+
 @torch.no_grad()
 def latent_stats(vae: VideoVAE, n: int = 128, T: int = 17, batch: int = 16) -> tuple[list, list]:
     zs = []
@@ -85,6 +122,10 @@ def main(argv=None):
     p.add_argument("--latent-noise", type=float, default=0.0,
                    help="decode latents perturbed by noise of std up to this (normalised units; the resampler's "
                         "latents at full K are off by about 0.28 rms)")
+    p.add_argument("--resampled", type=int, default=0, metavar="N",
+                   help="with --freeze-encoder: also fit the decoder to what the tokenizer (--tokenizer) makes of N "
+                        "training clips at full K, cached once, on every other step")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder for --resampled (default: --init)")
     p.add_argument("--init", default=None, help="start from the VAE of this folder (a VAE export or a tokenizer folder)")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder only (needs --init): every clip keeps its latents, so the tokenizer, its "
@@ -97,6 +138,8 @@ def main(argv=None):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained VAE's decoder: give it --init")
+    if args.resampled < 0 or (args.resampled and not args.freeze_encoder):
+        raise SystemExit("--resampled N (N >= 0) fits the decoder to a tokenizer's latents: it needs --freeze-encoder")
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))
     if args.init:
         from .train_tokenizer import load_vae
@@ -104,10 +147,44 @@ def main(argv=None):
     if args.freeze_encoder:
         freeze_encoder(vae)
 
-    def batches(start, b, rank, world):
-        return shapes.batch_stream("train", b, args.frames, start=start * cfg.batch_size, rank=rank, world_size=world)
+    cache = None
+    if args.resampled:
+        from safetensors.torch import load_file, save_file
+        from .pipeline import VideoFlexTok
+        path = os.path.join(cfg.out_dir, f"resampled_{args.resampled}.safetensors")
+        if os.path.exists(path):  # made once per run folder (and tokenizer): a resumed run reuses it
+            cache = load_file(path)
+        else:
+            if cfg.threads:
+                torch.set_num_threads(cfg.threads)
+            tok = VideoFlexTok.from_pretrained(args.tokenizer or args.init, device=cfg.device)
+            cache = resampler_latents(tok, args.resampled)
+            os.makedirs(cfg.out_dir, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in cache.items()}, path + ".tmp")
+            os.replace(path + ".tmp", path)
+            del tok
+        print(f"resampler latents: {tuple(cache['latents'].shape)} from {path}")
 
-    ema = fit(vae, lambda m, batch, rand: vae_loss(m, batch, rand, args.kl_weight, args.latent_noise), batches, cfg,
+    def batches(start, b, rank, world):
+        fresh = shapes.batch_stream("train", b, args.frames, start=start * cfg.batch_size, rank=rank, world_size=world)
+        step = start
+        while True:  # with a cache, odd steps decode the resampler's latents of cached clips
+            if cache is not None and step % 2:
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+                idx = torch.randint(len(cache["latents"]), (world * b,), generator=g)[rank * b:(rank + 1) * b]
+                x = torch.stack([shapes.to_tensor(shapes.make_clip(shapes.SPLIT_SEEDS["train"], RESAMPLED_BASE + int(i),
+                                                                   17).video) for i in idx])
+                yield ("resampled", x, cache["latents"][idx])
+            else:
+                yield next(fresh)
+            step += 1
+
+    def loss_fn(m, batch, rand):
+        if batch[0] == "resampled":
+            return resampled_loss(m, batch[1:])
+        return vae_loss(m, batch, rand, args.kl_weight, args.latent_noise)
+
+    ema = fit(vae, loss_fn, batches, cfg,
               model_config=config_dict(vae.cfg), eval_fn=lambda m, s: eval_vae(m),
               on_checkpoint=lambda m, s: export(m, os.path.join(cfg.out_dir, "export"), keep_stats=args.freeze_encoder))
     return ema

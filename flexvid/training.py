@@ -112,6 +112,20 @@ class StepRandom:
 SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed takes
 
 
+def is_int(v) -> bool:
+    """An integer of any kind (Python, NumPy, a 0-d integer tensor), not a bool."""
+    if isinstance(v, torch.Tensor):
+        return v.ndim == 0 and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, __import__("numpy").bool_))
+
+
+def is_real(v) -> bool:
+    """A real number of any kind (Python, NumPy, a 0-d tensor), not a bool."""
+    if isinstance(v, torch.Tensor):
+        return v.ndim == 0 and not v.is_complex() and v.dtype != torch.bool
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, __import__("numpy").bool_))
+
+
 def check_seed(value, name: str = "seed") -> int:
     """An integer seed that torch.Generator takes, or a ValueError that says so."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not SEED_RANGE[0] <= value < SEED_RANGE[1]:
@@ -120,8 +134,18 @@ def check_seed(value, name: str = "seed") -> int:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """'auto' (CUDA when there is one, else the CPU) or a torch device name, checked to exist here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            dev = torch.device(name)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+        if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+            raise ValueError(f"device {name!r} is not available on this machine (CUDA devices: "
+                             f"{torch.cuda.device_count() if torch.cuda.is_available() else 0})")
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"device {name!r} is not supported: use auto, cpu, cuda or cuda:N")
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")

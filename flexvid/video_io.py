@@ -89,17 +89,22 @@ def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
 
 # ----------------------------------------------------------------------------- reading
 def read_video(
-    path: str | os.PathLike, max_frames: int | None = None, max_bytes: int | None = None
+    path: str | os.PathLike, max_frames: int | None = None, max_bytes: int | None = None,
+    shrink_to: int | None = None,
 ) -> tuple[np.ndarray, float]:
     """Decode a video file with OpenCV into (frames uint8 [T, H, W, 3] RGB, fps).
 
     Reading stops after ``max_frames`` frames, so memory stays bounded on long clips. Files larger than
     ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0 or
     nan), ``DEFAULT_FPS`` (8.0) is returned. Raises ``VideoError`` for missing, empty, corrupt,
-    non-video or too-large files.
+    non-video or too-large files. ``shrink_to`` downscales each frame as it is decoded so that its short
+    side is that many pixels (as ``resize_center_crop`` would, before its crop): a long or large clip
+    then never sits in memory at full resolution.
     """
     if max_frames is not None:
         max_frames = _check_positive_int(max_frames, "max_frames")
+    if shrink_to is not None:
+        shrink_to = _check_positive_int(shrink_to, "shrink_to")
     if max_bytes is not None:
         max_bytes = _check_positive_int(max_bytes, "max_bytes", minimum=0)
     p = Path(path)
@@ -138,6 +143,8 @@ def read_video(
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
             else:
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if shrink_to is not None and min(rgb.shape[:2]) > shrink_to:
+                rgb = _resize_short_side(rgb, shrink_to)
             if frames and rgb.shape != frames[0].shape:
                 raise VideoError(
                     f"could not read video: frame size changed from {frames[0].shape[:2]} to "
@@ -165,14 +172,35 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
     frames = _check_frames(frames)
     src = _check_fps(src_fps, "src_fps")
     dst = _check_fps(dst_fps, "dst_fps")
-    t_in = frames.shape[0]
     if src == dst:
         return frames.copy()
+    return frames[_resample_index(frames.shape[0], src, dst)]
+
+
+MAX_RESAMPLED_FRAMES = 100_000
+
+
+def _resample_index(t_in: int, src: float, dst: float, limit: int | None = None) -> np.ndarray:
+    """The source frame of each output frame of resample_fps, at most ``limit`` of them."""
     # the small epsilon keeps exact products such as 48 / 30 * 7.5 = 12 from flooring to 11
     t_out = max(1, int(math.floor(t_in * dst / src + 1e-9)))
+    if limit is not None:
+        t_out = min(t_out, limit)
+    elif t_out > MAX_RESAMPLED_FRAMES:
+        raise ValueError(f"resampling {t_in} frames from {src:g} to {dst:g} fps would give {t_out} frames "
+                         f"(more than {MAX_RESAMPLED_FRAMES}); pass max_frames or check the frame rates")
     idx = np.floor(np.arange(t_out, dtype=np.float64) * (src / dst) + 0.5 + 1e-9).astype(np.int64)
-    idx = np.clip(idx, 0, t_in - 1)
-    return frames[idx]
+    return np.clip(idx, 0, t_in - 1)
+
+
+def _resize_short_side(frame: np.ndarray, size: int) -> np.ndarray:
+    """One frame (H, W, 3) resized so that its short side is ``size`` (INTER_AREA down, INTER_LINEAR up)."""
+    h, w = frame.shape[:2]
+    scale = size / min(h, w)
+    new_h, new_w = (size, max(size, int(round(w * scale)))) if h <= w else (max(size, int(round(h * scale))), size)
+    if (new_h, new_w) == (h, w):
+        return frame
+    return cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
@@ -183,18 +211,8 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     t, h, w, _ = frames.shape
     if h == size and w == size:
         return frames.copy()
-    scale = size / min(h, w)
-    if h <= w:
-        new_h, new_w = size, max(size, int(round(w * scale)))
-    else:
-        new_h, new_w = max(size, int(round(h * scale))), size
-    if (new_h, new_w) != (h, w):
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        resized = np.empty((t, new_h, new_w, 3), dtype=np.uint8)
-        for i in range(t):
-            resized[i] = cv2.resize(frames[i], (new_w, new_h), interpolation=interp)
-    else:
-        resized = frames
+    resized = np.stack([_resize_short_side(f, size) for f in frames])
+    new_h, new_w = resized.shape[1:3]
     top = (new_h - size) // 2
     left = (new_w - size) // 2
     return np.ascontiguousarray(resized[:, top : top + size, left : left + size])
@@ -248,10 +266,11 @@ def prepare_video(
     if max_frames is not None:
         max_frames = _check_positive_int(max_frames, "max_frames")
     size = _check_positive_int(size, "size")
-    out = resample_fps(frames, fps, target_fps)
+    src, dst = _check_fps(fps, "fps"), _check_fps(target_fps, "target_fps")
+    # the cap applies to the resampled indices, so a clip upsampled in time is never built past it
+    out = frames[_resample_index(frames.shape[0], src, dst, max_frames)] if src != dst else frames[:max_frames]
     mode = "pad"
     if max_frames is not None:
-        out = out[:max_frames]
         if nearest_valid_length(out.shape[0], "pad") > max_frames:
             mode = "trim"
     out = resize_center_crop(out, size)

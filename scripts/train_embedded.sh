@@ -130,22 +130,33 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer
     --steps 2500 --threads 1 --ema-decay 0.998 --latent-cache 6144 --lr 3e-4 --min-lr 3e-5 \
     --warmup 100 --eval-every 500 --set time_mean=1.0 time_std=1.6 detail_weight=1.0
 
-# Tried and not shipped: stage 0 again, the VAE's decoder alone (--freeze-encoder: every clip keeps its
-# latents, so the resampler, its tokens and the generators stay valid; the export keeps the latent
-# statistics), in fp32 (what the loop picks by itself on a CPU without native bf16). Stopped after its
-# step-1,600 checkpoint (72 minutes at 2 threads). The VAE alone gained 0.86 dB on 64 test clips, but
-# through the resampler PSNR fell 0.07-0.30 dB on 32 validation clips (README).
+# Stage 0 again, after the generators (session 10, shipped): the VAE's decoder alone (--freeze-encoder:
+# every clip keeps its latents, so the resampler, its tokens and the generators stay valid; the export
+# keeps the latent statistics), in fp32 (what the loop picks by itself on a CPU without native bf16), in
+# three runs, each from the previous export (runs/vae_dec was the same decoder as assets/tokenizer then).
+# (1) exact latents; stopped after its step-1,600 checkpoint (72 minutes at 2 threads). The VAE alone
+#     gained 0.86 dB on 64 test clips, but through the resampler PSNR fell 0.07-0.30 dB (README).
 python -m flexvid.train_vae --init assets/tokenizer --freeze-encoder --out-dir runs/vae_dec --steps 2200 --lr 2e-4 \
     --min-lr 2e-5 --warmup 50 --ema-decay 0.998 --ckpt-every 200 --eval-every 400 --threads 2 --no-bf16
+# (2) latents perturbed by noise of up to 0.4 rms, about the resampler's error at K (stopped after step 300
+#     once, then resumed to 500 with the same command): still 0.04-0.12 dB under through the resampler
+python -m flexvid.train_vae --init runs/vae_dec/export --freeze-encoder --out-dir runs/vae_noise --steps 500 --lr 1e-4 \
+    --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4
+# (3) every other step fitted to the resampler's own latents of 768 training clips at K (cached once, 12
+#     minutes), the others as in (2); 45 minutes at 2 threads. +0.18 to +0.77 dB through the resampler
+#     on the 64 test clips (README)
+python -m flexvid.train_vae --init runs/vae_noise/export --tokenizer assets/tokenizer --freeze-encoder --resampled 768 \
+    --out-dir runs/vae_resampled --steps 600 --lr 1e-4 --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 \
+    --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4
 python - <<'PY'
 from flexvid.pipeline import VideoFlexTok
 from flexvid.train_tokenizer import load_vae
 tok = VideoFlexTok.from_pretrained("assets/tokenizer", device="cpu")
-VideoFlexTok(load_vae("runs/vae_dec/export"), tok.tokenizer, device="cpu").save_pretrained("runs/tok_vae", half=True)
+VideoFlexTok(load_vae("runs/vae_resampled/export"), tok.tokenizer, device="cpu").save_pretrained("runs/tok_resampled", half=True)
 PY
-python scripts/compare_tokenizers.py assets/tokenizer runs/tok_vae --n 32 --ks 1 4 32 --guidance 3
-# ... then 300 steps (of a 500-step schedule, stopped after its step-300 checkpoint) on latents perturbed by
-# noise of up to 0.4 rms, about the resampler's error at K: through the resampler within 0.03-0.17 dB of the
-# shipped decoder, the VAE alone 30.09 dB on 32 validation clips (README)
-python -m flexvid.train_vae --init runs/vae_dec/export --freeze-encoder --out-dir runs/vae_noise --steps 500 --lr 1e-4 \
-    --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4
+flexvid eval-tokenizer --model runs/tok_resampled --n 64 --n-long 2 --out runs/eval_tok_resampled
+cp runs/tok_resampled/config.json runs/tok_resampled/vae.safetensors assets/tokenizer/
+cp runs/vae_dec/log.jsonl assets/tokenizer/train_log_vae_decoder_1.jsonl
+cp runs/vae_noise/log.jsonl assets/tokenizer/train_log_vae_decoder_2.jsonl
+cp runs/vae_resampled/log.jsonl assets/tokenizer/train_log_vae_decoder_3.jsonl
+flexvid eval-generator --n 32 --n-long 8 --out eval/generator

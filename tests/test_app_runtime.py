@@ -117,6 +117,27 @@ def test_decode_cache_is_bounded(pipe, clip_file, tmp_path):
         pipe.detokenize = pipe.detokenize.inner
 
 
+def test_rendered_files_on_disk_are_bounded(rt, clip_file, monkeypatch):
+    import flexvid.runtime as runtime_module
+    monkeypatch.setattr(runtime_module, "RENDERED_VIEWS", 3)
+    clip = rt.add_clip(clip_file)
+    folder = rt.out_dir / clip.id
+    first = rt.view(clip.id, k=2, steps=1, seed=0)
+    for seed in range(1, 6):  # new seeds: new files each time
+        rt.view(clip.id, k=2, steps=1, seed=seed)
+    per_view = len(rt._views[next(iter(rt._views))])
+    mp4s = sorted(p.name for p in folder.glob("*.mp4"))
+    assert len(rt._views) == 3 and len(mp4s) == 3 * per_view  # only the three newest views' files
+    assert not Path(first.compare).exists()
+    # files shared with a kept view stay: another k of the newest seed shares its ladder and downloads
+    last = rt.view(clip.id, k=4, steps=1, seed=5)
+    rt.view(clip.id, k=1, steps=1, seed=6)
+    rt.view(clip.id, k=1, steps=1, seed=7)
+    assert Path(last.ladder).exists() and all(Path(f).exists() for f in last.downloads)
+    again = rt.view(clip.id, k=2, steps=1, seed=0)  # an evicted view comes back: written again
+    assert Path(again.compare).exists()
+
+
 def test_model_work_is_bounded_by_the_semaphore(rt, tmp_path):
     clips = [rt.add_clip(video_io.write_video(tmp_path / f"c{i}.mp4", shapes.make_clip(2, 10 + i, 9).video, fps=8))
              for i in range(3)]

@@ -209,8 +209,9 @@ def test_swapped_conditions_change_one_attribute():
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_main_end_to_end(folders, tmp_path, capsys):
+def test_main_end_to_end(folders, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "eval")
+    monkeypatch.chdir(os.path.dirname(folders["tokenizer"]))  # the folders lie below the working directory
     ev.main(["--text-model", folders["text"], "--class-model", folders["class"], "--tokenizer", folders["tokenizer"],
              "--n", "2", "--n-long", "1", "--frames", "5", "--decode-steps", "1", "--device", "cpu", "--out", out])
     data = json.load(open(os.path.join(out, "eval.json")))
@@ -219,6 +220,8 @@ def test_main_end_to_end(folders, tmp_path, capsys):
         assert key in data
     assert set(data["condition_probe"]) == {"text", "class"} and data["condition_probe"]["class"]["ks"] == [1, 2, 4]
     assert set(data["faithfulness"]) == {"text", "class"}
+    # a report names its models relative to the working directory (or this checkout), never by machine path
+    assert data["tokenizer"] == "tokenizer" and data["models"] == {"text": "text", "class": "class"}
     text = data["faithfulness"]["text"]
     assert text["ks"] == [1, 2, 4] and set(text["rates"]) == {"color", "shape", "size", "motion", "all", "detected"}
     assert text["one_object"]["n"] + text["two_objects"]["n"] == 2

@@ -154,8 +154,9 @@ def test_attribute_labels_follow_the_specification(clips):
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow  # two fresh processes for the memory check
-def test_main_end_to_end(model_dir, tmp_path, capsys):
+def test_main_end_to_end(model_dir, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "eval")
+    monkeypatch.chdir(os.path.dirname(model_dir))
     res = ev.main(["--model", model_dir, "--n", "2", "--n-long", "1", "--steps", "2", "--device", "cpu",
                    "--token-probe", "12", "--out", out])
     data = json.load(open(os.path.join(out, "eval.json")))
@@ -163,6 +164,7 @@ def test_main_end_to_end(model_dir, tmp_path, capsys):
                 "long_video", "elapsed_s", "torch", "device"):
         assert key in data
     assert data["rate_distortion"]["ks"] == [1, 2, 4, 8] and data["settings"]["steps"] == 2
+    assert data["model"] == os.path.basename(model_dir)  # named relative to the working directory
     lv = data["long_video"]
     assert lv["time_steps"] == [21] and lv["time_steps_ok"] and len(lv["psnr_frames"]) == 81
     assert lv["memory"]["short_mib"] > 0 and lv["memory"]["long_mib"] > 0

@@ -140,6 +140,33 @@ def test_seeded_sampling(pipe):
     assert torch.equal(a[0], b[0]) and not torch.equal(a[0], c[0])
 
 
+def test_noise_scale(pipe):
+    g = pipe.tokenize(torch.rand(3, 21, 64, 64) * 2 - 1)  # 21 frames: two chunks
+    assert pipe.tokenizer.cfg.noise_scale == 1.0
+    base = pipe.detokenize(g, k=2, steps=2, seed=5)[0]
+    assert torch.equal(pipe.detokenize(g, k=2, steps=2, seed=5, noise_scale=1.0)[0], base)
+    half = pipe.detokenize(g, k=2, steps=2, seed=5, noise_scale=0.5)[0]
+    assert not torch.equal(half, base)
+    # no starting noise: the decode no longer depends on the seed, through the chunks too
+    z5, z6 = (pipe.detokenize(g, k=2, steps=2, seed=s, noise_scale=0.0)[0] for s in (5, 6))
+    assert torch.equal(z5, z6) and not torch.equal(z5, half)
+    ladder = pipe.reconstruct(None, ks=[2], steps=2, seed=5, tokens=g[0], noise_scale=0.5)
+    assert torch.allclose(ladder[2], half, atol=1e-5)
+
+
+def test_sample_latents_are_what_detokenize_decodes(pipe):
+    g = pipe.tokenize([shapes.to_tensor(shapes.make_clip(0, i, 17).video) for i in range(2)])
+    z = pipe.sample_latents(g, k=4, steps=2, seed=[5, 6])
+    v = pipe.detokenize(g, k=4, steps=2, seed=[5, 6])
+    for i in range(2):
+        assert torch.allclose(pipe.vae.decode(z[i:i + 1])[0], v[i], atol=1e-4)
+    assert not torch.allclose(z[0], pipe.sample_latents(g[:1], k=4, steps=2, seed=7)[0])
+    with pytest.raises(ValueError, match="one chunk|at most"):
+        pipe.sample_latents(pipe.tokenize(torch.rand(3, 21, 64, 64) * 2 - 1))
+    with pytest.raises(ValueError, match="k must"):
+        pipe.sample_latents(g, k=0)
+
+
 def test_guidance_modes_run(pipe):
     g = pipe.tokenize(clip(9))
     base = pipe.detokenize(g, k=2, steps=2, guidance=1.0)[0]
@@ -151,7 +178,8 @@ def test_guidance_modes_run(pipe):
 @pytest.mark.parametrize("bad", [
     dict(k=0), dict(k=99), dict(k=2.5), dict(steps=0), dict(steps=10_000), dict(guidance=-1.0),
     dict(guidance=float("nan")), dict(guidance_mode="magic"), dict(seed="x"),
-    dict(seed=2**70), dict(seed=[1.5]),
+    dict(seed=2**70), dict(seed=[1.5]), dict(noise_scale=-0.1), dict(noise_scale=3.0),
+    dict(noise_scale=float("nan")), dict(noise_scale="low"), dict(noise_scale=True),
 ])
 def test_bad_parameters_are_clear_errors(pipe, bad):
     g = pipe.tokenize(clip(0))
@@ -310,3 +338,20 @@ def test_release_host_memory_is_harmless(pipe):
     a = pipe.detokenize(pipe.tokenize(video), steps=2, seed=3)[0]
     b = pipe.detokenize(pipe.tokenize(video), steps=2, seed=3)[0]
     assert torch.equal(a, b) and a.shape == (3, 33, 64, 64)
+
+
+def test_reports_name_models_without_machine_paths(tmp_path, monkeypatch):
+    import os
+    from flexvid.hub import display_name
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert display_name(os.path.join(root, "assets", "tokenizer")) == "assets/tokenizer"
+    assert display_name("owner/some-model") == "owner/some-model"  # a repo id, not a folder here
+    (tmp_path / "runs" / "tok").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    assert display_name(str(tmp_path / "runs" / "tok")) == "runs/tok"
+    assert display_name("runs/tok") == "runs/tok"
+    assert display_name(".") == os.path.basename(str(tmp_path))  # the working directory itself
+    monkeypatch.chdir(tmp_path / "runs" / "tok")
+    # above the working directory and outside the checkout: the folder's own name, no machine path
+    assert display_name(str(tmp_path / "runs")) == "runs"
+    assert display_name(".") == "tok"

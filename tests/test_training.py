@@ -118,6 +118,35 @@ def test_vae_decoder_finetune_keeps_every_latent(tmp_path):
         main(["--freeze-encoder", "--out-dir", str(tmp_path / "x")])
 
 
+def test_vae_decoder_fits_the_resampler_latents(tmp_path):
+    """train-vae --freeze-encoder --resampled N: the resampler's latents of N training clips are cached
+    once, odd steps fit the decoder to them, and the tokens stay what they were."""
+    from conftest import small_pipeline
+    from flexvid.train_tokenizer import load_vae
+    from flexvid.train_vae import RESAMPLED_BASE, main
+
+    pipe = small_pipeline()
+    pipe.save_pretrained(str(tmp_path / "tok"))
+    args = ["--init", str(tmp_path / "tok"), "--freeze-encoder", "--resampled", "3", "--out-dir", str(tmp_path / "run"),
+            "--steps", "4", "--batch-size", "2", "--frames", "5", "--lr", "1e-2", "--warmup", "1", "--ckpt-every", "4",
+            "--eval-every", "0", "--log-every", "1", "--no-bf16", "--threads", "1"]
+    main(args)
+    from safetensors.torch import load_file
+    cache = load_file(str(tmp_path / "run" / "resampled_3.safetensors"))
+    x = [shapes.to_tensor(shapes.make_clip(shapes.SPLIT_SEEDS["train"], RESAMPLED_BASE + i, 17).video) for i in range(3)]
+    grids = pipe.tokenize(x)
+    assert cache["latents"].shape == (3, 8, 5, 16, 16) and cache["k"].tolist() == [pipe.n_tokens] * 3
+    # each cached latent is what detokenize decodes from that clip's tokens (seed = its index)
+    want = pipe.sample_latents([grids[1]], seed=1)
+    assert torch.allclose(cache["latents"][1].float(), want[0], atol=2e-3)
+    logs = [json.loads(line) for line in open(tmp_path / "run" / "log.jsonl")]
+    assert [("mse_resampled" in r) for r in logs] == [False, True, False, True]
+    after = load_vae(str(tmp_path / "run" / "export"))
+    assert torch.equal(after.encode(torch.stack(x)), pipe.vae.encode(torch.stack(x)))
+    with pytest.raises(SystemExit, match="--freeze-encoder"):
+        main(["--init", str(tmp_path / "tok"), "--resampled", "3", "--out-dir", str(tmp_path / "x")])
+
+
 def test_bf16_autocast_only_where_it_is_native():
     from flexvid.training import autocast, bf16_native
     assert not bf16_native(torch.device("meta"))

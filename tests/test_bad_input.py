@@ -1,0 +1,228 @@
+"""Bad input sent straight to the library and the commands: a clear error, nothing changed, no traceback."""
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_pipeline
+from flexvid import cli, video_io
+from flexvid.hub import read_json, resolve
+from flexvid.pipeline import VideoFlexTok
+from flexvid.training import pick_device
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return small_pipeline()
+
+
+@pytest.fixture(scope="module")
+def folder(pipe, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tok") / "tok")
+    pipe.save_pretrained(path)
+    return path
+
+
+def _copy(folder, tmp_path, name="bad"):
+    import shutil
+    out = tmp_path / name
+    shutil.copytree(folder, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- model folders
+def test_truncated_weights_are_a_clear_error(folder, tmp_path):
+    bad = _copy(folder, tmp_path)
+    w = bad / "tokenizer.safetensors"
+    w.write_bytes(w.read_bytes()[:1000])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        VideoFlexTok.from_pretrained(str(bad), device="cpu")
+    (bad / "tokenizer.safetensors").write_text("hello")
+    with pytest.raises(ValueError, match="tokenizer.safetensors"):
+        VideoFlexTok.from_pretrained(str(bad), device="cpu")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: [1, 2], "JSON object"),
+    (lambda c: {k: v for k, v in c.items() if k != "vae"}, "vae"),
+    (lambda c: {**c, "vae": {**c["vae"], "z_channels": "x"}}, "z_channels"),
+    (lambda c: {**c, "tokenizer": {**c["tokenizer"], "levels": ["a", "b"]}}, "levels"),
+    (lambda c: {**c, "tokenizer": {**c["tokenizer"], "register_causal": 1}}, "register_causal"),
+    (lambda c: {**c, "tokenizer": [1]}, "JSON object"),
+])
+def test_bad_config_is_a_clear_error(folder, tmp_path, edit, message):
+    bad = _copy(folder, tmp_path)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(edit(cfg)))
+    with pytest.raises(ValueError, match=message):
+        VideoFlexTok.from_pretrained(str(bad), device="cpu")
+
+
+def test_config_that_is_not_json(tmp_path):
+    (tmp_path / "config.json").write_bytes(b"\xff\xfe not json")
+    with pytest.raises(ValueError, match="not a readable JSON file"):
+        read_json(str(tmp_path / "config.json"))
+
+
+def test_missing_local_folders_are_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "assets").mkdir()
+    for name in ("assets/tokenizr", "./tok", "~/surely-not-here-flexvid", str(tmp_path / "x")):
+        with pytest.raises(ValueError, match="no such folder"):
+            resolve(name)
+    with pytest.raises(ValueError, match="folder or a Hugging Face repo id"):
+        resolve(3)
+    (tmp_path / "assets" / "tok").mkdir()
+    assert resolve("assets/tok") == "assets/tok"
+
+
+def test_device_names_are_checked():
+    assert pick_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x"):
+        with pytest.raises(ValueError, match="device"):
+            pick_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            pick_device("cuda")
+
+
+# ----------------------------------------------------------------------------- the API
+def test_pixel_values_are_refused(pipe):
+    x = torch.rand(3, 5, 64, 64) * 255
+    with pytest.raises(ValueError, match=r"\[-1, 1\].*to_model"):
+        pipe.tokenize(x)
+    ok = torch.rand(3, 5, 64, 64) * 2.2 - 1.1  # a decoder's small overshoot is still taken
+    assert pipe.tokenize(ok)[0].shape == (2, pipe.n_tokens)
+
+
+def test_reconstruct_arguments(pipe):
+    x = torch.rand(3, 5, 64, 64) * 2 - 1
+    with pytest.raises(ValueError, match="one video"):
+        pipe.reconstruct(torch.stack([x, x]), ks=[1], steps=1)
+    with pytest.raises(ValueError, match="ks"):
+        pipe.reconstruct(x, ks="4", steps=1)
+    one = pipe.reconstruct(x, ks=2, steps=1, seed=1)
+    assert list(one) == [2]
+    twice = pipe.reconstruct(x, ks=[2, 1, 2], steps=1, seed=1)
+    assert list(twice) == [2, 1] and torch.allclose(twice[2], one[2], atol=1e-4)  # batched: same noise
+
+
+# ----------------------------------------------------------------------------- video files
+def _clip(path, frames=30, fps=30.0, size=(96, 128)):
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 255, (frames, *size, 3), dtype=np.uint8)
+    video_io.write_video(str(path), video, fps=fps)
+    return str(path)
+
+
+def test_shrinking_while_reading_gives_the_same_clip(tmp_path):
+    path = _clip(tmp_path / "c.mp4")
+    full, fps = video_io.read_video(path)
+    small, fps2 = video_io.read_video(path, shrink_to=64)
+    assert fps == fps2 and small.shape == (30, 64, 85, 3)
+    a = video_io.prepare_video(full, fps, target_fps=8, size=64)
+    b = video_io.prepare_video(small, fps, target_fps=8, size=64)
+    assert np.array_equal(a, b)
+
+
+def test_time_upsampling_is_capped_before_it_is_built():
+    frames = np.zeros((3, 8, 8, 3), np.uint8)
+    out = video_io.prepare_video(frames, 1e-6, target_fps=8, size=8, max_frames=17)  # would be 2e7 frames
+    assert out.shape[0] == 17
+    with pytest.raises(ValueError, match="would give"):
+        video_io.resample_fps(frames, 1e-6, 8)
+
+
+# ----------------------------------------------------------------------------- the commands
+def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
+    clip = _clip(tmp_path / "c.mp4", frames=9, fps=8.0, size=(64, 64))
+    out = tmp_path / "recon"
+    cases = [
+        (["bogus"], "unknown command"),
+        (["reconstruct", clip, "--model", folder, "--upscale", "0", "--out", str(out)], "--upscale"),
+        (["reconstruct", clip, "--model", folder, "--steps", "0", "--out", str(out)], "steps"),
+        (["reconstruct", clip, "--model", folder, "--device", "tpu", "--out", str(out)], "device"),
+        (["reconstruct", str(tmp_path / "none.mp4"), "--model", folder], "file not found"),
+        (["eval-tokenizer", "--model", str(tmp_path / "nope"), "--n", "1"], "no such folder"),
+        (["train-tokenizer", "--vae", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "t")], "missing config file"),
+        (["generate", "--class-label", "3", "--out", str(tmp_path)], "--out"),
+        (["generate"], "text prompt or --class-label"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    assert not out.exists()  # nothing written by a refused command
+    with pytest.raises(SystemExit):  # argparse's own error for settings checked before any work
+        cli.main(["eval-tokenizer", "--model", folder, "--noise-scale", "5", "--n", "1"])
+    assert "noise_scale" in capsys.readouterr().err
+
+
+def test_reconstruct_command_reads_only_what_it_needs(folder, tmp_path):
+    clip = _clip(tmp_path / "long.mp4", frames=90, fps=30.0, size=(96, 128))
+    out = tmp_path / "recon"
+    assert cli.main(["reconstruct", clip, "--model", folder, "--k", "1", "--steps", "1", "--max-frames", "9",
+                     "--upscale", "1", "--out", str(out)]) == 0
+    data = np.load(out / "tokens.npz")
+    assert int(data["frames"]) == 9 and data["tokens"].shape[0] == 3
+    assert sorted(os.listdir(out)) == ["k001.mp4", "side_by_side.mp4", "tokens.npz"]
+
+
+def test_generator_warns_on_another_tokenizers_tokens(pipe, tmp_path):
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    from flexvid.train_generator import fingerprint
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens,
+                                      codebook_size=pipe.codebook_size, cond="class"))
+    gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    gen.tokenizer_fingerprint = fingerprint(pipe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gen.tokenizer is pipe
+    gen2 = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    gen2.tokenizer_fingerprint = "0123456789abcdef"
+    with pytest.warns(UserWarning, match="another tokenizer"):
+        gen2.tokenizer
+
+
+def test_numpy_scalars_are_taken_like_python_numbers(pipe):
+    g = pipe.tokenize(torch.rand(3, 5, 64, 64) * 2 - 1)
+    a = pipe.detokenize(g, k=2, steps=1, guidance=2.0, seed=3)[0]
+    b = pipe.detokenize(g, k=np.int64(2), steps=np.int32(1), guidance=np.float32(2.0), seed=np.int64(3),
+                        noise_scale=np.float64(1.0))[0]
+    assert torch.equal(a, b)
+    for bad in (dict(k=np.bool_(True)), dict(steps=True), dict(k=np.float64(2.0))):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            pipe.detokenize(g, **bad)
+
+
+def test_generator_takes_numpy_scalars(pipe):
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                      codebook_size=pipe.codebook_size, cond="class"))
+    gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    a = gen.sample_tokens(3, k=2, frames=5, seed=1)
+    b = gen.sample_tokens(np.int64(3), k=np.int64(2), frames=np.int64(5), seed=np.int64(1),
+                          temperature=np.float32(1.0), top_k=np.int64(0))
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and a[0].shape == (2, pipe.n_tokens)
+    assert (a[0][:, 2:] == 0).all()  # budget k = 2: the rest of each step is not generated
+
+
+def test_generate_checks_every_seed_and_decoder_setting_before_sampling(pipe):
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                      codebook_size=pipe.codebook_size, cond="class"))
+    gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    calls = []
+    gen.sample_tokens = lambda *a, **kw: calls.append(1)  # must not be reached
+    with pytest.raises(ValueError, match=r"seed \+ 1"):
+        gen.generate([1, 2], frames=5, seed=2**64 - 1)
+    with pytest.raises(ValueError, match="steps"):
+        gen.generate([1], frames=5, decode_steps=0)
+    assert not calls
