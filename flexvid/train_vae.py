@@ -67,7 +67,7 @@ def resampler_latents(tokenizer, n: int, frames: int = 17, ks=None, batch: int =
     return {"latents": torch.stack([z for _, z in out]).half(), "k": torch.tensor([k for _, k in kk])}
 
 
-def resampled_loss(model, batch, frames: int = 17):
+def resampled_loss(model, batch):
     """Pixel loss of the decoder on cached resampler latents: batch (clips (B, 3, T, H, W), latents)."""
     x, z = batch
     vae = model.module if hasattr(model, "module") else model

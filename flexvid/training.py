@@ -22,6 +22,7 @@ from copy import deepcopy
 from dataclasses import asdict, dataclass, fields
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -116,14 +117,14 @@ def is_int(v) -> bool:
     """An integer of any kind (Python, NumPy, a 0-d integer tensor), not a bool."""
     if isinstance(v, torch.Tensor):
         return v.ndim == 0 and not v.is_floating_point() and not v.is_complex() and v.dtype != torch.bool
-    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, __import__("numpy").bool_))
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def is_real(v) -> bool:
     """A real number of any kind (Python, NumPy, a 0-d tensor), not a bool."""
     if isinstance(v, torch.Tensor):
         return v.ndim == 0 and not v.is_complex() and v.dtype != torch.bool
-    return isinstance(v, numbers.Real) and not isinstance(v, (bool, __import__("numpy").bool_))
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 def check_seed(value, name: str = "seed") -> int:
