@@ -293,9 +293,8 @@ def memory_scaling(model: str, device: str = "auto", dtype=None, short: int = 17
 # ----------------------------------------------------------------------------- what the tokens carry
 def _attribute_labels(clips) -> dict[str, torch.Tensor]:
     """Main-object attributes as class indices, in the order of the world's specification."""
-    values = {"color": list(shapes.COLORS), "shape": list(shapes.SHAPES), "size": list(shapes.SIZES),
-              "motion": list(shapes.MOTIONS)}
-    return {a: torch.tensor([values[a].index(getattr(c.objects[0], a)) for c in clips]) for a in values}
+    return {a: torch.tensor([names.index(getattr(c.objects[0], a)) for c in clips])
+            for a, names in shapes.ATTRIBUTES.items()}
 
 
 def _linear_probe(x_train, y_train, x_test, y_test, n_classes: int, l2: float = 1e-3) -> float:

@@ -110,7 +110,10 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         state = load_file(path)
     except Exception as e:  # truncated or not safetensors at all (SafetensorError, OSError)
         raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # same names, other shapes: another size of model
+        raise ValueError(f"{path} does not match the model: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -171,12 +171,35 @@ def make_clip(seed: int, index: int, T: int = 17) -> Clip:
     """The clip (seed, index, T): same triple, same pixels, on every machine."""
     if not valid_length(T):
         raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
+    background, objects = _sample_clip(seed, index)
+    return Clip(render(objects, background, T), objects, int(seed), int(index))
+
+
+def _sample_clip(seed: int, index: int) -> tuple[np.ndarray, list[ShapeObject]]:
     rng = np.random.default_rng([int(seed), int(index)])
     background = _background(rng)
     n_obj = 1 if rng.random() < 0.7 else 2
     colors = rng.choice(len(COLOR_NAMES), size=n_obj, replace=False)
-    objects = [_sample_object(rng, COLOR_NAMES[c]) for c in colors]
-    return Clip(render(objects, background, T), objects, int(seed), int(index))
+    return background, [_sample_object(rng, COLOR_NAMES[c]) for c in colors]
+
+
+def clip_objects(seed: int, index: int) -> list[ShapeObject]:
+    """The objects of clip (seed, index), of any length, without rendering it: its metadata alone."""
+    return _sample_clip(seed, index)[1]
+
+
+# the main object's attributes as class indices, in this order (a clip's labels for attribute heads)
+ATTRIBUTES = {"color": COLOR_NAMES, "shape": SHAPES, "size": SIZE_NAMES, "motion": MOTIONS}
+
+
+def attribute_labels(seed: int, indices) -> torch.Tensor:
+    """(n, 4) int64: per clip (seed, i) its main object's colour, shape, size and motion, as indices
+    into COLOR_NAMES, SHAPES, SIZE_NAMES and MOTIONS (the order of ATTRIBUTES)."""
+    rows = []
+    for i in indices:
+        main = clip_objects(seed, int(i))[0]
+        rows.append([names.index(getattr(main, attr)) for attr, names in ATTRIBUTES.items()])
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, len(ATTRIBUTES))
 
 
 def background_clip(seed: int, index: int, T: int = 17) -> np.ndarray:

@@ -52,6 +52,13 @@ class TokenizerConfig:
     # > 0 weights the flow loss towards detailed latent positions (flow.detail_weights): small objects
     # on a smooth background weigh more than their area; 0 is the plain mean squared error
     detail_weight: float = 0.0
+    # > 0 adds an attribute loss on the first token of every step: a training-only head reads the
+    # token's FSQ code and must name each labelled attribute of the clip (attr_classes: classes per
+    # attribute, e.g. the shapes world's colour, shape, size and motion); time-dependent attributes
+    # (attr_temporal) are asked only from the second step on, since the first step is one frame
+    attr_weight: float = 0.0
+    attr_classes: tuple[int, ...] = ()
+    attr_temporal: tuple[bool, ...] = ()
     repa_layer: int = 2  # decoder block whose patch features REPA aligns
     repa_dim: int = 0  # feature size of the frozen REPA model; 0 turns REPA off
     # default sampler settings, measured on the shapes world for the tiny preset
@@ -64,6 +71,11 @@ class TokenizerConfig:
 
     def __post_init__(self):
         self.levels = tuple(self.levels)
+        self.attr_classes, self.attr_temporal = tuple(self.attr_classes), tuple(self.attr_temporal)
+        if self.attr_weight > 0 and not self.attr_classes:
+            raise ValueError("attr_weight > 0 needs attr_classes (classes per attribute)")
+        if self.attr_temporal and len(self.attr_temporal) != len(self.attr_classes):
+            raise ValueError(f"attr_temporal has {len(self.attr_temporal)} entries for {len(self.attr_classes)} attributes")
         if self.latent_size % self.patch:
             raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
         self.codebook_size = 1
@@ -100,6 +112,10 @@ class FlexTokenizer(nn.Module):
         if cfg.repa_dim:
             self.repa_head = nn.Sequential(nn.Linear(cfg.dec_dim, 2 * cfg.dec_dim), nn.SiLU(),
                                            nn.Linear(2 * cfg.dec_dim, cfg.repa_dim))
+        self.attr_head = None
+        if cfg.attr_classes:  # training only: what the first token of a step must say (attr_weight)
+            self.attr_head = nn.Sequential(nn.Linear(len(cfg.levels), 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
+                                           nn.Linear(256, sum(cfg.attr_classes)))
         self.initialize_weights()
         print(f"FlexTokenizer: {sum(p.numel() for p in self.parameters()) / 1e6:.2f}M parameters")
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from . import probe, sampling, shapes
 from .generate import DEFAULT_TOKENIZER, save_generator
 from .generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
-from .hub import config_dict
+from .hub import config_dict, load_weights, read_json
 from .pipeline import VideoFlexTok
 from .quantizer import prefix_ladder, sample_k
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
@@ -82,7 +82,7 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
 # defaults) gives every clip the same tokens, so its caches stay valid.
 DECODER_ONLY_FIELDS = frozenset({"dec_dim", "dec_layers", "dec_heads", "nested_dropout", "nested_decay", "p_null",
                                  "p_prefix", "time_mean", "time_std", "var_weight", "var_target", "repa_layer",
-                                 "repa_dim", "detail_weight", "sample_steps", "guidance", "guidance_mode",
+                                 "repa_dim", "detail_weight", "attr_weight", "attr_classes", "attr_temporal", "sample_steps", "guidance", "guidance_mode",
                                  "noise_scale"})
 VAE_DECODER_PREFIXES = ("dec_in.", "decoder.", "dec_out.")
 TOKENIZER_ENCODER_PREFIXES = ("encoder.", "quantizer.offset", "quantizer.proj_in.", "quantizer.fsq.")
@@ -299,6 +299,9 @@ def main(argv=None):
                    help="text models: rewordings per training caption, embedded once (0: captions only)")
     p.add_argument("--text-tokens", type=int, default=0,
                    help="text models: condition on this many word-piece embeddings (0: one sentence embedding)")
+    p.add_argument("--init", default=None,
+                   help="start from this generator folder's weights (same preset and condition), e.g. after the "
+                        "tokenizer changed: the tokens are learned anew, what it knows of the conditions is kept")
     p.add_argument("--p-variant", type=float, default=0.5,
                    help="text models: fraction of training clips conditioned on a rewording instead of the caption")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
@@ -320,6 +323,10 @@ def main(argv=None):
         raise ValueError("--text-tokens is for text models (--cond text)")
     if args.caption_variants < 0:
         raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
+    if args.init:  # checked before any work
+        init_cfg = read_json(os.path.join(args.init, "config.json")).get("generator", {})
+        if init_cfg.get("cond") != args.cond:
+            raise ValueError(f"--init {args.init}: a {init_cfg.get('cond')!r} generator, this run trains {args.cond!r}")
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
@@ -355,6 +362,9 @@ def main(argv=None):
     sources = [(data[g]["tokens"], condition_of(data[g], cfg), data[g]["text_variants"])
                for g in (("train", "long") if args.long_clips else ("train",))]
     model = Generator(cfg)
+    if args.init:
+        load_weights(model, os.path.join(args.init, "model.safetensors"))
+        print(f"initialised from {args.init}")
 
     def batches(start, b, rank, world):
         step = start

@@ -14,6 +14,7 @@ import argparse
 import os
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from . import shapes
@@ -92,9 +93,11 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
     return feats.float()
 
 
-def cached_batches(z: torch.Tensor, batch_size: int, feats: torch.Tensor | None = None):
+def cached_batches(z: torch.Tensor, batch_size: int, feats: torch.Tensor | None = None,
+                   attrs: torch.Tensor | None = None):
     """Deterministic batches from a latent cache: a fresh permutation each epoch, sliced per rank. With
-    `feats` (a feature cache of the same clips) each batch carries its REPA targets as a fourth item."""
+    `feats` (a feature cache of the same clips) each batch carries its REPA targets as a fourth item;
+    with `attrs` (shapes.attribute_labels of the same clips) its attribute labels as the second."""
     def batches(start, b, rank, world):
         step = start
         while True:
@@ -102,9 +105,38 @@ def cached_batches(z: torch.Tensor, batch_size: int, feats: torch.Tensor | None 
             epoch, offset = divmod(first, z.shape[0])
             perm = torch.randperm(z.shape[0], generator=torch.Generator().manual_seed(epoch))
             idx = perm[(offset + torch.arange(rank * b, (rank + 1) * b)) % z.shape[0]]
-            yield (z[idx], None, None) if feats is None else (z[idx], None, None, feats[idx])
+            labels = None if attrs is None else attrs[idx]
+            yield (z[idx], labels, None) if feats is None else (z[idx], labels, None, feats[idx])
             step += 1
     return batches
+
+
+def attribute_batches(frames: int):
+    """Fresh training clips with their attribute labels: (videos, shapes.attribute_labels, captions),
+    the clips of shapes.batch_stream."""
+    def batches(start, b, rank, world):
+        seed, j = shapes.SPLIT_SEEDS["train"], 0
+        for videos, _, captions in shapes.batch_stream("train", b, frames, start=start * b * world, rank=rank,
+                                                       world_size=world):
+            first = start * b * world + (j * world + rank) * b
+            yield videos, shapes.attribute_labels(seed, range(first, first + b)), captions
+            j += 1
+    return batches
+
+
+def attribute_loss(logits: torch.Tensor, labels: torch.Tensor, classes, temporal=()) -> tuple[torch.Tensor, list]:
+    """Cross-entropy of the attribute head's logits (B, t, sum(classes)) against labels (B, n_attr),
+    averaged over attributes; an attribute marked temporal is asked from the second step on (one
+    frame says nothing of motion). Returns (loss, accuracy per attribute over the steps asked)."""
+    losses, accs, lo = [], [], 0
+    for a, n in enumerate(classes):
+        first = 1 if temporal and temporal[a] and logits.shape[1] > 1 else 0
+        part = logits[:, first:, lo:lo + n].float()
+        target = labels[:, a, None].expand(-1, part.shape[1]).to(part.device)
+        losses.append(F.cross_entropy(part.flatten(0, 1), target.flatten()))
+        accs.append((part.argmax(-1) == target).float().mean().item())
+        lo += n
+    return torch.stack(losses).mean(), accs
 
 
 def feature_model_for(name: str, vae, base: dict):
@@ -164,6 +196,16 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
         r = repa_loss(head(out[2]), target, weight)
         loss = loss + repa_weight * r
         metrics["repa"] = r.item()
+    if cfg.attr_weight > 0:  # the first token of every step must name the clip's attributes
+        labels = batch[1]
+        if not isinstance(labels, torch.Tensor) or labels.shape != (B, len(cfg.attr_classes)):
+            raise ValueError(f"attr_weight > 0 needs attribute labels (B, {len(cfg.attr_classes)}) as the batch's "
+                             "second item (shapes.attribute_labels)")
+        head = model.module.attr_head if hasattr(model, "module") else model.attr_head
+        a, accs = attribute_loss(head(codes[:, :, 0].float()), labels, cfg.attr_classes, cfg.attr_temporal)
+        loss = loss + cfg.attr_weight * a
+        metrics["attr"] = a.item()
+        metrics.update({f"attr_acc{i}": round(v, 4) for i, v in enumerate(accs)})
     with torch.no_grad():  # token usage
         flat = codes.detach().flatten(0, 2)
         idx = (flat * 1000).round().long()
@@ -171,6 +213,30 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
         metrics["codes_std"] = round(flat.std(0).mean().item(), 4)
         metrics["clips_distinct_t0"] = torch.unique(codes[:, 0, :4].flatten(1).mul(1000).round(), dim=0).shape[0]
     return loss, metrics
+
+
+def fit_attribute_head(model: FlexTokenizer, z: torch.Tensor, labels: torch.Tensor, steps: int = 300,
+                       batch: int = 256, lr: float = 3e-3, seed: int = 0) -> list:
+    """Fit a new attribute head alone to what the encoder's first tokens already say: codes of the
+    latents z (n, C, t, h, w) against labels (n, n_attr). A random head would turn the first steps of
+    the attribute loss into noise for the encoder; fitted, its loss points where the tokens fall short.
+    Returns the head's accuracy per attribute on the last quarter of the clips, held out from the fit."""
+    cfg, head = model.cfg, model.attr_head
+    with torch.no_grad():
+        codes = torch.cat([model.encode(z[i:i + 64].float())[0][:, :, 0] for i in range(0, len(z), 64)])
+    n_fit = max(1, len(z) * 3 // 4)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        idx = torch.randint(n_fit, (min(batch, n_fit),), generator=g)
+        loss, _ = attribute_loss(head(codes[idx]), labels[idx], cfg.attr_classes, cfg.attr_temporal)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        held = slice(n_fit, None) if n_fit < len(z) else slice(None)
+        return [round(a, 3) for a in attribute_loss(head(codes[held]), labels[held], cfg.attr_classes,
+                                                     cfg.attr_temporal)[1]]
 
 
 @torch.no_grad()
@@ -267,12 +333,17 @@ def main(argv=None):
         init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
         base.update({k: v for k, v in init_cfg.items() if k not in ("repa_dim",)})
     base.update(parse_overrides(args.set, base))
+    if base["attr_weight"] > 0 and not base["attr_classes"]:  # the shapes world's main-object attributes
+        base["attr_classes"] = [len(names) for names in shapes.ATTRIBUTES.values()]
+        base["attr_temporal"] = [name == "motion" for name in shapes.ATTRIBUTES]
     cfg = TokenizerConfig(**base)
     model = FlexTokenizer(cfg)
+    new_head = cfg.attr_weight > 0
     if args.init:
         missing, unexpected = model.load_state_dict(load_file(os.path.join(args.init, "tokenizer.safetensors")), strict=False)
-        if unexpected or any(not name.startswith("repa_head.") for name in missing):
+        if unexpected or any(not name.startswith(("repa_head.", "attr_head.")) for name in missing):
             raise SystemExit(f"--init {args.init} does not match the model: missing {missing}, unexpected {unexpected}")
+        new_head = new_head and any(name.startswith("attr_head.") for name in missing)
         print(f"initialised from {args.init}")
     else:
         print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
@@ -283,14 +354,33 @@ def main(argv=None):
     def batches(start, b, rank, world):
         return shapes.batch_stream("train", b, args.frames, start=start * tcfg.batch_size, rank=rank, world_size=world)
 
+    if cfg.attr_weight > 0:
+        batches = attribute_batches(args.frames)
     if args.latent_cache:
         z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache, args.frames)
-        feats = None
+        feats, attrs = None, None
+        if cfg.attr_weight > 0:
+            attrs = shapes.attribute_labels(shapes.SPLIT_SEEDS["train"], range(z.shape[0]))
         if feature_model is not None:
             feats = feature_cache(feature_model, feature_model_id(args.repa),
                                   os.path.join(tcfg.out_dir, f"repa_{args.frames}f.safetensors"), args.latent_cache,
                                   args.frames)
-        batches = cached_batches(z, tcfg.batch_size, feats)
+        batches = cached_batches(z, tcfg.batch_size, feats, attrs)
+
+    if new_head and args.init and not os.path.exists(os.path.join(tcfg.out_dir, "ckpt.pt")):
+        # a trained encoder and a new head: the head first learns what the first tokens already say
+        if args.latent_cache:
+            z_fit, y_fit = z[:4096], attrs[:4096]
+        else:
+            seed = shapes.SPLIT_SEEDS["train"]
+            x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, i, args.frames).video) for i in range(1024)])
+            dev = next(vae.parameters()).device
+            with torch.no_grad():
+                z_fit = torch.cat([vae.encode(x[i:i + 16].to(dev)).float().cpu() for i in range(0, len(x), 16)])
+            y_fit = shapes.attribute_labels(seed, range(1024))
+        accs = fit_attribute_head(model, z_fit, y_fit)
+        print(f"attribute head fitted to the first tokens: held-out accuracy "
+              f"{dict(zip(shapes.ATTRIBUTES, accs))}", flush=True)
 
     def on_checkpoint(ema, step):
         VideoFlexTok(vae, ema, device=next(vae.parameters()).device).save_pretrained(os.path.join(tcfg.out_dir, "export"))

@@ -480,3 +480,28 @@ def test_token_cache_embeds_caption_variants_of_training_clips(tmp_path, monkeyp
     assert enc.seen == [] and torch.equal(again["train"]["text_variants"], tv)
     fewer = token_cache(path, pipe, groups, enc, variants=0)
     assert fewer["train"]["text_variants"] is None
+
+
+def test_train_generator_init_starts_from_a_generator_folder(tmp_path):
+    """train-generator --init loads a generator folder's weights before training (here with a zero
+    learning rate, so the export is the init itself), and refuses another condition or another size."""
+    from flexvid.hub import load_weights
+    from flexvid.train_generator import main
+
+    small_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    base = ["--cond", "class", "--tokenizer", str(tmp_path / "tok"), "--clips", "4", "--long-clips", "0",
+            "--val-clips", "2", "--probe-clips", "0", "--batch-size", "2", "--threads", "1", "--eval-every", "0",
+            "--ckpt-every", "1", "--warmup", "0", "--no-bf16"]
+    main([*base, "--out-dir", str(tmp_path / "a"), "--steps", "2", "--lr", "1e-2", "--ema-decay", "0"])
+    main([*base, "--out-dir", str(tmp_path / "b"), "--steps", "1", "--lr", "0", "--min-lr", "0",
+          "--init", str(tmp_path / "a" / "export"), "--ema-decay", "0"])
+    a = VideoGenerator.from_pretrained(str(tmp_path / "a" / "export"), tokenizer=str(tmp_path / "tok")).model
+    b = VideoGenerator.from_pretrained(str(tmp_path / "b" / "export"), tokenizer=str(tmp_path / "tok")).model
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    fresh = Generator(a.cfg, verbose=False)
+    assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), fresh.state_dict().values()))
+    with pytest.raises(ValueError, match="'class' generator"):
+        main([*base[:1], "text", *base[2:], "--out-dir", str(tmp_path / "c"), "--steps", "1",
+              "--init", str(tmp_path / "a" / "export")])
+    with pytest.raises(ValueError, match="does not match the model"):
+        load_weights(small_generator(dim=32), str(tmp_path / "a" / "export" / "model.safetensors"))

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from flexvid import shapes
 
@@ -65,3 +66,19 @@ def test_background_clip_is_the_clip_without_its_objects():
         assert on_object.any() and np.array_equal(c.video[~on_object], bg[~on_object])
     with pytest.raises(ValueError):
         shapes.background_clip(2, 0, 16)
+
+
+def test_attribute_labels_are_the_main_objects_without_rendering():
+    """clip_objects gives the objects of the rendered clip (any length), and attribute_labels the main
+    object's colour, shape, size and motion as indices into the world's lists."""
+    for i in range(12):
+        clip = shapes.make_clip(0, i, 33)
+        assert shapes.clip_objects(0, i) == clip.objects
+        main = clip.objects[0]
+        row = shapes.attribute_labels(0, [i])[0].tolist()
+        assert [names[v] for names, v in zip(shapes.ATTRIBUTES.values(), row)] == \
+            [main.color, main.shape, main.size, main.motion]
+    labels = shapes.attribute_labels(1, range(200))
+    assert labels.shape == (200, 4) and labels.dtype == torch.long
+    assert [int(labels[:, a].max()) + 1 for a in range(4)] == [len(v) for v in shapes.ATTRIBUTES.values()]
+    assert shapes.attribute_labels(1, []).shape == (0, 4)

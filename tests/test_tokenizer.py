@@ -249,6 +249,86 @@ def test_training_loss_with_repa_and_prefix():
     assert tok.repa_head[0].weight.grad.abs().sum() > 0
 
 
+def test_attribute_loss_trains_the_first_token_to_name_the_clip(tmp_path):
+    """--set attr_weight: the training-only head reads the first token of every step; its loss reaches
+    the encoder through FSQ, a motion-like attribute is not asked of the first step, missing labels are
+    a clear error, the head survives save/load, and the field leaves token caches valid."""
+    import dataclasses
+
+    from flexvid.train_generator import fingerprint
+    from flexvid.train_tokenizer import attribute_loss, tokenizer_loss
+    from flexvid.training import StepRandom
+
+    # the temporal attribute ignores step 0: logits right from step 1 on, wrong at step 0
+    labels = torch.tensor([[1, 2], [0, 1]])
+    logits = torch.full((2, 3, 5), -9.0)
+    for b in range(2):
+        logits[b, :, labels[b, 0]] = 9.0  # attribute 0 (2 classes) right at every step
+        logits[b, 1:, 2 + labels[b, 1]] = 9.0  # attribute 1 (3 classes) right from step 1
+        logits[b, 0, 2 + (labels[b, 1] + 1) % 3] = 9.0
+    loss, accs = attribute_loss(logits, labels, (2, 3), (False, True))
+    assert accs == [1.0, 1.0] and loss < 1e-3
+    _, accs = attribute_loss(logits, labels, (2, 3), (False, False))
+    assert accs[0] == 1.0 and abs(accs[1] - 2 / 3) < 1e-6
+
+    pipe = small_pipeline()
+    before = fingerprint(pipe)
+    cfg = TokenizerConfig(**{**SMALL_TOK, "attr_weight": 0.5, "attr_classes": (6, 3, 2, 5),
+                             "attr_temporal": (False, False, False, True)})
+    tok = FlexTokenizer(cfg)
+    tok.load_state_dict(pipe.tokenizer.state_dict(), strict=False)
+    x = torch.stack([clip(i) for i in range(4)])
+    batch = (x, shapes.attribute_labels(2, range(4)), None)
+    loss, metrics = tokenizer_loss(tok, batch, StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and metrics["attr"] > 0 and all(0 <= metrics[f"attr_acc{i}"] <= 1 for i in range(4))
+    assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0 and tok.attr_head[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="attribute labels"):
+        tokenizer_loss(tok, (x, torch.zeros(4), None), StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, cfg)
+    with pytest.raises(ValueError, match="attr_classes"):
+        TokenizerConfig(attr_weight=0.5)
+
+    # a new head is first fitted alone to what the tokens say: its loss falls, the encoder is untouched
+    from flexvid.train_tokenizer import fit_attribute_head
+    z = torch.cat([pipe.vae.encode(torch.stack([clip(i) for i in range(j, j + 8)])) for j in range(0, 32, 8)])
+    y = shapes.attribute_labels(2, range(32))
+    enc = [p.detach().clone() for p in tok.encoder.parameters()]
+    with torch.no_grad():
+        before_fit = attribute_loss(tok.attr_head(tok.encode(z[:24])[0][:, :, 0]), y[:24], cfg.attr_classes,
+                                    cfg.attr_temporal)[0]
+    accs = fit_attribute_head(tok, z, y, steps=50, batch=24)
+    with torch.no_grad():
+        after_fit = attribute_loss(tok.attr_head(tok.encode(z[:24])[0][:, :, 0]), y[:24], cfg.attr_classes,
+                                   cfg.attr_temporal)[0]
+    assert after_fit < before_fit and len(accs) == 4 and all(0 <= a <= 1 for a in accs)
+    assert all(torch.equal(a, b) for a, b in zip(enc, tok.encoder.parameters()))
+
+    with_head = VideoFlexTok(pipe.vae, tok.eval(), device="cpu")
+    assert fingerprint(with_head) == before  # same encoder weights: same tokens, whatever the training fields
+    with_head.save_pretrained(str(tmp_path / "m"))
+    back = VideoFlexTok.from_pretrained(str(tmp_path / "m"), device="cpu")
+    assert back.tokenizer.attr_head is not None and back.tokenizer.cfg.attr_classes == (6, 3, 2, 5)
+    assert torch.equal(back.tokenizer.attr_head[0].weight, tok.attr_head[0].weight)
+    assert small_pipeline().tokenizer.attr_head is None
+
+
+def test_attribute_batches_label_their_own_clips():
+    """The attribute labels of fresh and cached training batches belong to the clips in them, on every
+    rank and from any starting step."""
+    from flexvid.train_tokenizer import attribute_batches, cached_batches
+
+    seed = shapes.SPLIT_SEEDS["train"]
+    for start, rank, world in ((0, 0, 1), (3, 1, 2)):
+        videos, labels, _ = next(attribute_batches(17)(start, 2, rank, world))
+        first = start * 2 * world + rank * 2
+        assert torch.equal(videos[1], shapes.to_tensor(shapes.make_clip(seed, first + 1, 17).video))
+        assert torch.equal(labels, shapes.attribute_labels(seed, [first, first + 1]))
+    z = torch.arange(10.0)[:, None]  # stand-in latents: clip i is the value i
+    attrs = shapes.attribute_labels(seed, range(10))
+    for zb, lb, _ in [next(cached_batches(z, 4, attrs=attrs)(s, 4, 0, 1)) for s in range(4)]:
+        assert torch.equal(lb, attrs[zb[:, 0].long()])
+
+
 def test_detail_weights_favour_a_small_object_on_a_smooth_background():
     """flow.detail_weights: a one-position bump on a smooth ramp gets the largest weight, flat regions
     the smallest, the mean weight per clip stays 1, and strength 0 is the plain loss."""
