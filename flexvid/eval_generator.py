@@ -37,9 +37,7 @@ import sys
 import time
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from plotly.colors import qualitative
 
 from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
@@ -52,7 +50,6 @@ TEXT_ATTRS = ("color", "shape", "size", "motion")
 CLASS_ATTRS = ("color", "shape", "motion")  # a class has no size
 CLASS_OBJECTS = 2  # detections searched for a class's colour: a class may come with a second object
 CHUNK_FRAMES = 17  # long videos are probed per chunk of 17 frames (2 s), overlapping by one frame
-COLORS = qualitative.Plotly
 
 
 # ----------------------------------------------------------------------------- paraphrases
@@ -290,7 +287,8 @@ def condition_probe(gen: VideoGenerator, clips, ks=None) -> dict:
 
 
 # ----------------------------------------------------------------------------- report
-def _fig_vs_k(ks, series: dict, title: str, ceiling: dict | None = None) -> go.Figure:
+def _fig_vs_k(ks, series: dict, title: str, ceiling: dict | None = None):
+    go, COLORS = evaluate_tokenizer._plotly()
     fig = go.Figure()
     for (name, ys), color in zip(series.items(), COLORS):
         dash = "dash" if name.endswith(")") else None  # the one/two-object splits
@@ -302,7 +300,8 @@ def _fig_vs_k(ks, series: dict, title: str, ceiling: dict | None = None) -> go.F
     return fig
 
 
-def _figures(results: dict) -> list[go.Figure]:
+def _figures(results: dict) -> list:
+    go, COLORS = evaluate_tokenizer._plotly()
     figs = []
     for name, f in results["faithfulness"].items():
         series = {a: f["rates"][a] for a in (*f["attrs"], "all")}

@@ -27,8 +27,6 @@ import sys
 import time
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.colors import qualitative
 import torch
 from pytorch_msssim import ssim as _ssim
 
@@ -40,7 +38,14 @@ from .video_io import from_model
 MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
 PSNR_CAP_DB = 100.0  # identical videos: MSE clamped at 1e-10, as in train_vae.psnr
 ATTRS = (*probe.ATTRS, "all")
-COLORS = qualitative.Plotly
+
+
+def _plotly():
+    """plotly's figure module and palette, imported when a report is drawn: the numbers need no plotly
+    (so an evaluation runs where only the training stack is installed, e.g. a lent GPU machine)."""
+    import plotly.graph_objects as go
+    from plotly.colors import qualitative
+    return go, qualitative.Plotly
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -342,7 +347,8 @@ def token_probe(tok: VideoFlexTok, n_train: int = 1024, n_test: int = 256, ks=No
     return {"ks": ks, "n_train": n_train, "n_test": n_test, "rates": rates, "chance": chance}
 
 
-def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling") -> go.Figure:
+def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling"):
+    go, COLORS = _plotly()
     fig = go.Figure()
     for (name, ys), color in zip(series.items(), COLORS):
         fig.add_trace(go.Scatter(x=ks, y=ys, mode="lines+markers", name=name, line={"color": color}))
@@ -354,7 +360,8 @@ def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling
     return fig
 
 
-def _figures(results: dict) -> list[go.Figure]:
+def _figures(results: dict) -> list:
+    go, COLORS = _plotly()
     rd, vae, sem = results["rate_distortion"], results["vae"], results["semantics"]
     ks = rd["ks"]
     figs = [_fig_vs_k(ks, {"PSNR": rd["psnr"]}, "PSNR vs k", "PSNR (dB)", vae["psnr"]),

@@ -8,12 +8,13 @@ other code (probes, evaluations) relies on them exactly.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, asdict
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 # ----------------------------------------------------------------------------- specification
 SIZE = 64
@@ -235,6 +236,38 @@ class ShapesStream(IterableDataset):
             clip = make_clip(self.seed, i, self.T)
             yield to_tensor(clip.video), clip.label, clip.caption
             i += stride
+
+
+class ClipRange(Dataset):
+    """Clips (seed, base + i, T) for i < n as (video [3, T, 64, 64] in [-1, 1], label, caption): a
+    map-style dataset, so a DataLoader can render them in worker processes (`clip_batches`)."""
+
+    def __init__(self, seed: int, base: int, n: int, T: int = 17):
+        if not valid_length(T):
+            raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
+        self.seed, self.base, self.n, self.T = int(seed), int(base), int(n), int(T)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        clip = make_clip(self.seed, self.base + int(i), self.T)
+        return to_tensor(clip.video), clip.label, clip.caption
+
+
+def default_workers() -> int:
+    """Processes that render clips for the caches: none on a small machine (rendering a clip takes about a
+    millisecond, the model's step more), up to 8 where there are cores to spare (a GPU host)."""
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 4 else min(8, cores - 2)
+
+
+def clip_batches(seed: int, base: int, n: int, T: int = 17, batch: int = 16, workers: int | None = None):
+    """Batches (videos (B, 3, T, 64, 64), labels (B,), captions) of the clips (seed, base + i, T), i < n,
+    in order, rendered by `workers` processes (default: `default_workers()`)."""
+    workers = default_workers() if workers is None else workers
+    return DataLoader(ClipRange(seed, base, n, T), batch_size=batch, num_workers=workers,
+                      persistent_workers=False, prefetch_factor=8 if workers else None)
 
 
 def fixed_split(split: str, n: int, T: int = 17) -> list[Clip]:

@@ -106,12 +106,11 @@ def fingerprint(pipe: VideoFlexTok) -> str:
 def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int, batch: int = 32):
     """Clips (seed, base + i, frames) -> tokens (n, t, K) int32, labels (n,), captions."""
     tokens, labels, captions = [], [], []
-    for a in tqdm(range(0, n, batch), desc=f"tokenizing {n} clips of {frames} frames", leave=False):
-        clips = [shapes.make_clip(seed, base + i, frames) for i in range(a, min(n, a + batch))]
-        grids = pipe.tokenize(torch.stack([shapes.to_tensor(c.video) for c in clips]))
-        tokens += [g.int() for g in grids]
-        labels += [c.label for c in clips]
-        captions += [c.caption for c in clips]
+    for videos, lab, cap in tqdm(shapes.clip_batches(seed, base, n, frames, batch),
+                                 desc=f"tokenizing {n} clips of {frames} frames", leave=False):
+        tokens += [g.int().cpu() for g in pipe.tokenize(videos)]
+        labels += lab.tolist()
+        captions += list(cap)
     return torch.stack(tokens), torch.tensor(labels), captions
 
 

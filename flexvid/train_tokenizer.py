@@ -53,13 +53,12 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16)
         if z.shape[0] >= n:
             return z[:n].float()
     device = next(vae.parameters()).device
-    seed, out = shapes.SPLIT_SEEDS["train"], []
-    for i in range(0, n, batch):
-        x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, j, frames).video) for j in range(i, min(n, i + batch))])
+    out = []
+    for j, (x, _, _) in enumerate(shapes.clip_batches(shapes.SPLIT_SEEDS["train"], 0, n, frames, batch)):
         with autocast(device, True):
             out.append(vae.encode(x.to(device)).float().cpu())
-        if i % (batch * 64) == 0:
-            print(f"latent cache: {i}/{n} clips", flush=True)
+        if j % 64 == 0:
+            print(f"latent cache: {j * batch}/{n} clips", flush=True)
     z = torch.cat(out)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     save_file({"latents": z.half().contiguous()}, path)

@@ -19,7 +19,7 @@ import numbers
 import os
 import time
 from copy import deepcopy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Callable, Iterator
 
 import numpy as np
@@ -48,6 +48,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA, and on CPUs with native bf16 (avx512_bf16 / AMX); fp32 elsewhere
     threads: int = 0  # torch threads on CPU; 0 leaves the default
     device: str = "auto"
+    time_limit: float = 0.0  # seconds of training for this run (0: none): the schedule is fitted to it, see fit
 
     @classmethod
     def add_args(cls, parser, **defaults):
@@ -82,8 +83,10 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach().float(), 1.0 - decay)
+    """ema <- decay * ema + (1 - decay) * model, in one fused call per dtype (many small kernels on a GPU
+    otherwise)."""
+    e, p = list(ema.parameters()), [q.detach().float() for q in model.parameters()]
+    torch._foreach_lerp_(e, p, 1.0 - decay)
 
 
 class StepRandom:
@@ -257,8 +260,12 @@ def fit(model: nn.Module,
     os.makedirs(cfg.out_dir, exist_ok=True)
     log = open(os.path.join(cfg.out_dir, "log.jsonl"), "a") if rank == 0 else None
     data = batches(step, per_rank, rank, world)
-    bar = tqdm(total=cfg.steps, initial=step, disable=rank != 0, dynamic_ncols=True)
+    bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,  # TQDM_DISABLE=1 hides it on rank 0 too
+               **({"disable": True} if rank != 0 else {}))
     t0 = time.time()
+    # --time-limit: time steps PROBE[0]..PROBE[1] after the start (the first ones warm up kernels), then
+    # end the cosine schedule where the time runs out (never later than cfg.steps)
+    probe, t_probe = (step + 5, step + 25), None
 
     def checkpoint():
         if rank == 0:
@@ -283,6 +290,20 @@ def fit(model: nn.Module,
         opt.step()
         update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         step += 1
+        if cfg.time_limit > 0 and step in probe:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if step == probe[0]:
+                t_probe = time.time()
+            else:
+                per_step = (time.time() - t_probe) / (probe[1] - probe[0])
+                left = torch.tensor([float(cfg.time_limit - (time.time() - t0)) / per_step])
+                if world > 1:
+                    dist.broadcast(left, 0)  # every rank ends on the same step
+                cfg = replace(cfg, steps=max(step, min(cfg.steps, step + int(left.item()))))
+                bar.total = cfg.steps
+                if rank == 0:
+                    print(f"time limit {cfg.time_limit:.0f} s at {per_step:.3f} s a step: {cfg.steps} steps", flush=True)
         bar.update(1)
 
         if rank == 0 and (step % cfg.log_every == 0 or step == 1):

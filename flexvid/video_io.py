@@ -19,7 +19,6 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import torch
@@ -329,6 +328,8 @@ def write_video(
 
     out_path = Path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    import av  # PyAV, imported when a video is written: reading and the models need no PyAV
+
     with av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = w

@@ -1,36 +1,128 @@
 #!/usr/bin/env bash
-# Train the embedded models further on a lent GPU (the `device` tool), starting from assets/, and bring
-# the exports back through $OUT. Run it once per session, with MINUTES of training in all:
-#
-#   device run: bash scripts/device_train.sh 8        (carry: [".whl"])
-#
-# The GPU image has torch, einops, opencv, safetensors and tqdm, but not vector-quantize-pytorch and its
-# needs; carry them as wheels (see the device tool's notes), downloaded here first with
-#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-#     --platform manylinux2014_x86_64 --platform any -d .whl \
-#     vector-quantize-pytorch einx loguru torch-einops-utils av plotly pytorch-msssim
-# Test it on the CPU first:  OUT=/tmp/out DEVICE=cpu SMOKE=1 bash scripts/device_train.sh 1
-set -euo pipefail
+# One lent GPU's work, in one call of the `device` tool (10 minutes at most a call, 15 minutes of device
+# time a session, the machine's start included), ordered so that what ends first is what is worth most,
+# and every result copied under $OUT as soon as it exists (a call that runs out of time still brings back
+# what was done):
+#   1. the CUDA checks (tests/test_cuda.py: tokens, reconstruction, KV cache and a training step in bf16
+#      against the CPU in fp32) and the benchmarks on the GPU (bench_tokenizer, bench_generator);
+#   2. the tokenizer trained further from the embedded one: the whole resampler for TOK_A seconds at high
+#      noise (logit-normal(2, 1.2)), then its decoder side alone for TOK_B seconds at logit-normal(1, 1.6);
+#      the schedules are fitted to the seconds (--time-limit); then 64 validation clips compared, shipped
+#      against new (scripts/compare_tokenizers.py);
+#   3. the class generator trained again on the new tokens (--init from the embedded one) for GEN seconds,
+#      and its token cache brought back: the text generator needs the packaged text model, which cannot
+#      travel (88 MB; a call carries 64 MiB with the repo), so scripts/after_device.sh trains it on the CPU
+#      from that cache.
+# Here first (the GPU image lacks these; `.whl/` is ignored by git):  bash scripts/device_wheels.sh
+# Then, with the device tool:   run  command: "bash scripts/device_train.sh"  carry: [".whl"]  timeout_s: 600
+# What comes back (4 files, under the tool's limits of 8 files and 16 MB each): tokenizer.safetensors,
+# generator-class.safetensors, tokens.safetensors.xz and results.tgz (configs, logs, test output, benchmark
+# JSON, the comparison). scripts/after_device.sh DIR unpacks them and does the rest on the CPU.
+# Dry run on the CPU (minutes; no CUDA checks):  OUT=/tmp/dev SMOKE=1 DEVICE=cpu bash scripts/device_train.sh
+set -uo pipefail
 cd "$(dirname "$0")/.."
-MINUTES=${1:-8}
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
-export PYTHONUNBUFFERED=1
-if [ -d .whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
+TOK_A=${TOK_A:-170}       # seconds: whole resampler
+TOK_B=${TOK_B:-50}        # seconds: its decoder side alone
+GEN=${GEN:-75}            # seconds: the class generator
+DEADLINE=${DEADLINE:-570} # seconds from the start: each stage's budget shrinks to end by then (call limit 600)
+CLIPS=${CLIPS:-65536}     # training clips cached (latents for the tokenizer, tokens for the generators)
+LONG=${LONG:-1536}        # 81-frame clips for the generators
+BATCH=${BATCH:-256}       # tokenizer batch (the CPU runs used 16)
+GEN_BATCH=${GEN_BATCH:-128}
+ATTR=${ATTR:-0}           # --set attr_weight for the whole-resampler stage (README, "Tried in session 11")
+VAL=${VAL:-64}            # validation clips compared
+THREADS=0
+if [ -n "${SMOKE:-}" ]; then
+  TOK_A=4; TOK_B=3; GEN=3; CLIPS=64; LONG=4; BATCH=4; GEN_BATCH=4; VAL=2; THREADS=2
 fi
-mkdir -p "$OUT"
-# steps per minute measured in the first seconds of each run would be nicer; these fit an H200 roughly
-if [ -n "${SMOKE:-}" ]; then VAE_STEPS=3; TOK_STEPS=3; CACHE=64; else
-  VAE_STEPS=$((MINUTES * 150)); TOK_STEPS=$((MINUTES * 400)); CACHE=65536; fi
-python3 -m flexvid.train_vae --init assets/tokenizer --out-dir /tmp/vae --device "$DEVICE" \
-    --steps "$VAE_STEPS" --batch-size 64 --lr 3e-4 --warmup 50 --ckpt-every 500 --eval-every 500 2>&1 | tee "$OUT/vae.log" | grep -v "it/s"
-python3 -m flexvid.train_tokenizer --vae /tmp/vae/export --init assets/tokenizer --out-dir /tmp/tok --device "$DEVICE" \
-    --steps "$TOK_STEPS" --batch-size 128 --lr 1e-3 --warmup 100 --latent-cache "$CACHE" --ckpt-every 1000 \
-    --eval-every 1000 2>&1 | tee "$OUT/tokenizer.log" | grep -v "it/s"
-mkdir -p "$OUT/tokenizer"
-cp /tmp/tok/export/* "$OUT/tokenizer/"
-cp /tmp/vae/log.jsonl "$OUT/vae_log.jsonl"; cp /tmp/tok/log.jsonl "$OUT/tokenizer_log.jsonl"
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1   # no progress bars in the logs
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+W=${WORK:-/tmp/flexvid-device}
+mkdir -p "$OUT" "$W/results"
+R=$W/results
+log() { echo "[+${SECONDS}s] $*" | tee -a "$R/device.log"; }
+pack() { tar -czf "$OUT/results.tgz.tmp" -C "$W" results && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
+# a stage's seconds: what it asks, or less, so that the stages after it (reserve seconds) end by DEADLINE
+budget() { local left=$((DEADLINE - SECONDS - $2)); [ "$left" -ge 5 ] || left=5; if [ "$1" -lt "$left" ]; then echo "$1"; else echo "$left"; fi; }
+common=(--device "$DEVICE" --threads "$THREADS" --eval-every 0 --ckpt-every 1000000 --log-every 25)
+
+log "start: device $DEVICE, budgets tokenizer ${TOK_A}+${TOK_B} s, class generator ${GEN} s, $CLIPS clips"
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+  python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } >> "$R/device.log"
+
+# 1. CUDA checks and GPU timings
+if [ -z "${SMOKE:-}" ]; then
+  FLEXVID_TEST_DEVICE=$DEVICE timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$R/cuda_tests.log" 2>&1
+  log "CUDA checks: $(tail -n 1 "$R/cuda_tests.log")"
+  timeout 60 python3 benchmarks/bench_tokenizer.py --device "$DEVICE" --json "$R/bench_tokenizer_$DEVICE.json" \
+    > "$R/bench_tokenizer.log" 2>&1; log "bench_tokenizer: rc $?"
+  timeout 60 python3 benchmarks/bench_generator.py --device "$DEVICE" --model assets/generator-class \
+    --json "$R/bench_generator_$DEVICE.json" > "$R/bench_generator.log" 2>&1; log "bench_generator: rc $?"
+  pack
+fi
+
+# 2. the tokenizer: whole resampler, then its decoder side alone
+T_A=$(budget "$TOK_A" $((TOK_B + GEN + 150)))
+log "tokenizer, whole resampler: $T_A s"
+python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir "$W/tok_a" \
+  --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$T_A" --lr 5e-4 --min-lr 5e-5 \
+  --warmup 100 --ema-decay 0.999 "${common[@]}" --set time_mean=2.0 time_std=1.2 attr_weight="$ATTR" > "$R/tok_a.log" 2>&1
+log "tokenizer, whole resampler: $(grep -c '"loss"' "$W/tok_a/log.jsonl" 2>/dev/null) log lines, $(grep -m1 'time limit' "$R/tok_a.log")"
+cp "$W/tok_a/log.jsonl" "$R/tok_a_log.jsonl" 2>/dev/null
+TOK=$W/tok_a/export
+if [ -f "$TOK/tokenizer.safetensors" ]; then
+  T_B=$(budget "$TOK_B" $((GEN + 110)))
+  mkdir -p "$W/tok_b" && ln -sf "$W/tok_a/latents_17f.safetensors" "$W/tok_b/latents_17f.safetensors"
+  python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init "$TOK" --freeze-encoder --out-dir "$W/tok_b" \
+    --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$T_B" --lr 3e-4 --min-lr 3e-5 \
+    --warmup 50 --ema-decay 0.999 "${common[@]}" --set time_mean=1.0 time_std=1.6 > "$R/tok_b.log" 2>&1
+  log "tokenizer, decoder side: $(grep -m1 'time limit' "$R/tok_b.log")"
+  cp "$W/tok_b/log.jsonl" "$R/tok_b_log.jsonl" 2>/dev/null
+  [ -f "$W/tok_b/export/tokenizer.safetensors" ] && TOK=$W/tok_b/export
+  # shipped in fp16, as the embedded one is (12 MB, not 24); the generator learns the tokens of these weights
+  python3 -c "import sys; from flexvid.pipeline import VideoFlexTok
+VideoFlexTok.from_pretrained(sys.argv[1], device='cpu').save_pretrained(sys.argv[2], half=True)" "$TOK" "$W/tok_ship" \
+    && TOK=$W/tok_ship
+  cp "$TOK/tokenizer.safetensors" "$OUT/tokenizer.safetensors.tmp" && mv "$OUT/tokenizer.safetensors.tmp" "$OUT/tokenizer.safetensors"
+  cp "$TOK/config.json" "$R/tokenizer_config.json"
+  pack
+  timeout 120 python3 scripts/compare_tokenizers.py assets/tokenizer "$TOK" --n "$VAL" --ks 1 2 4 8 16 32 \
+    --guidance 3 --threads "$THREADS" > "$R/compare.log" 2>&1
+  log "compared on $VAL validation clips: rc $?"
+  pack
+else
+  log "no tokenizer export: see tok_a.log"; pack; exit 1
+fi
+
+# 3. the class generator on the new tokens; its token cache serves the text generator (after_device.sh)
+T_G=$(budget "$GEN" 70)
+log "class generator: $T_G s"
+python3 -m flexvid.train_generator --cond class --tokenizer "$TOK" --init assets/generator-class \
+  --out-dir "$W/gen_class" --clips "$CLIPS" --long-clips "$LONG" --max-tokens 672 --probe-clips 0 \
+  --batch-size "$GEN_BATCH" --steps 1000000 --time-limit "$T_G" --lr 5e-4 --min-lr 5e-5 --warmup 100 \
+  "${common[@]}" > "$R/gen_class.log" 2>&1
+log "class generator: $(grep -m1 'time limit' "$R/gen_class.log")"
+cp "$W/gen_class/log.jsonl" "$R/gen_class_log.jsonl" 2>/dev/null
+if [ -f "$W/gen_class/export/model.safetensors" ]; then
+  cp "$W/gen_class/export/model.safetensors" "$OUT/generator-class.safetensors"
+  cp "$W/gen_class/export/config.json" "$R/generator-class_config.json"
+fi
+if [ -f "$W/gen_class/tokens.safetensors" ]; then
+  # files come back up to 16 MB each: compressed, and cut in 15 MB parts when it is bigger (cat joins them)
+  python3 -c "import lzma, shutil, sys; shutil.copyfileobj(open(sys.argv[1], 'rb'), lzma.open(sys.argv[2], 'wb', preset=3))" \
+    "$W/gen_class/tokens.safetensors" "$W/tokens.safetensors.xz"
+  if [ "$(stat -c %s "$W/tokens.safetensors.xz")" -gt 15728640 ]; then
+    split -b 15M -a 1 "$W/tokens.safetensors.xz" "$OUT/tokens.safetensors.xz."
+  else
+    cp "$W/tokens.safetensors.xz" "$OUT/tokens.safetensors.xz"
+  fi
+  log "token cache: $(du -h "$W/tokens.safetensors.xz" | cut -f1) compressed"
+fi
+log "done"
+pack

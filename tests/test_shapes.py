@@ -82,3 +82,18 @@ def test_attribute_labels_are_the_main_objects_without_rendering():
     assert labels.shape == (200, 4) and labels.dtype == torch.long
     assert [int(labels[:, a].max()) + 1 for a in range(4)] == [len(v) for v in shapes.ATTRIBUTES.values()]
     assert shapes.attribute_labels(1, []).shape == (0, 4)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_clip_batches_are_the_clips_in_order_whatever_the_workers(workers):
+    # the latent and token caches render through this loader: worker processes must not reorder clips
+    batches = list(shapes.clip_batches(1, 5, 7, T=5, batch=3, workers=workers))
+    assert [len(b[1]) for b in batches] == [3, 3, 1]
+    videos = torch.cat([b[0] for b in batches])
+    labels = torch.cat([b[1] for b in batches]).tolist()
+    captions = [c for b in batches for c in b[2]]
+    clips = [shapes.make_clip(1, 5 + i, 5) for i in range(7)]
+    assert torch.equal(videos, torch.stack([shapes.to_tensor(c.video) for c in clips]))
+    assert labels == [c.label for c in clips] and captions == [c.caption for c in clips]
+    with pytest.raises(ValueError, match="1 \\+ 4n"):
+        shapes.ClipRange(1, 0, 3, T=6)

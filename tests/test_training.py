@@ -167,3 +167,27 @@ def test_vae_loss_latent_noise_perturbs_the_decoded_latents():
     assert loss(0.5) == loss(0.5)  # drawn from the step's random numbers
     assert loss(0.5) != loss(0.0)
     assert loss(0.0) == loss(0.0)
+
+
+def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
+    import time
+
+    def slow_loss(model, batch, rand):  # about 20 ms a step, whatever the machine
+        time.sleep(0.02)
+        return model(batch).pow(2).mean(), {}
+
+    def batches(start, b, rank, world):
+        while True:
+            yield torch.randn(b, 4)
+
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=100_000, batch_size=2, lr=1e-3, min_lr=1e-5, warmup=2,
+                      ckpt_every=100_000, log_every=1, bf16=False, time_limit=1.5)
+    torch.manual_seed(0)
+    fit(torch.nn.Linear(4, 4), slow_loss, batches, cfg)
+    with open(os.path.join(cfg.out_dir, "log.jsonl")) as f:
+        log = [json.loads(line) for line in f]
+    last = log[-1]
+    assert 25 < last["step"] < 80  # 1.5 s at >= 20 ms a step, not the 100,000 asked
+    assert load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"))["step"] == last["step"]  # a final checkpoint
+    assert last["lr"] < 0.05 * cfg.lr  # the cosine ran its course within the time
+    assert last["time"] < 3.0
