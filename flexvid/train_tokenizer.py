@@ -26,6 +26,7 @@ from .repa import FEATURE_MODELS, repa_loss
 from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
 from .train_vae import psnr
 from .training import TrainConfig, autocast, fit
+from .video_data import ShapesClips, clip_source
 from .vae import VAEConfig, VideoVAE
 
 
@@ -44,29 +45,36 @@ def load_vae(path: str) -> VideoVAE:
 
 
 @torch.no_grad()
-def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16) -> torch.Tensor:
-    """VAE latents (n, C, t, h, w) of the first n training clips, computed once and kept in a file:
-    the frozen VAE's forward would otherwise cost about as much as the tokenizer's training step."""
+def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16, source=None) -> torch.Tensor:
+    """VAE latents (n, C, t, h, w) of the first n cache clips of `source` (default: the shapes world's first
+    n training clips), computed once and kept in a file (which records the source: a file made from
+    other clips is computed anew): the frozen VAE's forward would otherwise cost about as much as the
+    tokenizer's training step."""
+    from safetensors import safe_open
     from safetensors.torch import save_file
+    source = source or ShapesClips()
     if os.path.exists(path):
+        with safe_open(path, "pt") as f:
+            made_from = (f.metadata() or {}).get("source", "shapes")
         z = load_file(path)["latents"]
-        if z.shape[0] >= n:
+        if made_from == source.name and z.shape[0] >= n:
             return z[:n].float()
     device = next(vae.parameters()).device
     out = []
-    for j, (x, _, _) in enumerate(shapes.clip_batches(shapes.SPLIT_SEEDS["train"], 0, n, frames, batch)):
+    for j, x in enumerate(source.batches("cache", n, frames, batch)):
         with autocast(device, True):
             out.append(vae.encode(x.to(device)).float().cpu())
         if j % 64 == 0:
             print(f"latent cache: {j * batch}/{n} clips", flush=True)
     z = torch.cat(out)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    save_file({"latents": z.half().contiguous()}, path)
+    save_file({"latents": z.half().contiguous()}, path, metadata={"source": source.name})
     return z
 
 
 @torch.no_grad()
-def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batch: int = 16) -> torch.Tensor:
+def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batch: int = 16,
+                  source=None) -> torch.Tensor:
     """REPA targets (n, t, N, F) of the same first n training clips as `latent_cache`, computed once:
     with them the latent cache serves REPA training too. `name` identifies the feature model; a file
     made by another model or for fewer clips is computed anew."""
@@ -79,12 +87,11 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
             feats = load_file(path)["features"]
             if feats.shape[0] >= n:
                 return feats[:n].float()
-    seed, out = shapes.SPLIT_SEEDS["train"], []
-    for i in range(0, n, batch):
-        x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, j, frames).video) for j in range(i, min(n, i + batch))])
+    out = []
+    for j, x in enumerate((source or ShapesClips()).batches("cache", n, frames, batch)):
         out.append(feature_model(x).float().cpu())
-        if i % (batch * 64) == 0:
-            print(f"feature cache: {i}/{n} clips", flush=True)
+        if j % 64 == 0:
+            print(f"feature cache: {j * batch}/{n} clips", flush=True)
     feats = torch.cat(out)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     feats = feats.half().contiguous()
@@ -239,11 +246,10 @@ def fit_attribute_head(model: FlexTokenizer, z: torch.Tensor, labels: torch.Tens
 
 
 @torch.no_grad()
-def quick_eval(vae, ema, n: int = 8, steps: int = 10) -> dict:
+def quick_eval(vae, ema, n: int = 8, steps: int = 10, source=None) -> dict:
     """PSNR at k = 1 and k = K on n validation clips (17 frames), a short sampler: the usage check."""
     pipe = VideoFlexTok(vae, ema, device=next(vae.parameters()).device)
-    clips = shapes.fixed_split("val", n, 17)
-    x = torch.stack([shapes.to_tensor(c.video) for c in clips])
+    x = (source or ShapesClips()).fixed("val", n, 17)
     tokens = pipe.tokenize(x)
     K = pipe.n_tokens
     res = {"distinct_tokens": int(torch.cat(tokens).unique().numel())}
@@ -255,11 +261,10 @@ def quick_eval(vae, ema, n: int = 8, steps: int = 10) -> dict:
 
 
 @torch.no_grad()
-def calibrate_on_clips(model: FlexTokenizer, vae: VideoVAE, frames: int, n: int = 64) -> dict:
+def calibrate_on_clips(model: FlexTokenizer, vae: VideoVAE, frames: int, n: int = 64, source=None) -> dict:
     """Data-dependent FSQ init (quantizer.calibrate) on n training clips, then the step-0 check that
     held-out clips give different tokens: distinct first tokens of step 0 among n held-out clips."""
-    seed = shapes.SPLIT_SEEDS["train"]
-    x = torch.stack([shapes.to_tensor(shapes.make_clip(seed, 20_000_000 + i, frames).video) for i in range(2 * n)])
+    x = (source or ShapesClips()).fixed("calib", 2 * n, frames).to(next(vae.parameters()).device)
     z = torch.cat([vae.encode(x[i:i + 16]) for i in range(0, 2 * n, 16)]).float()
     calibrate(model.quantizer, model.encoder(z[:n]))
     _, idx = model.encode(z[n:])
@@ -309,6 +314,10 @@ def main(argv=None):
                    "computed once (0: encode fresh clips every step); with --repa, the feature model's targets for the "
                    "same clips are cached beside them")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
+    p.add_argument("--data", default=None, metavar="FOLDER",
+                   help="train on the videos under this folder (default: the shapes world); see flexvid.video_data")
+    p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
+    p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder side only (needs --init): the encoder and FSQ stay fixed, so every clip "
                         "keeps its tokens and generators trained on them stay valid")
@@ -320,11 +329,20 @@ def main(argv=None):
     tcfg = TrainConfig.from_args(args)
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
+    try:
+        source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     vae = load_vae(args.vae)
+    if source.size % (vae.cfg.spatial_factor * TOKENIZER_CONFIGS[args.preset].patch):
+        raise SystemExit(f"--size {source.size} is not a multiple of the VAE's factor {vae.cfg.spatial_factor} times "
+                         f"the patch {TOKENIZER_CONFIGS[args.preset].patch}")
     base = config_dict(TOKENIZER_CONFIGS[args.preset])
     z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor
-    base.update(z_channels=z, latent_size=shapes.SIZE // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))
+    base.update(z_channels=z, latent_size=source.size // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))
     feature_model = None
+    if not source.labelled and args.repa not in ("none", "vae"):
+        raise SystemExit("a shapes teacher knows the shapes world only: with --data, use --repa vae or none")
     if args.repa != "none":
         feature_model = feature_model_for(args.repa, vae, base)
         base["repa_dim"] = feature_model.dim
@@ -332,6 +350,11 @@ def main(argv=None):
         init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
         base.update({k: v for k, v in init_cfg.items() if k not in ("repa_dim",)})
     base.update(parse_overrides(args.set, base))
+    if base["latent_size"] * vae.cfg.spatial_factor != source.size:
+        raise SystemExit(f"the model is for {base['latent_size'] * vae.cfg.spatial_factor} px clips, the data are "
+                         f"{source.size} px (--size)")
+    if base["attr_weight"] > 0 and not source.labelled:
+        raise SystemExit("attr_weight asks the tokens for the shapes world's object attributes: not with --data")
     if base["attr_weight"] > 0 and not base["attr_classes"]:  # the shapes world's main-object attributes
         base["attr_classes"] = [len(names) for names in shapes.ATTRIBUTES.values()]
         base["attr_temporal"] = [name == "motion" for name in shapes.ATTRIBUTES]
@@ -345,25 +368,26 @@ def main(argv=None):
         new_head = new_head and any(name.startswith("attr_head.") for name in missing)
         print(f"initialised from {args.init}")
     else:
-        print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames)}")
+        print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames, source=source)}")
     if args.freeze_encoder:
         freeze_encoder(model)
     vae.to(torch.device("cuda") if tcfg.device == "auto" and torch.cuda.is_available() else tcfg.device if tcfg.device != "auto" else "cpu")
 
     def batches(start, b, rank, world):
-        return shapes.batch_stream("train", b, args.frames, start=start * tcfg.batch_size, rank=rank, world_size=world)
+        return source.stream(b, args.frames, start * tcfg.batch_size, rank, world)
 
     if cfg.attr_weight > 0:
         batches = attribute_batches(args.frames)
     if args.latent_cache:
-        z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache, args.frames)
+        z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache,
+                         args.frames, source=source)
         feats, attrs = None, None
         if cfg.attr_weight > 0:
             attrs = shapes.attribute_labels(shapes.SPLIT_SEEDS["train"], range(z.shape[0]))
         if feature_model is not None:
             feats = feature_cache(feature_model, feature_model_id(args.repa),
                                   os.path.join(tcfg.out_dir, f"repa_{args.frames}f.safetensors"), args.latent_cache,
-                                  args.frames)
+                                  args.frames, source=source)
         batches = cached_batches(z, tcfg.batch_size, feats, attrs)
 
     if new_head and args.init and not os.path.exists(os.path.join(tcfg.out_dir, "ckpt.pt")):
@@ -382,11 +406,12 @@ def main(argv=None):
               f"{dict(zip(shapes.ATTRIBUTES, accs))}", flush=True)
 
     def on_checkpoint(ema, step):
-        VideoFlexTok(vae, ema, device=next(vae.parameters()).device).save_pretrained(os.path.join(tcfg.out_dir, "export"))
+        VideoFlexTok(vae, ema, fps=source.fps, device=next(vae.parameters()).device).save_pretrained(
+            os.path.join(tcfg.out_dir, "export"))
         ema.train(False)
 
     return fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
-               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m),
+               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m, source=source),
                on_checkpoint=on_checkpoint)
 
 

@@ -16,6 +16,7 @@ import torch
 from . import shapes
 from .hub import config_dict, save_weights, write_json
 from .training import TrainConfig, fit
+from .video_data import ShapesClips, clip_source
 from .vae import VAE_CONFIGS, VAEConfig, VideoVAE
 
 
@@ -78,11 +79,10 @@ def resampled_loss(model, batch):
 
 
 @torch.no_grad()
-def latent_stats(vae: VideoVAE, n: int = 128, T: int = 17, batch: int = 16) -> tuple[list, list]:
+def latent_stats(vae: VideoVAE, n: int = 128, T: int = 17, batch: int = 16, source=None) -> tuple[list, list]:
+    """Per-channel mean and std of the latents of n training clips of `source` (default: the shapes world)."""
     zs = []
-    for i in range(0, n, batch):
-        x = torch.stack([shapes.to_tensor(shapes.make_clip(shapes.SPLIT_SEEDS["train"], 10_000_000 + j, T).video)
-                         for j in range(i, i + batch)])
+    for x in (source or ShapesClips()).batches("stats", n, T, batch):
         mean, _ = vae.encode_moments(x.to(next(vae.parameters()).device))
         zs.append(mean.float().cpu())
     z = torch.cat(zs).transpose(0, 1).flatten(1)  # (z, N)
@@ -90,9 +90,8 @@ def latent_stats(vae: VideoVAE, n: int = 128, T: int = 17, batch: int = 16) -> t
 
 
 @torch.no_grad()
-def eval_vae(vae: VideoVAE, n: int = 16) -> dict:
-    clips = shapes.fixed_split("val", n, 17)
-    x = torch.stack([shapes.to_tensor(c.video) for c in clips]).to(next(vae.parameters()).device)
+def eval_vae(vae: VideoVAE, n: int = 16, source=None) -> dict:
+    x = (source or ShapesClips()).fixed("val", n, 17).to(next(vae.parameters()).device)
     recon, _ = vae(x)
     return {"psnr": psnr(recon.clamp(-1, 1), x).mean().item()}
 
@@ -104,12 +103,13 @@ def freeze_encoder(vae: VideoVAE) -> None:
         part.requires_grad_(False)
 
 
-def export(vae: VideoVAE, out_dir: str, keep_stats: bool = False) -> None:
-    """Write out_dir/{config.json, model.safetensors} with latent statistics measured now, or with the
-    ones the VAE already has (keep_stats: a decoder-only fine-tune leaves the latents as they were)."""
+def export(vae: VideoVAE, out_dir: str, keep_stats: bool = False, source=None) -> None:
+    """Write out_dir/{config.json, model.safetensors} with latent statistics measured now on `source`'s
+    clips, or with the ones the VAE already has (keep_stats: a decoder-only fine-tune leaves the latents
+    as they were)."""
     cfg = VAEConfig(**config_dict(vae.cfg))
     if not keep_stats:
-        cfg.latent_mean, cfg.latent_std = latent_stats(vae)
+        cfg.latent_mean, cfg.latent_std = latent_stats(vae, source=source)
     write_json(os.path.join(out_dir, "config.json"), config_dict(cfg))
     save_weights(vae, os.path.join(out_dir, "model.safetensors"))
 
@@ -127,6 +127,10 @@ def main(argv=None):
                         "training clips at full K, cached once, on every other step")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for --resampled (default: --init)")
     p.add_argument("--init", default=None, help="start from the VAE of this folder (a VAE export or a tokenizer folder)")
+    p.add_argument("--data", default=None, metavar="FOLDER",
+                   help="train on the videos under this folder (default: the shapes world); see flexvid.video_data")
+    p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
+    p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder only (needs --init): every clip keeps its latents, so the tokenizer, its "
                         "tokens and the generators stay valid; the export keeps the init's latent statistics")
@@ -140,6 +144,12 @@ def main(argv=None):
         raise SystemExit("--freeze-encoder fine-tunes a trained VAE's decoder: give it --init")
     if args.resampled < 0 or (args.resampled and not args.freeze_encoder):
         raise SystemExit("--resampled N (N >= 0) fits the decoder to a tokenizer's latents: it needs --freeze-encoder")
+    if args.resampled and args.data:
+        raise SystemExit("--resampled fits the decoder to the resampler's latents of shapes-world clips; not with --data")
+    try:
+        source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))
     if args.init:
         from .train_tokenizer import load_vae
@@ -166,7 +176,7 @@ def main(argv=None):
         print(f"resampler latents: {tuple(cache['latents'].shape)} from {path}")
 
     def batches(start, b, rank, world):
-        fresh = shapes.batch_stream("train", b, args.frames, start=start * cfg.batch_size, rank=rank, world_size=world)
+        fresh = source.stream(b, args.frames, start * cfg.batch_size, rank, world)
         step = start
         while True:  # with a cache, odd steps decode the resampler's latents of cached clips
             if cache is not None and step % 2:
@@ -185,8 +195,9 @@ def main(argv=None):
         return vae_loss(m, batch, rand, args.kl_weight, args.latent_noise)
 
     ema = fit(vae, loss_fn, batches, cfg,
-              model_config=config_dict(vae.cfg), eval_fn=lambda m, s: eval_vae(m),
-              on_checkpoint=lambda m, s: export(m, os.path.join(cfg.out_dir, "export"), keep_stats=args.freeze_encoder))
+              model_config=config_dict(vae.cfg), eval_fn=lambda m, s: eval_vae(m, source=source),
+              on_checkpoint=lambda m, s: export(m, os.path.join(cfg.out_dir, "export"), keep_stats=args.freeze_encoder,
+                                                source=source))
     return ema
 
 

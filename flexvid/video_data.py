@@ -1,0 +1,157 @@
+"""Where training clips come from: the shapes world (the default) or a folder of your own videos.
+
+`flexvid train-vae --data FOLDER` and `flexvid train-tokenizer --data FOLDER` train on every video file
+under FOLDER (mp4, webm, avi, mov, mkv, m4v, any depth) instead of the shapes world. Each file is
+decoded once with OpenCV (flexvid.video_io), resampled to the model's frame rate, resized and
+centre-cropped to its resolution, and kept in memory as uint8 frames (12 KB a frame at 64 x 64;
+`max_frames` bounds the total); a training clip is a window of T consecutive frames of one video.
+Files that cannot be read, or are shorter than one clip, are skipped with a warning that names them.
+
+Both sources answer the same questions, so the training code has one path:
+  stream(b, T, start, rank, world)  the training batches from global clip `start` on, a function of
+                                    the step alone (exact resume, the same global batch for any number
+                                    of processes), as (videos (b, 3, T, H, W) in [-1, 1], labels, captions);
+  fixed(purpose, n, T)              n clips for one purpose ("cache": the latent cache, "stats": the
+                                    VAE's latent statistics, "calib": FSQ calibration, "val": the
+                                    usage check), the same every time.
+The shapes world keeps its own fixed sets (held-out validation clips, disjoint index ranges). A folder
+has no held-out split: its "val" clips are windows of the training videos, so the usage check there
+measures fitting, not generalisation.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import shapes, video_io
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
+MAX_FRAMES = 400_000  # about 4.9 GB of frames at 64 x 64
+
+
+class ShapesClips:
+    """The shapes world (shared design note "shapes-world.md"): fresh clips, never repeated."""
+
+    name = "shapes"
+    size = shapes.SIZE
+    fps = float(shapes.FPS)
+    labelled = True  # main-object attributes exist (attribute loss, shapes teacher)
+
+    def stream(self, b: int, T: int, start: int = 0, rank: int = 0, world: int = 1):
+        return shapes.batch_stream("train", b, T, start=start, rank=rank, world_size=world)
+
+    _BASES = {"cache": 0, "stats": 10_000_000, "calib": 20_000_000, "val": 0}  # disjoint index ranges
+
+    def batches(self, purpose: str, n: int, T: int, batch: int = 16):
+        """The clips of fixed(purpose, n, T) in batches, rendered in worker processes where there are cores."""
+        seed = shapes.SPLIT_SEEDS["val" if purpose == "val" else "train"]
+        return (b[0] for b in shapes.clip_batches(seed, self._BASES[purpose], n, T, batch))
+
+    def fixed(self, purpose: str, n: int, T: int) -> torch.Tensor:
+        return torch.cat(list(self.batches(purpose, n, T, 64))) if n else torch.zeros(0, 3, T, self.size, self.size)
+
+
+class VideoFolder:
+    """Every video under `root`, decoded once at `size` x `size` and `fps`; clips are T-frame windows."""
+
+    labelled = False
+
+    def __init__(self, root: str, T: int = 17, size: int = 64, fps: float = 8.0, max_frames: int = MAX_FRAMES):
+        if not isinstance(root, (str, Path)) or not str(root):
+            raise ValueError(f"--data must be a folder of videos, got {root!r}")
+        folder = Path(root)
+        if not folder.is_dir():
+            raise ValueError(f"--data {str(root)!r} is not a folder")
+        if not shapes.valid_length(T):
+            raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
+        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
+            raise ValueError(f"size must be an integer in [8, 1024], got {size!r}")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        if not files:
+            raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(root)!r}")
+        self.T, self.size, self.fps = T, size, float(fps)
+        self.videos: list[np.ndarray] = []
+        self.files: list[str] = []
+        self.skipped: list[tuple[str, str]] = []
+        total = 0
+        for f in files:
+            try:
+                frames, src_fps = video_io.read_video(f, shrink_to=size)
+                frames = video_io.resize_center_crop(video_io.resample_fps(frames, src_fps, self.fps), size)
+            except (video_io.VideoError, ValueError) as e:
+                self.skipped.append((str(f.relative_to(folder)), str(e)))
+                continue
+            if len(frames) < T:
+                self.skipped.append((str(f.relative_to(folder)),
+                                     f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
+                continue
+            total += len(frames)
+            if total > max_frames:
+                raise ValueError(f"the videos under {str(root)!r} hold more than {max_frames} frames at {self.fps:g} fps; "
+                                 f"train on a smaller folder (or raise max_frames: frames stay in memory, "
+                                 f"{size * size * 3} bytes each)")
+            self.videos.append(frames)
+            self.files.append(str(f.relative_to(folder)))
+        if self.skipped:
+            listed = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5])
+            more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
+            warnings.warn(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}{more}",
+                          stacklevel=2)
+        if not self.videos:
+            raise ValueError(f"none of the {len(files)} video files under {str(root)!r} gives a {T}-frame clip: "
+                             + "; ".join(f"{name}: {why}" for name, why in self.skipped[:3]))
+        counts = np.array([len(v) - T + 1 for v in self.videos])
+        self._ends = np.cumsum(counts)  # clip i is window i - ends[v-1] of video v
+        digest = hashlib.sha1("\n".join(f"{n}:{len(v)}" for n, v in zip(self.files, self.videos)).encode()).hexdigest()
+        self.name = f"folder:{digest[:12]}:{size}px:{self.fps:g}fps"
+
+    def __len__(self) -> int:
+        """Distinct T-frame windows."""
+        return int(self._ends[-1])
+
+    def clip(self, i: int, T: int | None = None) -> torch.Tensor:
+        """Window i as (3, T, size, size) in [-1, 1] (a shorter T than the folder's is a prefix of it)."""
+        T = self.T if T is None else T
+        v = int(np.searchsorted(self._ends, i, side="right"))
+        start = int(i - (self._ends[v - 1] if v else 0))
+        frames = self.videos[v][start:start + T]
+        if len(frames) < T:
+            raise ValueError(f"{T}-frame clips need videos of at least {T} frames; this folder was read for {self.T}")
+        return shapes.to_tensor(np.ascontiguousarray(frames))
+
+    def _draw(self, key: int, n: int) -> torch.Tensor:
+        return torch.randint(len(self), (n,), generator=torch.Generator().manual_seed(key))
+
+    def stream(self, b: int, T: int, start: int = 0, rank: int = 0, world: int = 1):
+        """Batch j holds global clips start + (j * world + rank) * b ...: windows drawn by the clip's
+        index alone (uniform over all windows, so long videos count by their length)."""
+        j = 0
+        while True:
+            first = start + (j * world + rank) * b
+            idx = [int(self._draw(1_000_003 * (first + i) + 7, 1)[0]) for i in range(b)]
+            yield torch.stack([self.clip(i, T) for i in idx]), None, None
+            j += 1
+
+    _KEYS = {"cache": 1, "stats": 2, "calib": 3, "val": 4}
+
+    def batches(self, purpose: str, n: int, T: int, batch: int = 16):
+        idx = self._draw(self._KEYS[purpose], n)
+        for a in range(0, n, batch):
+            yield torch.stack([self.clip(int(i), T) for i in idx[a:a + batch]])
+
+    def fixed(self, purpose: str, n: int, T: int) -> torch.Tensor:
+        return torch.cat(list(self.batches(purpose, n, T, 64))) if n else torch.zeros(0, 3, T, self.size, self.size)
+
+
+def clip_source(data: str | None, T: int = 17, size: int = 64, fps: float = 8.0):
+    """The shapes world (data None) or a VideoFolder of `data`."""
+    if data is None:
+        if size != shapes.SIZE or float(fps) != float(shapes.FPS):
+            raise ValueError(f"the shapes world is {shapes.SIZE} x {shapes.SIZE} at {shapes.FPS} fps; --size and --fps "
+                             f"are for --data folders")
+        return ShapesClips()
+    return VideoFolder(data, T=T, size=size, fps=fps)

@@ -1,0 +1,123 @@
+"""Training on a folder of one's own videos (flexvid.video_data, train-vae / train-tokenizer --data)."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from flexvid import shapes, video_io
+from flexvid.video_data import ShapesClips, VideoFolder, clip_source
+from flexvid.vae import VAEConfig, VideoVAE
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two usable videos (one at 16 fps, in a subfolder), a corrupt one, a too-short one, a text file."""
+    root = tmp_path_factory.mktemp("videos")
+    (root / "sub").mkdir()
+    video_io.write_video(root / "a.mp4", shapes.make_clip(0, 1, 41).video, fps=16)  # 41 frames at 16 fps
+    video_io.write_video(root / "sub" / "b.mp4", shapes.make_clip(0, 2, 25).video, fps=8)
+    (root / "broken.mp4").write_bytes(os.urandom(2000))
+    video_io.write_video(root / "short.mp4", shapes.make_clip(0, 3, 5).video, fps=8)
+    (root / "notes.txt").write_text("not a video")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(folder):
+    with pytest.warns(UserWarning, match="skipped 2 of 4 files") as record:
+        d = VideoFolder(str(folder), T=17, size=32, fps=8.0)
+    message = str(record[0].message)
+    assert "broken.mp4" in message and "short.mp4" in message and "notes.txt" not in message
+    return d
+
+
+def test_folder_reads_resamples_and_skips(data):
+    assert data.files == ["a.mp4", os.path.join("sub", "b.mp4")]
+    # 41 frames at 16 fps last 2.56 s: 20 frames at 8 fps; b keeps its 25
+    assert [len(v) for v in data.videos] == [20, 25]
+    assert data.videos[0].shape[1:] == (32, 32, 3) and data.videos[0].dtype == np.uint8
+    assert len(data) == (20 - 16) + (25 - 16)  # windows of 17 frames
+    clip = data.clip(len(data) - 1)
+    assert clip.shape == (3, 17, 32, 32) and -1 <= clip.min() and clip.max() <= 1
+    # the last window of b is its last 17 frames
+    assert torch.equal(clip, shapes.to_tensor(data.videos[1][-17:]))
+    assert data.clip(0, T=9).shape == (3, 9, 32, 32)
+
+
+def test_folder_batches_are_a_function_of_the_step(data):
+    one = next(data.stream(4, 9, start=8))[0]
+    halves = [next(data.stream(2, 9, start=8, rank=r, world=2))[0] for r in range(2)]
+    assert torch.equal(torch.cat(halves), one)  # the same global batch for any number of processes
+    stream = data.stream(4, 9, start=0)
+    next(stream), next(stream)
+    assert torch.equal(next(stream)[0], one)  # resuming at clip 8 gives what the third batch was
+    a, b = data.fixed("val", 5, 17), data.fixed("val", 3, 17)
+    assert torch.equal(a[:3], b) and not torch.equal(data.fixed("cache", 3, 17), b)
+    assert torch.equal(torch.cat(list(data.batches("cache", 5, 17, batch=2))), data.fixed("cache", 5, 17))
+
+
+def test_bad_folders_are_clear_errors(tmp_path, folder):
+    with pytest.raises(ValueError, match="not a folder"):
+        VideoFolder(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="no video files"):
+        VideoFolder(str(tmp_path))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.mp4").write_bytes(b"\0" * 100)
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 1 video files"):
+        VideoFolder(str(bad))
+    with pytest.raises(ValueError, match="more than 30 frames"):
+        VideoFolder(str(folder), max_frames=30)
+    with pytest.raises(ValueError, match="for --data folders"):
+        clip_source(None, size=128)
+    assert isinstance(clip_source(None), ShapesClips)
+
+
+def test_shapes_source_is_the_shapes_world():
+    s = ShapesClips()
+    x = s.fixed("val", 2, 5)
+    assert torch.equal(x, torch.stack([shapes.to_tensor(c.video) for c in shapes.fixed_split("val", 2, 5)]))
+    videos, labels, captions = next(s.stream(2, 5, start=4))
+    assert torch.equal(videos, next(shapes.batch_stream("train", 2, 5, start=4))[0])
+
+
+def test_train_vae_and_tokenizer_on_a_folder(tmp_path, folder):
+    from flexvid import train_tokenizer, train_vae
+    from flexvid.pipeline import VideoFlexTok
+    from flexvid.train_tokenizer import latent_cache, load_vae
+
+    torch.manual_seed(0)
+    vae = VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), spatial_down=(False, True), temporal_down=(False, True), patch=2))
+    vae.set_latent_stats([0.0] * 4, [1.0] * 4)
+    train_vae.export(vae, str(tmp_path / "init"), keep_stats=True)
+    common = ["--data", str(folder), "--size", "32", "--batch-size", "2", "--warmup", "1", "--eval-every", "0",
+              "--no-bf16", "--threads", "1"]
+    with pytest.warns(UserWarning, match="skipped"):
+        train_vae.main(["--init", str(tmp_path / "init"), "--out-dir", str(tmp_path / "vae"), "--steps", "2",
+                        "--frames", "9", "--ckpt-every", "2", *common])
+    vae_cfg = json.loads((tmp_path / "vae" / "export" / "config.json").read_text())
+    assert vae_cfg["latent_std"] != [1.0] * 4  # latent statistics measured on the folder's clips
+    with pytest.warns(UserWarning, match="skipped"):
+        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "tok"),
+                              "--steps", "2", "--ckpt-every", "2", "--latent-cache", "4", *common])
+    tok = VideoFlexTok.from_pretrained(str(tmp_path / "tok" / "export"), device="cpu")
+    assert tok.size == 32
+    grid = tok.tokenize(torch.zeros(1, 3, 17, 32, 32))[0]
+    assert grid.shape == (tok.num_steps(17), tok.n_tokens)
+    # the latent cache records its clips' source: the shapes world's clips are not the folder's
+    from safetensors import safe_open
+    path = str(tmp_path / "tok" / "latents_17f.safetensors")
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["source"].startswith("folder:") and f.get_tensor("latents").shape[-1] == 8
+    z = latent_cache(load_vae(str(tmp_path / "vae" / "export")), path, 2, 17)  # asked for shapes clips
+    assert z.shape[0] == 2 and z.shape[-1] == 16  # computed anew from 64 px shapes clips, not reused
+    with safe_open(path, "pt") as f:
+        assert f.metadata()["source"] == "shapes"
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match="not with --data"):
+        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "x"),
+                              "--set", "attr_weight=0.5", *common])
+    with pytest.warns(UserWarning), pytest.raises(SystemExit, match="px"):
+        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "y"),
+                              "--init", str(tmp_path / "tok" / "export"), *common[:2], "--size", "16"])
