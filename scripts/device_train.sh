@@ -6,7 +6,8 @@
 #   1. the CUDA checks (tests/test_cuda.py: tokens, reconstruction, KV cache and a training step in bf16
 #      against the CPU in fp32) and the benchmarks on the GPU (bench_tokenizer, bench_generator);
 #   2. the tokenizer trained further from the embedded one: the whole resampler for TOK_A seconds at high
-#      noise (logit-normal(2, 1.2)), then its decoder side alone for TOK_B seconds at logit-normal(1, 1.6);
+#      noise (logit-normal(2, 1.2)), then its decoder side alone for TOK_B seconds at logit-normal(1.5, 1.5) (low times
+#      sharpen edges, high ones teach what a short prefix says: README, session 12);
 #      the schedules are fitted to the seconds (--time-limit); then 64 validation clips compared, shipped
 #      against new (scripts/compare_tokenizers.py);
 #   3. the class generator trained again on the new tokens (--init from the embedded one) for GEN seconds,
@@ -81,7 +82,7 @@ if [ -f "$TOK/tokenizer.safetensors" ]; then
   mkdir -p "$W/tok_b" && ln -sf "$W/tok_a/latents_17f.safetensors" "$W/tok_b/latents_17f.safetensors"
   python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init "$TOK" --freeze-encoder --out-dir "$W/tok_b" \
     --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$T_B" --lr 3e-4 --min-lr 3e-5 \
-    --warmup 50 --ema-decay 0.999 "${common[@]}" --set time_mean=1.0 time_std=1.6 > "$R/tok_b.log" 2>&1
+    --warmup 50 --ema-decay 0.999 "${common[@]}" --set time_mean=1.5 time_std=1.5 > "$R/tok_b.log" 2>&1
   log "tokenizer, decoder side: $(grep -m1 'time limit' "$R/tok_b.log")"
   cp "$W/tok_b/log.jsonl" "$R/tok_b_log.jsonl" 2>/dev/null
   [ -f "$W/tok_b/export/tokenizer.safetensors" ] && TOK=$W/tok_b/export

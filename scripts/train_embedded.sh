@@ -181,3 +181,16 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr/ex
     --out-dir runs/tok_attr_dec --latent-cache 8192 --steps 450 --threads 2 --no-bf16 --ema-decay 0.99 --lr 3e-4 \
     --min-lr 3e-5 --warmup 20 --ckpt-every 150 --eval-every 0 --set time_mean=1.0 time_std=1.6
 python scripts/compare_tokenizers.py runs/tok_attr_dec/export --n 32 --ks 1 2 4 32 --guidance 3
+
+# Session 12, not shipped (README): 1,500 more decoder-side steps at low noise (no change), then the decoder
+# side trained at high noise instead, from the attribute run (colour at k = 1 0.41 -> 0.59 on 32 validation clips)
+mkdir -p runs/tok_attr_dec2 && ln -sf ../tok_attr/latents_17f.safetensors runs/tok_attr_dec2/latents_17f.safetensors
+python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr_dec/export --freeze-encoder \
+    --out-dir runs/tok_attr_dec2 --latent-cache 8192 --steps 1500 --threads 1 --no-bf16 --ema-decay 0.995 --lr 3e-4 \
+    --min-lr 3e-5 --warmup 20 --ckpt-every 150 --eval-every 0 --set time_mean=1.0 time_std=1.6
+python scripts/compare_tokenizers.py runs/tok_attr_dec2/export --n 32 --ks 1 2 4 32 --guidance 3
+mkdir -p runs/tok_attr_hi && ln -sf ../tok_attr/latents_17f.safetensors runs/tok_attr_hi/latents_17f.safetensors
+python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr/export --freeze-encoder \
+    --out-dir runs/tok_attr_hi --latent-cache 8192 --steps 100000 --time-limit 2400 --threads 2 --no-bf16 \
+    --ema-decay 0.995 --lr 3e-4 --min-lr 3e-5 --warmup 20 --ckpt-every 200 --eval-every 0 --set time_mean=2.5 time_std=1.0
+python scripts/compare_tokenizers.py runs/tok_attr_hi/export --n 32 --ks 1 2 4 32 --guidance 3
