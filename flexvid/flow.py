@@ -40,6 +40,11 @@ def flow_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, step_
     return (err * step_weight).sum() / step_weight.sum().clamp_min(1.0)
 
 
+def clean_estimate(x_s: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """The clean latents that a velocity prediction implies: x0 = x_s - s v (exact for the true v)."""
+    return x_s - _bcast(s) * v
+
+
 def detail_weights(x0: torch.Tensor, strength: float, cap: float = 20.0) -> torch.Tensor:
     """Per-position loss weights (B, 1, t, h, w) that favour detail over smooth regions of a clean latent.
 

@@ -52,6 +52,13 @@ class TokenizerConfig:
     # > 0 weights the flow loss towards detailed latent positions (flow.detail_weights): small objects
     # on a smooth background weigh more than their area; 0 is the plain mean squared error
     detail_weight: float = 0.0
+    # > 0 adds the error measured in pixels: the decoder's estimate of the clean latents (x_s - s v) and
+    # the true ones are both decoded by the frozen stage-0 VAE, and their mean squared difference (in
+    # [-1, 1] pixel units) is added with this weight, for the first pixel_clips clips of each batch. A
+    # squared error on the normalised latents counts a clip's smooth background 2.6 times more than its
+    # pixels do (scripts/latent_variance.py), and no fixed weighting of the latent channels undoes that
+    pixel_weight: float = 0.0
+    pixel_clips: int = 4
     # > 0 adds an attribute loss on the first token of every step: a training-only head reads the
     # token's FSQ code and must name each labelled attribute of the clip (attr_classes: classes per
     # attribute, e.g. the shapes world's colour, shape, size and motion); time-dependent attributes

@@ -82,8 +82,9 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
 # defaults) gives every clip the same tokens, so its caches stay valid.
 DECODER_ONLY_FIELDS = frozenset({"dec_dim", "dec_layers", "dec_heads", "nested_dropout", "nested_decay", "p_null",
                                  "p_prefix", "time_mean", "time_std", "var_weight", "var_target", "repa_layer",
-                                 "repa_dim", "detail_weight", "attr_weight", "attr_classes", "attr_temporal",
-                                 "sample_steps", "guidance", "guidance_mode", "noise_scale"})
+                                 "repa_dim", "detail_weight", "pixel_weight", "pixel_clips", "attr_weight",
+                                 "attr_classes", "attr_temporal", "sample_steps", "guidance", "guidance_mode",
+                                 "noise_scale"})
 VAE_DECODER_PREFIXES = ("dec_in.", "decoder.", "dec_out.")
 TOKENIZER_ENCODER_PREFIXES = ("encoder.", "quantizer.offset", "quantizer.proj_in.", "quantizer.fsq.")
 

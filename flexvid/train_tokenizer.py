@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from . import shapes
-from .flow import detail_weights, flow_loss, logit_normal
+from .flow import clean_estimate, detail_weights, flow_loss, interpolate, logit_normal
 from .hub import config_dict, config_from_dict, load_weights, read_json
 from .pipeline import VideoFlexTok
 from .quantizer import calibrate, sample_k
@@ -191,6 +191,10 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
     position_weight = detail_weights(z0, cfg.detail_weight) if cfg.detail_weight > 0 else None
     loss = flow_loss(v, z0, noise, weight, position_weight)
     metrics = {"flow": loss.item()}
+    if cfg.pixel_weight > 0:
+        px = pixel_loss(vae, z0, noise, s, v, clean, cfg.pixel_clips)
+        loss = loss + cfg.pixel_weight * px
+        metrics["pixel"] = px.item()
     if cfg.var_weight > 0 and B > 1:  # codes must differ between clips (straight-through gradient)
         spread = codes.float().std(dim=0)  # (t, K, d)
         var = torch.relu(cfg.var_target - spread).mean()
@@ -219,6 +223,22 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
         metrics["codes_std"] = round(flat.std(0).mean().item(), 4)
         metrics["clips_distinct_t0"] = torch.unique(codes[:, 0, :4].flatten(1).mul(1000).round(), dim=0).shape[0]
     return loss, metrics
+
+
+def pixel_loss(vae, z0, noise, s, v, clean, n: int) -> torch.Tensor:
+    """Mean squared error in pixels between the frozen VAE's decodes of the clean latents that the velocity
+    v implies and of the true ones, over the first n clips (tokenizer config pixel_weight). Clean-prefix
+    steps keep their true latents, so they add nothing. The VAE's weights get no gradient; the decoder
+    that predicted v does, through the VAE decoder."""
+    n = min(n, z0.shape[0])
+    s = torch.where(clean, torch.zeros_like(s), s)[:n]
+    z, eps = z0[:n].float(), noise[:n].float()
+    est = clean_estimate(interpolate(z, eps, s), s, v[:n].float())
+    est = torch.where(clean[:n, None, :, None, None], z, est)
+    std, mean = vae.latent_std.float(), vae.latent_mean.float()
+    with torch.no_grad():
+        target = vae.decode_raw(z * std + mean).float()
+    return (vae.decode_raw(est * std + mean).float() - target).pow(2).mean()
 
 
 def fit_attribute_head(model: FlexTokenizer, z: torch.Tensor, labels: torch.Tensor, steps: int = 300,

@@ -33,6 +33,8 @@ LONG=${LONG:-1536}        # 81-frame clips for the generators
 BATCH=${BATCH:-256}       # tokenizer batch (the CPU runs used 16)
 GEN_BATCH=${GEN_BATCH:-128}
 ATTR=${ATTR:-0}           # --set attr_weight for the whole-resampler stage (README, "Tried in session 11")
+PIXEL=${PIXEL:-0}         # --set pixel_weight for the whole-resampler stage (README, "Tried in session 13")
+PIXEL_CLIPS=${PIXEL_CLIPS:-32}  # clips of each batch whose error is also measured in pixels
 VAL=${VAL:-64}            # validation clips compared
 THREADS=0
 if [ -n "${SMOKE:-}" ]; then
@@ -73,7 +75,8 @@ T_A=$(budget "$TOK_A" $((TOK_B + GEN + 150)))
 log "tokenizer, whole resampler: $T_A s"
 python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir "$W/tok_a" \
   --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$T_A" --lr 5e-4 --min-lr 5e-5 \
-  --warmup 100 --ema-decay 0.999 "${common[@]}" --set time_mean=2.0 time_std=1.2 attr_weight="$ATTR" > "$R/tok_a.log" 2>&1
+  --warmup 100 --ema-decay 0.999 "${common[@]}" --set time_mean=2.0 time_std=1.2 attr_weight="$ATTR" \
+  pixel_weight="$PIXEL" pixel_clips="$PIXEL_CLIPS" > "$R/tok_a.log" 2>&1
 log "tokenizer, whole resampler: $(grep -c '"loss"' "$W/tok_a/log.jsonl" 2>/dev/null) log lines, $(grep -m1 'time limit' "$R/tok_a.log")"
 cp "$W/tok_a/log.jsonl" "$R/tok_a_log.jsonl" 2>/dev/null
 TOK=$W/tok_a/export

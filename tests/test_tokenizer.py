@@ -370,6 +370,47 @@ def test_training_loss_with_detail_weight_runs_and_keeps_the_token_fingerprint()
     assert torch.isfinite(loss) and tok.encoder.x_embedder.weight.grad.abs().sum() > 0
 
 
+def test_pixel_loss_measures_the_implied_clean_clip_in_pixels():
+    """--set pixel_weight: the loss is zero for the true velocity, grows with a velocity error, ignores
+    clean-prefix steps, reaches the tokenizer (not the frozen VAE) through the VAE decoder, counts only the
+    first pixel_clips clips, and is reported beside the flow loss."""
+    import dataclasses
+
+    from flexvid.train_tokenizer import pixel_loss, tokenizer_loss
+    from flexvid.training import StepRandom
+
+    pipe = small_pipeline()
+    vae = pipe.vae
+    z0 = vae.encode(torch.stack([clip(i) for i in range(3)]))
+    noise = torch.randn_like(z0)
+    s = torch.rand(3, z0.shape[2]) * 0.8 + 0.1
+    clean = torch.zeros(3, z0.shape[2], dtype=torch.bool)
+    v = noise - z0
+    assert pixel_loss(vae, z0, noise, s, v, clean, 3) < 1e-8
+    wrong = v + 0.3 * torch.randn_like(v)
+    assert pixel_loss(vae, z0, noise, s, wrong, clean, 3) > 1e-4
+    # an error only at a clean-prefix step costs nothing; only the first n clips count
+    at_step0 = v.clone()
+    at_step0[:, :, 0] += 1.0
+    clean[:, 0] = True
+    assert pixel_loss(vae, z0, noise, s, at_step0, clean, 3) < 1e-8
+    in_clip2 = v.clone()
+    in_clip2[2] += 1.0
+    assert pixel_loss(vae, z0, noise, s, in_clip2, clean, 2) < 1e-8 < pixel_loss(vae, z0, noise, s, in_clip2, clean, 3)
+
+    from flexvid.train_generator import fingerprint
+    before = fingerprint(pipe)
+    tok = pipe.tokenizer.train().requires_grad_(True)
+    tok.cfg = dataclasses.replace(tok.cfg, pixel_weight=10.0, pixel_clips=2)
+    assert fingerprint(pipe) == before  # a training field: token caches stay valid
+    batch = (torch.stack([clip(i) for i in range(4)]), None, None)
+    loss, metrics = tokenizer_loss(tok, batch, StepRandom(0, 0, 0, 1, torch.device("cpu")), vae, tok.cfg)
+    loss.backward()
+    assert metrics["pixel"] > 0 and loss.item() > metrics["flow"] + 10.0 * metrics["pixel"] * 0.999
+    assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in vae.parameters())
+
+
 def test_frozen_encoder_keeps_every_token(tmp_path):
     """Decoder-side fine-tuning (train-tokenizer --freeze-encoder): the tokens of every clip stay the
     same, so generators trained on them stay valid, while the decoder learns."""
