@@ -208,30 +208,34 @@ def build_demo(rt: Runtime):
         return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
     @page_errors
-    def generate_text(prompt, k, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
-        """Text to video: one clip from the prompt with k tokens per time step (cached)."""
-        g = rt.generate("text", prompt, k, frames, steps, guidance, temperature, seed, gen_progress(progress))
+    def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=1, progress=gr.Progress()):
+        """Text to video: one clip from the prompt with k tokens per time step (cached); best_of > 1
+        samples that many and keeps the one the reranker scores best."""
+        g = rt.generate("text", prompt, k, frames, steps, guidance, temperature, seed, gen_progress(progress),
+                        best_of)
         return g.video, g.summary
 
     @page_errors
-    def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
+    def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, best_of=1, progress=gr.Progress()):
         """The prompt at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
-        g = rt.generate_ladder("text", prompt, frames, steps, guidance, temperature, seed, gen_progress(progress))
+        g = rt.generate_ladder("text", prompt, frames, steps, guidance, temperature, seed, gen_progress(progress),
+                               best_of)
         return g.video, g.summary
 
     @page_errors
-    def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, progress=gr.Progress()):
+    def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, best_of=1,
+                       progress=gr.Progress()):
         """Class to video: one clip of a shapes-world class (colour, shape, motion) with k tokens per step."""
         g = rt.generate("class", f"{colour} {shape} {motion}", k, frames, steps, guidance, temperature, seed,
-                        gen_progress(progress))
+                        gen_progress(progress), best_of)
         return g.video, g.summary
 
     @page_errors
-    def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed,
+    def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed, best_of=1,
                               progress=gr.Progress()):
         """The class at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
         g = rt.generate_ladder("class", f"{colour} {shape} {motion}", frames, steps, guidance, temperature, seed,
-                               gen_progress(progress))
+                               gen_progress(progress), best_of)
         return g.video, g.summary
 
     def new_seed() -> int:
@@ -329,6 +333,9 @@ def build_demo(rt: Runtime):
                             gen_seed = gr.Number(gd["seed"], label="seed", precision=0, minimum=0,
                                                  maximum=lim.max_seed, elem_id="gen-seed")
                             seed_btn = gr.Button("new seed", elem_id="gen-new-seed")
+                        best_of = gr.Slider(1, lim.max_best_of, value=1, step=1, elem_id="gen-best-of",
+                                            label="best of: candidates sampled, the reranker keeps one",
+                                            info="N times the work; the reranker reads the decoded videos")
                 with gr.Column(scale=3, min_width=400):
                     gen_video = gr.Video(label="generated clip", autoplay=True, loop=True, interactive=False,
                                          elem_id="gen-video")
@@ -348,11 +355,11 @@ def build_demo(rt: Runtime):
         resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample")
 
         # the clip first, then its ladder (budgets already made are cache hits); no ladder after an error
-        gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed], \
+        gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed, best_of], \
             [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
         gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
             .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
-        class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed]  # its own guidance
+        class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
         class_btn.click(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
             .success(generate_class_ladder, [colour, shape, motion, *class_in[1:]], ladder_out,
                      api_name="generate_class_ladder")

@@ -6,7 +6,8 @@
     flexvid train-tokenizer --vae runs/vae/export --out-dir runs/tokenizer
     flexvid eval-tokenizer --out eval/tokenizer
     flexvid train-generator --cond text --out-dir runs/generator-text
-    flexvid generate "a small blue square moving up" --k 8 --frames 17 --out clip.mp4
+    flexvid train-reranker --teacher runs/scorer/export --out assets/reranker
+    flexvid generate "a small blue square moving up" --k 8 --frames 17 --best-of 4 --out clip.mp4
     flexvid eval-generator --out eval/generator
     flexvid app
 """
@@ -87,6 +88,7 @@ COMMANDS = {
     "train-tokenizer": ("flexvid.train_tokenizer", "main"),
     "eval-tokenizer": ("flexvid.evaluate", "main"),
     "train-generator": ("flexvid.train_generator", "main"),
+    "train-reranker": ("flexvid.rerank", "main"),
     "generate": ("flexvid.generate", "main"),
     "eval-generator": ("flexvid.eval_generator", "main"),
     "app": ("flexvid.app_ui", "main"),

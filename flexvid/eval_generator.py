@@ -185,6 +185,27 @@ def faithfulness(gen: VideoGenerator, clips, ks=None, frames: int = 17, seed: in
     return res
 
 
+# ----------------------------------------------------------------------------- 1b. best of N
+def best_of(gen: VideoGenerator, clips, n: int = 4, k: int | None = None, frames: int = 17, seed: int = 0,
+            batch: int = 16, reranker=None, **sampler) -> dict:
+    """n candidate videos per clip's condition at budget k (default K), all probed: the rates of the
+    first candidate (a plain sample), of the one the reranker picks (what generate(best_of=n) returns)
+    and of the best of the n (an oracle: any candidate with every attribute right)."""
+    cond = gen.cfg.cond
+    k = gen.cfg.K if k is None else k
+    keys = (*attributes(cond), "all")
+    conds, refs = conditions(gen, clips)
+    rep = [c for c in conds for _ in range(n)]
+    videos = generate_videos(gen, rep, k, frames, seed, max(1, batch // n) * n, **_sampler(**sampler))
+    scores = (reranker or gen.reranker).score(videos, rep, cond).view(len(clips), n)
+    rows = [score(v, refs[i // n], cond) for i, v in enumerate(videos)]
+    pick = scores.argmax(1).tolist()
+    return {"cond": cond, "k": k, "candidates": n, "n": len(clips), "attrs": list(attributes(cond)),
+            "first": rates([rows[i * n] for i in range(len(clips))], keys),
+            "reranked": rates([rows[i * n + j] for i, j in enumerate(pick)], keys),
+            "oracle_all": float(np.mean([any(rows[i * n + j]["all"] for j in range(n)) for i in range(len(clips))]))}
+
+
 # ----------------------------------------------------------------------------- 2. paraphrase
 def paraphrase(gen: VideoGenerator, clips, k: int | None = None, frames: int = 17, seed: int = 0,
                batch: int = 16, prompt_seed: int = 0, baseline: bool = True, **sampler) -> dict:
@@ -314,6 +335,14 @@ def _figures(results: dict) -> list:
     for name, cp in (results.get("condition_probe") or {}).items():
         figs.append(_fig_vs_k(cp["ks"], cp["rates"], f"{name} model: condition probe, the true condition most "
                               f"likely for the clip's own tokens (dotted: chance)", cp["chance"]))
+    for name, bo in (results.get("best_of") or {}).items():
+        keys = (*bo["attrs"], "all")
+        fig = go.Figure([go.Bar(x=list(keys), y=[bo[s][a] for a in keys], name=label) for s, label in
+                         (("first", "first candidate"), ("reranked", f"best of {bo['candidates']}, reranked"))])
+        fig.update_layout(title=f"{name} model: best of {bo['candidates']} at k = {bo['k']} (n = {bo['n']}; any "
+                          f"candidate all right: {bo['oracle_all']:.2f})", yaxis_title="probe accuracy",
+                          yaxis_range=[0, 1.02], barmode="group", height=420, width=720)
+        figs.append(fig)
     pp = results.get("paraphrase")
     if pp:
         keys = (*TEXT_ATTRS, "all")
@@ -358,6 +387,10 @@ def table(results: dict) -> str:
             lines.append("(one-obj / two-obj: 'all' over the " + " / ".join(str(f[s]["n"]) for s in splits)
                          + " prompts naming one / two objects)")
         lines.append("")
+    for name, bo in (results.get("best_of") or {}).items():
+        fmt = lambda r: " ".join(f"{a} {r[a]:.2f}" for a in (*bo["attrs"], "all"))  # noqa: E731
+        lines += [f"best of {bo['candidates']} ({name}, k = {bo['k']}, n = {bo['n']}): first candidate {fmt(bo['first'])}",
+                  f"  reranked {fmt(bo['reranked'])}; any of the {bo['candidates']} all right {bo['oracle_all']:.2f}"]
     pp = results.get("paraphrase")
     if pp:
         fmt = lambda r: ", ".join(f"{a} {r[a]:.2f}" for a in ("color", "motion", "all"))  # noqa: E731
@@ -390,7 +423,7 @@ def write_report(results: dict, out: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- command
 def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 64, n_long: int = 8, ks=None,
              frames: int = 17, long_frames: int = 81, seed: int = 0, batch: int = 16, paraphrases: bool = True,
-             long: bool = True, likelihood: bool = True, **sampler) -> dict:
+             long: bool = True, likelihood: bool = True, n_best_of: int = 0, **sampler) -> dict:
     """All evaluations for the loaded generators ({"text": gen, "class": gen}, either may be missing);
     models names their folders for the report."""
     t0 = time.time()
@@ -398,9 +431,12 @@ def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 6
     tok = any_gen.tokenizer
     clips = shapes.fixed_split("test", n, frames)
     res = {"models": models, "n": n, "frames": frames, "faithfulness": {}, "paraphrase": None, "long_video": None,
-           "condition_probe": None}
+           "condition_probe": None, "best_of": None}
     for name, gen in gens.items():
         res["faithfulness"][name] = faithfulness(gen, clips, ks, frames, seed, batch, **sampler)
+    if n_best_of > 1:
+        res["best_of"] = {name: best_of(gen, clips, n_best_of, None, frames, seed, batch, **sampler)
+                          for name, gen in gens.items()}
     if likelihood:
         res["condition_probe"] = {name: condition_probe(gen, clips, ks) for name, gen in gens.items()}
     if paraphrases and "text" in gens:
@@ -452,6 +488,8 @@ def main(argv=None):
     p.add_argument("--skip-long", action="store_true", help="skip the 81-frame check")
     p.add_argument("--skip-paraphrase", action="store_true", help="skip the paraphrase check")
     p.add_argument("--skip-condition-probe", action="store_true", help="skip the likelihood check of the conditions")
+    p.add_argument("--best-of", type=int, default=4,
+                   help="candidates per prompt for the best-of-N check at k = K (the reranker; 0 skips it)")
     p.add_argument("--out", default="eval/generator")
     args = p.parse_args(argv)
     if args.n < 1 or args.n_long < 0 or not 1 <= args.batch <= 64:
@@ -479,7 +517,7 @@ def main(argv=None):
     models = {"text": args.text_model, "class": args.class_model}
     res = evaluate(gens, {name: display_name(models[name]) for name in gens}, args.n, args.n_long, args.ks, args.frames,
                    seed=args.seed, batch=args.batch, paraphrases=not args.skip_paraphrase, long=not args.skip_long,
-                   likelihood=not args.skip_condition_probe,
+                   likelihood=not args.skip_condition_probe, n_best_of=args.best_of,
                    temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps,
                    decode_guidance=args.decode_guidance)
     res["tokenizer"] = display_name(args.tokenizer)

@@ -95,6 +95,9 @@ class VideoGenerator:
         self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
+        from .rerank import DEFAULT_RERANKER
+        self.reranker_path = DEFAULT_RERANKER  # generate(best_of=N > 1) scores its candidates with this
+        self.last_scores = None  # (B, best_of) scores of the last best-of call
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -212,26 +215,57 @@ class VideoGenerator:
                  top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
                  seed: int = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
                  decode_guidance_mode: str | None = None,
-                 callback: Callable[[str, int, int], None] | None = None, compile: bool = False) -> list[torch.Tensor]:
+                 callback: Callable[[str, int, int], None] | None = None, compile: bool = False,
+                 best_of: int = 1) -> list[torch.Tensor]:
         """Prompts or class labels -> videos (3, frames, H, W) in [-1, 1] on the CPU, one per condition.
 
         Sampling arguments as in sample_tokens; decode_steps, decode_guidance and decode_guidance_mode
         go to VideoFlexTok.detokenize (defaults: the generator config's decode_guidance, else the
         tokenizer's). Grid i decodes with seed + i.
+        best_of = N > 1: N grids per condition (sampled and decoded in one batch, N times the work), of
+        which the one the reranker (`self.reranker`, default assets/reranker) scores best is returned.
         callback(stage, done, total), stage "tokens" then "decode", for progress bars."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
+        if isinstance(best_of, bool) or not is_int(best_of) or not 1 <= int(best_of) <= MAX_BATCH:
+            raise ValueError(f"best_of must be an integer in [1, {MAX_BATCH}], got {best_of!r}")
+        best_of = int(best_of)
         cond = self.condition(condition)
+        if len(cond) * best_of > MAX_BATCH:
+            raise ValueError(f"{len(cond)} conditions x best_of {best_of} is more than {MAX_BATCH} samples per call")
+        if best_of > 1:
+            items = (condition.reshape(-1).tolist() if isinstance(condition, torch.Tensor) else
+                     [condition] if isinstance(condition, str) or is_int(condition) else list(condition))
+            condition = [c for c in items for _ in range(best_of)]
+            cond = self.condition(condition)
         sampling.check_request(self.model, cond, 1, k, *self._defaults(temperature, top_k, top_p, guidance))
         check_seed(seed)
         check_seed(int(seed) + len(cond) - 1, f"seed + {len(cond) - 1} (grid i decodes with seed + i)")
         tok = self.tokenizer
         tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)
+        reranker = self.reranker if best_of > 1 else None  # loaded (and checked) before any sampling
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
-        return tok.detokenize(grids, k=k, steps=decode_steps, guidance=self.decode_guidance(decode_guidance),
-                              guidance_mode=decode_guidance_mode, seed=[seed + i for i in range(len(grids))],
-                              callback=(lambda d, n: callback("decode", d, n)) if callback else None)
+        videos = tok.detokenize(grids, k=k, steps=decode_steps, guidance=self.decode_guidance(decode_guidance),
+                                guidance_mode=decode_guidance_mode, seed=[seed + i for i in range(len(grids))],
+                                callback=(lambda d, n: callback("decode", d, n)) if callback else None)
+        if reranker is None:
+            return videos
+        scores = reranker.score(videos, condition, self.cfg.cond).view(-1, best_of)
+        self.last_scores = scores
+        return [videos[i * best_of + j] for i, j in enumerate(scores.argmax(1).tolist())]
+
+    @property
+    def reranker(self):
+        """The best-of-N scorer (`flexvid.rerank.Reranker`), loaded on first use from `reranker_path`."""
+        if getattr(self, "_reranker", None) is None:
+            from .rerank import Reranker
+            self._reranker = Reranker.from_pretrained(self.reranker_path)
+        return self._reranker
+
+    @reranker.setter
+    def reranker(self, value):
+        self._reranker = value
 
 
 # ----------------------------------------------------------------------------- command line
@@ -245,6 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=None, help="tokens per time step (default: K, all)")
     p.add_argument("--frames", type=int, default=17, help="1 + 4n frames, at most 81")
     p.add_argument("--num-samples", type=int, default=1)
+    p.add_argument("--best-of", type=int, default=1,
+                   help="sample N candidates per output and keep the one the reranker scores best (N times the work)")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -284,7 +320,8 @@ def main(argv=None) -> int:
         videos = gen.generate([condition] * args.num_samples, k=args.k, frames=args.frames,
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               guidance=args.guidance, seed=args.seed, decode_steps=args.decode_steps,
-                              decode_guidance=args.decode_guidance, callback=progress, compile=args.compile)
+                              decode_guidance=args.decode_guidance, callback=progress, compile=args.compile,
+                              best_of=args.best_of)
         for bar in bars.values():
             bar.close()
     except ValueError as e:

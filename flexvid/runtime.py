@@ -69,6 +69,7 @@ class Limits:
     max_prompt_chars: int = 300  # longer prompts are refused (the text encoder reads ~256 word pieces)
     max_gen_frames: int = 81  # longest generated clip (1 + 4n frames; 81 = 21 time steps, 10 s at 8 fps)
     max_temperature: float = 3.0  # generator sampling temperature
+    max_best_of: int = 8  # candidates a generation may sample and rerank (N times the work)
 
 
 @dataclass
@@ -373,9 +374,11 @@ class GenRequest:
     guidance: float  # the generator's classifier-free guidance (1 = none)
     temperature: float
     seed: int  # token sampling and decoder noise
+    best_of: int = 1  # candidates sampled and decoded; the reranker keeps one
 
     def key(self, k: int) -> tuple:
-        return (self.kind, self.condition, k, self.frames, self.steps, self.guidance, self.temperature, self.seed)
+        return (self.kind, self.condition, k, self.frames, self.steps, self.guidance, self.temperature, self.seed,
+                self.best_of)
 
     @staticmethod
     def from_key(key: tuple) -> "GenRequest":
@@ -825,7 +828,7 @@ class Runtime:
             raise UserError(str(e)) from None
 
     def gen_request(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None,
-                    seed=None) -> GenRequest:
+                    seed=None, best_of=None) -> GenRequest:
         """Validate a generation request (None = default) into a GenRequest; UserError for a generator that
         is not configured and for any value out of range, before any model work."""
         if kind not in GENERATOR_NAMES:
@@ -843,7 +846,13 @@ class Runtime:
         temperature = _number(cfg.temperature if temperature is None else temperature, "temperature",
                               MIN_TEMPERATURE, lim.max_temperature)
         seed = _integer(d["seed"] if seed is None else seed, "seed", 0, lim.max_seed)
-        return GenRequest(kind, condition, frames, steps, guidance, temperature, seed)
+        best_of = _integer(1 if best_of is None else best_of, "best of (candidates)", 1, lim.max_best_of)
+        if best_of > 1:
+            try:
+                _ = self.generator(kind).reranker
+            except ValueError as e:
+                raise UserError(f"best of {best_of} needs the reranker: {e}") from None
+        return GenRequest(kind, condition, frames, steps, guidance, temperature, seed, best_of)
 
     def _generation_lock(self, kind: str) -> threading.Lock:
         with self._lock:
@@ -877,20 +886,26 @@ class Runtime:
                 from .generate import frames_to_steps
 
                 gen, d = self.generator(req.kind), self.defaults()
-                t = frames_to_steps(req.frames, gen.cfg.max_t)
+                t, n = frames_to_steps(req.frames, gen.cfg.max_t), req.best_of
                 total, offset, grids = t * sum(missing), 0, []
                 with self.model_slot():
-                    for k in missing:
-                        cb = None if progress is None else (lambda i, n, o=offset: progress("tokens", o + i, total))
-                        grids += gen.sample_tokens([req.condition], k=k, frames=req.frames, temperature=req.temperature,
-                                                   guidance=req.guidance, seed=req.seed, callback=cb)
+                    for k in missing:  # n candidates per k, sampled in one batch
+                        cb = None if progress is None else (lambda i, m, o=offset: progress("tokens", o + i, total))
+                        grids += gen.sample_tokens([req.condition] * n, k=k, frames=req.frames,
+                                                   temperature=req.temperature, guidance=req.guidance, seed=req.seed,
+                                                   callback=cb)
                         offset += t * k
                     dg = gen.decode_guidance()
-                    videos = self.tok.detokenize(grids, k=missing, steps=req.steps,
+                    ks_all = [k for k in missing for _ in range(n)]
+                    videos = self.tok.detokenize(grids, k=ks_all, steps=req.steps,
                                                  guidance=d["guidance"] if dg is None else dg,
-                                                 guidance_mode=d["guidance_mode"], seed=[req.seed] * len(missing),
+                                                 guidance_mode=d["guidance_mode"], seed=[req.seed] * len(ks_all),
                                                  callback=None if progress is None else
-                                                 (lambda i, n: progress("decode", i, n)))
+                                                 (lambda i, m: progress("decode", i, m)))
+                    if n > 1:  # keep, per k, the candidate the reranker scores best
+                        scores = gen.reranker.score(videos, [req.condition] * len(videos), req.kind).view(-1, n)
+                        best = [i * n + j for i, j in enumerate(scores.argmax(1).tolist())]
+                        grids, videos = [grids[i] for i in best], [videos[i] for i in best]
                 for k, grid, v in zip(missing, grids, videos):
                     have[k] = Generated(video_io.from_model(v), grid)
                 with self._lock:
@@ -906,10 +921,10 @@ class Runtime:
             return {k: have[k] for k in ks}, not missing
 
     def generate(self, kind, condition, k=None, frames=None, steps=None, guidance=None, temperature=None, seed=None,
-                 progress: GenProgress | None = None) -> Generation:
+                 progress: GenProgress | None = None, best_of=None) -> Generation:
         """One clip from a prompt (kind "text") or a class (kind "class": 0..89 or "red circle left") with a
         budget of k tokens per time step (None = the default). Cached; progress(stage, done, total)."""
-        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed)
+        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed, best_of)
         k = self.defaults()["k"] if k is None else self.check_k(k)
         results, cached = self._generate(req, [k], progress)
         path = _atomic_write_video(self._gen_paths(req, k)[0], results[k].video, self.tok.fps, self.display_scale())
@@ -919,14 +934,16 @@ class Runtime:
         summary = (f"{req.describe()} at **k = {k} of {K}** tokens per time step: {t} steps x {k} = "
                    f"**{t * k} tokens**, {bits:,.0f} bits ({rate:,.0f} bit/s) for {req.frames} frames ({duration:.2f} s) at "
                    f"{self.tok.size}x{self.tok.size}. Guidance {req.guidance:g}, temperature {req.temperature:g}, "
-                   f"seed {req.seed}, decoder {req.steps} steps{' (from the cache)' if cached else ''}.")
+                   f"seed {req.seed}, decoder {req.steps} steps"
+                   f"{f', best of {req.best_of} by the reranker' if req.best_of > 1 else ''}"
+                   f"{' (from the cache)' if cached else ''}.")
         return Generation(req, [k], path, summary, results, cached)
 
     def generate_ladder(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None, seed=None,
-                        progress: GenProgress | None = None) -> Generation:
+                        progress: GenProgress | None = None, best_of=None) -> Generation:
         """The same request at every budget k = 1, 2, 4, ..., K with the same seed, as one labelled grid
         video: what a few tokens buy. Budgets already generated (e.g. by generate) are cache hits."""
-        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed)
+        req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed, best_of)
         ks = self.tok.ladder()
         results, cached = self._generate(req, ks, progress)
         half = max(1, self.display_scale() // 2)

@@ -162,13 +162,39 @@ def cell_labels(labels: np.ndarray, cell: int = CELL) -> np.ndarray:
     return labels[..., cell // 2::cell, cell // 2::cell]
 
 
-def batch_stream(split: str, batch_size: int, T: int, start: int = 0, rank: int = 0, world_size: int = 1):
-    """Batches of (video (B, 3, T, 64, 64), cell labels (B, 4, T, 16, 16) int64)."""
+def degrade(video: torch.Tensor, gen: torch.Generator, max_sigma: float = 1.5, max_noise: float = 0.1) -> torch.Tensor:
+    """Each clip of (B, 3, T, H, W) in [-1, 1] blurred by a Gaussian of a random width in [0, max_sigma]
+    pixels and given Gaussian noise of a random std in [0, max_noise]: a perception model that also has
+    to read decoded videos, which are softer than the world's renders, trains on these."""
+    B = video.shape[0]
+    sigma = torch.rand(B, generator=gen) * max_sigma
+    noise = torch.rand(B, generator=gen) * max_noise
+    x = torch.arange(-3, 4, dtype=torch.float32)
+    out = []
+    for v, s, n in zip(video, sigma.tolist(), noise.tolist()):
+        if s > 0.2:
+            k = torch.exp(-x ** 2 / (2 * s * s))
+            k = (k / k.sum()).to(v)
+            C, T, H, W = v.shape
+            f = rearrange(v, "c t h w -> (c t) 1 h w")
+            f = F.conv2d(F.pad(f, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, 7))
+            f = F.conv2d(F.pad(f, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, 7, 1))
+            v = rearrange(f, "(c t) 1 h w -> c t h w", c=C)
+        out.append((v + n * torch.randn(v.shape, generator=gen)).clamp(-1, 1))
+    return torch.stack(out)
+
+
+def batch_stream(split: str, batch_size: int, T: int, start: int = 0, rank: int = 0, world_size: int = 1,
+                 augment: bool = False):
+    """Batches of (video (B, 3, T, 64, 64), cell labels (B, 4, T, 16, 16) int64); augment: `degrade`d
+    videos (the same for the same clips: the generator is seeded by the first clip's index)."""
     seed, j = shapes.SPLIT_SEEDS[split], 0
     while True:
         base = start + (j * world_size + rank) * batch_size
         clips = [shapes.make_clip(seed, base + i, T) for i in range(batch_size)]
         video = torch.stack([shapes.to_tensor(c.video) for c in clips])
+        if augment:
+            video = degrade(video, torch.Generator().manual_seed(base))
         labels = torch.from_numpy(np.stack([cell_labels(render_labels(c.objects, T)) for c in clips])).long()
         yield video, labels
         j += 1
@@ -202,6 +228,8 @@ def accuracy(model: ShapesTeacher, n: int = 16, T: int = 17, split: str = "val")
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--frames", type=int, default=9)
+    p.add_argument("--augment", action="store_true",
+                   help="train on blurred and noisy clips too (`degrade`), to read decoded videos (the reranker)")
     TrainConfig.add_args(p, out_dir="runs/teacher", steps=1000, batch_size=8, lr=2e-3, min_lr=1e-4,
                          warmup=50, ema_decay=0.99, ckpt_every=250, eval_every=250, bf16=False)
     args = p.parse_args(argv)
@@ -212,7 +240,7 @@ def main(argv=None):
 
     def batches(start, b, rank, world):  # clip indices far from the tokenizer's, same training seed
         return batch_stream("train", b, args.frames, start=50_000_000 + start * cfg.batch_size, rank=rank,
-                            world_size=world)
+                            world_size=world, augment=args.augment)
 
     ema = fit(model, teacher_loss, batches, cfg, model_config=config_dict(model.cfg),
               eval_fn=lambda m, s: accuracy(m), on_checkpoint=lambda m, s: save_teacher(calibrate(m), os.path.join(cfg.out_dir, "export")))

@@ -206,9 +206,22 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer
     --latent-cache 6144 --steps 100000 --time-limit 4200 --threads 2 --no-bf16 --ema-decay 0.995 --lr 3e-4 \
     --min-lr 3e-5 --warmup 50 --ckpt-every 200 --eval-every 0 --set pixel_weight=30.0 pixel_clips=4 time_mean=2.0 time_std=1.2
 python scripts/compare_tokenizers.py runs/tok_px/export --n 32 --ks 1 2 4 32 --guidance 3
-# (2) its decoder side alone (tokens unchanged), 873 steps; not yet evaluated
+# (2) its decoder side alone (tokens unchanged). Session 14 ran it again from the shipped weights (2,103 steps
+#     in 2,300 s at 2 threads, its own 6,144-clip latent cache) and evaluated it: not shipped (README)
 mkdir -p runs/tok_pxdec && ln -sf ../tok_px/latents_17f.safetensors runs/tok_pxdec/latents_17f.safetensors
 python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --freeze-encoder --out-dir runs/tok_pxdec \
     --latent-cache 6144 --steps 100000 --time-limit 2300 --threads 2 --no-bf16 --ema-decay 0.995 --lr 2e-4 --min-lr 2e-5 \
     --warmup 20 --ckpt-every 100 --eval-every 0 --set pixel_weight=30.0 pixel_clips=4 time_mean=1.0 time_std=1.6
-python scripts/compare_tokenizers.py runs/tok_pxdec/export --n 32 --ks 1 2 4 32 --guidance 3
+python scripts/compare_tokenizers.py runs/tok_pxdec/export assets/tokenizer --n 128 --ks 1 2 4 32 --guidance 3
+
+# Session 14 (shipped): best-of-N sampling for the generators with a learned reranker (flexvid/rerank.py).
+# Its perception network: the shapes teacher trained on clean, blurred and noisy renders (18 minutes at 2
+# threads, stopped by the time limit at step 1,327); its prompt reader: linear heads on MiniLM sentence
+# embeddings of training captions and their rewordings (17 s). Then the best-of check on validation
+# prompts and, on test prompts, eval-generator's best_of section.
+python -m flexvid.teacher --out-dir runs/scorer --frames 17 --augment --steps 2000 --time-limit 1100 --threads 2 \
+    --eval-every 250 --ckpt-every 250
+python -m flexvid.rerank --teacher runs/scorer/export --out assets/reranker
+cp runs/scorer/log.jsonl assets/reranker/train_log_teacher.jsonl
+python scripts/best_of_val.py --n 48 --candidates 4
+flexvid eval-generator --n 96 --ks 32 --skip-long --skip-paraphrase --skip-condition-probe --best-of 4 --out eval/generator_best_of

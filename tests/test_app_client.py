@@ -254,6 +254,8 @@ def test_generate_and_its_ladder(client, K, app):
     assert "blue square moving up" in summary and "seed 5" in summary
     ladder, table = client.predict("blue", "square", "up", 21, 2, 3.0, 1.0, 5, api_name="/generate_class_ladder")
     assert video_io.read_video(ladder)[0].shape[0] == 21 and "| 2 | 12 |" in table
+    video, summary = client.predict("blue", "square", "up", 2, 17, 2, 3.0, 1.0, 5, 3, api_name="/generate_class")
+    assert "best of 3 by the reranker" in summary and video_io.read_video(video)[0].shape == (17, 256, 256, 3)
     seed = client.predict(api_name="/new_seed")
     assert isinstance(seed, int) and 0 <= seed < 2**31
     assert str(Path(app[2]).parent) not in summary + table
@@ -271,6 +273,8 @@ def test_generate_and_its_ladder(client, K, app):
     ("/generate", (PROMPT, 4, 17, 2, 3.0, 1e9, 0), "greater than maximum"),
     ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, -1), "less than minimum"),
     ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 2**40), "greater than maximum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 0, 0), "less than minimum"),
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 0, 99), "greater than maximum"),
     ("/generate_ladder", ("", 17, 2, 3.0, 1.0, 0), "the prompt is empty"),
     ("/generate_class", ("purple", "circle", "left", 4, 17, 2, 3.0, 1.0, 0), "not in the list of choices"),
     ("/generate_class_ladder", ("red", "circle", "left", 19, 2, 3.0, 1.0, 0), "1 + 4n"),

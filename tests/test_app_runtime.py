@@ -488,6 +488,30 @@ def test_ladder_samples_each_budget_and_decodes_once(grt):
     assert one.cached and np.array_equal(one.results[K].video, lad.results[K].video)
 
 
+def test_best_of_keeps_the_candidate_the_reranker_scores_best(grt):
+    gen, d = grt.generator("class"), grt.defaults()
+    g = grt.generate("class", "green square down", k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=4,
+                     best_of=3)
+    assert "best of 3" in g.summary and not g.cached
+    grids = gen.sample_tokens(["green square down"] * 3, k=2, frames=17, temperature=1.0, guidance=2.0, seed=4)
+    videos = grt.tok.detokenize(grids, k=[2] * 3, steps=2, guidance=d["guidance"], guidance_mode=d["guidance_mode"],
+                                seed=[4] * 3)
+    scores = gen.reranker.score(videos, ["green square down"] * 3, "class")
+    best = int(scores.argmax())
+    assert np.array_equal(video_io.from_model(videos[best]), g.results[2].video)
+    assert torch.equal(grids[best], g.results[2].tokens)
+    plain = grt.generate("class", "green square down", k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=4)
+    assert not plain.cached  # best_of is part of the request
+
+
+@pytest.mark.parametrize("bad", [0, 9, 2.5, "x", True])
+def test_best_of_out_of_range_is_refused_before_model_work(grt, bad):
+    calls = sum(len(c.ks) for c in grt.calls.values())
+    with pytest.raises(UserError, match="best of"):
+        grt.generate("text", "a small blue square moving up", k=2, frames=17, steps=1, best_of=bad)
+    assert sum(len(c.ks) for c in grt.calls.values()) == calls
+
+
 def test_generation_cache_is_bounded(pipe, generator_folders, tmp_path):
     rt = Runtime(Settings(generators={"class": generator_folders["class"]}, cache_generations=2), pipeline=pipe,
                  out_dir=str(tmp_path))

@@ -150,6 +150,7 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["train-tokenizer", "--vae", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "t")], "missing config file"),
         (["generate", "--class-label", "3", "--out", str(tmp_path)], "--out"),
         (["generate"], "text prompt or --class-label"),
+        (["generate", "--class-label", "3", "--best-of", "0", "--out", str(tmp_path / "g.mp4")], "best_of"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -1,0 +1,118 @@
+"""Best-of-N sampling: the shipped reranker, its prompt reader, and generate(best_of=N)."""
+import numpy as np
+import pytest
+import torch
+
+from flexvid import shapes
+from flexvid.eval_generator import best_of, paraphrase_prompt
+from flexvid.generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, MAX_BATCH, VideoGenerator
+from flexvid.rerank import ATTRS, DEFAULT_RERANKER, NAMES, Reranker, reader_accuracy
+from flexvid.teacher import degrade
+
+
+@pytest.fixture(scope="module")
+def reranker():
+    return Reranker.from_pretrained(DEFAULT_RERANKER)
+
+
+@pytest.fixture(scope="module")
+def clips():
+    return shapes.fixed_split("test", 24, 17)
+
+
+def _videos(clips):
+    return torch.stack([shapes.to_tensor(c.video) for c in clips])
+
+
+def test_prompt_reader_reads_held_out_captions(reranker):
+    val = shapes.fixed_split("val", 128, 1)
+    acc = reader_accuracy(reranker, [c.caption for c in val], [c.objects[0] for c in val])
+    assert acc["color"] >= 0.9 and acc["shape"] >= 0.9 and acc["size"] >= 0.9, acc
+    rng = np.random.default_rng(1)
+    para = reader_accuracy(reranker, [paraphrase_prompt(c.objects[0], rng) for c in val], [c.objects[0] for c in val])
+    assert para["color"] >= 0.9, para  # colour words are the same; shapes and motions are reworded
+
+
+@pytest.mark.parametrize("cond", ["text", "class"])
+def test_true_condition_scores_highest_on_ground_truth_clips(reranker, clips, cond):
+    """Score every clip against every clip's condition: the clip's own condition should win its row
+    (ties between clips that share the condition count as right)."""
+    conds = [c.caption for c in clips] if cond == "text" else [c.label for c in clips]
+    videos = _videos(clips)
+    n = len(clips)
+    rep_v = videos.repeat_interleave(n, 0)  # clip i against every condition j
+    s = reranker.score(rep_v, conds * n, cond).view(n, n)
+    same = lambda i, j: (conds[i] == conds[j] if cond == "class" else  # noqa: E731
+                         all(getattr(clips[i].objects[0], a) == getattr(clips[j].objects[0], a) for a in ATTRS))
+    right = sum(same(i, int(s[i].argmax())) for i in range(n))
+    assert right >= 0.8 * n, (right, n)
+
+
+def test_reranker_prefers_the_clean_clip_to_a_wrong_shape(reranker):
+    """The same clip rendered with the main object's shape swapped scores lower for the true caption."""
+    wins = 0
+    for i in range(12):
+        c = shapes.make_clip(2, 1000 + i, 17)
+        bg = shapes._sample_clip(2, 1000 + i)[0]
+        o = c.objects[0]
+        wrong = shapes.ShapeObject(o.color, next(s for s in shapes.SHAPES if s != o.shape), o.size, o.motion, o.start)
+        alt = shapes.render([wrong, *c.objects[1:]], bg, 17)
+        v = torch.stack([shapes.to_tensor(c.video), shapes.to_tensor(alt)])
+        s = reranker.score(v, [c.caption] * 2, "text")
+        wins += int(s[0] > s[1])
+    assert wins >= 10, wins
+
+
+def test_degrade_blurs_and_is_deterministic():
+    v = _videos(shapes.fixed_split("val", 4, 5))
+    a, b = degrade(v, torch.Generator().manual_seed(3)), degrade(v, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.shape == v.shape and a.min() >= -1 and a.max() <= 1
+    assert not torch.equal(a, v)
+    grad = lambda x: (x[..., 1:] - x[..., :-1]).abs().mean()  # noqa: E731
+    blurred = degrade(v, torch.Generator().manual_seed(0), max_sigma=1.5, max_noise=0.0)
+    assert grad(blurred) <= grad(v)
+
+
+@pytest.fixture(scope="module")
+def text_gen():
+    return VideoGenerator.from_pretrained(DEFAULT_MODELS["text"], tokenizer=DEFAULT_TOKENIZER, device="cpu")
+
+
+def test_best_of_returns_the_candidate_the_reranker_scores_best(text_gen):
+    prompts = [c.caption for c in shapes.fixed_split("test", 2, 5)]
+    kw = dict(k=4, frames=5, seed=7)
+    picked = text_gen.generate(prompts, best_of=3, **kw)
+    scores = text_gen.last_scores
+    assert len(picked) == 2 and scores.shape == (2, 3)
+    # the same 6 candidates, sampled and decoded as one plain batch of repeated prompts
+    cands = text_gen.generate([p for p in prompts for _ in range(3)], **kw)
+    again = text_gen.reranker.score(cands, [p for p in prompts for _ in range(3)], "text").view(2, 3)
+    assert torch.allclose(scores, again, atol=1e-4)
+    for i in range(2):
+        assert torch.equal(picked[i], cands[3 * i + int(scores[i].argmax())])
+    assert torch.equal(text_gen.generate(prompts[0], best_of=1, **kw)[0], text_gen.generate(prompts[0], **kw)[0])
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4", MAX_BATCH + 1])
+def test_best_of_rejects_bad_values(text_gen, bad):
+    with pytest.raises(ValueError, match="best_of"):
+        text_gen.generate("a small red circle moving left", best_of=bad, frames=5)
+
+
+def test_best_of_too_many_samples_is_refused_before_sampling(text_gen):
+    with pytest.raises(ValueError, match="samples per call"):
+        text_gen.generate(["a small red circle moving left"] * 20, best_of=4, frames=5)
+
+
+def test_missing_reranker_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="no reranker"):
+        Reranker.from_pretrained(str(tmp_path))
+
+
+def test_eval_best_of_reports_first_reranked_and_oracle(text_gen):
+    clips = shapes.fixed_split("test", 3, 5)
+    res = best_of(text_gen, clips, n=2, k=2, frames=5)
+    assert res["n"] == 3 and res["candidates"] == 2
+    for part in ("first", "reranked"):
+        assert set(res[part]) == {*NAMES, "all"} and all(0 <= v <= 1 for v in res[part].values())
+    assert res["oracle_all"] >= max(res["first"]["all"], res["reranked"]["all"])
