@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from . import shapes
 from .hub import read_json, write_json
-from .teacher import HEADS, ShapesTeacher, TeacherConfig, load_teacher
+from .teacher import ShapesTeacher, TeacherConfig, load_teacher
 
 FORMAT = "flexvid-reranker"
 DEFAULT_RERANKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "reranker")
