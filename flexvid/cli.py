@@ -7,6 +7,8 @@
     flexvid eval-tokenizer --out eval/tokenizer
     flexvid train-generator --cond text --out-dir runs/generator-text
     flexvid train-reranker --teacher runs/scorer/export --out assets/reranker
+    flexvid select-samples --cond class --n 768 --candidates 4 --out runs/sel/class.safetensors
+    flexvid train-generator --cond class --init assets/generator-class --selected runs/sel/class.safetensors
     flexvid generate "a small blue square moving up" --k 8 --frames 17 --best-of 4 --out clip.mp4
     flexvid eval-generator --out eval/generator
     flexvid app
@@ -89,6 +91,7 @@ COMMANDS = {
     "eval-tokenizer": ("flexvid.evaluate", "main"),
     "train-generator": ("flexvid.train_generator", "main"),
     "train-reranker": ("flexvid.rerank", "main"),
+    "select-samples": ("flexvid.select_samples", "main"),
     "generate": ("flexvid.generate", "main"),
     "eval-generator": ("flexvid.eval_generator", "main"),
     "app": ("flexvid.app_ui", "main"),

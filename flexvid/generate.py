@@ -216,7 +216,7 @@ class VideoGenerator:
                  seed: int = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
                  decode_guidance_mode: str | None = None,
                  callback: Callable[[str, int, int], None] | None = None, compile: bool = False,
-                 best_of: int = 1) -> list[torch.Tensor]:
+                 best_of: int = 1, preview_steps: int | None = None) -> list[torch.Tensor]:
         """Prompts or class labels -> videos (3, frames, H, W) in [-1, 1] on the CPU, one per condition.
 
         Sampling arguments as in sample_tokens; decode_steps, decode_guidance and decode_guidance_mode
@@ -224,7 +224,10 @@ class VideoGenerator:
         tokenizer's). Grid i decodes with seed + i.
         best_of = N > 1: N grids per condition (sampled and decoded in one batch, N times the work), of
         which the one the reranker (`self.reranker`, default assets/reranker) scores best is returned.
-        callback(stage, done, total), stage "tokens" then "decode", for progress bars."""
+        preview_steps (best_of > 1): rank the candidates from decodes of this many Euler steps, then decode
+        only the kept ones with the full steps (the same noise: the video the full decode of that
+        candidate gives); fewer steps than the full decode, or None to rank the full decodes.
+        callback(stage, done, total), stage "tokens" then "decode" (then "final" with a preview)."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
         if isinstance(best_of, bool) or not is_int(best_of) or not 1 <= int(best_of) <= MAX_BATCH:
@@ -242,18 +245,28 @@ class VideoGenerator:
         check_seed(seed)
         check_seed(int(seed) + len(cond) - 1, f"seed + {len(cond) - 1} (grid i decodes with seed + i)")
         tok = self.tokenizer
-        tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)
+        full_steps = tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)[0]
+        if preview_steps is not None:
+            if isinstance(preview_steps, bool) or not is_int(preview_steps) or not 1 <= int(preview_steps) < full_steps:
+                raise ValueError(f"preview_steps must be an integer in [1, {full_steps - 1}] (under the decode's "
+                                 f"{full_steps} steps) or None, got {preview_steps!r}")
+            preview_steps = int(preview_steps) if best_of > 1 else None
         reranker = self.reranker if best_of > 1 else None  # loaded (and checked) before any sampling
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
-        videos = tok.detokenize(grids, k=k, steps=decode_steps, guidance=self.decode_guidance(decode_guidance),
-                                guidance_mode=decode_guidance_mode, seed=[seed + i for i in range(len(grids))],
-                                callback=(lambda d, n: callback("decode", d, n)) if callback else None)
+        decode = dict(k=k, guidance=self.decode_guidance(decode_guidance), guidance_mode=decode_guidance_mode)
+        seeds = [seed + i for i in range(len(grids))]
+        videos = tok.detokenize(grids, steps=preview_steps or decode_steps, seed=seeds,
+                                callback=(lambda d, n: callback("decode", d, n)) if callback else None, **decode)
         if reranker is None:
             return videos
         scores = reranker.score(videos, condition, self.cfg.cond).view(-1, best_of)
         self.last_scores = scores
-        return [videos[i * best_of + j] for i, j in enumerate(scores.argmax(1).tolist())]
+        keep = [i * best_of + j for i, j in enumerate(scores.argmax(1).tolist())]
+        if preview_steps is None:
+            return [videos[i] for i in keep]
+        return tok.detokenize([grids[i] for i in keep], steps=decode_steps, seed=[seeds[i] for i in keep],
+                              callback=(lambda d, n: callback("final", d, n)) if callback else None, **decode)
 
     @property
     def reranker(self):
@@ -281,6 +294,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--best-of", type=int, default=1,
                    help="sample N candidates per output and keep the one the reranker scores best (N times the work)")
+    p.add_argument("--preview-steps", type=int, default=None,
+                   help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept one in full")
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
@@ -321,7 +336,7 @@ def main(argv=None) -> int:
                               temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               guidance=args.guidance, seed=args.seed, decode_steps=args.decode_steps,
                               decode_guidance=args.decode_guidance, callback=progress, compile=args.compile,
-                              best_of=args.best_of)
+                              best_of=args.best_of, preview_steps=args.preview_steps)
         for bar in bars.values():
             bar.close()
     except ValueError as e:

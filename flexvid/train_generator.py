@@ -304,6 +304,10 @@ def main(argv=None):
                         "tokenizer changed: the tokens are learned anew, what it knows of the conditions is kept")
     p.add_argument("--p-variant", type=float, default=0.5,
                    help="text models: fraction of training clips conditioned on a rewording instead of the caption")
+    p.add_argument("--selected", default=None,
+                   help="reranked samples (flexvid select-samples) to fine-tune on, mixed with the cached clips")
+    p.add_argument("--p-selected", type=float, default=0.25,
+                   help="with --selected: fraction of batches drawn from the selected samples")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
     TrainConfig.add_args(p, out_dir="", steps=2500, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
                          ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
@@ -316,7 +320,7 @@ def main(argv=None):
             raise ValueError(f"--{name} must be >= {lo}, got {v}")
     if args.probe_clips > args.val_clips:
         raise ValueError(f"--probe-clips {args.probe_clips} exceeds --val-clips {args.val_clips}")
-    for name, v in (("long-frac", args.long_frac), ("p-variant", args.p_variant)):
+    for name, v in (("long-frac", args.long_frac), ("p-variant", args.p_variant), ("p-selected", args.p_selected)):
         if not 0 <= v <= 1:
             raise ValueError(f"--{name} must be in [0, 1], got {v}")
     if args.text_tokens and args.cond != "text":
@@ -327,6 +331,13 @@ def main(argv=None):
         init_cfg = read_json(os.path.join(args.init, "config.json")).get("generator", {})
         if init_cfg.get("cond") != args.cond:
             raise ValueError(f"--init {args.init}: a {init_cfg.get('cond')!r} generator, this run trains {args.cond!r}")
+    selected = None
+    if args.selected:  # checked before any work
+        from .select_samples import load_selected
+        selected = load_selected(args.selected)
+        if selected["cond"] != args.cond:
+            raise ValueError(f"--selected {args.selected}: samples of a {selected['cond']!r} generator, "
+                             f"this run trains {args.cond!r}")
     if tcfg.threads:
         torch.set_num_threads(tcfg.threads)
 
@@ -361,6 +372,15 @@ def main(argv=None):
     print("token cache: " + ", ".join(f"{g}: {tuple(d['tokens'].shape)}" for g, d in data.items()))
     sources = [(data[g]["tokens"], condition_of(data[g], cfg), data[g]["text_variants"])
                for g in (("train", "long") if args.long_clips else ("train",))]
+    if selected is not None:
+        if selected["meta"].get("tokenizer_fingerprint") != fingerprint(pipe):
+            raise ValueError(f"--selected {args.selected} holds grids of another tokenizer than {args.tokenizer}")
+        if selected["tokens"].shape[-1] != cfg.K:
+            raise ValueError(f"--selected {args.selected}: grids of {selected['tokens'].shape[-1]} tokens per step, "
+                             f"the tokenizer has {cfg.K}")
+        sel_cond = (selected["labels"] if cfg.cond == "class" else
+                    embed_captions(encoder, selected["prompts"]))
+        print(f"selected samples: {tuple(selected['tokens'].shape)}, {args.p_selected:.0%} of the batches")
     model = Generator(cfg)
     if args.init:
         load_weights(model, os.path.join(args.init, "model.safetensors"))
@@ -370,6 +390,11 @@ def main(argv=None):
         step = start
         while True:  # deterministic in the step: exact resume, the same global batch for any world size
             g = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + step + 7)
+            if selected is not None and torch.rand(1, generator=g).item() < args.p_selected:
+                idx = torch.randint(len(selected["tokens"]), (world * b,), generator=g)[rank * b:(rank + 1) * b]
+                yield selected["tokens"][idx], sel_cond[idx]
+                step += 1
+                continue
             use_long = len(sources) > 1 and torch.rand(1, generator=g).item() < args.long_frac
             tokens, cond, variants = sources[1 if use_long else 0]
             idx = torch.randint(len(tokens), (world * b,), generator=g)[rank * b:(rank + 1) * b]

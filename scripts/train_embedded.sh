@@ -225,3 +225,21 @@ python -m flexvid.rerank --teacher runs/scorer/export --out assets/reranker
 cp runs/scorer/log.jsonl assets/reranker/train_log_teacher.jsonl
 python scripts/best_of_val.py --n 48 --candidates 4
 flexvid eval-generator --n 96 --ks 32 --skip-long --skip-paraphrase --skip-condition-probe --best-of 4 --out eval/generator_best_of
+
+# Session 15 (tried, not shipped): rejection-sampling fine-tuning on the reranker's picks (flexvid/select_samples.py).
+# The token cache of 8,192 17-frame, 128 validation and 512 81-frame clips, with word-piece and reworded caption
+# embeddings, was built once (34 minutes, sharing the cores) and linked into each run folder.
+flexvid select-samples --cond class --n 768 --candidates 4 --out runs/sel/class.safetensors --threads 1   # 40 min
+flexvid select-samples --cond class --n 768 --candidates 1 --out runs/sel/class-plain.safetensors --threads 1  # control
+flexvid select-samples --cond text --n 384 --candidates 4 --out runs/sel/text.safetensors --threads 1     # 19 min
+for run in "class runs/sel/class.safetensors gen-class-ft" "class runs/sel/class-plain.safetensors gen-class-ctrl" \
+           "text runs/sel/text.safetensors gen-text-ft"; do
+set -- $run
+extra=""; [ "$1" = text ] && extra="--caption-variants 4 --p-variant 0.5 --text-tokens 24"
+python -m flexvid.train_generator --cond $1 --init assets/generator-$1 --selected $2 --p-selected 0.5 \
+    --out-dir runs/$3 --clips 8192 --long-clips 512 --val-clips 128 --max-tokens 672 --steps 1000 --lr 2e-4 \
+    --min-lr 2e-5 --warmup 50 --ema-decay 0.995 --threads 1 --eval-every 500 --probe-clips 0 --ckpt-every 250 \
+    --no-bf16 $extra
+done
+flexvid eval-generator --text-model none --class-model runs/gen-class-ft/export --n 96 --ks 4 32 --skip-long \
+    --skip-paraphrase --skip-condition-probe --best-of 0 --out runs/eval/class-ft   # and the others likewise

@@ -151,6 +151,11 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["generate", "--class-label", "3", "--out", str(tmp_path)], "--out"),
         (["generate"], "text prompt or --class-label"),
         (["generate", "--class-label", "3", "--best-of", "0", "--out", str(tmp_path / "g.mp4")], "best_of"),
+        (["generate", "--class-label", "3", "--best-of", "2", "--preview-steps", "50", "--out",
+          str(tmp_path / "g.mp4")], "preview_steps"),
+        (["select-samples", "--n", "0", "--out", str(tmp_path / "s.safetensors")], "--n must be"),
+        (["train-generator", "--selected", str(tmp_path / "nope.safetensors"), "--out-dir", str(tmp_path / "g")],
+         "no selected-samples file"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

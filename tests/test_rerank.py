@@ -93,6 +93,31 @@ def test_best_of_returns_the_candidate_the_reranker_scores_best(text_gen):
     assert torch.equal(text_gen.generate(prompts[0], best_of=1, **kw)[0], text_gen.generate(prompts[0], **kw)[0])
 
 
+def test_best_of_preview_ranks_cheap_decodes_and_returns_the_full_decode(text_gen):
+    """preview_steps: the candidates are ranked from decodes of that many steps, and the kept one comes
+    back as its full decode (the same noise), not as its preview."""
+    prompts = [c.caption for c in shapes.fixed_split("test", 2, 5)]
+    kw = dict(k=4, frames=5, seed=7)
+    picked = text_gen.generate(prompts, best_of=3, preview_steps=2, **kw)
+    scores = text_gen.last_scores
+    rep = [p for p in prompts for _ in range(3)]
+    grids = text_gen.sample_tokens(rep, k=4, frames=5, seed=7)
+    tok = text_gen.tokenizer
+    g = text_gen.decode_guidance()
+    previews = tok.detokenize(grids, k=4, steps=2, guidance=g, seed=[7 + i for i in range(6)])
+    assert torch.allclose(scores, text_gen.reranker.score(previews, rep, "text").view(2, 3), atol=1e-4)
+    for i in range(2):
+        j = 3 * i + int(scores[i].argmax())
+        full = tok.detokenize([grids[j]], k=4, guidance=g, seed=7 + j)[0]
+        assert torch.allclose(picked[i], full, atol=1e-5)
+        assert not torch.allclose(picked[i], previews[j], atol=1e-3)
+    # best_of 1 has nothing to rank: a plain sample, whatever preview_steps says
+    assert torch.equal(text_gen.generate(prompts[0], preview_steps=2, **kw)[0], text_gen.generate(prompts[0], **kw)[0])
+    for bad in (0, 10, 11, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="preview_steps"):
+            text_gen.generate(prompts[0], best_of=2, preview_steps=bad, **kw)
+
+
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4", MAX_BATCH + 1])
 def test_best_of_rejects_bad_values(text_gen, bad):
     with pytest.raises(ValueError, match="best_of"):
