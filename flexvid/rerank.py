@@ -5,14 +5,16 @@ when the first does not, and the generator's own likelihood does not tell which 
 here is a separate model that reads the decoded videos: the shapes-world perception network of
 `flexvid.teacher` (per 4 x 4 cell of every frame: colour, shape, size and direction of the object on
 it, or background), trained on blurred and noisy renders (`--augment`) so that it reads decoded
-videos too, and, for text prompts, a `PromptReader`: linear heads on the prompt's sentence embedding
-(all-MiniLM-L6-v2) that read the main object's colour, shape, size and motion, fitted to training
-captions and their rewordings in the training vocabulary (never the paraphrase test's words).
+videos too, and, for text prompts, a prompt reader that reads the main object's colour, shape, size and
+motion from the prompt's all-MiniLM-L6-v2 embeddings: an `AttentionReader` over its word pieces (one
+learned query per attribute; the default) or a `PromptReader`, linear heads on the sentence embedding,
+fitted to training captions and their rewordings in the training vocabulary (never the paraphrase
+test's words).
 
 The score of a video for a condition is the log-probability, under the perception network, that the
 cells of the prompted colour (weighted by how sure it is of that colour) show the prompted shape, size
 and motion, plus the log of how clearly that colour is there at all; for a text prompt every term is an
-expectation under the PromptReader's distributions. `VideoGenerator.generate(..., best_of=N)` samples
+expectation under the prompt reader's distributions. `VideoGenerator.generate(..., best_of=N)` samples
 N grids per condition, decodes them in one batch and keeps the best-scoring one.
 
     flexvid train-teacher --out-dir runs/scorer --frames 17 --augment --steps 2000 --time-limit 1100
@@ -50,6 +52,32 @@ class PromptReader(nn.Module):
         return {a: h(emb) for a, h in self.heads.items()}
 
 
+class AttentionReader(nn.Module):
+    """Word-piece embeddings (B, n, dim), zero rows as padding -> {attr: logits (B, n_values)}: one learned
+    query per attribute (plus a learned bias per position) pools the word pieces, a linear head reads
+    the pooled vector. A pooled sentence vector mixes the objects of a two-object prompt; attending to
+    the word pieces keeps the main object's (the first named) apart."""
+
+    def __init__(self, dim: int = 384, tokens: int = 24):
+        super().__init__()
+        self.dim, self.tokens = dim, tokens
+        self.query = nn.Parameter(torch.zeros(len(ATTRS), dim))
+        self.pos = nn.Parameter(torch.zeros(tokens, len(ATTRS)))
+        self.heads = nn.ModuleDict({a: nn.Linear(dim, len(NAMES[a])) for a in ATTRS})
+
+    def forward(self, emb: torch.Tensor) -> dict:
+        emb = emb.float()
+        pad = emb.abs().sum(-1) == 0  # (B, n)
+        att = torch.einsum("bnd,ad->bna", emb, self.query) * 10 + self.pos[:emb.shape[1]]
+        att = att.masked_fill(pad[..., None], -1e9).softmax(1)
+        pooled = torch.einsum("bna,bnd->bad", att, emb)
+        return {a: self.heads[a](pooled[:, j]) for j, a in enumerate(ATTRS)}
+
+
+READERS = {"linear": PromptReader, "attention": AttentionReader}
+READER_TOKENS = 24  # word pieces the attention reader reads
+
+
 def training_prompts(n: int, start: int = 70_000_000, seed: int = 0) -> tuple[list[str], torch.Tensor]:
     """n training captions and n rewordings of them in the training vocabulary, with their main
     object's attribute indices (2n, 4) in the order of ATTRS."""
@@ -65,12 +93,14 @@ def training_prompts(n: int, start: int = 70_000_000, seed: int = 0) -> tuple[li
     return prompts, torch.tensor(labels)
 
 
-def fit_prompt_reader(text_encoder, n: int = 4096, steps: int = 500, lr: float = 1e-2) -> PromptReader:
-    """Fit the linear heads (full batch, Adam) on `training_prompts(n)`."""
+def fit_prompt_reader(text_encoder, n: int = 4096, steps: int = 500, lr: float = 1e-2) -> nn.Module:
+    """Fit a reader (full batch, Adam) on `training_prompts(n)`: an AttentionReader for a text encoder
+    of word pieces (`tokens` > 0), else the linear PromptReader on sentence embeddings."""
     prompts, labels = training_prompts(n)
-    emb = text_encoder.encode(prompts)
+    emb = text_encoder.encode(prompts).float()
     torch.manual_seed(0)
-    reader = PromptReader(emb.shape[-1])
+    tokens = getattr(text_encoder, "tokens", 0)
+    reader = AttentionReader(emb.shape[-1], tokens) if tokens else PromptReader(emb.shape[-1])
     opt = torch.optim.Adam(reader.parameters(), lr=lr)
     for _ in range(steps):
         out = reader(emb)
@@ -103,10 +133,13 @@ class Reranker:
         teacher = ShapesTeacher(TeacherConfig(dims=tuple(cfg["teacher"]["dims"]), cell=cfg["teacher"]["cell"],
                                               window=cfg["teacher"]["window"]))
         teacher.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("teacher.")})
-        reader = PromptReader(cfg["text_dim"])
+        kind, tokens = cfg.get("reader", "linear"), int(cfg.get("reader_tokens", 0))
+        if kind not in READERS or (kind == "attention") != (tokens > 0):
+            raise ValueError(f"{folder!r}: unknown prompt reader {kind!r} with {tokens} word pieces")
+        reader = AttentionReader(cfg["text_dim"], tokens) if tokens else PromptReader(cfg["text_dim"])
         reader.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("reader.")})
         from .text import TextEncoder
-        return cls(teacher, reader, TextEncoder(cfg.get("text_model", "default")))
+        return cls(teacher, reader, TextEncoder(cfg.get("text_model", "default"), tokens=tokens))
 
     def save_pretrained(self, folder: str, text_model: str = "default") -> None:
         from safetensors.torch import save_file
@@ -118,7 +151,9 @@ class Reranker:
         tc = self.teacher.cfg
         write_json(os.path.join(folder, "config.json"), {
             "format": FORMAT, "teacher": {"dims": list(tc.dims), "cell": tc.cell, "window": tc.window},
-            "text_dim": self.reader.dim, "text_model": text_model, "attributes": {a: NAMES[a] for a in ATTRS}})
+            "text_dim": self.reader.dim, "text_model": text_model, "attributes": {a: NAMES[a] for a in ATTRS},
+            "reader": "attention" if isinstance(self.reader, AttentionReader) else "linear",
+            "reader_tokens": getattr(self.reader, "tokens", 0)})
 
     # ------------------------------------------------------------------ targets
     def targets(self, conditions, cond: str) -> dict:
@@ -209,14 +244,22 @@ def reader_accuracy(reranker: Reranker, prompts: list[str], objects: list) -> di
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--teacher", required=True, help="a `flexvid.teacher` export (trained with --augment)")
+    p.add_argument("--teacher", required=True,
+                   help="a `flexvid.teacher` export (trained with --augment), or a reranker folder whose network to keep")
     p.add_argument("--out", default="assets/reranker")
     p.add_argument("--prompts", type=int, default=4096, help="training captions for the prompt reader (x2 rewordings)")
+    p.add_argument("--reader", default="attention", choices=list(READERS),
+                   help="prompt reader: attention over word pieces, or linear heads on the sentence embedding")
     args = p.parse_args(argv)
     from .eval_generator import paraphrase_prompt
     from .text import TextEncoder
-    enc = TextEncoder("default")
-    reranker = Reranker(load_teacher(args.teacher), fit_prompt_reader(enc, args.prompts), enc)
+    cfg_path = os.path.join(args.teacher, "config.json")
+    if os.path.exists(cfg_path) and read_json(cfg_path).get("format") == FORMAT:
+        teacher = Reranker.from_pretrained(args.teacher).teacher
+    else:
+        teacher = load_teacher(args.teacher)
+    enc = TextEncoder("default", tokens=READER_TOKENS if args.reader == "attention" else 0)
+    reranker = Reranker(teacher, fit_prompt_reader(enc, args.prompts), enc)
     val = shapes.fixed_split("val", 256, 1)
     rng = np.random.default_rng(0)
     objs = [c.objects[0] for c in val]

@@ -243,3 +243,12 @@ python -m flexvid.train_generator --cond $1 --init assets/generator-$1 --selecte
 done
 flexvid eval-generator --text-model none --class-model runs/gen-class-ft/export --n 96 --ks 4 32 --skip-long \
     --skip-paraphrase --skip-condition-probe --best-of 0 --out runs/eval/class-ft   # and the others likewise
+
+# Session 15 (shipped): the reranker's prompt reader as attention over word pieces; the perception network
+# kept bit for bit from the session-14 reranker (2.7 minutes at 2 threads). Then the test prompts again.
+cp -r assets/reranker runs/reranker-linear
+python -m flexvid.rerank --teacher runs/reranker-linear --out assets/reranker   # --reader attention (default)
+flexvid eval-generator --class-model none --n 96 --ks 32 --skip-long --skip-paraphrase --skip-condition-probe \
+    --best-of 4 --out eval/text_best_of_4   # -> assets/reranker/eval_best_of_4_attention.json (and --best-of 8)
+python scripts/best_of_val.py --n 48 --candidates 4 --reranker assets/reranker
+python scripts/paraphrase_best_of.py --n 48 --rerankers runs/reranker-linear assets/reranker

@@ -31,6 +31,35 @@ def test_prompt_reader_reads_held_out_captions(reranker):
     rng = np.random.default_rng(1)
     para = reader_accuracy(reranker, [paraphrase_prompt(c.objects[0], rng) for c in val], [c.objects[0] for c in val])
     assert para["color"] >= 0.9, para  # colour words are the same; shapes and motions are reworded
+    two = [c for c in val if len(c.objects) > 1]  # the main object is the first named, not the other one
+    assert len(two) >= 20
+    acc2 = reader_accuracy(reranker, [c.caption for c in two], [c.objects[0] for c in two])
+    assert min(acc2.values()) >= 0.9, acc2
+    assert para["motion"] >= 0.85, para
+
+
+def test_attention_reader_ignores_padding_and_linear_rerankers_still_load(reranker, tmp_path):
+    from flexvid.rerank import AttentionReader, PromptReader
+    assert isinstance(reranker.reader, AttentionReader) and reranker.text_encoder.tokens == reranker.reader.tokens
+    emb = reranker.text_encoder.encode(["a small red circle moving left", "a large blue square moving up"])
+    short = {a: v for a, v in reranker.reader(emb[:, :12]).items()}  # the same prompts, fewer zero rows
+    full = reranker.reader(emb)
+    assert (emb[:, 12:].abs().sum() == 0)
+    assert all(torch.allclose(short[a], full[a], atol=1e-5) for a in ATTRS)
+    # a reranker saved with the linear reader (session 14's format) loads as one and reads sentence vectors
+    torch.manual_seed(0)
+    from flexvid.text import TextEncoder
+    lin = Reranker(reranker.teacher, PromptReader(384), TextEncoder("default"))
+    lin.save_pretrained(str(tmp_path / "lin"))
+    import json
+    cfg = json.loads((tmp_path / "lin" / "config.json").read_text())
+    assert cfg.pop("reader") == "linear" and cfg.pop("reader_tokens") == 0  # session 14 wrote neither
+    (tmp_path / "lin" / "config.json").write_text(json.dumps(cfg))
+    back = Reranker.from_pretrained(str(tmp_path / "lin"))
+    assert isinstance(back.reader, PromptReader) and back.text_encoder.tokens == 0
+    prompts = ["a small red circle moving left"]
+    assert all(torch.allclose(back.targets(prompts, "text")[a], lin.targets(prompts, "text")[a], atol=1e-6)
+               for a in ATTRS)
 
 
 @pytest.mark.parametrize("cond", ["text", "class"])
