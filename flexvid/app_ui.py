@@ -208,7 +208,7 @@ def build_demo(rt: Runtime):
         return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
     @page_errors
-    def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=1, progress=gr.Progress()):
+    def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
         """Text to video: one clip from the prompt with k tokens per time step (cached); best_of > 1
         samples that many and keeps the one the reranker scores best."""
         g = rt.generate("text", prompt, k, frames, steps, guidance, temperature, seed, gen_progress(progress),
@@ -216,14 +216,14 @@ def build_demo(rt: Runtime):
         return g.video, g.summary
 
     @page_errors
-    def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, best_of=1, progress=gr.Progress()):
+    def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
         """The prompt at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
         g = rt.generate_ladder("text", prompt, frames, steps, guidance, temperature, seed, gen_progress(progress),
                                best_of)
         return g.video, g.summary
 
     @page_errors
-    def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, best_of=1,
+    def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, best_of=None,
                        progress=gr.Progress()):
         """Class to video: one clip of a shapes-world class (colour, shape, motion) with k tokens per step."""
         g = rt.generate("class", f"{colour} {shape} {motion}", k, frames, steps, guidance, temperature, seed,
@@ -231,7 +231,7 @@ def build_demo(rt: Runtime):
         return g.video, g.summary
 
     @page_errors
-    def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed, best_of=1,
+    def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed, best_of=None,
                               progress=gr.Progress()):
         """The class at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
         g = rt.generate_ladder("class", f"{colour} {shape} {motion}", frames, steps, guidance, temperature, seed,
@@ -333,7 +333,7 @@ def build_demo(rt: Runtime):
                             gen_seed = gr.Number(gd["seed"], label="seed", precision=0, minimum=0,
                                                  maximum=lim.max_seed, elem_id="gen-seed")
                             seed_btn = gr.Button("new seed", elem_id="gen-new-seed")
-                        best_of = gr.Slider(1, lim.max_best_of, value=1, step=1, elem_id="gen-best-of",
+                        best_of = gr.Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
                                             label="best of: candidates sampled, the reranker keeps one",
                                             info="N times the work; the reranker reads the decoded videos")
                 with gr.Column(scale=3, min_width=400):

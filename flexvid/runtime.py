@@ -82,6 +82,7 @@ class Settings:
     guidance: float | None = None
     guidance_mode: str | None = None
     seed: int = 0
+    best_of: int = 1  # Generate-tab candidates per clip (the reranker keeps one); 1 = plain samples
     limits: Limits = field(default_factory=Limits)
     device: str = "auto"
     dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU
@@ -101,7 +102,7 @@ def _section(d: dict | None, known, where: str) -> dict:
     return d
 
 
-DEFAULT_KEYS = ("k", "steps", "guidance", "guidance_mode", "seed")
+DEFAULT_KEYS = ("k", "steps", "guidance", "guidance_mode", "seed", "best_of")
 RUNTIME_KEYS = ("device", "dtype", "model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes",
                 "cache_generations")
 GENERATOR_NAMES = ("text", "class")
@@ -144,6 +145,9 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
     s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
     if min(s.model_concurrency, s.queue_concurrency, s.cache_clips, s.cache_decodes, s.cache_generations) < 1:
         raise ValueError("app.runtime concurrency and cache sizes must be >= 1")
+    if isinstance(s.best_of, bool) or not isinstance(s.best_of, int) or not 1 <= s.best_of <= s.limits.max_best_of:
+        raise ValueError(f"app.defaults.best_of must be a whole number from 1 to app.limits.max_best_of "
+                         f"({s.limits.max_best_of}), got {s.best_of!r}")
     return s
 
 
@@ -801,7 +805,8 @@ class Runtime:
         return {"k": d["k"], "frames": GEN_MIN_FRAMES, "max_frames": max(GEN_MIN_FRAMES, self.max_gen_frames(cfg)),
                 "steps": d["steps"], "guidance": min(cfg.guidance, lim.max_guidance),
                 "class_guidance": min(class_cfg.guidance, lim.max_guidance),
-                "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"]}
+                "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"],
+                "best_of": self.settings.best_of}
 
     def check_prompt(self, prompt) -> str:
         """A non-empty prompt of at most limits.max_prompt_chars characters, whitespace normalised."""
@@ -846,7 +851,8 @@ class Runtime:
         temperature = _number(cfg.temperature if temperature is None else temperature, "temperature",
                               MIN_TEMPERATURE, lim.max_temperature)
         seed = _integer(d["seed"] if seed is None else seed, "seed", 0, lim.max_seed)
-        best_of = _integer(1 if best_of is None else best_of, "best of (candidates)", 1, lim.max_best_of)
+        best_of = _integer(self.settings.best_of if best_of is None else best_of, "best of (candidates)", 1,
+                           lim.max_best_of)
         if best_of > 1:
             try:
                 _ = self.generator(kind).reranker

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import small_pipeline
 from flexvid import video_io
@@ -25,6 +26,7 @@ EXAMPLE = REPO / "assets" / "examples" / "shapes_one_object.mp4"
 ENDPOINTS = {"/tokenize", "/decode", "/resample", "/info", "/generate", "/generate_ladder", "/generate_class",
              "/generate_class_ladder", "/new_seed"}
 PROMPT = "a large red circle moving left"
+SHIPPED_BEST_OF = yaml.safe_load((REPO / "space.yaml").read_text())["app"]["defaults"]["best_of"]
 pytestmark = pytest.mark.timeout(600)
 
 
@@ -135,6 +137,7 @@ def test_info(client, K, app):
     assert info["generate_defaults"]["frames"] == 17 and info["limits"]["max_prompt_chars"] == 300
     # each model's own guidance: the shared slider starts at the text model's, the class one at the class model's
     assert info["generate_defaults"]["guidance"] == 4.0 and info["generate_defaults"]["class_guidance"] == 2.5
+    assert info["generate_defaults"]["best_of"] == SHIPPED_BEST_OF
     assert str(Path(app[2]).parent) not in str(info)  # no server paths
 
 
@@ -243,6 +246,8 @@ def test_generate_and_its_ladder(client, K, app):
     frames, fps = video_io.read_video(video)
     assert frames.shape == (17, 256, 256, 3) and fps == 8  # 64 px shown at 256 px
     assert f"k = 4 of {K}" in summary and "20 tokens" in summary and "from the cache" not in summary
+    # best_of left out: space.yaml's default
+    assert (f"best of {SHIPPED_BEST_OF} by the reranker" in summary) == (SHIPPED_BEST_OF > 1)
     again = client.predict(PROMPT, 4, 17, 2, 3.0, 1.0, 0, api_name="/generate")[1]
     assert "from the cache" in again
     ladder, table = client.predict(PROMPT, 17, 2, 3.0, 1.0, 0, api_name="/generate_ladder")

@@ -355,6 +355,14 @@ def test_settings(tmp_path, monkeypatch):
     bad.write_text("app:\n  limits:\n    max_upload_gb: 1\n")
     with pytest.raises(ValueError, match="max_upload_gb"):
         load_settings(bad)
+    good = tmp_path / "best_of.yaml"
+    good.write_text("app:\n  defaults:\n    best_of: 4\n")
+    shipped = yaml.safe_load((REPO / "space.yaml").read_text())["app"]["defaults"]["best_of"]
+    assert s.best_of == shipped and load_settings(good).best_of == 4
+    for value in ("0", "9", "2.5", "x", "true"):
+        bad.write_text(f"app:\n  defaults:\n    best_of: {value}\n")
+        with pytest.raises(ValueError, match="best_of"):
+            load_settings(bad)
     bad.write_text("app:\n  generators:\n    audio: some/where\n")
     with pytest.raises(ValueError, match="audio"):
         load_settings(bad)
@@ -502,6 +510,17 @@ def test_best_of_keeps_the_candidate_the_reranker_scores_best(grt):
     assert torch.equal(grids[best], g.results[2].tokens)
     plain = grt.generate("class", "green square down", k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=4)
     assert not plain.cached  # best_of is part of the request
+
+
+def test_best_of_default_comes_from_the_settings(grt, monkeypatch):
+    monkeypatch.setattr(grt.settings, "best_of", 3)
+    assert grt.generate_defaults()["best_of"] == 3
+    kw = dict(k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=5)
+    g = grt.generate("class", "blue triangle up", **kw)  # best_of not given: the configured 3
+    assert "best of 3" in g.summary and not g.cached
+    assert grt.generate("class", "blue triangle up", best_of=3, **kw).cached  # the same request
+    plain = grt.generate("class", "blue triangle up", best_of=1, **kw)
+    assert not plain.cached and "best of" not in plain.summary
 
 
 @pytest.mark.parametrize("bad", [0, 9, 2.5, "x", True])
