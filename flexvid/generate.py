@@ -224,9 +224,10 @@ class VideoGenerator:
         tokenizer's). Grid i decodes with seed + i.
         best_of = N > 1: N grids per condition (sampled and decoded in one batch, N times the work), of
         which the one the reranker (`self.reranker`, default assets/reranker) scores best is returned.
-        preview_steps (best_of > 1): rank the candidates from decodes of this many Euler steps, then decode
-        only the kept ones with the full steps (the same noise: the video the full decode of that
-        candidate gives); fewer steps than the full decode, or None to rank the full decodes.
+        preview_steps: with best_of > 1, rank the candidates from decodes of this many Euler steps, then
+        decode only the kept ones with the full steps (the same noise: the video the full decode of that
+        candidate gives); fewer steps than the full decode, or None to rank the full decodes. It is checked
+        whatever best_of is, and changes nothing at best_of = 1.
         callback(stage, done, total), stage "tokens" then "decode" (then "final" with a preview)."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
@@ -321,6 +322,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--out names a file to write (an .mp4), got the folder {args.out!r}")
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
+        if args.preview_steps is not None and args.best_of == 1:
+            raise ValueError("--preview-steps ranks best-of candidates: give --best-of N (N > 1) with it")
         cond = "text" if args.prompt is not None else "class"
         gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[cond], tokenizer=args.tokenizer,
                                              device=args.device)

@@ -98,9 +98,10 @@ def fit_prompt_reader(text_encoder, n: int = 4096, steps: int = 500, lr: float =
     of word pieces (`tokens` > 0), else the linear PromptReader on sentence embeddings."""
     prompts, labels = training_prompts(n)
     emb = text_encoder.encode(prompts).float()
-    torch.manual_seed(0)
     tokens = getattr(text_encoder, "tokens", 0)
-    reader = AttentionReader(emb.shape[-1], tokens) if tokens else PromptReader(emb.shape[-1])
+    with torch.random.fork_rng(devices=[]):  # a fixed initialisation that leaves the caller's RNG as it was
+        torch.manual_seed(0)
+        reader = AttentionReader(emb.shape[-1], tokens) if tokens else PromptReader(emb.shape[-1])
     opt = torch.optim.Adam(reader.parameters(), lr=lr)
     for _ in range(steps):
         out = reader(emb)
@@ -129,17 +130,21 @@ class Reranker:
         cfg = read_json(cfg_path)
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{folder!r} is not a flexvid reranker (config format {cfg.get('format')!r})")
-        state = load_file(os.path.join(folder, "model.safetensors"))
-        teacher = ShapesTeacher(TeacherConfig(dims=tuple(cfg["teacher"]["dims"]), cell=cfg["teacher"]["cell"],
-                                              window=cfg["teacher"]["window"]))
-        teacher.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("teacher.")})
-        kind, tokens = cfg.get("reader", "linear"), int(cfg.get("reader_tokens", 0))
-        if kind not in READERS or (kind == "attention") != (tokens > 0):
-            raise ValueError(f"{folder!r}: unknown prompt reader {kind!r} with {tokens} word pieces")
-        reader = AttentionReader(cfg["text_dim"], tokens) if tokens else PromptReader(cfg["text_dim"])
-        reader.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("reader.")})
+        try:
+            state = load_file(os.path.join(folder, "model.safetensors"))
+            teacher = ShapesTeacher(TeacherConfig(dims=tuple(cfg["teacher"]["dims"]), cell=cfg["teacher"]["cell"],
+                                                  window=cfg["teacher"]["window"]))
+            teacher.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("teacher.")})
+            kind, tokens = cfg.get("reader", "linear"), int(cfg.get("reader_tokens", 0))
+            if kind not in READERS or (kind == "attention") != (tokens > 0):
+                raise ValueError(f"unknown prompt reader {kind!r} with {tokens} word pieces")
+            reader = AttentionReader(cfg["text_dim"], tokens) if tokens else PromptReader(cfg["text_dim"])
+            reader.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("reader.")})
+        except Exception as e:  # noqa: BLE001 - a missing, truncated, foreign or mismatched file
+            raise ValueError(f"{folder!r} does not hold a loadable reranker: {e}") from None
         from .text import TextEncoder
-        return cls(teacher, reader, TextEncoder(cfg.get("text_model", "default"), tokens=tokens))
+        # the app scores a few prompts per request: a small prompt cache (24 x 384 floats per prompt)
+        return cls(teacher, reader, TextEncoder(cfg.get("text_model", "default"), tokens=tokens, cache_size=256))
 
     def save_pretrained(self, folder: str, text_model: str = "default") -> None:
         from safetensors.torch import save_file

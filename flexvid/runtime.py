@@ -71,6 +71,19 @@ class Limits:
     max_temperature: float = 3.0  # generator sampling temperature
     max_best_of: int = 8  # candidates a generation may sample and rerank (N times the work)
 
+    def __post_init__(self):
+        for f in fields(self):
+            v, whole = getattr(self, f.name), f.type in (int, "int")
+            ok = not isinstance(v, bool) and (isinstance(v, int) or (not whole and isinstance(v, float)))
+            if not ok or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"app.limits.{f.name} must be a positive {'whole ' if whole else ''}number, "
+                                 f"got {v!r}")
+        from .generate import MAX_BATCH
+
+        if self.max_best_of > MAX_BATCH:
+            raise ValueError(f"app.limits.max_best_of must be at most {MAX_BATCH} (samples per generator call), "
+                             f"got {self.max_best_of}")
+
 
 @dataclass
 class Settings:
@@ -82,7 +95,7 @@ class Settings:
     guidance: float | None = None
     guidance_mode: str | None = None
     seed: int = 0
-    best_of: int = 1  # Generate-tab candidates per clip (the reranker keeps one); 1 = plain samples
+    best_of: int = 4  # Generate-tab candidates per clip (the reranker keeps one); 1 = plain samples
     limits: Limits = field(default_factory=Limits)
     device: str = "auto"
     dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU
@@ -851,13 +864,17 @@ class Runtime:
         temperature = _number(cfg.temperature if temperature is None else temperature, "temperature",
                               MIN_TEMPERATURE, lim.max_temperature)
         seed = _integer(d["seed"] if seed is None else seed, "seed", 0, lim.max_seed)
-        best_of = _integer(self.settings.best_of if best_of is None else best_of, "best of (candidates)", 1,
-                           lim.max_best_of)
+        asked = best_of is not None
+        best_of = _integer(best_of if asked else self.settings.best_of, "best of (candidates)", 1, lim.max_best_of)
         if best_of > 1:
             try:
                 _ = self.generator(kind).reranker
             except ValueError as e:
-                raise UserError(f"best of {best_of} needs the reranker: {e}") from None
+                if asked:
+                    raise UserError(f"best of {best_of} needs the reranker: {e}") from None
+                # the Space's default, not the caller's request: plain samples rather than no video
+                log.warning("no reranker (%s): generations fall back from the default best of %d to 1", e, best_of)
+                best_of = 1
         return GenRequest(kind, condition, frames, steps, guidance, temperature, seed, best_of)
 
     def _generation_lock(self, kind: str) -> threading.Lock:
@@ -877,8 +894,8 @@ class Runtime:
     def _generate(self, req: GenRequest, ks, progress: GenProgress | None = None) -> tuple[dict[int, Generated], bool]:
         """req's videos at every k in ks and whether all came from the cache. The missing ones are sampled
         one k at a time (a budget sets the token layout, so budgets do not batch), then decoded in ONE
-        batched detokenize call with the same noise (seed) for every k. VideoGenerator.generate gives
-        the same video for a single k."""
+        batched detokenize call with the same noise for every k: candidate j of best_of decodes with
+        seed + j, as in VideoGenerator.generate, which gives the same video for a single k."""
         keys = {k: req.key(k) for k in ks}
         # one request per generator at a time: its KV cache is state of the model, and an identical
         # request waiting here finds the result in the cache
@@ -905,7 +922,8 @@ class Runtime:
                     ks_all = [k for k in missing for _ in range(n)]
                     videos = self.tok.detokenize(grids, k=ks_all, steps=req.steps,
                                                  guidance=d["guidance"] if dg is None else dg,
-                                                 guidance_mode=d["guidance_mode"], seed=[req.seed] * len(ks_all),
+                                                 guidance_mode=d["guidance_mode"],
+                                                 seed=[req.seed + j for _ in missing for j in range(n)],
                                                  callback=None if progress is None else
                                                  (lambda i, m: progress("decode", i, m)))
                     if n > 1:  # keep, per k, the candidate the reranker scores best

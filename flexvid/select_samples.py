@@ -12,8 +12,9 @@ RAFT, Dong et al. 2023, and expert iteration).
     flexvid select-samples --cond class --n 1024 --candidates 4 --out runs/selected-class.safetensors
 
 The file: "tokens" (n, t, K) int16 (the grid picked for each condition), "scores" (n, N) of every
-candidate, "labels" (n,) class labels (-1 for text), and metadata with the prompts (text), the model,
-the tokenizer fingerprint its grids belong to and the settings.
+candidate, "labels" (n,) the class labels of the conditions' clips (for text too), and metadata with
+the prompts (text), the model, the tokenizer fingerprint its grids belong to, k and frames (full-budget
+17-frame grids: train-generator refuses others) and the settings.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def select(gen: VideoGenerator, conditions: list, candidates: int = 4, k: int | 
     if not 1 <= candidates <= MAX_BATCH:
         raise ValueError(f"candidates must be in [1, {MAX_BATCH}], got {candidates}")
     k = gen.cfg.K if k is None else k
-    reranker = reranker or gen.reranker
+    if candidates > 1:  # the control run (one candidate) neither decodes nor scores
+        reranker = reranker or gen.reranker
     per = max(1, batch // candidates)
     tok = gen.tokenizer
     grids_out, scores_out = [], []
@@ -116,9 +118,22 @@ def load_selected(path: str) -> dict:
         raise ValueError(f"{path} is not a safetensors file: {e}") from None
     if info.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file (written by flexvid select-samples)")
-    prompts = json.loads(info["prompts"]) if "prompts" in info else None
-    meta = {k: json.loads(v) for k, v in info.items() if k not in ("format", "cond", "prompts")}
-    return {"tokens": tensors["tokens"].long(), "labels": tensors["labels"], "scores": tensors["scores"],
+    try:
+        prompts = json.loads(info["prompts"]) if "prompts" in info else None
+        meta = {k: json.loads(v) for k, v in info.items() if k not in ("format", "cond", "prompts")}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: unreadable metadata ({e})") from None
+    missing = [name for name in ("tokens", "labels", "scores") if name not in tensors]
+    if missing or info.get("cond") not in ("class", "text"):
+        raise ValueError(f"{path}: not a complete {FORMAT} file (missing {missing or 'its cond'})")
+    tokens, labels, scores = tensors["tokens"], tensors["labels"], tensors["scores"]
+    n = len(tokens)
+    if tokens.ndim != 3 or n == 0 or len(labels) != n or len(scores) != n or (
+            info["cond"] == "text" and (not isinstance(prompts, list) or len(prompts) != n)):
+        raise ValueError(f"{path}: tokens {tuple(tokens.shape)}, labels {tuple(labels.shape)}, scores "
+                         f"{tuple(scores.shape)} and {len(prompts) if isinstance(prompts, list) else 'no'} prompts "
+                         "do not describe the same non-empty set of (t, K) grids")
+    return {"tokens": tokens.long(), "labels": labels, "scores": scores,
             "cond": info["cond"], "prompts": prompts, "meta": meta}
 
 
@@ -161,6 +176,7 @@ def main(argv=None) -> int:
                  log=lambda m: print(m, flush=True))
     from .train_generator import fingerprint
     meta = {"model": args.model or "embedded", "candidates": args.candidates, "start": args.start,
+            "k": gen.cfg.K, "frames": 17,
             "seed": args.seed, "tokenizer_fingerprint": fingerprint(gen.tokenizer), "seconds": round(time.time() - t)}
     save_selected(args.out, res, conds, labels, args.cond, meta)
     s = res["scores"]

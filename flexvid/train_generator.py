@@ -345,6 +345,15 @@ def main(argv=None):
     device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
     bf16 = tcfg.bf16 and bf16_native(torch.device(device))
     pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if bf16 else "fp32")
+    if selected is not None:  # before the token cache, which can take a while to build
+        if selected["meta"].get("tokenizer_fingerprint") != fingerprint(pipe):
+            raise ValueError(f"--selected {args.selected} holds grids of another tokenizer than {args.tokenizer}")
+        if selected["tokens"].shape[-1] != pipe.n_tokens:
+            raise ValueError(f"--selected {args.selected}: grids of {selected['tokens'].shape[-1]} tokens per step, "
+                             f"the tokenizer has {pipe.n_tokens}")
+        if selected["meta"].get("k", pipe.n_tokens) != pipe.n_tokens:
+            raise ValueError(f"--selected {args.selected}: grids sampled at k = {selected['meta']['k']}, not the full "
+                             f"budget {pipe.n_tokens} (their later tokens are padding, not samples)")
     base = config_dict(GENERATOR_CONFIGS[args.preset])
     base.update(cond=args.cond, K=pipe.n_tokens, codebook_size=pipe.codebook_size,
                 n_classes=shapes.NUM_CLASSES, max_t=max(base["max_t"], 21))
@@ -373,11 +382,6 @@ def main(argv=None):
     sources = [(data[g]["tokens"], condition_of(data[g], cfg), data[g]["text_variants"])
                for g in (("train", "long") if args.long_clips else ("train",))]
     if selected is not None:
-        if selected["meta"].get("tokenizer_fingerprint") != fingerprint(pipe):
-            raise ValueError(f"--selected {args.selected} holds grids of another tokenizer than {args.tokenizer}")
-        if selected["tokens"].shape[-1] != cfg.K:
-            raise ValueError(f"--selected {args.selected}: grids of {selected['tokens'].shape[-1]} tokens per step, "
-                             f"the tokenizer has {cfg.K}")
         sel_cond = (selected["labels"] if cfg.cond == "class" else
                     embed_captions(encoder, selected["prompts"]))
         print(f"selected samples: {tuple(selected['tokens'].shape)}, {args.p_selected:.0%} of the batches")

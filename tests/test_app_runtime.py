@@ -363,6 +363,13 @@ def test_settings(tmp_path, monkeypatch):
         bad.write_text(f"app:\n  defaults:\n    best_of: {value}\n")
         with pytest.raises(ValueError, match="best_of"):
             load_settings(bad)
+    for name, value in (("max_best_of", '"8"'), ("max_best_of", "0"), ("max_best_of", "100"), ("max_steps", "2.5"),
+                        ("max_upload_mb", "-1"), ("max_seconds", ".nan"), ("max_seed", "true")):
+        bad.write_text(f"app:\n  limits:\n    {name}: {value}\n")
+        with pytest.raises(ValueError, match=f"app.limits.{name}"):
+            load_settings(bad)
+    bad.write_text("app:\n  limits:\n    max_upload_mb: 10\n")  # a whole number where a float goes is fine
+    assert load_settings(bad).limits.max_upload_mb == 10 and load_settings(bad).best_of == Settings().best_of
     bad.write_text("app:\n  generators:\n    audio: some/where\n")
     with pytest.raises(ValueError, match="audio"):
         load_settings(bad)
@@ -406,7 +413,7 @@ def generator_folders(tmp_path_factory):
 def grt(pipe, generator_folders, tmp_path_factory):
     """A runtime with both small generators (loaded once for the module: the text one loads MiniLM)."""
     counter = Counting(pipe)
-    runtime = Runtime(Settings(generators=generator_folders), pipeline=pipe,
+    runtime = Runtime(Settings(generators=generator_folders, best_of=1), pipeline=pipe,  # plain samples
                       out_dir=str(tmp_path_factory.mktemp("gen")))
     assert runtime.load_generators() == {"class": "ready", "text": "ready"}
     runtime.counter = counter
@@ -503,11 +510,15 @@ def test_best_of_keeps_the_candidate_the_reranker_scores_best(grt):
     assert "best of 3" in g.summary and not g.cached
     grids = gen.sample_tokens(["green square down"] * 3, k=2, frames=17, temperature=1.0, guidance=2.0, seed=4)
     videos = grt.tok.detokenize(grids, k=[2] * 3, steps=2, guidance=d["guidance"], guidance_mode=d["guidance_mode"],
-                                seed=[4] * 3)
+                                seed=[4, 5, 6])  # candidate j decodes with seed + j
     scores = gen.reranker.score(videos, ["green square down"] * 3, "class")
     best = int(scores.argmax())
     assert np.array_equal(video_io.from_model(videos[best]), g.results[2].video)
     assert torch.equal(grids[best], g.results[2].tokens)
+    # the same video as the library's best of 3 (the one the README measures)
+    ref = gen.generate(["green square down"], k=2, frames=17, temperature=1.0, guidance=2.0, seed=4, decode_steps=2,
+                       decode_guidance=d["guidance"], decode_guidance_mode=d["guidance_mode"], best_of=3)
+    assert np.array_equal(video_io.from_model(ref[0]), g.results[2].video)
     plain = grt.generate("class", "green square down", k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=4)
     assert not plain.cached  # best_of is part of the request
 
@@ -523,6 +534,19 @@ def test_best_of_default_comes_from_the_settings(grt, monkeypatch):
     assert not plain.cached and "best of" not in plain.summary
 
 
+def test_default_best_of_without_a_reranker_falls_back_to_plain_samples(grt, monkeypatch, tmp_path):
+    gen = grt.generator("class")
+    monkeypatch.setattr(grt.settings, "best_of", 4)
+    monkeypatch.setattr(gen, "_reranker", None)
+    monkeypatch.setattr(gen, "reranker_path", str(tmp_path / "no-reranker"))
+    kw = dict(k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=6)
+    g = grt.generate("class", "red square up", **kw)  # the Space's default: a plain sample rather than no video
+    assert "best of" not in g.summary
+    assert grt.generate("class", "red square up", best_of=1, **kw).cached
+    with pytest.raises(UserError, match="best of 2 needs the reranker"):  # asked for: said why not
+        grt.generate("class", "red square up", best_of=2, **kw)
+
+
 @pytest.mark.parametrize("bad", [0, 9, 2.5, "x", True])
 def test_best_of_out_of_range_is_refused_before_model_work(grt, bad):
     calls = sum(len(c.ks) for c in grt.calls.values())
@@ -532,7 +556,8 @@ def test_best_of_out_of_range_is_refused_before_model_work(grt, bad):
 
 
 def test_generation_cache_is_bounded(pipe, generator_folders, tmp_path):
-    rt = Runtime(Settings(generators={"class": generator_folders["class"]}, cache_generations=2), pipeline=pipe,
+    rt = Runtime(Settings(generators={"class": generator_folders["class"]}, cache_generations=2, best_of=1),
+                 pipeline=pipe,
                  out_dir=str(tmp_path))
     first = rt.generate("class", 1, k=1, frames=17, steps=1, seed=0)
     for seed in (1, 2):

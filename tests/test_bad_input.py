@@ -153,6 +153,7 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["generate", "--class-label", "3", "--best-of", "0", "--out", str(tmp_path / "g.mp4")], "best_of"),
         (["generate", "--class-label", "3", "--best-of", "2", "--preview-steps", "50", "--out",
           str(tmp_path / "g.mp4")], "preview_steps"),
+        (["generate", "--class-label", "3", "--preview-steps", "2", "--out", str(tmp_path / "g.mp4")], "--best-of N"),
         (["select-samples", "--n", "0", "--out", str(tmp_path / "s.safetensors")], "--n must be"),
         (["train-generator", "--selected", str(tmp_path / "nope.safetensors"), "--out-dir", str(tmp_path / "g")],
          "no selected-samples file"),

@@ -140,7 +140,7 @@ def test_best_of_preview_ranks_cheap_decodes_and_returns_the_full_decode(text_ge
         full = tok.detokenize([grids[j]], k=4, guidance=g, seed=7 + j)[0]
         assert torch.allclose(picked[i], full, atol=1e-5)
         assert not torch.allclose(picked[i], previews[j], atol=1e-3)
-    # best_of 1 has nothing to rank: a plain sample, whatever preview_steps says
+    # best_of 1 has nothing to rank: a valid preview_steps changes nothing (a bad one is still refused)
     assert torch.equal(text_gen.generate(prompts[0], preview_steps=2, **kw)[0], text_gen.generate(prompts[0], **kw)[0])
     for bad in (0, 10, 11, 2.5, True, "2"):
         with pytest.raises(ValueError, match="preview_steps"):
@@ -161,6 +161,37 @@ def test_best_of_too_many_samples_is_refused_before_sampling(text_gen):
 def test_missing_reranker_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no reranker"):
         Reranker.from_pretrained(str(tmp_path))
+    # a config that disagrees with its weights, and weights that are not safetensors: ValueErrors that say so
+    import json
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree("assets/reranker", bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "reader_tokens": cfg["reader_tokens"] + 3}))
+    with pytest.raises(ValueError, match="does not hold a loadable reranker"):
+        Reranker.from_pretrained(str(bad))
+    (bad / "config.json").write_text(json.dumps(cfg))
+    (bad / "model.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="does not hold a loadable reranker"):
+        Reranker.from_pretrained(str(bad))
+
+
+def test_fitting_a_prompt_reader_leaves_the_global_rng_alone():
+    from flexvid.rerank import fit_prompt_reader
+
+    class Enc:  # a stand-in for the text encoder: fixed random sentence vectors
+        tokens = 0
+
+        def encode(self, prompts):
+            return torch.randn(len(prompts), 8, generator=torch.Generator().manual_seed(1))
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = fit_prompt_reader(Enc(), n=16, steps=2)
+    assert torch.equal(torch.rand(3), expected)
+    b = fit_prompt_reader(Enc(), n=16, steps=2)  # and the reader is the same whatever the RNG held
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
 def test_eval_best_of_reports_first_reranked_and_oracle(text_gen):

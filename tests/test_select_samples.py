@@ -78,6 +78,18 @@ def test_selected_file_round_trip_and_bad_files(tmp_path):
         load_selected(str(tmp_path / "junk.safetensors"))
     with pytest.raises(ValueError, match="no selected-samples file"):
         load_selected(str(tmp_path / "missing.safetensors"))
+    # a file of the format whose parts disagree, or with one missing: refused with a message, not an IndexError
+    save_selected(path, res, ["a", "b", "c"], [1, 2, 3, 4], "text", {})
+    with pytest.raises(ValueError, match="do not describe the same"):
+        load_selected(path)
+    save_selected(path, res, ["a"] * 4, [1, 2, 3], "text", {})
+    with pytest.raises(ValueError, match="do not describe the same"):
+        load_selected(path)
+    from safetensors.torch import save_file
+    save_file({"tokens": res["tokens"].to(torch.int16)}, path, metadata={"format": "flexvid-selected-samples",
+                                                                        "cond": "class"})
+    with pytest.raises(ValueError, match="missing"):
+        load_selected(path)
 
 
 def test_train_generator_draws_batches_from_the_selected_samples(tmp_path, monkeypatch):
@@ -109,12 +121,18 @@ def test_train_generator_draws_batches_from_the_selected_samples(tmp_path, monke
             assert torch.equal(g, grids[lab])  # a selected grid, with its own condition
     seen.clear()
     tg.main([*base, "--out-dir", str(tmp_path / "b"), "--selected", path, "--p-selected", "0"])
+    assert len(seen) == 3
     cache = tg.token_cache(str(tmp_path / "b" / "tokens.safetensors"), tok, {"train": ("train", 0, 4, 17)})
     assert all(any(torch.equal(g, c) for c in cache["train"]["tokens"]) for tokens, _ in seen for g in tokens)
 
     save_selected(path, {"tokens": grids, "scores": torch.zeros(6, 2)}, list(range(6)), list(range(6)),
                   "class", {"tokenizer_fingerprint": "another"})
     with pytest.raises(ValueError, match="another tokenizer"):
+        tg.main([*base, "--out-dir", str(tmp_path / "c"), "--selected", path])
+    assert not (tmp_path / "c" / "tokens.safetensors").exists()  # refused before the token cache is built
+    save_selected(path, {"tokens": grids, "scores": torch.zeros(6, 2)}, list(range(6)), list(range(6)),
+                  "class", {"tokenizer_fingerprint": fingerprint(tok), "k": 2})
+    with pytest.raises(ValueError, match="k = 2"):
         tg.main([*base, "--out-dir", str(tmp_path / "c"), "--selected", path])
     save_selected(path, {"tokens": grids, "scores": torch.zeros(6, 2)}, ["a"] * 6, list(range(6)), "text",
                   {"tokenizer_fingerprint": fingerprint(tok)})
