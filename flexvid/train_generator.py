@@ -33,7 +33,7 @@ from .generate import DEFAULT_TOKENIZER, save_generator
 from .generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
 from .hub import config_dict, load_weights, read_json
 from .pipeline import VideoFlexTok
-from .quantizer import prefix_ladder, sample_k
+from .quantizer import sample_k
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import TrainConfig, bf16_native, fit, init_distributed
 
