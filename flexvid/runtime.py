@@ -819,7 +819,9 @@ class Runtime:
                 "steps": d["steps"], "guidance": min(cfg.guidance, lim.max_guidance),
                 "class_guidance": min(class_cfg.guidance, lim.max_guidance),
                 "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"],
-                "best_of": self.settings.best_of}
+                # the slider starts at plain samples where the generators have no reranker folder to load
+                "best_of": self.settings.best_of if not ready or all(
+                    (Path(self.generator(n).reranker_path) / "config.json").is_file() for n in ready) else 1}
 
     def check_prompt(self, prompt) -> str:
         """A non-empty prompt of at most limits.max_prompt_chars characters, whitespace normalised."""

@@ -542,6 +542,7 @@ def test_default_best_of_without_a_reranker_falls_back_to_plain_samples(grt, mon
     kw = dict(k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=6)
     g = grt.generate("class", "red square up", **kw)  # the Space's default: a plain sample rather than no video
     assert "best of" not in g.summary
+    assert grt.generate_defaults()["best_of"] == 1  # and the Generate tab's slider starts there
     assert grt.generate("class", "red square up", best_of=1, **kw).cached
     with pytest.raises(UserError, match="best of 2 needs the reranker"):  # asked for: said why not
         grt.generate("class", "red square up", best_of=2, **kw)
