@@ -27,6 +27,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER = str(REPO_ROOT / "assets" / "tokenizer")
 
 
+PAD = 2  # white pixels between the videos of a side-by-side
+
+
+def _side_by_side_layout(n: int, h: int, w: int, upscale: int) -> int:
+    """Columns for the side-by-side of n videos of h x w: all in one row, or in rows where one row would be
+    wider than H.264 allows; a ValueError (before any decoding) where even that does not fit."""
+    from . import video_io
+    if max(h, w) * upscale > video_io.MAX_SIDE:
+        raise ValueError(f"--upscale {upscale} makes {w * upscale} x {h * upscale} px videos, more than H.264's "
+                         f"{video_io.MAX_SIDE} a side")
+    cols = min(n, max(1, (video_io.MAX_SIDE // upscale + PAD) // (w + PAD)))
+    rows = -(-n // cols)
+    if (rows * h + (rows - 1) * PAD) * upscale > video_io.MAX_SIDE:
+        raise ValueError(f"the side-by-side of {n} videos does not fit H.264's {video_io.MAX_SIDE} px a side at "
+                         f"--upscale {upscale}: give fewer --k values or a smaller --upscale")
+    return cols
+
+
 def reconstruct_main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flexvid reconstruct",
                                 description="Tokenize a clip and decode it from several token prefixes: one mp4 per k, "
@@ -53,6 +71,7 @@ def reconstruct_main(argv=None) -> int:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
         if args.max_frames < 1:
             raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
+        video_io.check_output(args.out, folder=True, name="--out")
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device)
         _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
@@ -62,6 +81,7 @@ def reconstruct_main(argv=None) -> int:
         x = video_io.to_model(frames)
         grid = tok.tokenize(x)[0]
         ks = args.k or tok.ladder()
+        layout = _side_by_side_layout(1 + len(set(ks)), frames.shape[1], frames.shape[2], args.upscale)
         recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
                                 noise_scale=args.noise_scale)
@@ -74,11 +94,11 @@ def reconstruct_main(argv=None) -> int:
         out = video_io.from_model(v)
         videos.append(out)
         video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
-    video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), video_io.side_by_side(videos),
-                         fps=tok.fps, upscale=args.upscale)
+    tiled = video_io.side_by_side(videos, pad=PAD) if layout == len(videos) else video_io.grid(videos, layout, pad=PAD)
+    video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale)
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
              n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
-    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)}; wrote {len(ks)} reconstructions, "
+    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)}; wrote {len(recon)} reconstructions, "
           f"side_by_side.mp4 and tokens.npz to {args.out}")
     return 0
 

@@ -497,6 +497,8 @@ def main(argv=None):
 
     from .pipeline import VideoFlexTok
     try:
+        from .video_io import check_output
+        check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
         tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device)
         gens = {name: g for name, g in (
             ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device)),

@@ -33,7 +33,7 @@ from pytorch_msssim import ssim as _ssim
 from . import probe, shapes
 from .hub import display_name
 from .pipeline import VideoFlexTok, chunk_bounds
-from .video_io import from_model
+from .video_io import check_output, from_model
 
 MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
 PSNR_CAP_DB = 100.0  # identical videos: MSE clamped at 1e-10, as in train_vae.psnr
@@ -505,7 +505,12 @@ def main(argv=None):
     p.add_argument("--out", default="eval/tokenizer")
     args = p.parse_args(argv)
     if args.n < 1 or args.batch < 1 or args.n_long < 0 or args.token_probe < 0:
-        p.error(f"--n and --batch must be >= 1 and --n-long >= 0, got {args.n}, {args.batch}, {args.n_long}")
+        p.error(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
+                f"{args.n_long}, {args.token_probe}")
+    try:
+        check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
+    except ValueError as e:
+        p.error(str(e))
 
     tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     tok.max_batch = args.batch

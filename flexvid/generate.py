@@ -256,7 +256,7 @@ class VideoGenerator:
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
         decode = dict(k=k, guidance=self.decode_guidance(decode_guidance), guidance_mode=decode_guidance_mode)
-        seeds = [seed + i for i in range(len(grids))]
+        seeds = [int(seed) + i for i in range(len(grids))]  # Python ints: no NumPy overflow
         videos = tok.detokenize(grids, steps=preview_steps or decode_steps, seed=seeds,
                                 callback=(lambda d, n: callback("decode", d, n)) if callback else None, **decode)
         if reranker is None:
@@ -318,8 +318,7 @@ def main(argv=None) -> int:
             raise ValueError("give a text prompt or --class-label")
         if not 1 <= args.upscale <= 16:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
-        if args.out.endswith(("/", os.sep)) or os.path.isdir(args.out):
-            raise ValueError(f"--out names a file to write (an .mp4), got the folder {args.out!r}")
+        video_io.check_output(args.out, name="--out")  # before any work
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
         if args.preview_steps is not None and args.best_of == 1:

@@ -17,10 +17,12 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import math
 import os
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .flow import euler_sample
@@ -63,6 +65,8 @@ def chunk_bounds(T: int, chunk: int) -> list[tuple[int, int]]:
         a = b
 
 
+INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32)
+
 # tokenize refuses values beyond this (a decoded video may overshoot [-1, 1] a little; 0..255 is a mistake)
 OUT_OF_RANGE = 1.5
 
@@ -77,6 +81,10 @@ class VideoFlexTok:
         self.dtype = dtype
         self.vae = vae.to(self.device).eval().requires_grad_(False)
         self.tokenizer = tokenizer.to(self.device).eval().requires_grad_(False)
+        if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive number, got {fps!r}")
+        if not is_int(max_batch) or not 1 <= max_batch <= 4096:
+            raise ValueError(f"max_batch must be an integer in [1, 4096], got {max_batch!r}")
         self.fps, self.max_batch = float(fps), int(max_batch)
         if vae.cfg.z_channels != tokenizer.cfg.z_channels:
             raise ValueError(f"VAE has {vae.cfg.z_channels} latent channels, tokenizer expects {tokenizer.cfg.z_channels}")
@@ -210,18 +218,27 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ detokenize
     def _check_tokens(self, tokens) -> list[torch.Tensor]:
+        if isinstance(tokens, np.ndarray):  # e.g. the "tokens" array of flexvid reconstruct's tokens.npz
+            tokens = [tokens] if tokens.ndim == 2 else list(tokens)
         if isinstance(tokens, torch.Tensor):
             tokens = [tokens] if tokens.ndim == 2 else list(tokens)
         if not isinstance(tokens, (list, tuple)) or not tokens:
-            raise ValueError("expected a (t, K) token grid, a (B, t, K) batch or a non-empty list of grids")
+            raise ValueError("expected a (t, K) token grid, a (B, t, K) batch or a non-empty list of grids "
+                             f"(tensors or NumPy arrays), got {type(tokens).__name__}")
         out = []
         for g in tokens:
-            g = torch.as_tensor(g)
+            try:
+                g = torch.as_tensor(np.asarray(g) if not isinstance(g, torch.Tensor) else g)
+            except (TypeError, ValueError, RuntimeError):
+                raise ValueError(f"a token grid must be an integer array, got {type(g).__name__}") from None
             if g.ndim != 2 or g.shape[1] != self.n_tokens or g.shape[0] < 1:
                 raise ValueError(f"token grid must be (t, {self.n_tokens}), got {tuple(g.shape)}")
-            if g.is_floating_point() or g.min() < 0 or g.max() >= self.codebook_size:
+            if g.dtype not in INT_DTYPES:
+                raise ValueError(f"tokens must be integers in [0, {self.codebook_size}), got dtype {g.dtype}")
+            g = g.long()
+            if g.min() < 0 or g.max() >= self.codebook_size:
                 raise ValueError(f"tokens must be integers in [0, {self.codebook_size})")
-            out.append(g.long())
+            out.append(g)
         return out
 
     def _check_sampler(self, steps, guidance, mode, noise_scale=None):
@@ -287,8 +304,10 @@ class VideoFlexTok:
             if len(value) != n:
                 raise ValueError(f"{name} has {len(value)} values for {n} token grids")
             return list(value)
-        if isinstance(value, torch.Tensor):
-            return [int(v) for v in value.flatten()] if value.numel() == n else VideoFlexTok._per_grid(value.tolist(), n, name)
+        if isinstance(value, (torch.Tensor, np.ndarray)):  # to Python numbers, so that 2.9 is refused, not cut to 2
+            value = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+            value = value.item() if value.ndim == 0 else value.ravel().tolist()
+            return VideoFlexTok._per_grid(value, n, name)
         if not is_int(value):
             raise ValueError(f"{name} must be an integer or a list of integers, got {value!r}")
         return [int(value)] * n
@@ -380,7 +399,9 @@ class VideoFlexTok:
         elif is_int(ks):
             ks = [int(ks)]
         elif isinstance(ks, (list, tuple, range)):
-            ks = list(dict.fromkeys(ks))  # each k once, in the order given
+            if not all(is_int(k) for k in ks):
+                raise ValueError(f"ks must be integers, got {list(ks)!r}")
+            ks = list(dict.fromkeys(int(k) for k in ks))  # each k once, in the order given
         else:
             raise ValueError(f"ks must be an integer or a list of integers, got {type(ks).__name__}")
         if not ks:

@@ -132,7 +132,7 @@ def is_real(v) -> bool:
 
 def check_seed(value, name: str = "seed") -> int:
     """An integer seed that torch.Generator takes, or a ValueError that says so."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not SEED_RANGE[0] <= value < SEED_RANGE[1]:
+    if not is_int(value) or not SEED_RANGE[0] <= int(value) < SEED_RANGE[1]:
         raise ValueError(f"{name} must be an integer in [-2**63, 2**64), got {value!r}")
     return int(value)
 

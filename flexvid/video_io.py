@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -285,17 +286,50 @@ def to_model(frames: np.ndarray) -> torch.Tensor:
 
 def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]; a batch [B, 3, T, H, W] gives
-    [B, T, H, W, 3]. Values are clamped to [-1, 1] and rounded to the nearest integer."""
+    [B, T, H, W, 3]. Values are clamped to [-1, 1] and rounded to the nearest integer; NaN or infinite
+    values are refused (ValueError)."""
     x = torch.as_tensor(x).detach()
     if x.ndim not in (4, 5) or x.shape[-4] != 3:
         raise ValueError(f"expected a tensor of shape [3, T, H, W] or [B, 3, T, H, W], got {tuple(x.shape)}")
     x = x.to(device="cpu", dtype=torch.float32)
+    if not torch.isfinite(x).all():  # a diverged model: say so rather than write black frames
+        raise ValueError("the video holds NaN or infinite values (a model output gone wrong)")
     u8 = ((x.clamp(-1.0, 1.0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
     perm = (1, 2, 3, 0) if x.ndim == 4 else (0, 2, 3, 4, 1)
     return np.ascontiguousarray(u8.permute(*perm).numpy())
 
 
 # ----------------------------------------------------------------------------- writing
+# libx264 encodes at most this many pixels a side (measured: 16384 encodes, 16386 does not)
+MAX_SIDE = 16384
+
+
+def check_output(path: str | os.PathLike, folder: bool = False, name: str | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written: a file (``folder=False``) that is not a
+    folder, or a folder that is not a file, under an existing writable folder or one that can be made.
+    Creates nothing; raises ValueError with what is wrong (after ``name``, e.g. the option, when given)."""
+    def fail(message):
+        raise ValueError(f"{name}: {message}" if name else message)
+
+    text = os.fspath(path)
+    if not text.strip():
+        fail("the output path is empty")
+    p = Path(text)
+    what = "folder" if folder else "file"
+    if folder and p.exists() and not p.is_dir():
+        fail(f"the output folder {text!r} is an existing file")
+    if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
+        fail(f"the output file {text!r} is a folder")
+    parent = p if folder else p.parent
+    while not parent.exists():  # the nearest folder that exists must be a folder we may write in
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"cannot write the output {what} {text!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"cannot write the output {what} {text!r}: no permission to write in {str(parent)!r}")
+    return p
+
+
 def write_video(
     path: str | os.PathLike,
     frames: np.ndarray,
@@ -315,6 +349,11 @@ def write_video(
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
         raise ValueError(f"crf must be an integer in [0, 51], got {crf!r}")
     upscale = _check_positive_int(upscale, "upscale")
+    h, w = frames.shape[1] * upscale, frames.shape[2] * upscale
+    if max(h, w) > MAX_SIDE:
+        raise ValueError(f"a {w} x {h} video (upscale {upscale}) is too large for H.264: at most {MAX_SIDE} "
+                         "pixels a side")
+    out_path = check_output(path)
     if upscale > 1:
         frames = np.repeat(np.repeat(frames, upscale, axis=1), upscale, axis=2)
     _, h, w, _ = frames.shape
@@ -326,10 +365,21 @@ def write_video(
     if rate <= 0:
         raise ValueError(f"fps is too small to encode: {fps!r}")
 
-    out_path = Path(path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     import av  # PyAV, imported when a video is written: reading and the models need no PyAV
 
+    # written under a temporary name and renamed into place: a failed write leaves no half-written file and
+    # keeps what was there, and a reader never sees a file being written
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        _encode(av, tmp, frames, rate, w, h, crf)
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out_path)
+
+
+def _encode(av, out_path: Path, frames: np.ndarray, rate: Fraction, w: int, h: int, crf: int) -> None:
     with av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = w
@@ -342,7 +392,6 @@ def write_video(
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder
             container.mux(packet)
-    return str(out_path)
 
 
 # ----------------------------------------------------------------------------- tiling

@@ -233,3 +233,100 @@ def test_generate_checks_every_seed_and_decoder_setting_before_sampling(pipe):
     with pytest.raises(ValueError, match="steps"):
         gen.generate([1], frames=5, decode_steps=0)
     assert not calls
+
+
+def test_token_grids_as_numpy_and_bad_dtypes(pipe):
+    g = pipe.tokenize(torch.rand(3, 5, 64, 64) * 2 - 1)[0]
+    a = pipe.detokenize(g, k=2, steps=1, seed=3)[0]
+    for same in (g.numpy(), g.numpy().astype(np.int32), g.numpy().astype(np.uint16)[None]):
+        assert torch.equal(pipe.detokenize(same, k=2, steps=1, seed=3)[0], a)  # e.g. reconstruct's tokens.npz
+    for bad, message in ((g.numpy().astype(np.uint64), "dtype"), (g.bool(), "dtype"), (g.float(), "dtype"),
+                         (g.to(torch.complex64), "dtype"), (["abc"], "integer array"), ("abc", "token grid")):
+        with pytest.raises(ValueError, match=message):
+            pipe.detokenize(bad, steps=1)
+
+
+def test_float_and_bool_tensors_are_not_cut_to_integers(pipe):
+    g = pipe.tokenize(torch.rand(3, 5, 64, 64) * 2 - 1)
+    a = pipe.detokenize(g, k=2, steps=1, seed=1)[0]
+    assert torch.equal(pipe.detokenize(g, k=torch.tensor(2), steps=1, seed=torch.tensor(1))[0], a)
+    for bad in (dict(k=torch.tensor(2.9)), dict(k=torch.tensor(True)), dict(k=torch.tensor([2.5])),
+                dict(k=torch.tensor(float("nan"))), dict(seed=torch.tensor(1.7)), dict(seed=np.array([1.5]))):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            pipe.detokenize(g, steps=1, **bad)
+    with pytest.raises(ValueError, match="ks must be integers"):
+        pipe.reconstruct(torch.rand(3, 5, 64, 64) * 2 - 1, ks=[[1]], steps=1)
+
+
+def test_pipeline_settings_are_checked(pipe):
+    for kw, message in ((dict(max_batch=0), "max_batch"), (dict(max_batch=-1), "max_batch"),
+                        (dict(max_batch=2.0), "max_batch"), (dict(fps=float("nan")), "fps"), (dict(fps=0), "fps")):
+        with pytest.raises(ValueError, match=message):
+            VideoFlexTok(pipe.vae, pipe.tokenizer, device="cpu", **kw)
+
+
+def test_generate_seeds_are_python_integers(pipe):
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                      codebook_size=pipe.codebook_size, cond="class"))
+    gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    seeds = []
+    gen.sample_tokens = lambda *a, **kw: [torch.zeros(2, pipe.n_tokens, dtype=torch.long)] * 2
+    gen.tokenizer.detokenize = lambda grids, seed, **kw: seeds.append(seed) or [torch.zeros(3, 5, 64, 64)] * 2
+    try:
+        gen.generate([1, 2], frames=5, seed=np.int64(2**63 - 1), decode_steps=1)
+        gen.generate([1, 2], frames=5, seed=torch.tensor(3), decode_steps=1)  # a 0-d integer tensor, as detokenize
+    finally:
+        del gen.tokenizer.detokenize
+    assert seeds == [[2**63 - 1, 2**63], [3, 4]]  # no NumPy overflow to -2**63
+
+
+def test_outputs_are_checked_before_the_work(folder, tmp_path, capsys):
+    clip = _clip(tmp_path / "c.mp4", frames=9, fps=8.0, size=(64, 64))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    cases = [
+        (["reconstruct", clip, "--model", folder, "--steps", "1", "--out", str(afile)], "is an existing file"),
+        (["reconstruct", clip, "--model", folder, "--steps", "1", "--out", ""], "output path is empty"),
+        (["generate", "--class-label", "3", "--out", ""], "output path is empty"),
+        (["generate", "--class-label", "3", "--out", str(afile / "x.mp4")], "is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, (argv, err)
+    for argv in (["eval-tokenizer", "--model", folder, "--n", "1", "--out", str(afile)],
+                 ["eval-generator", "--tokenizer", folder, "--n", "1", "--out", str(afile)]):
+        with pytest.raises(SystemExit, match="2"):
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert "--out: the output folder" in err and "is an existing file" in err and "Traceback" not in err
+    assert afile.read_text() == "x" and not (tmp_path / "r").exists()
+
+
+def test_write_video_refuses_what_h264_cannot_hold_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "v.mp4"
+    video_io.write_video(path, np.zeros((2, 8, 8, 3), np.uint8))
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="too large for H.264"):
+        video_io.write_video(path, np.zeros((1, 2, video_io.MAX_SIDE + 2, 3), np.uint8))
+    with pytest.raises(ValueError, match="too large for H.264"):
+        video_io.write_video(path, np.zeros((1, 8, 8, 3), np.uint8), upscale=video_io.MAX_SIDE // 4)
+    with pytest.raises(ValueError, match="is a folder"):
+        video_io.write_video(tmp_path, np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(ValueError, match="NaN"):
+        video_io.from_model(torch.full((3, 2, 8, 8), float("nan")))
+    assert path.read_bytes() == before and sorted(os.listdir(tmp_path)) == ["v.mp4"]  # no temporary file left
+
+
+def test_reconstruct_command_tiles_a_wide_ladder_in_rows(folder, tmp_path, capsys, monkeypatch):
+    clip = _clip(tmp_path / "c.mp4", frames=5, fps=8.0, size=(64, 64))
+    monkeypatch.setattr(video_io, "MAX_SIDE", 1024)  # as if H.264 took 1024 px a side: 3 videos of 64 px at 4x
+    assert cli.main(["reconstruct", clip, "--model", folder, "--k", "1", "2", "3", "4", "5", "--steps", "1",
+                     "--upscale", "4", "--max-frames", "1", "--out", str(tmp_path / "recon")]) == 0
+    frames, _ = video_io.read_video(tmp_path / "recon" / "side_by_side.mp4")
+    assert frames.shape[1:3] == (2 * 4 * 64 + 4 * 2, 3 * 4 * 64 + 4 * 4)  # original + 5 k: 2 rows of 3
+    assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "16", "--out",
+                     str(tmp_path / "big")]) == 2  # 9 videos of 1024 px (16x) cannot be tiled under it: refused first
+    assert "H.264" in capsys.readouterr().err and not (tmp_path / "big").exists()
