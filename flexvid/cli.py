@@ -136,6 +136,11 @@ def main(argv=None) -> int:
     except ValueError as e:  # bad settings, a missing or unreadable model folder, a clip that cannot be read
         print(f"flexvid {argv[0]}: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # argparse's own exits keep their status; a message (SystemExit("...")) is an error
+        if isinstance(e.code, str):
+            print(f"flexvid {argv[0]}: {e.code}", file=sys.stderr)
+            return 2
+        raise
     finally:
         sys.argv[0] = prog
     return result if isinstance(result, int) else 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -99,7 +100,13 @@ def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
              for k, v in module.state_dict().items()}
-    save_file(state, path)
+    tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a run stopped while writing leaves the old file
+    try:
+        save_file(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_weights(module: torch.nn.Module, path: str) -> None:
@@ -120,8 +127,40 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
 
 def write_json(path: str, obj: dict) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(obj, f, indent=2)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def check_output(path: str | os.PathLike, folder: bool = False, name: str | None = None) -> Path:
+    """Check, before any work, that ``path`` can be written: a file (``folder=False``) that is not a
+    folder, or a folder that is not a file, under an existing writable folder or one that can be made.
+    Creates nothing; raises ValueError with what is wrong (after ``name``, e.g. the option, when given)."""
+    def fail(message):
+        raise ValueError(f"{name}: {message}" if name else message)
+
+    text = os.fspath(path)
+    if not text.strip():
+        fail("the output path is empty")
+    p = Path(text)
+    what = "folder" if folder else "file"
+    if folder and p.exists() and not p.is_dir():
+        fail(f"the output folder {text!r} is an existing file")
+    if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
+        fail(f"the output file {text!r} is a folder")
+    parent = p if folder else p.parent
+    while not parent.exists():  # the nearest folder that exists must be a folder we may write in
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"cannot write the output {what} {text!r}: {str(parent)!r} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        fail(f"cannot write the output {what} {text!r}: no permission to write in {str(parent)!r}")
+    return p
 
 
 def read_json(path: str) -> dict:

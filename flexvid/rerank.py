@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import shapes
-from .hub import read_json, write_json
+from .hub import check_output, read_json, write_json
 from .teacher import ShapesTeacher, TeacherConfig, load_teacher
 
 FORMAT = "flexvid-reranker"
@@ -256,6 +256,7 @@ def main(argv=None):
     p.add_argument("--reader", default="attention", choices=list(READERS),
                    help="prompt reader: attention over word pieces, or linear heads on the sentence embedding")
     args = p.parse_args(argv)
+    check_output(args.out, folder=True, name="--out")  # before the fit, not after it
     from .eval_generator import paraphrase_prompt
     from .text import TextEncoder
     cfg_path = os.path.join(args.teacher, "config.json")

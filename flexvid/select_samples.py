@@ -154,8 +154,12 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    from .hub import check_output
+    check_output(args.out, name="--out")  # before the sampling, not after it
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
+    if args.start < 0:
+        raise ValueError(f"--start must be >= 0, got {args.start}")
     if not 1 <= args.candidates <= MAX_BATCH:
         raise ValueError(f"--candidates must be in [1, {MAX_BATCH}], got {args.candidates}")
     if not 0 <= args.reword <= 1:

@@ -145,13 +145,18 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     tensors, meta = {}, {"format": "flexvid-token-cache", "fingerprint": fp, "groups": {}, "captions": {}}
     if os.path.exists(path):
         from safetensors import safe_open
-        with safe_open(path, "pt") as f:
-            old = f.metadata() or {}
+        try:
+            with safe_open(path, "pt") as f:
+                old = f.metadata() or {}
+            if old.get("fingerprint") == fp:
+                tensors = load_file(path)
+        except Exception as e:  # cut short or not safetensors: built anew
+            print(f"{path} is unreadable ({type(e).__name__}): rebuilding it")
+            old, tensors = {"fingerprint": None, "unreadable": True}, {}
         if old.get("fingerprint") == fp:
-            tensors = load_file(path)
             meta["groups"], meta["captions"] = json.loads(old["groups"]), json.loads(old["captions"])
             meta["text_model"] = old.get("text_model", "")
-        else:
+        elif not old.get("unreadable"):
             print(f"{path} was made with another tokenizer: rebuilding it")
     changed = False
     out = {}
@@ -318,6 +323,8 @@ def main(argv=None):
                         ("probe-clips", args.probe_clips, 0), ("max-tokens", args.max_tokens, 1)):
         if v < lo:
             raise ValueError(f"--{name} must be >= {lo}, got {v}")
+    if not 1 <= args.probe_steps <= 1000:
+        raise ValueError(f"--probe-steps must be in [1, 1000], got {args.probe_steps}")
     if args.probe_clips > args.val_clips:
         raise ValueError(f"--probe-clips {args.probe_clips} exceeds --val-clips {args.val_clips}")
     for name, v in (("long-frac", args.long_frac), ("p-variant", args.p_variant), ("p-selected", args.p_selected)):
@@ -328,7 +335,9 @@ def main(argv=None):
     if args.caption_variants < 0:
         raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
     if args.init:  # checked before any work
-        init_cfg = read_json(os.path.join(args.init, "config.json")).get("generator", {})
+        init_cfg = read_json(os.path.join(args.init, "config.json")).get("generator")
+        if not isinstance(init_cfg, dict):
+            raise ValueError(f"--init {args.init} is not a generator folder (its config.json has no generator part)")
         if init_cfg.get("cond") != args.cond:
             raise ValueError(f"--init {args.init}: a {init_cfg.get('cond')!r} generator, this run trains {args.cond!r}")
     selected = None

@@ -11,6 +11,7 @@ ignores its tokens has learned nothing, whatever its loss says.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import torch
@@ -53,11 +54,17 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
     from safetensors import safe_open
     from safetensors.torch import save_file
     source = source or ShapesClips()
+    made_by = encoder_fingerprint(vae)
     if os.path.exists(path):
-        with safe_open(path, "pt") as f:
-            made_from = (f.metadata() or {}).get("source", "shapes")
-        z = load_file(path)["latents"]
-        if made_from == source.name and z.shape[0] >= n:
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            z = load_file(path)["latents"]
+        except Exception as e:  # a cache file cut short (a run stopped while writing it): computed anew
+            print(f"latent cache {path} is unreadable ({type(e).__name__}): computing it again", flush=True)
+            meta, z = {}, None
+        if z is not None and meta.get("source", "shapes") == source.name and meta.get("encoder") == made_by \
+                and z.shape[0] >= n:
             return z[:n].float()
     device = next(vae.parameters()).device
     out = []
@@ -68,8 +75,24 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
             print(f"latent cache: {j * batch}/{n} clips", flush=True)
     z = torch.cat(out)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    save_file({"latents": z.half().contiguous()}, path, metadata={"source": source.name})
+    tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a stopped run leaves no half-written cache
+    save_file({"latents": z.half().contiguous()}, tmp, metadata={"source": source.name, "encoder": made_by})
+    os.replace(tmp, path)
     return z
+
+
+def encoder_fingerprint(vae: VideoVAE) -> str:
+    """A hash of what makes the latents: the VAE's encoder weights and latent statistics (not its decoder,
+    which train-vae --freeze-encoder retrains without changing a latent)."""
+    import hashlib
+    h = hashlib.sha256()
+    for name, v in sorted(vae.state_dict().items()):
+        if name.startswith(("enc_in.", "encoder.", "enc_out.")):
+            h.update(name.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+    for v in (vae.latent_mean, vae.latent_std):
+        h.update(torch.as_tensor(v).detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()
@@ -81,12 +104,15 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
     from safetensors import safe_open
     from safetensors.torch import save_file
     if os.path.exists(path):
-        with safe_open(path, "pt") as f:
-            meta = f.metadata() or {}
-        if meta.get("feature_model") == name:
-            feats = load_file(path)["features"]
-            if feats.shape[0] >= n:
-                return feats[:n].float()
+        try:
+            with safe_open(path, "pt") as f:
+                meta = f.metadata() or {}
+            feats = load_file(path)["features"] if meta.get("feature_model") == name else None
+        except Exception as e:  # cut short: computed anew
+            print(f"feature cache {path} is unreadable ({type(e).__name__}): computing it again", flush=True)
+            feats = None
+        if feats is not None and feats.shape[0] >= n:
+            return feats[:n].float()
     out = []
     for j, x in enumerate((source or ShapesClips()).batches("cache", n, frames, batch)):
         out.append(feature_model(x).float().cpu())
@@ -95,7 +121,9 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
     feats = torch.cat(out)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     feats = feats.half().contiguous()
-    save_file({"features": feats}, path, metadata={"feature_model": name})
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file({"features": feats}, tmp, metadata={"feature_model": name})
+    os.replace(tmp, path)
     return feats.float()
 
 
@@ -346,6 +374,10 @@ def main(argv=None):
     TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
                          warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
     args = p.parse_args(argv)
+    if not (args.fps > 0 and math.isfinite(args.fps)):
+        raise SystemExit(f"--fps must be a positive number, got {args.fps}")
+    if args.latent_cache < 0:
+        raise SystemExit(f"--latent-cache must be >= 0, got {args.latent_cache}")
     tcfg = TrainConfig.from_args(args)
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
@@ -367,7 +399,9 @@ def main(argv=None):
         feature_model = feature_model_for(args.repa, vae, base)
         base["repa_dim"] = feature_model.dim
     if args.init:
-        init_cfg = read_json(os.path.join(args.init, "config.json"))["tokenizer"]
+        init_cfg = read_json(os.path.join(args.init, "config.json")).get("tokenizer")
+        if not isinstance(init_cfg, dict):
+            raise ValueError(f"--init {args.init} is not a tokenizer folder (its config.json has no tokenizer part)")
         base.update({k: v for k, v in init_cfg.items() if k not in ("repa_dim",)})
     base.update(parse_overrides(args.set, base))
     if base["latent_size"] * vae.cfg.spatial_factor != source.size:
@@ -382,7 +416,12 @@ def main(argv=None):
     model = FlexTokenizer(cfg)
     new_head = cfg.attr_weight > 0
     if args.init:
-        missing, unexpected = model.load_state_dict(load_file(os.path.join(args.init, "tokenizer.safetensors")), strict=False)
+        weights = os.path.join(args.init, "tokenizer.safetensors")
+        try:
+            state = load_file(weights)
+        except Exception as e:  # missing, cut short or not safetensors
+            raise ValueError(f"--init {args.init}: {weights} is not a readable safetensors file ({e})") from None
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or any(not name.startswith(("repa_head.", "attr_head.")) for name in missing):
             raise SystemExit(f"--init {args.init} does not match the model: missing {missing}, unexpected {unexpected}")
         new_head = new_head and any(name.startswith("attr_head.") for name in missing)

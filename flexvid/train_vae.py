@@ -9,6 +9,7 @@ tokenizer sees zero-mean, unit-std latents, and exports safetensors + config.jso
 from __future__ import annotations
 
 import argparse
+import math
 import os
 
 import torch
@@ -137,6 +138,8 @@ def main(argv=None):
     TrainConfig.add_args(p, out_dir="runs/vae", steps=3000, batch_size=8, lr=1e-3, min_lr=5e-5,
                          warmup=100, ema_decay=0.998, ckpt_every=200, eval_every=200)
     args = p.parse_args(argv)
+    if not (args.fps > 0 and math.isfinite(args.fps)):
+        raise SystemExit(f"--fps must be a positive number, got {args.fps}")
     cfg = TrainConfig.from_args(args)
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")

@@ -28,6 +28,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm
 
+from .hub import check_output
+
 
 @dataclass
 class TrainConfig:
@@ -49,6 +51,40 @@ class TrainConfig:
     threads: int = 0  # torch threads on CPU; 0 leaves the default
     device: str = "auto"
     time_limit: float = 0.0  # seconds of training for this run (0: none): the schedule is fitted to it, see fit
+
+    def __post_init__(self):
+        """Every setting checked before any work: a ValueError that names the option (--ema-decay ...)."""
+        def bad(name, want):
+            raise ValueError(f"--{name.replace('_', '-')} must be {want}, got {getattr(self, name)!r}")
+
+        def number(name, lo, hi=math.inf, lo_open=False, hi_open=False, whole=False):
+            v = getattr(self, name)
+            ok = (is_int(v) if whole else is_real(v)) and math.isfinite(v)
+            ok = ok and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+            if not ok:
+                left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+                kind = "an integer" if whole else "a number"
+                bad(name, f"{kind} in {left}{lo:g}, {hi:g}{right}".replace("inf]", "inf)"))
+
+        if not isinstance(self.out_dir, str):
+            bad("out_dir", "a folder name")
+        if self.out_dir:
+            check_output(self.out_dir, folder=True, name="--out-dir")
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            number(name, 1, whole=True)
+        for name in ("warmup", "eval_every", "threads"):
+            number(name, 0, whole=True)
+        number("lr", 0, 10, lo_open=True)
+        number("min_lr", 0, self.lr)
+        number("weight_decay", 0, 10)
+        number("beta2", 0, 1, hi_open=True)
+        number("grad_clip", 0, lo_open=True)
+        number("ema_decay", 0, 1, hi_open=True)
+        number("time_limit", 0)
+        check_seed(self.seed, "--seed")
+        if not isinstance(self.device, str):
+            bad("device", "a device name")
+        pick_device(self.device)  # a ValueError for a device this machine lacks
 
     @classmethod
     def add_args(cls, parser, **defaults):
@@ -193,7 +229,14 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
+        raise ValueError(f"{path} is not a readable flexvid checkpoint ({type(e).__name__}); delete it to start "
+                         "again, or use another --out-dir") from None
+    if not isinstance(state, dict) or not {"model", "ema", "opt", "step"} <= set(state):
+        raise ValueError(f"{path} is not a flexvid checkpoint; delete it to start again, or use another --out-dir")
+    return state
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -246,10 +289,15 @@ def fit(model: nn.Module,
     step = 0
     if os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
+        try:
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            step = int(state["step"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ValueError(f"{ckpt_path} holds another model's training state ({first}); resume with the "
+                             "settings that wrote it, or use another --out-dir") from None
         if rank == 0:
             print(f"resumed from {ckpt_path} at step {step}")
 
@@ -275,6 +323,8 @@ def fit(model: nn.Module,
             if on_checkpoint:
                 on_checkpoint(ema, step)
 
+    if step >= cfg.steps and rank == 0 and on_checkpoint:  # resumed at the end: the export may not have been
+        on_checkpoint(ema, step)                           # written (a run stopped while it was)
     while step < cfg.steps:
         lr = lr_at(step, cfg)
         for g in opt.param_groups:

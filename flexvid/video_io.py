@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from .hub import check_output  # noqa: F401  (video_io.check_output: outputs are checked here too)
+
 DEFAULT_FPS = 8.0
 
 __all__ = [
@@ -302,32 +304,6 @@ def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- writing
 # libx264 encodes at most this many pixels a side (measured: 16384 encodes, 16386 does not)
 MAX_SIDE = 16384
-
-
-def check_output(path: str | os.PathLike, folder: bool = False, name: str | None = None) -> Path:
-    """Check, before any work, that ``path`` can be written: a file (``folder=False``) that is not a
-    folder, or a folder that is not a file, under an existing writable folder or one that can be made.
-    Creates nothing; raises ValueError with what is wrong (after ``name``, e.g. the option, when given)."""
-    def fail(message):
-        raise ValueError(f"{name}: {message}" if name else message)
-
-    text = os.fspath(path)
-    if not text.strip():
-        fail("the output path is empty")
-    p = Path(text)
-    what = "folder" if folder else "file"
-    if folder and p.exists() and not p.is_dir():
-        fail(f"the output folder {text!r} is an existing file")
-    if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
-        fail(f"the output file {text!r} is a folder")
-    parent = p if folder else p.parent
-    while not parent.exists():  # the nearest folder that exists must be a folder we may write in
-        parent = parent.parent
-    if not parent.is_dir():
-        fail(f"cannot write the output {what} {text!r}: {str(parent)!r} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        fail(f"cannot write the output {what} {text!r}: no permission to write in {str(parent)!r}")
-    return p
 
 
 def write_video(

@@ -191,3 +191,82 @@ def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
     assert load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"))["step"] == last["step"]  # a final checkpoint
     assert last["lr"] < 0.05 * cfg.lr  # the cosine ran its course within the time
     assert last["time"] < 3.0
+
+
+@pytest.mark.parametrize("option, value", [
+    ("ema-decay", "nan"), ("ema-decay", "1"), ("ema-decay", "-5"), ("grad-clip", "nan"), ("grad-clip", "0"),
+    ("min-lr", "nan"), ("min-lr", "-1"), ("min-lr", "1"), ("lr", "0"), ("batch-size", "0"), ("steps", "0"),
+    ("ckpt-every", "0"), ("log-every", "0"), ("threads", "-1"), ("time-limit", "-1"), ("seed", str(2**70)),
+    ("device", "tpu")])
+def test_absurd_training_settings_are_refused_before_any_work(tmp_path, capsys, option, value):
+    from flexvid import cli
+    out = tmp_path / "run"
+    assert cli.main(["train-vae", f"--{option}", value, "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flexvid train-vae: ") and (f"--{option}" in err or "device" in err), err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_training_commands_say_their_errors_in_one_line(tmp_path, capsys):
+    from flexvid import cli
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for argv, message in ((["train-vae", "--frames", "6", "--out-dir", str(tmp_path / "v")], "--frames must be 1 + 4n"),
+                          (["train-vae", "--out-dir", str(afile)], "is an existing file"),
+                          (["train-tokenizer", "--vae", "assets/tokenizer", "--fps", "0", "--out-dir",
+                            str(tmp_path / "t")], "--fps must be a positive number"),
+                          (["train-tokenizer", "--vae", "assets/tokenizer", "--init", "assets/generator-class",
+                            "--out-dir", str(tmp_path / "t")], "not a tokenizer folder"),
+                          (["train-generator", "--init", "assets/tokenizer", "--out-dir", str(tmp_path / "g")],
+                           "not a generator folder"),
+                          (["train-generator", "--probe-steps", "0", "--out-dir", str(tmp_path / "g")], "--probe-steps"),
+                          (["select-samples", "--out", str(tmp_path), "--n", "1"], "is a folder"),
+                          (["train-reranker", "--teacher", str(tmp_path / "none"), "--out", str(afile)], "is an existing file")):
+        assert cli.main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+    assert afile.read_text() == "x" and not (tmp_path / "v").exists() and not (tmp_path / "t").exists()
+
+
+def test_a_broken_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path / "a"), steps=1, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg)
+    ckpt = tmp_path / "a" / "ckpt.pt"
+    good = ckpt.read_bytes()
+    other = TrainConfig(**{**cfg.__dict__, "steps": 2})
+    torch.manual_seed(0)
+    foreign = VideoVAE(VAEConfig(z_channels=4, dims=(8, 8), spatial_down=(False, True), temporal_down=(False, True),
+                                 patch=2))
+    with pytest.raises(ValueError, match="another model's training state"):
+        fit(foreign, vae_loss, batches_for(other), other)
+    for broken in (good[: len(good) // 2], b"not a checkpoint\n"):
+        ckpt.write_bytes(broken)
+        with pytest.raises(ValueError, match="not a readable flexvid checkpoint"):
+            fit(small_vae(), vae_loss, batches_for(other), other)
+
+
+def test_a_run_resumed_at_its_end_writes_its_export_again(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
+    exported = []
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg, on_checkpoint=lambda ema, step: exported.append(step))
+    assert exported == [1, 2]
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg, on_checkpoint=lambda ema, step: exported.append(step))
+    assert exported == [1, 2, 2]  # nothing trained, the export at step 2 written again (it may have been cut short)
+
+
+def test_latent_cache_is_rebuilt_for_another_encoder_or_a_cut_short_file(tmp_path, capsys):
+    from flexvid.train_tokenizer import latent_cache
+    vae = small_vae().eval()
+    path = str(tmp_path / "latents.safetensors")
+    z = latent_cache(vae, path, 2, 5, batch=2)
+    assert torch.equal(latent_cache(vae, path, 2, 5, batch=2), z)  # read back
+    other = small_vae().eval()
+    with torch.no_grad():
+        next(other.enc_in.parameters()).mul_(2)
+    z2 = latent_cache(other, path, 2, 5, batch=2)
+    assert not torch.allclose(z2, z)  # computed again with the other encoder, not read back
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[: len(data) // 2])
+    z3 = latent_cache(other, path, 2, 5, batch=2)
+    assert "unreadable" in capsys.readouterr().out and torch.allclose(z3, z2)
+    assert sorted(os.listdir(tmp_path)) == ["latents.safetensors"]
