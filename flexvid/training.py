@@ -74,7 +74,7 @@ class TrainConfig:
             number(name, 1, whole=True)
         for name in ("warmup", "eval_every", "threads"):
             number(name, 0, whole=True)
-        number("lr", 0, 10, lo_open=True)
+        number("lr", 0, 10)  # 0: a step that changes nothing (checks an --init)
         number("min_lr", 0, self.lr)
         number("weight_decay", 0, 10)
         number("beta2", 0, 1, hi_open=True)

@@ -195,7 +195,7 @@ def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
 
 @pytest.mark.parametrize("option, value", [
     ("ema-decay", "nan"), ("ema-decay", "1"), ("ema-decay", "-5"), ("grad-clip", "nan"), ("grad-clip", "0"),
-    ("min-lr", "nan"), ("min-lr", "-1"), ("min-lr", "1"), ("lr", "0"), ("batch-size", "0"), ("steps", "0"),
+    ("min-lr", "nan"), ("min-lr", "-1"), ("min-lr", "1"), ("lr", "-1"), ("batch-size", "0"), ("steps", "0"),
     ("ckpt-every", "0"), ("log-every", "0"), ("threads", "-1"), ("time-limit", "-1"), ("seed", str(2**70)),
     ("device", "tpu")])
 def test_absurd_training_settings_are_refused_before_any_work(tmp_path, capsys, option, value):
