@@ -21,6 +21,7 @@ measures fitting, not generalisation.
 from __future__ import annotations
 
 import hashlib
+import math
 import warnings
 from pathlib import Path
 
@@ -80,17 +81,23 @@ class VideoFolder:
         total = 0
         for f in files:
             try:
-                frames, src_fps = video_io.read_video(f, shrink_to=size)
+                # read no more source frames than the frames left under max_frames can use, so that one very
+                # long file is refused without ever sitting whole in memory
+                _, src_fps = video_io.read_video(f, max_frames=1)
+                left = max_frames - total + 1
+                cap = math.ceil(left * max(src_fps, self.fps) / self.fps) + 1
+                frames, src_fps = video_io.read_video(f, shrink_to=size, max_frames=cap)
+                cut = len(frames) == cap  # the file goes on: more than the frames left
                 frames = video_io.resize_center_crop(video_io.resample_fps(frames, src_fps, self.fps), size)
             except (video_io.VideoError, ValueError) as e:
                 self.skipped.append((str(f.relative_to(folder)), str(e)))
                 continue
-            if len(frames) < T:
+            if len(frames) < T and not cut:
                 self.skipped.append((str(f.relative_to(folder)),
                                      f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
                 continue
             total += len(frames)
-            if total > max_frames:
+            if cut or total > max_frames:
                 raise ValueError(f"the videos under {str(root)!r} hold more than {max_frames} frames at {self.fps:g} fps; "
                                  f"train on a smaller folder (or raise max_frames: frames stay in memory, "
                                  f"{size * size * 3} bytes each)")

@@ -75,6 +75,26 @@ def test_bad_folders_are_clear_errors(tmp_path, folder):
     assert isinstance(clip_source(None), ShapesClips)
 
 
+def test_a_long_file_is_refused_without_being_read_whole(tmp_path, monkeypatch):
+    """max_frames bounds what is decoded, not only what is kept: a long file stops being read early."""
+    video_io.write_video(tmp_path / "long.mp4", shapes.make_clip(0, 4, 161).video, fps=16)  # 80 frames at 8 fps
+    read = video_io.read_video
+    decoded = []
+
+    def counting(*args, **kwargs):
+        frames, fps = read(*args, **kwargs)
+        decoded.append(len(frames))
+        return frames, fps
+
+    monkeypatch.setattr(video_io, "read_video", counting)
+    with pytest.raises(ValueError, match="more than 30 frames"):
+        VideoFolder(str(tmp_path), T=17, size=32, fps=8.0, max_frames=30)
+    assert max(decoded) <= 2 * 31 + 1 < 161  # at most the 16 fps frames that 31 frames at 8 fps need
+    decoded.clear()
+    d = VideoFolder(str(tmp_path), T=17, size=32, fps=8.0, max_frames=80)  # exactly enough: all of it
+    assert [len(v) for v in d.videos] == [80] and max(decoded) == 161
+
+
 def test_shapes_source_is_the_shapes_world():
     s = ShapesClips()
     x = s.fixed("val", 2, 5)
