@@ -60,6 +60,8 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=161, help="cap on frames after resampling to the model's fps")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
+                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
     args = p.parse_args(argv)
 
@@ -72,7 +74,7 @@ def reconstruct_main(argv=None) -> int:
         if args.max_frames < 1:
             raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
         video_io.check_output(args.out, folder=True, name="--out")
-        tok = VideoFlexTok.from_pretrained(args.model, device=args.device)
+        tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
         need = math.ceil((args.max_frames + 1) * fps / tok.fps) + 1

@@ -456,14 +456,14 @@ def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 6
     return res
 
 
-def _load(path: str, default: str, tokenizer, device: str) -> VideoGenerator | None:
+def _load(path: str, default: str, tokenizer, device: str, dtype=None) -> VideoGenerator | None:
     """A generator, or None for "none" and for a default folder that does not exist (not trained yet)."""
     if path.lower() == "none":
         return None
     if path == default and not os.path.isdir(path):
         print(f"no generator at {os.path.relpath(path)}: skipped")
         return None
-    return VideoGenerator.from_pretrained(path, tokenizer=tokenizer, device=device)
+    return VideoGenerator.from_pretrained(path, tokenizer=tokenizer, device=device, dtype=dtype)
 
 
 def main(argv=None):
@@ -485,6 +485,8 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--batch", type=int, default=16, help="prompts per generate call")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
+                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--skip-long", action="store_true", help="skip the 81-frame check")
     p.add_argument("--skip-paraphrase", action="store_true", help="skip the paraphrase check")
     p.add_argument("--skip-condition-probe", action="store_true", help="skip the likelihood check of the conditions")
@@ -499,10 +501,10 @@ def main(argv=None):
     try:
         from .video_io import check_output
         check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
-        tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device)
+        tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
         gens = {name: g for name, g in (
-            ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device)),
-            ("class", _load(args.class_model, DEFAULT_MODELS["class"], tok, args.device))) if g is not None}
+            ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device, args.dtype)),
+            ("class", _load(args.class_model, DEFAULT_MODELS["class"], tok, args.device, args.dtype))) if g is not None}
         if not gens:
             raise ValueError("no generator to evaluate: train one, or name one with --text-model / --class-model")
         for g in gens.values():

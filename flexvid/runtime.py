@@ -98,7 +98,7 @@ class Settings:
     best_of: int = 4  # Generate-tab candidates per clip (the reranker keeps one); 1 = plain samples
     limits: Limits = field(default_factory=Limits)
     device: str = "auto"
-    dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU
+    dtype: str | None = None  # None: bf16 on CUDA, fp32 on CPU; "auto": bf16 wherever native (training.bf16_native)
     model_concurrency: int = 1  # model calls running at once (tokenize, decode, generate)
     queue_concurrency: int = 4  # Gradio events running at once (rendering and cache hits need no model)
     cache_clips: int = 16
@@ -156,6 +156,8 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
     s.generators = {k: v for k, v in s.generators.items() if v}
     s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
+    if s.dtype not in (None, "auto", "bf16", "fp32"):
+        raise ValueError(f"app.runtime.dtype must be auto, bf16, fp32 or null, got {s.dtype!r}")
     if min(s.model_concurrency, s.queue_concurrency, s.cache_clips, s.cache_decodes, s.cache_generations) < 1:
         raise ValueError("app.runtime concurrency and cache sizes must be >= 1")
     if isinstance(s.best_of, bool) or not isinstance(s.best_of, int) or not 1 <= s.best_of <= s.limits.max_best_of:
@@ -516,7 +518,8 @@ class Runtime:
 
         tok = self.tok
         where = resolve_model(spec, self.settings.base_dir, f"{name} generator")
-        gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device), dtype=tok.dtype)
+        gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device),
+                                             dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
         if gen.cfg.cond != name:
             raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
         gen.tokenizer  # noqa: B018 - raises ValueError when K or the codebook differ from the tokenizer's

@@ -192,12 +192,16 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
-    """Compute dtype for inference: None picks bf16 on CUDA and fp32 elsewhere; 'bf16' or 'fp32' by name."""
+    """Compute dtype for inference: None picks bf16 on CUDA and fp32 elsewhere; 'auto' picks bf16 wherever
+    it is native (CUDA, or a CPU with bf16 kernels: `bf16_native`) and fp32 elsewhere; 'bf16' or 'fp32'
+    by name."""
     if dtype is None:
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if isinstance(dtype, str):
+        if dtype == "auto":
+            return torch.bfloat16 if bf16_native(device) else torch.float32
         if dtype not in ("bf16", "fp32", "bfloat16", "float32"):
-            raise ValueError(f"dtype must be 'bf16' or 'fp32', got {dtype!r}")
+            raise ValueError(f"dtype must be 'auto', 'bf16' or 'fp32', got {dtype!r}")
         return torch.bfloat16 if dtype.startswith("bf") else torch.float32
     if dtype not in (torch.bfloat16, torch.float32):
         raise ValueError(f"dtype must be torch.bfloat16 or torch.float32, got {dtype}")

@@ -28,17 +28,19 @@ def main(argv=None):
     p.add_argument("--noise-scale", type=float, default=1.0, help="scale of the decoder's starting noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="compute dtypes to compare (each model is run in each)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     clips = shapes.fixed_split("val", args.n, 17)
-    for path in args.models:
+    for path, dtype in [(m, d) for m in args.models for d in args.dtype]:
         t0 = time.time()
-        tok = VideoFlexTok.from_pretrained(path, device="cpu")
+        tok = VideoFlexTok.from_pretrained(path, device="cpu", dtype=dtype)
         rd = rate_distortion(tok, clips, ks=args.ks, keep_videos=True, steps=args.steps, guidance=args.guidance,
                              guidance_mode="cfg", seed=args.seed, noise_scale=args.noise_scale)
         sem = semantics(rd["videos"], clips)
-        print(json.dumps({"model": path, "noise_scale": args.noise_scale, "ks": rd["ks"], "psnr": [round(x, 2) for x in rd["psnr"]],
+        print(json.dumps({"model": path, "dtype": dtype, "noise_scale": args.noise_scale, "ks": rd["ks"], "psnr": [round(x, 2) for x in rd["psnr"]],
                           **{a: [round(x, 2) for x in v] for a, v in sem["rates"].items()},
                           "seconds": round(time.time() - t0)}), flush=True)
 

@@ -373,6 +373,12 @@ def test_settings(tmp_path, monkeypatch):
     bad.write_text("app:\n  generators:\n    audio: some/where\n")
     with pytest.raises(ValueError, match="audio"):
         load_settings(bad)
+    for value in ("fp16", "float64", "1"):
+        bad.write_text(f"app:\n  runtime:\n    dtype: {value}\n")
+        with pytest.raises(ValueError, match="app.runtime.dtype"):
+            load_settings(bad)
+    bad.write_text("app:\n  runtime:\n    dtype: auto\n")
+    assert load_settings(bad).dtype == "auto"
 
 
 def test_generator_settings(tmp_path, monkeypatch):
@@ -420,6 +426,16 @@ def grt(pipe, generator_folders, tmp_path_factory):
     runtime.calls = {name: Calls(runtime.generator(name)) for name in ("text", "class")}
     yield runtime
     pipe.detokenize = counter.inner
+
+
+def test_auto_dtype_decodes_in_bf16_where_native_and_samples_in_fp32_on_a_cpu(pipe, generator_folders, tmp_path):
+    from flexvid.training import bf16_native
+    pipe.save_pretrained(str(tmp_path / "tok"))
+    rt = Runtime(Settings(tokenizer=str(tmp_path / "tok"), generators={"class": generator_folders["class"]},
+                          device="cpu", dtype="auto", best_of=1), out_dir=str(tmp_path / "out"))
+    native = torch.bfloat16 if bf16_native(torch.device("cpu")) else torch.float32
+    assert rt.tok.dtype == native and rt.info()["dtype"] == str(native).replace("torch.", "")
+    assert rt.generator("class").dtype == torch.float32 and rt.generator("class").tokenizer is rt.tok
 
 
 def test_generate_defaults_give_each_model_its_own_guidance(grt, pipe, generator_folders, tmp_path):

@@ -178,6 +178,23 @@ def test_reconstruct_command_reads_only_what_it_needs(folder, tmp_path):
     assert sorted(os.listdir(out)) == ["k001.mp4", "side_by_side.mp4", "tokens.npz"]
 
 
+def test_reconstruct_command_decodes_in_the_dtype_it_is_given(folder, tmp_path, monkeypatch):
+    from flexvid import pipeline
+    made = []
+    load = pipeline.VideoFlexTok.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        made.append(load(cls, *args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(pipeline.VideoFlexTok, "from_pretrained", classmethod(spy))
+    clip = _clip(tmp_path / "c.mp4", frames=9, fps=8.0, size=(64, 64))
+    for dtype, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        assert cli.main(["reconstruct", clip, "--model", folder, "--k", "1", "--steps", "1", "--upscale", "1",
+                         "--dtype", dtype, "--out", str(tmp_path / dtype)]) == 0
+        assert made[-1].dtype == want and (tmp_path / dtype / "k001.mp4").is_file()
+
+
 def test_generator_warns_on_another_tokenizers_tokens(pipe, tmp_path):
     from flexvid.generate import VideoGenerator
     from flexvid.generator import Generator, GeneratorConfig

@@ -192,6 +192,21 @@ def test_save_load_round_trip_gives_identical_samples(tmp_path):
         VideoGenerator.from_pretrained(str(tmp_path / "bad"))
 
 
+def test_a_lazily_loaded_tokenizer_takes_the_generators_dtype(tmp_path):
+    small_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    VideoGenerator(small_generator(), device="cpu").save_pretrained(str(tmp_path / "g"))
+    for dtype, want in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        gen = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=str(tmp_path / "tok"), device="cpu",
+                                             dtype=dtype)
+        assert gen.dtype == want and gen.tokenizer.dtype == want
+    # auto: on a CPU the sampler stays fp32 (bf16 does not pay there) and the decoder takes bf16 where native
+    from flexvid.training import bf16_native
+    gen = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=str(tmp_path / "tok"), device="cpu",
+                                         dtype="auto")
+    native = torch.bfloat16 if bf16_native(torch.device("cpu")) else torch.float32
+    assert gen.dtype == torch.float32 and gen.tokenizer.dtype == native
+
+
 def test_bad_parameters_raise_value_error():
     gen = VideoGenerator(small_generator(), device="cpu")
     bad = [dict(k=0), dict(k=K + 1), dict(k=2.0), dict(frames=18), dict(frames=85), dict(frames=0),

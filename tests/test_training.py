@@ -157,6 +157,18 @@ def test_bf16_autocast_only_where_it_is_native():
         assert torch.nn.functional.linear(torch.randn(2, 3), torch.randn(4, 3)).dtype == torch.float32
 
 
+def test_auto_dtype_is_bf16_only_where_it_is_native(monkeypatch):
+    from flexvid import training
+    from flexvid.training import resolve_dtype
+    cpu = torch.device("cpu")
+    assert resolve_dtype(None, cpu) == torch.float32 and resolve_dtype("bf16", cpu) == torch.bfloat16
+    for native in (True, False):
+        monkeypatch.setattr(training, "bf16_native", lambda device, native=native: native)
+        assert resolve_dtype("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    with pytest.raises(ValueError, match="'auto', 'bf16' or 'fp32'"):
+        resolve_dtype("fp16", cpu)
+
+
 def test_vae_loss_latent_noise_perturbs_the_decoded_latents():
     vae = small_vae().eval()
     x = torch.stack([shapes.to_tensor(shapes.make_clip(1, i, 5).video) for i in range(2)])
