@@ -152,6 +152,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="candidates per call")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
+                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from .hub import check_output
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[args.cond], tokenizer=args.tokenizer,
-                                         device=args.device)
+                                         device=args.device, dtype=args.dtype)
     if gen.cfg.cond != args.cond:
         raise ValueError(f"{args.model} is a {gen.cfg.cond!r} generator, not {args.cond!r}")
     if args.reranker:

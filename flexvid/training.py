@@ -75,6 +75,8 @@ class TrainConfig:
         for name in ("warmup", "eval_every", "threads"):
             number(name, 0, whole=True)
         number("lr", 0, 10)  # 0: a step that changes nothing (checks an --init)
+        if is_real(self.min_lr) and is_real(self.lr) and self.min_lr > self.lr >= 0:
+            bad("min_lr", f"at most --lr ({self.lr:g}; --lr {self.lr:g} needs --min-lr {self.lr:g} or lower)")
         number("min_lr", 0, self.lr)
         number("weight_decay", 0, 10)
         number("beta2", 0, 1, hi_open=True)

@@ -84,8 +84,10 @@ class VideoFolder:
                 # read no more source frames than the frames left under max_frames can use, so that one very
                 # long file is refused without ever sitting whole in memory
                 _, src_fps = video_io.read_video(f, max_frames=1)
-                left = max_frames - total + 1
-                cap = math.ceil(left * max(src_fps, self.fps) / self.fps) + 1
+                # enough to overflow the budget and to make a clip: a file cut at `cap` is then too long for
+                # the budget, and one that is not was read whole (and may still be shorter than a clip)
+                need = max(max_frames - total + 1, T)
+                cap = math.ceil(need * max(src_fps, self.fps) / self.fps) + 1
                 frames, src_fps = video_io.read_video(f, shrink_to=size, max_frames=cap)
                 cut = len(frames) == cap  # the file goes on: more than the frames left
                 frames = video_io.resize_center_crop(video_io.resample_fps(frames, src_fps, self.fps), size)

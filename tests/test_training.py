@@ -219,6 +219,13 @@ def test_absurd_training_settings_are_refused_before_any_work(tmp_path, capsys, 
     assert "Traceback" not in err and not out.exists()
 
 
+def test_lr_zero_needs_a_min_lr_at_most_zero_and_says_so(tmp_path):
+    from flexvid.training import TrainConfig
+    with pytest.raises(ValueError, match=r"--min-lr must be at most --lr \(0; --lr 0 needs --min-lr 0"):
+        TrainConfig(lr=0.0, out_dir=str(tmp_path / "a"))
+    assert TrainConfig(lr=0.0, min_lr=0.0, out_dir=str(tmp_path / "b")).lr == 0.0
+
+
 def test_training_commands_say_their_errors_in_one_line(tmp_path, capsys):
     from flexvid import cli
     afile = tmp_path / "afile"

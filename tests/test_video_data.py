@@ -93,6 +93,11 @@ def test_a_long_file_is_refused_without_being_read_whole(tmp_path, monkeypatch):
     decoded.clear()
     d = VideoFolder(str(tmp_path), T=17, size=32, fps=8.0, max_frames=80)  # exactly enough: all of it
     assert [len(v) for v in d.videos] == [80] and max(decoded) == 161
+    # a file shorter than a clip after the budget is nearly spent is skipped as short, not taken as too long
+    video_io.write_video(tmp_path / "z_short.mp4", shapes.make_clip(0, 5, 9).video, fps=8)
+    with pytest.warns(UserWarning, match="z_short.mp4: 9 frames"):
+        d = VideoFolder(str(tmp_path), T=17, size=32, fps=8.0, max_frames=85)  # 6 frames left
+    assert d.files == ["long.mp4"]
 
 
 def test_shapes_source_is_the_shapes_world():
