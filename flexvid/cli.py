@@ -46,6 +46,8 @@ def _side_by_side_layout(n: int, h: int, w: int, upscale: int) -> int:
 
 
 def reconstruct_main(argv=None) -> int:
+    from .training import add_dtype_argument
+
     p = argparse.ArgumentParser(prog="flexvid reconstruct",
                                 description="Tokenize a clip and decode it from several token prefixes: one mp4 per k, "
                                             "a side-by-side of the original and every k, and the tokens (npz).")
@@ -60,8 +62,7 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=161, help="cap on frames after resampling to the model's fps")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
-                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    add_dtype_argument(p)
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
     args = p.parse_args(argv)
 

@@ -45,6 +45,7 @@ from .hub import display_name
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
 from .quantizer import prefix_ladder
+from .training import add_dtype_argument
 
 TEXT_ATTRS = ("color", "shape", "size", "motion")
 CLASS_ATTRS = ("color", "shape", "motion")  # a class has no size
@@ -485,8 +486,7 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--batch", type=int, default=16, help="prompts per generate call")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
-                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    add_dtype_argument(p)
     p.add_argument("--skip-long", action="store_true", help="skip the 81-frame check")
     p.add_argument("--skip-paraphrase", action="store_true", help="skip the paraphrase check")
     p.add_argument("--skip-condition-probe", action="store_true", help="skip the likelihood check of the conditions")

@@ -33,6 +33,7 @@ from pytorch_msssim import ssim as _ssim
 from . import probe, shapes
 from .hub import display_name
 from .pipeline import VideoFlexTok, chunk_bounds
+from .training import add_dtype_argument
 from .video_io import check_output, from_model
 
 MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
@@ -497,8 +498,7 @@ def main(argv=None):
     p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
-                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    add_dtype_argument(p)
     p.add_argument("--batch", type=int, default=16, help="videos per decoder batch")
     p.add_argument("--no-long", action="store_true", help="skip the long-video and memory checks")
     p.add_argument("--token-probe", type=int, default=1024, metavar="N",

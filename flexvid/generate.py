@@ -30,7 +30,7 @@ from . import sampling, shapes
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import check_seed, is_int, pick_device, resolve_dtype
+from .training import add_dtype_argument, check_seed, is_int, pick_device, resolve_dtype
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -312,8 +312,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="clip.mp4", help="output mp4 (several samples: clip_0.mp4, clip_1.mp4, ...)")
     p.add_argument("--upscale", type=int, default=4)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
-                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    add_dtype_argument(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode step")
     args = p.parse_args(argv)
 

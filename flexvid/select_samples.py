@@ -30,6 +30,7 @@ from safetensors.torch import load_file, save_file
 
 from . import shapes
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, MAX_BATCH, VideoGenerator
+from .training import add_dtype_argument
 
 FORMAT = "flexvid-selected-samples"
 SELECT_INDEX = 6_000_000  # conditions come from this index range of the training split (not the token cache's)
@@ -152,8 +153,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=MAX_BATCH, help="candidates per call")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default=None,
-                   help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 (default: bf16 on CUDA, fp32 on CPU)")
+    add_dtype_argument(p)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     from .hub import check_output

@@ -193,6 +193,16 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+DTYPE_CHOICES = ("auto", "bf16", "fp32")
+
+
+def add_dtype_argument(parser) -> None:
+    """The --dtype option of the inference commands (resolve_dtype's names; default None)."""
+    parser.add_argument("--dtype", choices=DTYPE_CHOICES, default=None,
+                        help="compute dtype: auto = bf16 where native (CUDA, CPUs with bf16 kernels), else fp32 "
+                             "(default: bf16 on CUDA, fp32 on CPU)")
+
+
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     """Compute dtype for inference: None picks bf16 on CUDA and fp32 elsewhere; 'auto' picks bf16 wherever
     it is native (CUDA, or a CPU with bf16 kernels: `bf16_native`) and fp32 elsewhere; 'bf16' or 'fp32'

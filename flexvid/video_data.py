@@ -94,7 +94,7 @@ class VideoFolder:
             except (video_io.VideoError, ValueError) as e:
                 self.skipped.append((str(f.relative_to(folder)), str(e)))
                 continue
-            if len(frames) < T and not cut:
+            if len(frames) < T:
                 self.skipped.append((str(f.relative_to(folder)),
                                      f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
                 continue
