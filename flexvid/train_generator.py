@@ -218,6 +218,16 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     return out
 
 
+def training_groups(clips: int, long_clips: int, val_clips: int, first_clip: int = 0) -> dict:
+    """The cache's groups for a run: {name: (split, base index, clips, frames)}. Training clips are
+    first_clip ... first_clip + clips - 1 of the training split (long ones from LONG_INDEX + first_clip);
+    validation clips are always the first of the validation split, so runs stay comparable."""
+    groups = {"train": ("train", first_clip, clips, 17), "val": ("val", 0, val_clips, 17)}
+    if long_clips:
+        groups["long"] = ("train", LONG_INDEX + first_clip, long_clips, 81)
+    return groups
+
+
 # ----------------------------------------------------------------------------- loss and evaluation
 def draw_k(rand, K: int, mode: str) -> int:
     """One k for the whole global batch, from the step's shared generator (the same on every rank)."""
@@ -294,6 +304,9 @@ def main(argv=None):
     p.add_argument("--text-model", default=DEFAULT_TEXT_MODEL, help="text encoder (text models)")
     p.add_argument("--clips", type=int, default=4096, help="17-frame training clips to tokenize")
     p.add_argument("--long-clips", type=int, default=512, help="81-frame training clips to tokenize (0: none)")
+    p.add_argument("--first-clip", type=int, default=0,
+                   help="index of the first training clip, 17- and 81-frame alike (a later round can train on "
+                        "clips no earlier round saw)")
     p.add_argument("--long-frac", type=float, default=0.25, help="fraction of batches drawn from the long clips")
     p.add_argument("--max-tokens", type=int, default=160, help="tokens per training sequence (longer: cropped)")
     p.add_argument("--val-clips", type=int, default=128)
@@ -319,10 +332,14 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
     tcfg = TrainConfig.from_args(args)
-    for name, v, lo in (("clips", args.clips, 1), ("long-clips", args.long_clips, 0), ("val-clips", args.val_clips, 1),
+    for name, v, lo in (("clips", args.clips, 1), ("long-clips", args.long_clips, 0), ("first-clip", args.first_clip, 0),
+                        ("val-clips", args.val_clips, 1),
                         ("probe-clips", args.probe_clips, 0), ("max-tokens", args.max_tokens, 1)):
         if v < lo:
             raise ValueError(f"--{name} must be >= {lo}, got {v}")
+    if args.first_clip + args.clips > LONG_INDEX:
+        raise ValueError(f"--first-clip + --clips must be at most {LONG_INDEX:,} (where the long clips begin), "
+                         f"got {args.first_clip + args.clips:,}")
     if not 1 <= args.probe_steps <= 1000:
         raise ValueError(f"--probe-steps must be in [1, 1000], got {args.probe_steps}")
     if args.probe_clips > args.val_clips:
@@ -376,9 +393,7 @@ def main(argv=None):
             base["text_tokens"] = base["n_cond"] = args.text_tokens
     cfg = GeneratorConfig(**base)
 
-    groups = {"train": ("train", 0, args.clips, 17), "val": ("val", 0, args.val_clips, 17)}
-    if args.long_clips:
-        groups["long"] = ("train", LONG_INDEX, args.long_clips, 81)
+    groups = training_groups(args.clips, args.long_clips, args.val_clips, args.first_clip)
     os.makedirs(tcfg.out_dir, exist_ok=True)
     cache_path = os.path.join(tcfg.out_dir, "tokens.safetensors")
     if rank == 0:

@@ -10,7 +10,7 @@ from flexvid.generate import VideoGenerator, frames_to_steps, parse_label
 from flexvid.generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
 from flexvid.pipeline import VideoFlexTok
 from flexvid.tokenizer import FlexTokenizer, TokenizerConfig
-from flexvid.train_generator import draw_k, fingerprint, generator_loss, token_cache
+from flexvid.train_generator import LONG_INDEX, draw_k, fingerprint, generator_loss, token_cache, training_groups
 from flexvid.training import StepRandom
 from flexvid.vae import VAEConfig, VideoVAE
 
@@ -402,6 +402,24 @@ def test_token_cache_grows_by_the_new_clips_only(tmp_path, monkeypatch):
     assert calls == [(2, 2)] and torch.equal(shrunk["train"]["tokens"], fresh["train"]["tokens"][:3])
     token_cache(path, pipe, {"train": ("train", 1, 2, 5)}, enc, variants=2)  # other clips: tokenized anew
     assert calls[-1] == (1, 2)
+
+
+def test_a_later_round_can_train_on_clips_no_earlier_round_saw(tmp_path):
+    """--first-clip: the training clips (17- and 81-frame) start at that index, validation stays the same."""
+    first = training_groups(3, 2, 4)
+    later = training_groups(3, 2, 4, first_clip=3)
+    assert later["val"] == first["val"] == ("val", 0, 4, 17)
+    for name in ("train", "long"):
+        a, b = first[name], later[name]
+        assert a[0] == b[0] == "train" and b[1] == a[1] + 3 and a[2:] == b[2:]
+        assert set(range(a[1], a[1] + a[2])).isdisjoint(range(b[1], b[1] + b[2]))
+    assert later["long"][1] == LONG_INDEX + 3 and "long" not in training_groups(3, 0, 4)
+    pipe = small_tokenizer()
+    data = token_cache(str(tmp_path / "tokens.safetensors"), pipe, {"train": ("train", 3, 2, 5)})
+    for i in range(2):  # the cache holds clips 3 and 4 of the training split, in order
+        clip = shapes.make_clip(shapes.SPLIT_SEEDS["train"], 3 + i, 5)
+        assert data["train"]["captions"][i] == clip.caption and data["train"]["labels"][i] == clip.label
+        assert torch.equal(data["train"]["tokens"][i], pipe.tokenize(shapes.to_tensor(clip.video))[0])
 
 
 class HashEncoder:

@@ -239,6 +239,10 @@ def test_training_commands_say_their_errors_in_one_line(tmp_path, capsys):
                           (["train-generator", "--init", "assets/tokenizer", "--out-dir", str(tmp_path / "g")],
                            "not a generator folder"),
                           (["train-generator", "--probe-steps", "0", "--out-dir", str(tmp_path / "g")], "--probe-steps"),
+                          (["train-generator", "--first-clip", "-1", "--out-dir", str(tmp_path / "g")],
+                           "--first-clip must be >= 0"),
+                          (["train-generator", "--first-clip", "4999000", "--clips", "4096", "--out-dir",
+                            str(tmp_path / "g")], "where the long clips begin"),
                           (["select-samples", "--out", str(tmp_path), "--n", "1"], "is a folder"),
                           (["train-reranker", "--teacher", str(tmp_path / "none"), "--out", str(afile)], "is an existing file")):
         assert cli.main(argv) == 2, argv
