@@ -252,3 +252,24 @@ flexvid eval-generator --class-model none --n 96 --ks 32 --skip-long --skip-para
     --best-of 4 --out eval/text_best_of_4   # -> assets/reranker/eval_best_of_4_attention.json (and --best-of 8)
 python scripts/best_of_val.py --n 48 --candidates 4 --reranker assets/reranker
 python scripts/paraphrase_best_of.py --n 48 --rerankers runs/reranker-linear assets/reranker
+
+# Session 20 (tried, not shipped; README): a cool-down of both generators on fresh clips (train-generator --first-clip: clips 65,536 ...
+# 90,111 of the training split and 512 81-frame ones that no earlier round saw; session 18's class
+# cool-down on the first 16,384 clips, seen many times before, had lost probe score). The cache of 24,576
+# 17-frame, 128 validation and 512 81-frame clips with word-piece and reworded caption embeddings was built
+# once at 2 threads (2,865 s; the same token_cache call train-generator makes, scripted so that it could use
+# both cores) and hard-linked into the class run's folder. Each run: 2,200 steps from the shipped weights,
+# lr 1e-4 -> 1e-6 (the rounds above ended at 1e-4), one thread each, side by side (started as 3,000 steps
+# and resumed from its step-250 checkpoint with --steps 2200 to fit the session).
+mkdir -p runs/gen-class-fresh && ln runs/gen-text-fresh/tokens.safetensors runs/gen-class-fresh/
+for cond in text class; do
+extra=""; [ $cond = text ] && extra="--caption-variants 4 --p-variant 0.5 --text-tokens 24"
+python -m flexvid.train_generator --cond $cond --tokenizer assets/tokenizer --out-dir runs/gen-$cond-fresh \
+    --init assets/generator-$cond --clips 24576 --long-clips 512 --first-clip 65536 --max-tokens 672 \
+    --steps 2200 --lr 1e-4 --min-lr 1e-6 --warmup 50 --threads 1 --eval-every 1100 --probe-clips 8 $extra &
+done; wait
+flexvid eval-generator --class-model none --text-model runs/gen-text-fresh/export --n 96 --ks 4 32 --skip-long \
+    --skip-condition-probe --best-of 0 --temperature 0.7 --guidance 5 --decode-guidance 2 --out runs/eval/text-fresh
+flexvid eval-generator --text-model none --class-model runs/gen-class-fresh/export --n 96 --ks 4 32 --skip-long \
+    --skip-paraphrase --skip-condition-probe --best-of 0 --temperature 0.7 --guidance 3 --decode-guidance 2 \
+    --out runs/eval/class-fresh
