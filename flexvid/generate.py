@@ -69,13 +69,17 @@ def parse_label(label) -> int:
 
 
 def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT_MODEL,
-                   tokenizer_fingerprint: str | None = None) -> None:
+                   tokenizer_fingerprint: str | None = None, measured_with: dict | None = None) -> None:
     """config.json + model.safetensors of a Generator (training exports its EMA copy with this).
-    tokenizer_fingerprint: train_generator.fingerprint of the tokenizer whose tokens it was trained on."""
+    tokenizer_fingerprint: train_generator.fingerprint of the tokenizer whose tokens it was trained on.
+    measured_with: {fingerprint: what was measured} for other tokenizers whose decoders its grids were
+    evaluated with and found to serve (a tokenizer retrained after it, before the generator is)."""
     meta = {"format": FORMAT, "generator": config_dict(model.cfg),
             "text_model": text_model if model.cfg.cond == "text" else None}
     if tokenizer_fingerprint:
         meta["tokenizer_fingerprint"] = tokenizer_fingerprint
+    if measured_with:
+        meta["measured_with"] = dict(measured_with)
     write_json(os.path.join(folder, "config.json"), meta)
     save_weights(model, os.path.join(folder, "model.safetensors"))
 
@@ -99,6 +103,7 @@ class VideoGenerator:
         self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
+        self.measured_with: dict[str, str] = {}  # other tokenizers its grids were measured with: {fingerprint: note}
         from .rerank import DEFAULT_RERANKER
         self.reranker_path = DEFAULT_RERANKER  # generate(best_of=N > 1) scores its candidates with this
         self.last_scores = None  # (B, best_of) scores of the last best-of call
@@ -122,11 +127,17 @@ class VideoGenerator:
         load_weights(model, weights)
         gen = cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
+        measured = meta.get("measured_with") or {}
+        if not isinstance(measured, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in measured.items()):
+            raise ValueError(f"{path_or_repo_id!r}: config.json's measured_with must map tokenizer fingerprints "
+                             "to notes (strings)")
+        gen.measured_with = dict(measured)
         return gen
 
     def save_pretrained(self, folder: str) -> None:
         """Write config.json and model.safetensors (from_pretrained reads them)."""
-        save_generator(self.model, folder, self.text_model, self.tokenizer_fingerprint)
+        save_generator(self.model, folder, self.text_model, self.tokenizer_fingerprint, self.measured_with)
 
     @property
     def tokenizer(self):
@@ -142,9 +153,10 @@ class VideoGenerator:
         if self.tokenizer_fingerprint and getattr(self, "_checked", None) is not tok:
             from .train_generator import fingerprint
             self._checked = tok
-            if fingerprint(tok) != self.tokenizer_fingerprint:
+            fp = fingerprint(tok)
+            if fp != self.tokenizer_fingerprint and fp not in self.measured_with:
                 warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
-                              f"{self.tokenizer_fingerprint}, this one's {fingerprint(tok)}): its grids will "
+                              f"{self.tokenizer_fingerprint}, this one's {fp}): its grids will "
                               "decode to something other than what it was trained to write", stacklevel=2)
         return tok
 

@@ -73,12 +73,12 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
             out.append(vae.encode(x.to(device)).float().cpu())
         if j % 64 == 0:
             print(f"latent cache: {j * batch}/{n} clips", flush=True)
-    z = torch.cat(out)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    z = torch.cat(out).half().contiguous()  # kept in fp16; a run gets the same latents whether it made the
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # cache or read it back (a resumed one reads it)
     tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a stopped run leaves no half-written cache
-    save_file({"latents": z.half().contiguous()}, tmp, metadata={"source": source.name, "encoder": made_by})
+    save_file({"latents": z}, tmp, metadata={"source": source.name, "encoder": made_by})
     os.replace(tmp, path)
-    return z
+    return z.float()
 
 
 def encoder_fingerprint(vae: VideoVAE) -> str:

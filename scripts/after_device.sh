@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:?usage: after_device.sh DIR  (the folder of the files device_train.sh left under OUT)}
 R=${RUN:-runs/device}
-CLIPS=${CLIPS:-65536}; LONG=${LONG:-1536}; STEPS=${STEPS:-12000}; N=${N:-64}; NG=${NG:-32}
+CLIPS=${CLIPS:-32768}; LONG=${LONG:-1536}; STEPS=${STEPS:-12000}; N=${N:-64}; NG=${NG:-32}
 if [ -n "${SMOKE:-}" ]; then CLIPS=64; LONG=4; STEPS=3; N=2; NG=2; fi
 mkdir -p "$R/tokenizer" "$R/generator-class" "$R/generator-text"
 tar -xzf "$DIR/results.tgz" -C "$R"

@@ -273,3 +273,18 @@ flexvid eval-generator --class-model none --text-model runs/gen-text-fresh/expor
 flexvid eval-generator --text-model none --class-model runs/gen-class-fresh/export --n 96 --ks 4 32 --skip-long \
     --skip-paraphrase --skip-condition-probe --best-of 0 --temperature 0.7 --guidance 3 --decode-guidance 2 \
     --out runs/eval/class-fresh
+
+# Session 21 (shipped): the first lent GPU (one H200). `bash scripts/device_train.sh` (carry .whl) trained the
+# tokenizer's whole resampler from the embedded one for 167 s (2,141 steps of 256 clips, logit-normal(2, 1.2),
+# lr 5e-4 -> 5e-5, EMA 0.999, bf16 autocast; a latent cache of 65,536 training clips) and its decoder side
+# alone for 40 s (795 steps, logit-normal(1.5, 1.5), lr 3e-4 -> 3e-5); the class-generator stage ran out of
+# the call's time (its token cache, since moved beside the decoder stage). Its logs sit beside the weights
+# (train_log_tokenizer_gpu_a.jsonl, _b). The generators were not retrained: their grids were measured through
+# the new tokenizer (README) and each config records it under measured_with:
+python scripts/compare_tokenizers.py assets/tokenizer runs/device/tokenizer --n 64 --ks 1 2 4 8 32 --guidance 3
+flexvid eval-tokenizer --model runs/device/tokenizer --n 64 --n-long 2 --out runs/eval/tok-new
+for m in class text; do other=$([ $m = class ] && echo text || echo class)
+flexvid eval-generator --$m-model assets/generator-$m --$other-model none --tokenizer runs/device/tokenizer \
+    --n 96 --ks 4 32 --skip-long --skip-paraphrase --skip-condition-probe --best-of 0 --dtype fp32 \
+    --out runs/eval/old-$m-newtok &
+done; wait

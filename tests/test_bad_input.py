@@ -210,6 +210,25 @@ def test_generator_warns_on_another_tokenizers_tokens(pipe, tmp_path):
     gen2.tokenizer_fingerprint = "0123456789abcdef"
     with pytest.warns(UserWarning, match="another tokenizer"):
         gen2.tokenizer
+    # a tokenizer its grids were measured with (recorded in its config) is taken without a warning, and the
+    # record survives a save and load
+    gen2.measured_with = {fingerprint(pipe): "measured"}
+    gen2._checked = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gen2.tokenizer is pipe
+    gen2.save_pretrained(str(tmp_path / "g"))
+    again = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
+    assert again.measured_with == {fingerprint(pipe): "measured"}
+    assert again.tokenizer_fingerprint == "0123456789abcdef"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again.tokenizer
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    cfg["measured_with"] = ["not", "a", "mapping"]
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="measured_with"):
+        VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
 
 
 def test_numpy_scalars_are_taken_like_python_numbers(pipe):
