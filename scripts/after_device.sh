@@ -11,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${1:?usage: after_device.sh DIR  (the folder of the files device_train.sh left under OUT)}
 R=${RUN:-runs/device}
+TAG=${TAG:-gpu2}  # names the training logs it ships (session 21's run shipped train_log_tokenizer_gpu_a/b.jsonl)
 CLIPS=${CLIPS:-32768}; LONG=${LONG:-1536}; STEPS=${STEPS:-12000}; N=${N:-64}; NG=${NG:-32}
 if [ -n "${SMOKE:-}" ]; then CLIPS=64; LONG=4; STEPS=3; N=2; NG=2; fi
 mkdir -p "$R/tokenizer" "$R/generator-class" "$R/generator-text"
@@ -64,12 +65,12 @@ flexvid eval-generator --text-model "$R/generator-text/export" --class-model "$R
 if [ -n "${SHIP:-}" ]; then
   cp "$R/tokenizer/tokenizer.safetensors" "$R/tokenizer/config.json" assets/tokenizer/
   cp "$R/eval_tokenizer/eval.json" assets/tokenizer/eval.json
-  cp "$R/results/tok_a_log.jsonl" assets/tokenizer/train_log_tokenizer_gpu_a.jsonl
-  cp "$R/results/tok_b_log.jsonl" assets/tokenizer/train_log_tokenizer_gpu_b.jsonl
+  cp "$R/results/tok_a_log.jsonl" assets/tokenizer/train_log_tokenizer_${TAG}_a.jsonl
+  cp "$R/results/tok_b_log.jsonl" assets/tokenizer/train_log_tokenizer_${TAG}_b.jsonl
   cp "$R/generator-class/model.safetensors" "$R/generator-class/config.json" assets/generator-class/
-  cp "$R/results/gen_class_log.jsonl" assets/generator-class/train_log_gpu.jsonl
+  cp "$R/results/gen_class_log.jsonl" assets/generator-class/train_log_${TAG}.jsonl
   cp "$R/generator-text/export/model.safetensors" "$R/generator-text/export/config.json" assets/generator-text/
-  cp "$R/generator-text/log.jsonl" assets/generator-text/train_log_after_gpu.jsonl
+  cp "$R/generator-text/log.jsonl" assets/generator-text/train_log_after_${TAG}.jsonl
   cp "$R/eval_generator/eval.json" assets/generator-text/eval.json
   echo "shipped into assets/: update the README's tables from $R/eval_tokenizer and $R/eval_generator"
 fi
