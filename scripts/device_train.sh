@@ -51,6 +51,7 @@ fi
 W=${WORK:-/tmp/flexvid-device}
 mkdir -p "$OUT" "$W/results"
 R=$W/results
+CACHE_PID=
 log() { echo "[+${SECONDS}s] $*" | tee -a "$R/device.log"; }
 pack() { tar -czf "$OUT/results.tgz.tmp" -C "$W" results && mv "$OUT/results.tgz.tmp" "$OUT/results.tgz"; }
 # a stage's seconds: what it asks, or less, so that the stages after it (reserve seconds) end by DEADLINE
@@ -92,8 +93,12 @@ if [ -f "$TOK/tokenizer.safetensors" ]; then
   # while that stage trains, off the critical path: in session 21 it did not finish in 224 s after it.
   tokenizer_half "$TOK" "$W/tok_a_half"
   mkdir -p "$W/gen_class"
-  python3 -c "import sys; from flexvid.pipeline import VideoFlexTok; from flexvid.train_generator import token_cache, training_groups
-pipe = VideoFlexTok.from_pretrained(sys.argv[1], device=sys.argv[5], dtype='bf16' if sys.argv[5] == 'cuda' else 'fp32')
+  # bounded: whatever it has not written by then, the class stage is skipped rather than waiting on it
+  CACHE_T=$((DEADLINE - SECONDS - GEN_MIN - 80)); [ "$CACHE_T" -ge 30 ] || CACHE_T=30
+  timeout "$CACHE_T" python3 -c "import sys, torch; from flexvid.pipeline import VideoFlexTok
+from flexvid.train_generator import token_cache, training_groups; from flexvid.training import bf16_native
+dev = sys.argv[5]  # the dtype rule train_generator uses, so that its run takes these tokens as they are
+pipe = VideoFlexTok.from_pretrained(sys.argv[1], device=dev, dtype='bf16' if bf16_native(torch.device(dev)) else 'fp32')
 token_cache(sys.argv[2], pipe, training_groups(int(sys.argv[3]), int(sys.argv[4]), 128))
 print('token cache written', flush=True)" "$W/tok_a_half" "$W/gen_class/tokens.safetensors" "$GEN_CLIPS" "$LONG" "$DEVICE" \
     > "$R/gen_cache.log" 2>&1 &
@@ -115,7 +120,10 @@ else
 fi
 
 # 3. the class generator on the new tokens; its token cache serves the text generator (after_device.sh)
-[ -n "${CACHE_PID:-}" ] && { wait "$CACHE_PID"; log "generator token cache: $(tail -n 1 "$R/gen_cache.log")"; }
+[ -n "$CACHE_PID" ] && { wait "$CACHE_PID"; log "generator token cache: rc $?, $(tail -n 1 "$R/gen_cache.log")"; }
+if [ ! -f "$W/gen_class/tokens.safetensors" ]; then
+  log "no generator token cache: the class stage is skipped"; pack; exit 0
+fi
 T_G=$(budget "$GEN" 80)   # reserve: its token cache (before the clock starts), export, compression
 log "class generator: $T_G s"
 python3 -m flexvid.train_generator --cond class --tokenizer "$TOK" --init assets/generator-class \
