@@ -266,8 +266,11 @@ def clip_batches(seed: int, base: int, n: int, T: int = 17, batch: int = 16, wor
     """Batches (videos (B, 3, T, 64, 64), labels (B,), captions) of the clips (seed, base + i, T), i < n,
     in order, rendered by `workers` processes (default: `default_workers()`)."""
     workers = default_workers() if workers is None else workers
+    # batches in flight: 8 per worker for small ones, fewer for big ones (at most about 256 MB a worker,
+    # at least 2): 8 workers x 8 batches of 32 clips of 81 frames would hold 8 GB of shared memory
+    prefetch = max(2, min(8, (256 << 20) // (batch * T * 3 * 64 * 64 * 4)))
     return DataLoader(ClipRange(seed, base, n, T), batch_size=batch, num_workers=workers,
-                      persistent_workers=False, prefetch_factor=8 if workers else None)
+                      persistent_workers=False, prefetch_factor=prefetch if workers else None)
 
 
 def fixed_split(split: str, n: int, T: int = 17) -> list[Clip]:

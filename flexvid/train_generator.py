@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import time
 
 import numpy as np
 import torch
@@ -104,15 +105,36 @@ def fingerprint(pipe: VideoFlexTok) -> str:
     return h.hexdigest()[:16]
 
 
-def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int, batch: int = 32):
-    """Clips (seed, base + i, frames) -> tokens (n, t, K) int32, labels (n,), captions."""
+def tokenize_clips(pipe: VideoFlexTok, seed: int, base: int, n: int, frames: int, batch: int | None = None):
+    """Clips (seed, base + i, frames) -> tokens (n, t, K) int32, labels (n,), captions. Batches of up to
+    pipe.max_batch clips (a GPU pipeline built with a large one is not launch-bound) and about 1,088 frames
+    (64 clips of 17 frames: what the rendering workers hold stays bounded)."""
+    batch = batch or max(1, min(pipe.max_batch, 1088 // frames))
     tokens, labels, captions = [], [], []
+    t0 = time.time()
     for videos, lab, cap in tqdm(shapes.clip_batches(seed, base, n, frames, batch),
                                  desc=f"tokenizing {n} clips of {frames} frames", leave=False):
         tokens += [g.int().cpu() for g in pipe.tokenize(videos)]
         labels += lab.tolist()
         captions += list(cap)
+    print(f"tokenized {n} clips of {frames} frames in {time.time() - t0:.0f} s", flush=True)
     return torch.stack(tokens), torch.tensor(labels), captions
+
+
+@torch.no_grad()
+def tokens_from_latents(pipe: VideoFlexTok, latents: torch.Tensor, seed: int, base: int, batch: int = 256):
+    """What tokenize_clips returns for clips (seed, base + i), i < len(latents), from their normalised VAE
+    latents (n, C, t, h, w) (`train_tokenizer.latent_cache`, made by this pipeline's VAE): the
+    tokenizer's encoder alone, no rendering and no VAE pass; labels and captions from the clips' metadata."""
+    t0 = time.time()
+    tokens = []
+    for i in range(0, len(latents), batch):
+        with pipe._autocast():
+            _, idx = pipe.tokenizer.encode(latents[i:i + batch].to(pipe.device, torch.float32))
+        tokens.append(idx.int().cpu())
+    clips = [shapes.Clip(None, shapes.clip_objects(seed, base + i), seed, base + i) for i in range(len(latents))]
+    print(f"tokenized {len(latents)} clips from their latents in {time.time() - t0:.0f} s", flush=True)
+    return torch.cat(tokens), torch.tensor([c.label for c in clips]), [c.caption for c in clips]
 
 
 def embed_captions(text_encoder: TextEncoder, caps: list[str]) -> torch.Tensor:
@@ -133,14 +155,16 @@ def text_key(text_encoder: TextEncoder) -> str:
 
 
 def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextEncoder | None = None,
-                variants: int = 0) -> dict:
+                variants: int = 0, latents: dict | None = None) -> dict:
     """Load or build the cache: {group: {"tokens", "labels", "captions"[, "text", "text_variants"]}}.
 
     groups: {name: (split, base index, clips, frames)}. A group is reused when the tokenizer fingerprint
     and its spec match; asked for more clips of the same split, base and length, it keeps the clips it has
     and tokenizes (and embeds) only the new ones; asked for fewer, it keeps the first. Text embeddings are added when a text encoder is given, and with variants > 0
     the embeddings of that many rewordings per caption (`caption_variant`, a fixed seed) for the groups
-    from the training split, as "text_variants" (n, variants, D)."""
+    from the training split, as "text_variants" (n, variants, D). latents: {group: normalised VAE latents
+    of its clips, row i the clip base + i} for groups whose clips are tokenized from cached latents
+    (`tokens_from_latents`: a latent cache serves the generators too); it must cover the group's clips."""
     fp = fingerprint(pipe)
     tensors, meta = {}, {"format": "flexvid-token-cache", "fingerprint": fp, "groups": {}, "captions": {}}
     if os.path.exists(path):
@@ -175,7 +199,13 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
             tensors.update(keep)
             captions = meta["captions"][name][:m] if m else []
             if n > m:
-                tok, lab, cap = tokenize_clips(pipe, shapes.SPLIT_SEEDS[split], base + m, n - m, frames)
+                if latents and name in latents:
+                    if len(latents[name]) < n or latents[name].shape[2] != 1 + (frames - 1) // pipe.vae.cfg.temporal_factor:
+                        raise ValueError(f"latents for group {name!r} must cover its {n} clips of {frames} frames, "
+                                         f"got shape {tuple(latents[name].shape)}")
+                    tok, lab, cap = tokens_from_latents(pipe, latents[name][m:n], shapes.SPLIT_SEEDS[split], base + m)
+                else:
+                    tok, lab, cap = tokenize_clips(pipe, shapes.SPLIT_SEEDS[split], base + m, n - m, frames)
                 tensors[f"{name}.tokens"] = torch.cat([keep[f"{name}.tokens"], tok]) if m else tok
                 tensors[f"{name}.labels"] = torch.cat([keep[f"{name}.labels"], lab]) if m else lab
                 captions += cap
@@ -371,6 +401,8 @@ def main(argv=None):
     device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
     bf16 = tcfg.bf16 and bf16_native(torch.device(device))
     pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if bf16 else "fp32")
+    if pipe.device.type == "cuda":
+        pipe.max_batch = 256  # the token cache in big batches: 16 clips a call leave a GPU launch-bound
     if selected is not None:  # before the token cache, which can take a while to build
         if selected["meta"].get("tokenizer_fingerprint") != fingerprint(pipe):
             raise ValueError(f"--selected {args.selected} holds grids of another tokenizer than {args.tokenizer}")

@@ -328,8 +328,8 @@ def fit(model: nn.Module,
                **({"disable": True} if rank != 0 else {}))
     t0 = time.time()
     # --time-limit: time steps PROBE[0]..PROBE[1] after the start (the first ones warm up kernels), then
-    # end the cosine schedule where the time runs out (never later than cfg.steps)
-    probe, t_probe = (step + 5, step + 25), None
+    # end the cosine schedule where the time runs out (never later than cfg.steps), refitted every 25 steps
+    probe, t_probe, most = (step + 5, step + 25), None, cfg.steps
 
     def checkpoint():
         if rank == 0:
@@ -356,19 +356,22 @@ def fit(model: nn.Module,
         opt.step()
         update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
         step += 1
-        if cfg.time_limit > 0 and step in probe:
+        refit = t_probe is not None and step > probe[1] and (step % 25 == 0 or step == cfg.steps)
+        if cfg.time_limit > 0 and (step in probe or refit):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             if step == probe[0]:
-                t_probe = time.time()
-            else:
-                per_step = (time.time() - t_probe) / (probe[1] - probe[0])
+                t_probe = (time.time(), step)
+            else:  # refitted every 25 steps and at the last one to the step time of the steps since the last
+                # fit: another process starting or ending on the device makes the run neither overrun nor stop short
+                per_step = (time.time() - t_probe[0]) / (step - t_probe[1])
+                t_probe = (time.time(), step)
                 left = torch.tensor([float(cfg.time_limit - (time.time() - t0)) / per_step])
                 if world > 1:
                     dist.broadcast(left, 0)  # every rank ends on the same step
-                cfg = replace(cfg, steps=max(step, min(cfg.steps, step + int(left.item()))))
+                cfg = replace(cfg, steps=max(step, min(most, step + int(left.item()))))
                 bar.total = cfg.steps
-                if rank == 0:
+                if rank == 0 and step == probe[1]:
                     print(f"time limit {cfg.time_limit:.0f} s at {per_step:.3f} s a step: {cfg.steps} steps", flush=True)
         bar.update(1)
 
@@ -385,6 +388,8 @@ def fit(model: nn.Module,
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
     bar.close()
+    if rank == 0 and cfg.time_limit > 0:
+        print(f"time limit {cfg.time_limit:.0f} s: ended at step {step} after {time.time() - t0:.0f} s", flush=True)
     if log:
         log.close()
     if world > 1:

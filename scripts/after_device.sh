@@ -3,9 +3,10 @@
 # files: tokenizer.safetensors, generator-class.safetensors, tokens.safetensors.xz[.a, .b, ...],
 # results.tgz) into runs/device/, train the text generator on the CPU from the class run's token cache
 # (same tokenizer, same clips: only the caption embeddings are added), and evaluate all three on the test
-# split. Nothing under assets/ changes unless SHIP=1 (after reading the numbers).
-#   bash scripts/after_device.sh DIR            # STEPS=12000 text-generator steps (about 40 min at 2 threads)
-#   SHIP=1 bash scripts/after_device.sh DIR     # the same, then copy the three models into assets/
+# split. Nothing under assets/ changes unless SHIP=1 (after reading the numbers). A second folder, the
+# files of scripts/device_continue.sh, replaces the tokenizer and the class generator with its own.
+#   bash scripts/after_device.sh DIR [DIR2]          # STEPS=12000 text-generator steps (about 40 min at 2 threads)
+#   SHIP=1 bash scripts/after_device.sh DIR [DIR2]   # the same, then copy the three models into assets/
 # Dry run on a dry run's files:  SMOKE=1 bash scripts/after_device.sh /tmp/dev
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,12 @@ cp "$R/results/tokenizer_config.json" "$R/tokenizer/config.json"
 cp assets/tokenizer/vae.safetensors "$R/tokenizer/"
 cp "$DIR/generator-class.safetensors" "$R/generator-class/model.safetensors"
 cp "$R/results/generator-class_config.json" "$R/generator-class/config.json"
+if [ -n "${2:-}" ]; then  # device_continue.sh's files
+  cp "$2/tokenizer.safetensors" "$R/tokenizer/"; cp "$2/tokenizer_config.json" "$R/tokenizer/config.json"
+  cp "$2/generator-class.safetensors" "$R/generator-class/model.safetensors"
+  cp "$2/generator-class_config.json" "$R/generator-class/config.json"
+  cp "$2"/*_log.jsonl "$R/results/"
+fi
 python3 - "$R" <<'PY'
 import json, sys
 from flexvid.pipeline import VideoFlexTok
@@ -65,10 +72,12 @@ flexvid eval-generator --text-model "$R/generator-text/export" --class-model "$R
 if [ -n "${SHIP:-}" ]; then
   cp "$R/tokenizer/tokenizer.safetensors" "$R/tokenizer/config.json" assets/tokenizer/
   cp "$R/eval_tokenizer/eval.json" assets/tokenizer/eval.json
-  cp "$R/results/tok_a_log.jsonl" assets/tokenizer/train_log_tokenizer_${TAG}_a.jsonl
-  cp "$R/results/tok_b_log.jsonl" assets/tokenizer/train_log_tokenizer_${TAG}_b.jsonl
+  for stage in a b c; do  # the tokenizer stages that ran: a (whole resampler), b and c (decoder side)
+    [ -f "$R/results/tok_${stage}_log.jsonl" ] && cp "$R/results/tok_${stage}_log.jsonl" assets/tokenizer/train_log_tokenizer_${TAG}_${stage}.jsonl
+  done
   cp "$R/generator-class/model.safetensors" "$R/generator-class/config.json" assets/generator-class/
   cp "$R/results/gen_class_log.jsonl" assets/generator-class/train_log_${TAG}.jsonl
+  [ -f "$R/results/gen_c_log.jsonl" ] && cp "$R/results/gen_c_log.jsonl" assets/generator-class/train_log_${TAG}_c.jsonl
   cp "$R/generator-text/export/model.safetensors" "$R/generator-text/export/config.json" assets/generator-text/
   cp "$R/generator-text/log.jsonl" assets/generator-text/train_log_after_${TAG}.jsonl
   cp "$R/eval_generator/eval.json" assets/generator-text/eval.json

@@ -359,6 +359,31 @@ def test_token_cache_is_built_once(tmp_path, monkeypatch):
     assert torch.equal(again["train"]["tokens"], data["train"]["tokens"])
 
 
+def test_token_cache_from_cached_latents_matches_rendered_clips(tmp_path, monkeypatch):
+    """A group built from its clips' VAE latents (a tokenizer's latent cache) holds the tokens, labels and
+    captions that rendering and encoding those clips gives; the latents must cover the group."""
+    import flexvid.train_generator as tg
+    from flexvid.train_tokenizer import latent_cache
+    pipe = small_tokenizer()
+    groups = {"train": ("train", 0, 4, 5), "val": ("val", 0, 2, 5)}
+    rendered = token_cache(str(tmp_path / "rendered.safetensors"), pipe, groups)
+    z = latent_cache(pipe.vae, str(tmp_path / "latents.safetensors"), 6, 5)  # the training split's first clips
+    calls, real = [], tg.tokenize_clips
+    monkeypatch.setattr(tg, "tokenize_clips", lambda pipe, seed, base, n, frames: calls.append(seed) or
+                        real(pipe, seed, base, n, frames))
+    cached = token_cache(str(tmp_path / "cached.safetensors"), pipe, groups, latents={"train": z})
+    assert calls == [shapes.SPLIT_SEEDS["val"]]  # the training clips were neither rendered nor encoded
+    same = (cached["train"]["tokens"] == rendered["train"]["tokens"]).float().mean()
+    assert same > 0.95  # the cache keeps latents in fp16: a rare token at a rounding boundary may differ
+    assert torch.equal(cached["train"]["labels"], rendered["train"]["labels"])
+    assert cached["train"]["captions"] == rendered["train"]["captions"]
+    assert torch.equal(cached["val"]["tokens"], rendered["val"]["tokens"])
+    with pytest.raises(ValueError, match="must cover"):
+        token_cache(str(tmp_path / "short.safetensors"), pipe, {"train": ("train", 0, 8, 5)}, latents={"train": z})
+    with pytest.raises(ValueError, match="must cover"):  # latents of 5-frame clips for a 9-frame group
+        token_cache(str(tmp_path / "long.safetensors"), pipe, {"train": ("train", 0, 4, 9)}, latents={"train": z})
+
+
 def test_token_cache_fingerprint_covers_what_decides_the_tokens():
     """A decoder-only change (weights or sampler defaults) keeps the cache valid; an encoder change does not."""
     pipe = small_tokenizer()

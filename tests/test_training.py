@@ -181,11 +181,15 @@ def test_vae_loss_latent_noise_perturbs_the_decoded_latents():
     assert loss(0.0) == loss(0.0)
 
 
-def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
+def timed_fit(tmp_path, step_seconds, time_limit: float):
+    """fit() of a tiny model under --time-limit whose step i (from 1) sleeps step_seconds(i): (seconds taken,
+    steps run, the last log record, the config)."""
     import time
+    calls = []
 
-    def slow_loss(model, batch, rand):  # about 20 ms a step, whatever the machine
-        time.sleep(0.02)
+    def loss(model, batch, rand):
+        calls.append(0)
+        time.sleep(step_seconds(len(calls)))
         return model(batch).pow(2).mean(), {}
 
     def batches(start, b, rank, world):
@@ -193,16 +197,38 @@ def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
             yield torch.randn(b, 4)
 
     cfg = TrainConfig(out_dir=str(tmp_path), steps=100_000, batch_size=2, lr=1e-3, min_lr=1e-5, warmup=2,
-                      ckpt_every=100_000, log_every=1, bf16=False, time_limit=1.5)
+                      ckpt_every=100_000, log_every=1, bf16=False, time_limit=time_limit)
     torch.manual_seed(0)
-    fit(torch.nn.Linear(4, 4), slow_loss, batches, cfg)
+    t = time.time()
+    fit(torch.nn.Linear(4, 4), loss, batches, cfg)
+    took = time.time() - t
     with open(os.path.join(cfg.out_dir, "log.jsonl")) as f:
-        log = [json.loads(line) for line in f]
-    last = log[-1]
+        last = [json.loads(line) for line in f][-1]
+    return took, len(calls), last, cfg
+
+
+def test_time_limit_fits_the_schedule_to_the_time(tmp_path):
+    _, _, last, cfg = timed_fit(tmp_path, lambda i: 0.02, 1.5)  # about 20 ms a step, whatever the machine
     assert 25 < last["step"] < 80  # 1.5 s at >= 20 ms a step, not the 100,000 asked
     assert load_checkpoint(os.path.join(cfg.out_dir, "ckpt.pt"))["step"] == last["step"]  # a final checkpoint
     assert last["lr"] < 0.05 * cfg.lr  # the cosine ran its course within the time
     assert last["time"] < 3.0
+
+
+def test_time_limit_holds_when_steps_slow_down_after_the_probe(tmp_path):
+    """Steps that take 5 ms while the step time is probed and 40 ms later (another process starts on the
+    device): the schedule is refitted as it goes, so the run still ends near its time, not 8x later."""
+    took, _, last, cfg = timed_fit(tmp_path, lambda i: 0.005 if i <= 30 else 0.04, 2.0)
+    assert took < 3.5, took  # the first fit alone (2 s at 5 ms a step: about 400 steps at 40 ms) takes 16 s
+    assert last["lr"] < 0.2 * cfg.lr  # the refitted cosine came down near its end
+
+
+def test_time_limit_uses_its_time_when_steps_speed_up_after_the_probe(tmp_path):
+    """The other way round (the other process on the device ends): the run is lengthened again, up to
+    --steps, rather than ending where the slow probe put its end."""
+    took, steps, _, _ = timed_fit(tmp_path, lambda i: 0.04 if i <= 30 else 0.005, 2.0)
+    assert took > 1.6, took  # ending where the probe's 40 ms a step put it: about 1.3 s, 50 steps
+    assert steps > 60
 
 
 @pytest.mark.parametrize("option, value", [
