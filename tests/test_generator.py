@@ -364,7 +364,11 @@ def test_token_cache_from_cached_latents_matches_rendered_clips(tmp_path, monkey
     captions that rendering and encoding those clips gives; the latents must cover the group."""
     import flexvid.train_generator as tg
     from flexvid.train_tokenizer import latent_cache
+    from flexvid.training import bf16_native
     pipe = small_tokenizer()
+    # train-generator's rule, which the latent cache's autocast follows too: bf16 where native, fp32 elsewhere
+    # (an fp32 pipeline beside bf16 latents differs in a few tokens of this random tokenizer on such a CPU)
+    pipe.dtype = torch.bfloat16 if bf16_native(pipe.device) else torch.float32
     groups = {"train": ("train", 0, 4, 5), "val": ("val", 0, 2, 5)}
     rendered = token_cache(str(tmp_path / "rendered.safetensors"), pipe, groups)
     z = latent_cache(pipe.vae, str(tmp_path / "latents.safetensors"), 6, 5)  # the training split's first clips
