@@ -39,6 +39,8 @@ from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import TrainConfig, bf16_native, fit, init_distributed
 
 LONG_INDEX = 5_000_000  # long clips come from another index range of the training seed
+# GeneratorConfig's sampling defaults, chosen on validation prompts after training; --init keeps them
+SAMPLER_FIELDS = ("temperature", "top_k", "top_p", "guidance", "decode_guidance")
 
 
 # ----------------------------------------------------------------------------- caption variants
@@ -349,7 +351,8 @@ def main(argv=None):
                    help="text models: condition on this many word-piece embeddings (0: one sentence embedding)")
     p.add_argument("--init", default=None,
                    help="start from this generator folder's weights (same preset and condition), e.g. after the "
-                        "tokenizer changed: the tokens are learned anew, what it knows of the conditions is kept")
+                        "tokenizer changed: the tokens are learned anew, what it knows of the conditions is kept; "
+                        "its sampler defaults (temperature, top-k, top-p, guidance, decode guidance) go to the export")
     p.add_argument("--p-variant", type=float, default=0.5,
                    help="text models: fraction of training clips conditioned on a rewording instead of the caption")
     p.add_argument("--selected", default=None,
@@ -381,6 +384,7 @@ def main(argv=None):
         raise ValueError("--text-tokens is for text models (--cond text)")
     if args.caption_variants < 0:
         raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
+    init_cfg = None
     if args.init:  # checked before any work
         init_cfg = read_json(os.path.join(args.init, "config.json")).get("generator")
         if not isinstance(init_cfg, dict):
@@ -417,6 +421,8 @@ def main(argv=None):
                 n_classes=shapes.NUM_CLASSES, max_t=max(base["max_t"], 21))
     if args.p_null is not None:
         base["p_null"] = args.p_null
+    if args.init:  # its sampler defaults were chosen on validation prompts: keep them, do not reset to the preset's
+        base.update({f: init_cfg[f] for f in SAMPLER_FIELDS if f in init_cfg})
     encoder = None
     if args.cond == "text":
         encoder = TextEncoder(args.text_model, tokens=args.text_tokens)

@@ -1,4 +1,5 @@
 """The autoregressive generators: masks, KV cache, budgets, sampling, checkpoints, text encoder."""
+import json
 import os
 import re
 
@@ -546,7 +547,8 @@ def test_token_cache_embeds_caption_variants_of_training_clips(tmp_path, monkeyp
 
 def test_train_generator_init_starts_from_a_generator_folder(tmp_path):
     """train-generator --init loads a generator folder's weights before training (here with a zero
-    learning rate, so the export is the init itself), and refuses another condition or another size."""
+    learning rate, so the export is the init itself) and its sampler defaults, and refuses another
+    condition or another size."""
     from flexvid.hub import load_weights
     from flexvid.train_generator import main
 
@@ -555,11 +557,18 @@ def test_train_generator_init_starts_from_a_generator_folder(tmp_path):
             "--val-clips", "2", "--probe-clips", "0", "--batch-size", "2", "--threads", "1", "--eval-every", "0",
             "--ckpt-every", "1", "--warmup", "0", "--no-bf16"]
     main([*base, "--out-dir", str(tmp_path / "a"), "--steps", "2", "--lr", "1e-2", "--ema-decay", "0"])
+    cfg_a = tmp_path / "a" / "export" / "config.json"
+    meta = json.loads(cfg_a.read_text())  # sampler defaults chosen after training, as the shipped ones were
+    tuned = dict(temperature=0.7, top_k=5, top_p=0.9, guidance=5.0, decode_guidance=2.0)
+    assert all(meta["generator"][f] != v for f, v in tuned.items())
+    meta["generator"].update(tuned)
+    cfg_a.write_text(json.dumps(meta))
     main([*base, "--out-dir", str(tmp_path / "b"), "--steps", "1", "--lr", "0", "--min-lr", "0",
           "--init", str(tmp_path / "a" / "export"), "--ema-decay", "0"])
     a = VideoGenerator.from_pretrained(str(tmp_path / "a" / "export"), tokenizer=str(tmp_path / "tok")).model
     b = VideoGenerator.from_pretrained(str(tmp_path / "b" / "export"), tokenizer=str(tmp_path / "tok")).model
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(getattr(b.cfg, f) == v for f, v in tuned.items())  # --init keeps them, not the preset's
     fresh = Generator(a.cfg, verbose=False)
     assert not all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), fresh.state_dict().values()))
     with pytest.raises(ValueError, match="'class' generator"):
