@@ -288,3 +288,21 @@ flexvid eval-generator --$m-model assets/generator-$m --$other-model none --toke
     --n 96 --ks 4 32 --skip-long --skip-paraphrase --skip-condition-probe --best-of 0 --dtype fp32 \
     --out runs/eval/old-$m-newtok &
 done; wait
+
+# Sessions 25-26 (shipped, README): the text generator retrained on the shipped tokenizer's tokens on the
+# CPU (2 threads, bf16 autocast where the CPU has native bf16), in two rounds on fresh clips; each export
+# keeps the init's sampler defaults (round 1 was measured with the shipped ones copied in, before --init
+# carried them).
+flexvid train-generator --cond text --tokenizer assets/tokenizer --init assets/generator-text \
+    --clips 8192 --long-clips 384 --max-tokens 672 --caption-variants 4 --p-variant 0.5 --text-tokens 24 \
+    --time-limit 3300 --lr 5e-4 --min-lr 5e-5 --warmup 100 --threads 2 --out-dir runs/s25/text
+flexvid train-generator --cond text --tokenizer assets/tokenizer --init runs/s25/text/export \
+    --first-clip 8192 --clips 16384 --long-clips 384 --max-tokens 672 --caption-variants 4 --p-variant 0.5 \
+    --text-tokens 24 --steps 12000 --time-limit 2900 --lr 3e-4 --min-lr 3e-5 --warmup 100 --threads 2 \
+    --out-dir runs/s25/text2
+for m in assets/generator-text runs/s25/text2/export; do
+flexvid eval-generator --class-model none --text-model $m --n 384 --ks 4 32 --skip-long --skip-paraphrase \
+    --skip-condition-probe --best-of 0 --dtype fp32 --seed 0 --out runs/eval/text-384-$(basename $(dirname $m))
+done
+cp runs/s25/text2/export/{model.safetensors,config.json} assets/generator-text/
+flexvid eval-generator --n 32 --n-long 8 --out runs/eval/generator && cp runs/eval/generator/eval.json assets/generator-text/
