@@ -317,3 +317,15 @@ flexvid train-generator --cond text --tokenizer assets/tokenizer --init runs/s25
 flexvid eval-generator --class-model none --text-model runs/s27/text3/export --n 384 --ks 4 32 --skip-long \
     --skip-paraphrase --skip-condition-probe --best-of 0 --dtype fp32 --seed 0 --out runs/eval/text-384-round3
 cp runs/s27/text3/export/{model.safetensors,config.json} assets/generator-text/
+# Session 27 (tried, not shipped): a CPU round of the class generator (session 22's GPU retrain) on the same
+# fresh clips, its token cache copied from the text round's (a superset); 4,947 steps in 2,403 s. Validation loss
+# stayed flat (k = 32 1.944 at step 500 -> 1.940 at 4,000) and the paired 384-label evaluation fell: colour, shape
+# and motion right at k = 4 / 32 0.47 / 0.52 (shipped) -> 0.43 / 0.48.
+mkdir -p runs/s27/class3 && cp runs/s27/text3/tokens.safetensors runs/s27/class3/
+flexvid train-generator --cond class --tokenizer assets/tokenizer --init assets/generator-class \
+    --first-clip 24576 --clips 16384 --long-clips 384 --max-tokens 672 --steps 12000 --time-limit 2400 \
+    --lr 1e-4 --min-lr 1e-5 --warmup 100 --threads 2 --out-dir runs/s27/class3
+for m in assets/generator-class runs/s27/class3/export; do
+flexvid eval-generator --text-model none --class-model $m --n 384 --ks 4 32 --skip-long --skip-paraphrase \
+    --skip-condition-probe --best-of 0 --dtype fp32 --seed 0 --out runs/eval/class-384-$(basename $(dirname $m))
+done

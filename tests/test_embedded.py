@@ -87,7 +87,7 @@ def prompts():
 
 
 GEN_SAMPLES = 6
-# at the full budget on 32 held-out prompts, shipped weights and sampler settings (session 26, text: colour
+# at the full budget on 32 held-out prompts, shipped weights and sampler settings (session 27, text: colour
 # 0.94, motion 0.84; class: colour 1.00, motion 1.00); assets/generator-text/eval.json has the full figures
 GEN_COLOR_FLOOR, GEN_MOTION_FLOOR = 0.5, 0.5
 
