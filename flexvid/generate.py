@@ -94,7 +94,7 @@ class VideoGenerator:
         self._dtype_request = dtype  # what a lazily loaded tokenizer gets
         if dtype == "auto" and self.device.type != "cuda":
             # sampling is one token per model call: on a CPU bf16 autocast costs more than it saves (2.0 s ->
-            # 3.5 s for 16 prompts at k = 32 on a CPU with bf16 kernels, README), while the decoder gains
+            # 3.5 s for 16 prompts at k = 32 on a CPU with bf16 kernels, docs/training-notes.md), while the decoder gains
             dtype = "fp32"
         self.dtype = resolve_dtype(dtype, self.device)  # compute dtype (autocast); weights, rotary tables, norms fp32
         self.model = model.to(self.device).float().eval().requires_grad_(False)

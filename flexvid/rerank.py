@@ -1,7 +1,7 @@
 """Best-of-N sampling for the generators: a learned scorer of how well a decoded video shows its condition.
 
 A generator's samples vary: on validation prompts one of four grids often has every attribute right
-when the first does not, and the generator's own likelihood does not tell which (README). The scorer
+when the first does not, and the generator's own likelihood does not tell which (docs/training-notes.md). The scorer
 here is a separate model that reads the decoded videos: the shapes-world perception network of
 `flexvid.teacher` (per 4 x 4 cell of every frame: colour, shape, size and direction of the object on
 it, or background), trained on blurred and noisy renders (`--augment`) so that it reads decoded

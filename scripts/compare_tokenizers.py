@@ -23,7 +23,7 @@ def main(argv=None):
     p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 32])
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--guidance", type=float, default=2.0,
-                   help="decoder guidance for every model (default 2, as in the README's earlier comparisons; "
+                   help="decoder guidance for every model (default 2, as in the earlier comparisons of docs/training-notes.md; "
                         "the shipped tokenizer's own default is 3)")
     p.add_argument("--noise-scale", type=float, default=1.0, help="scale of the decoder's starting noise")
     p.add_argument("--seed", type=int, default=0)

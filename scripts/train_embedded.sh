@@ -110,7 +110,7 @@ for cond, (temperature, guidance) in {"text": (0.7, 5.0), "class": (0.7, 3.0)}.i
     json.dump(cfg, open(f"{dst}/config.json", "w"), indent=2)
 PY
 
-# Tried and not shipped: REPA against a shapes-world teacher (README, "Where the embedded models stand").
+# Tried and not shipped: REPA against a shapes-world teacher (docs/training-notes.md).
 # The teacher's run was stopped after its step-500 checkpoint (the export used), of 1,000 planned; the
 # tokenizer run starts from the shipped weights and changes every token, so shipping it means training
 # both generators again on its tokens.
@@ -124,7 +124,7 @@ python scripts/compare_tokenizers.py assets/tokenizer runs/tok6/export --n 32 --
 # Tried and not shipped: the flow loss weighted towards detailed latent positions (flow.detail_weights:
 # small objects on the smooth background weigh 5-10x a background position), the whole tokenizer from
 # the shipped weights, 2,500 steps (50 minutes on one thread, sharing the cores with the generators).
-# Small-object shapes at K on 64 validation clips: 14 / 25 -> 15 / 25 (README).
+# Small-object shapes at K on 64 validation clips: 14 / 25 -> 15 / 25 (docs/training-notes.md).
 mkdir -p runs/tok8 && ln -sf ../tokenizer/latents_17f.safetensors runs/tok8/latents_17f.safetensors
 python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir runs/tok8 \
     --steps 2500 --threads 1 --ema-decay 0.998 --latent-cache 6144 --lr 3e-4 --min-lr 3e-5 \
@@ -135,7 +135,7 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer
 # keeps the latent statistics), in fp32 (what the loop picks by itself on a CPU without native bf16), in
 # three runs, each from the previous export (runs/vae_dec was the same decoder as assets/tokenizer then).
 # (1) exact latents; stopped after its step-1,600 checkpoint (72 minutes at 2 threads). The VAE alone
-#     gained 0.86 dB on 64 test clips, but through the resampler PSNR fell 0.07-0.30 dB (README).
+#     gained 0.86 dB on 64 test clips, but through the resampler PSNR fell 0.07-0.30 dB (docs/training-notes.md).
 python -m flexvid.train_vae --init assets/tokenizer --freeze-encoder --out-dir runs/vae_dec --steps 2200 --lr 2e-4 \
     --min-lr 2e-5 --warmup 50 --ema-decay 0.998 --ckpt-every 200 --eval-every 400 --threads 2 --no-bf16
 # (2) latents perturbed by noise of up to 0.4 rms, about the resampler's error at K (stopped after step 300
@@ -144,7 +144,7 @@ python -m flexvid.train_vae --init runs/vae_dec/export --freeze-encoder --out-di
     --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4
 # (3) every other step fitted to the resampler's own latents of 768 training clips at K (cached once, 12
 #     minutes), the others as in (2); 45 minutes at 2 threads. +0.18 to +0.77 dB through the resampler
-#     on the 64 test clips (README)
+#     on the 64 test clips (docs/training-notes.md)
 python -m flexvid.train_vae --init runs/vae_noise/export --tokenizer assets/tokenizer --freeze-encoder --resampled 768 \
     --out-dir runs/vae_resampled --steps 600 --lr 1e-4 --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 \
     --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4
@@ -161,7 +161,7 @@ cp runs/vae_noise/log.jsonl assets/tokenizer/train_log_vae_decoder_2.jsonl
 cp runs/vae_resampled/log.jsonl assets/tokenizer/train_log_vae_decoder_3.jsonl
 flexvid eval-generator --n 32 --n-long 8 --out eval/generator
 
-# Tried in session 11, not shipped (README): the first token of every step asked to name the main object
+# Tried in session 11, not shipped (docs/training-notes.md): the first token of every step asked to name the main object
 # (--set attr_weight: a training-only head on the token's FSQ code, cross-entropy against the clip's
 # colour, shape, size and motion from shapes.attribute_labels; motion from the second step on). The new
 # head is first fitted alone to the shipped tokens (held-out accuracy: colour 0.27, shape 0.36, size
@@ -182,7 +182,7 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr/ex
     --min-lr 3e-5 --warmup 20 --ckpt-every 150 --eval-every 0 --set time_mean=1.0 time_std=1.6
 python scripts/compare_tokenizers.py runs/tok_attr_dec/export --n 32 --ks 1 2 4 32 --guidance 3
 
-# Session 12, not shipped (README): 1,500 more decoder-side steps at low noise (no change), then the decoder
+# Session 12, not shipped (docs/training-notes.md): 1,500 more decoder-side steps at low noise (no change), then the decoder
 # side trained at high noise instead, from the attribute run (colour at k = 1 0.41 -> 0.59 on 32 validation clips)
 mkdir -p runs/tok_attr_dec2 && ln -sf ../tok_attr/latents_17f.safetensors runs/tok_attr_dec2/latents_17f.safetensors
 python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr_dec/export --freeze-encoder \
@@ -195,7 +195,7 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init runs/tok_attr/ex
     --ema-decay 0.995 --lr 3e-4 --min-lr 3e-5 --warmup 20 --ckpt-every 200 --eval-every 0 --set time_mean=2.5 time_std=1.0
 python scripts/compare_tokenizers.py runs/tok_attr_hi/export --n 32 --ks 1 2 4 32 --guidance 3
 
-# Session 13 (README): the error also measured in pixels (--set pixel_weight: the clean latents that the
+# Session 13 (docs/training-notes.md): the error also measured in pixels (--set pixel_weight: the clean latents that the
 # predicted velocity implies and the true ones, both decoded by the frozen VAE, for 4 clips of each batch;
 # 3.3 s a step instead of 1.9). First why: no fixed weighting of the latent channels counts like pixels
 # (the VAE decoder's own 16 x 16 pixel metric leaves the background's share of the latents' variation at 0.42)
@@ -207,7 +207,7 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer
     --min-lr 3e-5 --warmup 50 --ckpt-every 200 --eval-every 0 --set pixel_weight=30.0 pixel_clips=4 time_mean=2.0 time_std=1.2
 python scripts/compare_tokenizers.py runs/tok_px/export --n 32 --ks 1 2 4 32 --guidance 3
 # (2) its decoder side alone (tokens unchanged). Session 14 ran it again from the shipped weights (2,103 steps
-#     in 2,300 s at 2 threads, its own 6,144-clip latent cache) and evaluated it: not shipped (README)
+#     in 2,300 s at 2 threads, its own 6,144-clip latent cache) and evaluated it: not shipped (docs/training-notes.md)
 mkdir -p runs/tok_pxdec && ln -sf ../tok_px/latents_17f.safetensors runs/tok_pxdec/latents_17f.safetensors
 python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --freeze-encoder --out-dir runs/tok_pxdec \
     --latent-cache 6144 --steps 100000 --time-limit 2300 --threads 2 --no-bf16 --ema-decay 0.995 --lr 2e-4 --min-lr 2e-5 \
@@ -253,7 +253,7 @@ flexvid eval-generator --class-model none --n 96 --ks 32 --skip-long --skip-para
 python scripts/best_of_val.py --n 48 --candidates 4 --reranker assets/reranker
 python scripts/paraphrase_best_of.py --n 48 --rerankers runs/reranker-linear assets/reranker
 
-# Session 20 (tried, not shipped; README): a cool-down of both generators on fresh clips (train-generator --first-clip: clips 65,536 ...
+# Session 20 (tried, not shipped; docs/training-notes.md): a cool-down of both generators on fresh clips (train-generator --first-clip: clips 65,536 ...
 # 90,111 of the training split and 512 81-frame ones that no earlier round saw; session 18's class
 # cool-down on the first 16,384 clips, seen many times before, had lost probe score). The cache of 24,576
 # 17-frame, 128 validation and 512 81-frame clips with word-piece and reworded caption embeddings was built
@@ -280,7 +280,7 @@ flexvid eval-generator --text-model none --class-model runs/gen-class-fresh/expo
 # alone for 40 s (795 steps, logit-normal(1.5, 1.5), lr 3e-4 -> 3e-5); the class-generator stage ran out of
 # the call's time (its token cache, since moved beside the decoder stage). Its logs sit beside the weights
 # (train_log_tokenizer_gpu_a.jsonl, _b). The generators were not retrained: their grids were measured through
-# the new tokenizer (README) and each config records it under measured_with:
+# the new tokenizer (docs/training-notes.md) and each config records it under measured_with:
 python scripts/compare_tokenizers.py assets/tokenizer runs/device/tokenizer --n 64 --ks 1 2 4 8 32 --guidance 3
 flexvid eval-tokenizer --model runs/device/tokenizer --n 64 --n-long 2 --out runs/eval/tok-new
 for m in class text; do other=$([ $m = class ] && echo text || echo class)
@@ -289,7 +289,7 @@ flexvid eval-generator --$m-model assets/generator-$m --$other-model none --toke
     --out runs/eval/old-$m-newtok &
 done; wait
 
-# Sessions 25-26 (shipped, README): the text generator retrained on the shipped tokenizer's tokens on the
+# Sessions 25-26 (shipped, docs/training-notes.md): the text generator retrained on the shipped tokenizer's tokens on the
 # CPU (2 threads, bf16 autocast where the CPU has native bf16), in two rounds on fresh clips; each export
 # keeps the init's sampler defaults (round 1 was measured with the shipped ones copied in, before --init
 # carried them).
@@ -307,7 +307,7 @@ done
 cp runs/s25/text2/export/{model.safetensors,config.json} assets/generator-text/
 flexvid eval-generator --n 32 --n-long 8 --out runs/eval/generator && cp runs/eval/generator/eval.json assets/generator-text/
 
-# Session 27 (shipped, README): a third text round from round 2's weights on 16,384 more fresh clips, smaller
+# Session 27 (shipped, docs/training-notes.md): a third text round from round 2's weights on 16,384 more fresh clips, smaller
 # steps; 4,325 steps in 2,706 s after a 14-minute token cache. The paired 384-prompt evaluation against round 2
 # (runs/eval/text-384-export above, the same seeds): all four right at k = 4 / 32 0.57 / 0.62 -> 0.57 / 0.67.
 flexvid train-generator --cond text --tokenizer assets/tokenizer --init runs/s25/text2/export \
