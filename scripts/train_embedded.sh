@@ -329,3 +329,9 @@ for m in assets/generator-class runs/s27/class3/export; do
 flexvid eval-generator --text-model none --class-model $m --n 384 --ks 4 32 --skip-long --skip-paraphrase \
     --skip-condition-probe --best-of 0 --dtype fp32 --seed 0 --out runs/eval/class-384-$(basename $(dirname $m))
 done
+# Session 28 (tried, not shipped; issue note): round 4 from the shipped round-3 weights on 16,384 more fresh clips,
+# 5,070 steps in 3,303 s. Paired 384-prompt evaluation, all four right at k = 4 / 32: 0.57 / 0.67 -> 0.59 / 0.68 (noise).
+flexvid train-generator --cond text --tokenizer assets/tokenizer --init assets/generator-text \
+    --first-clip 40960 --clips 16384 --long-clips 384 --max-tokens 672 --caption-variants 4 --p-variant 0.5 \
+    --text-tokens 24 --steps 12000 --time-limit 3300 --lr 1.5e-4 --min-lr 1.5e-5 --warmup 100 --threads 2 \
+    --out-dir runs/s28/text4
