@@ -306,6 +306,20 @@ flexvid eval-generator --class-model none --text-model $m --n 384 --ks 4 32 --sk
 done
 cp runs/s25/text2/export/{model.safetensors,config.json} assets/generator-text/
 flexvid eval-generator --n 32 --n-long 8 --out runs/eval/generator && cp runs/eval/generator/eval.json assets/generator-text/
+# Session 29 (tried, not shipped; docs/training-notes.md): the VAE's decoder fitted again to the resampler's own
+# latents, now that the GPU runs changed the resampler's decoder side (session 10 fitted it to the CPU one). 1,024
+# cached clips at K (6 minutes), 700 steps in 1,078 s. On 64 validation clips at k = 1 / 2 / 4 / 8 / 32: PSNR
+# 17.98 / 20.33 / 23.72 / 25.68 / 27.38 -> 17.90 / 20.26 / 23.67 / 25.65 / 27.47 dB, all four 0.88 -> 0.84 at K.
+python -m flexvid.train_vae --init assets/tokenizer --tokenizer assets/tokenizer --freeze-encoder --resampled 1024 \
+    --out-dir runs/s29/vae_resampled --steps 700 --lr 1e-4 --min-lr 1e-5 --warmup 20 --ema-decay 0.99 --ckpt-every 100 \
+    --eval-every 0 --threads 2 --no-bf16 --latent-noise 0.4 --time-limit 2700
+python - <<'PY'
+from flexvid.pipeline import VideoFlexTok
+from flexvid.train_tokenizer import load_vae
+tok = VideoFlexTok.from_pretrained("assets/tokenizer", device="cpu")
+VideoFlexTok(load_vae("runs/s29/vae_resampled/export"), tok.tokenizer, device="cpu").save_pretrained("runs/s29/tok_a", half=True)
+PY
+python scripts/compare_tokenizers.py assets/tokenizer runs/s29/tok_a --n 64 --ks 1 2 4 8 32 --guidance 3
 
 # Session 27 (shipped, docs/training-notes.md): a third text round from round 2's weights on 16,384 more fresh clips, smaller
 # steps; 4,325 steps in 2,706 s after a 14-minute token cache. The paired 384-prompt evaluation against round 2
