@@ -320,6 +320,15 @@ tok = VideoFlexTok.from_pretrained("assets/tokenizer", device="cpu")
 VideoFlexTok(load_vae("runs/s29/vae_resampled/export"), tok.tokenizer, device="cpu").save_pretrained("runs/s29/tok_a", half=True)
 PY
 python scripts/compare_tokenizers.py assets/tokenizer runs/s29/tok_a --n 64 --ks 1 2 4 8 32 --guidance 3
+# Session 29 (tried, not shipped): round 4 again with batches of 64 (same fresh clips), 1,700 steps in 2,724 s.
+# Paired 384-prompt evaluation, all four right at k = 4 / 32: 0.57 / 0.67 -> 0.56 / 0.66; two-object prompts
+# 0.32 -> 0.44 at K, one-object 0.79 -> 0.75.
+flexvid train-generator --cond text --tokenizer assets/tokenizer --init assets/generator-text \
+    --first-clip 40960 --clips 16384 --long-clips 384 --max-tokens 672 --caption-variants 4 --p-variant 0.5 \
+    --text-tokens 24 --steps 12000 --batch-size 64 --time-limit 2700 --lr 2e-4 --min-lr 2e-5 --warmup 100 \
+    --threads 2 --out-dir runs/s29/text4b
+flexvid eval-generator --class-model none --text-model runs/s29/text4b/export --n 384 --ks 4 32 --skip-long \
+    --skip-paraphrase --skip-condition-probe --best-of 0 --dtype fp32 --seed 0 --out runs/s29/cmp384_text4b
 
 # Session 27 (shipped, docs/training-notes.md): a third text round from round 2's weights on 16,384 more fresh clips, smaller
 # steps; 4,325 steps in 2,706 s after a 14-minute token cache. The paired 384-prompt evaluation against round 2
