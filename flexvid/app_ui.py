@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import shapes
+from .cli import HelpFormatter
 from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, ModelMissing, Runtime, UserError, load_settings
 
 log = logging.getLogger("flexvid.app")
@@ -370,7 +371,7 @@ def build_demo(rt: Runtime):
 
 # ----------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="flexvid app", description="The VideoFlexTok Gradio app (a Hugging Face Space).")
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid app", description="The VideoFlexTok Gradio app (a Hugging Face Space).")
     p.add_argument("--config", default=None, help="settings file (default: FLEXVID_CONFIG, else the repo's space.yaml)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hugging Face repo id "
                                                      "(overrides FLEXVID_TOKENIZER and space.yaml)")
@@ -388,6 +389,13 @@ def main(argv=None) -> int:
             print(path)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    port = args.port if args.port is not None else os.environ.get("GRADIO_SERVER_PORT")
+    try:  # before the models load: a port a socket cannot bind would otherwise fail after them, with a traceback
+        if port is not None and not 1 <= int(port) <= 65535:
+            raise ValueError
+    except ValueError:
+        print(f"flexvid app: the port must be an integer in [1, 65535], got {port!r}", file=sys.stderr)
+        return 2
     try:
         settings = load_settings(args.config, tokenizer=args.tokenizer)
         rt = Runtime(settings)

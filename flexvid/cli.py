@@ -16,8 +16,10 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -25,6 +27,29 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TOKENIZER = str(REPO_ROOT / "assets" / "tokenizer")
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """--help of every flexvid command: the module's docstring as written, and each option's default
+    (where it has one and its help does not already say it)."""
+
+    @staticmethod
+    def _shows_default(action) -> bool:
+        d = action.default  # 0 is shown; None, False (a flag), "" and [] say nothing
+        return bool(action.option_strings) and not (d is None or d is False or isinstance(d, (str, list)) and (
+            not d or d == argparse.SUPPRESS))
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if self._shows_default(action) and "default" not in text:
+            text += (" " if text else "") + "(default: %(default)s)"
+        return text
+
+    def _format_action(self, action):
+        if not action.help and self._shows_default(action):  # argparse prints no help line for an empty help
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
 
 
 PAD = 2  # white pixels between the videos of a side-by-side
@@ -46,15 +71,15 @@ def _side_by_side_layout(n: int, h: int, w: int, upscale: int) -> int:
 
 
 def reconstruct_main(argv=None) -> int:
-    from .training import add_dtype_argument
+    from .training import add_dtype_argument, add_threads_argument, set_threads
 
-    p = argparse.ArgumentParser(prog="flexvid reconstruct",
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid reconstruct",
                                 description="Tokenize a clip and decode it from several token prefixes: one mp4 per k, "
                                             "a side-by-side of the original and every k, and the tokens (npz).")
     p.add_argument("clip", help="a video file (mp4, webm, avi, mov, ...)")
     p.add_argument("--k", type=int, nargs="+", default=None, help="tokens per time step to keep (default: 1, 2, 4, ..., K)")
     p.add_argument("--out", default="recon", help="output folder")
-    p.add_argument("--model", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id")
+    p.add_argument("--model", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
     p.add_argument("--steps", type=int, default=None, help="decoder Euler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (1 = none; default: the model's)")
     p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
@@ -64,6 +89,7 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     add_dtype_argument(p)
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
+    add_threads_argument(p)
     args = p.parse_args(argv)
 
     from . import video_io
@@ -75,6 +101,7 @@ def reconstruct_main(argv=None) -> int:
         if args.max_frames < 1:
             raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
         video_io.check_output(args.out, folder=True, name="--out")
+        set_threads(args.threads)
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
@@ -92,6 +119,11 @@ def reconstruct_main(argv=None) -> int:
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
+    stale = sorted(f for f in os.listdir(args.out) if re.fullmatch(r"k\d{3}\.mp4", f) and int(f[1:4]) not in recon)
+    for f in stale:  # an earlier run's prefixes beside this run's side-by-side would pass for this clip's
+        os.remove(os.path.join(args.out, f))
+    if stale:
+        print(f"removed {', '.join(stale)}: an earlier reconstruction's, not this clip's")
     videos = [frames]
     for k, v in recon.items():
         out = video_io.from_model(v)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import re
 import sys
@@ -41,11 +40,12 @@ import torch
 
 from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
+from .cli import HelpFormatter
 from .hub import display_name
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
 from .quantizer import prefix_ladder
-from .training import add_dtype_argument
+from .training import add_dtype_argument, add_threads_argument, set_threads
 
 TEXT_ATTRS = ("color", "shape", "size", "motion")
 CLASS_ATTRS = ("color", "shape", "motion")  # a class has no size
@@ -468,7 +468,7 @@ def _load(path: str, default: str, tokenizer, device: str, dtype=None) -> VideoG
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="flexvid eval-generator", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-generator", description=__doc__.split("\n")[0])
     p.add_argument("--text-model", default=DEFAULT_MODELS["text"],
                    help="text-to-video generator folder or repo id; 'none' skips it (default: assets/generator-text)")
     p.add_argument("--class-model", default=DEFAULT_MODELS["class"],
@@ -493,7 +493,9 @@ def main(argv=None):
     p.add_argument("--best-of", type=int, default=4,
                    help="candidates per prompt for the best-of-N check at k = K (the reranker; 0 skips it)")
     p.add_argument("--out", default="eval/generator")
+    add_threads_argument(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if args.n < 1 or args.n_long < 0 or not 1 <= args.batch <= 64:
         p.error(f"--n must be >= 1, --n-long >= 0 and --batch in [1, 64], got {args.n}, {args.n_long}, {args.batch}")
 

@@ -31,9 +31,10 @@ import torch
 from pytorch_msssim import ssim as _ssim
 
 from . import probe, shapes
+from .cli import HelpFormatter
 from .hub import display_name
 from .pipeline import VideoFlexTok, chunk_bounds
-from .training import add_dtype_argument
+from .training import add_dtype_argument, add_threads_argument, set_threads
 from .video_io import check_output, from_model
 
 MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
@@ -96,6 +97,16 @@ def ssim_video(a, b) -> float:
     return float(ssim_frames(a, b).mean())
 
 
+def _refs(clips) -> list[torch.Tensor]:
+    """The clips as (3, T, H, W) tensors in [-1, 1]: shapes Clips (their .video) or tensors already."""
+    return [c if isinstance(c, torch.Tensor) else shapes.to_tensor(c.video) for c in clips]
+
+
+def _labelled(clips) -> bool:
+    """Shapes-world clips, which the attribute probe can score (a video folder's clips are plain tensors)."""
+    return len(clips) > 0 and not isinstance(clips[0], torch.Tensor)
+
+
 def _default(fn, name):
     return inspect.signature(fn).parameters[name].default
 
@@ -109,13 +120,13 @@ def _sampler(**kw) -> dict:
 def rate_distortion(tok: VideoFlexTok, clips, ks=None, tokens=None, keep_videos: bool = False, **sampler) -> dict:
     """Decode every clip at every k of `ks` (default the ladder) and score it against the clip.
 
-    clips: shapes Clips. tokens: their grids, if already tokenized. sampler: steps, guidance,
+    clips: shapes Clips, or (3, T, H, W) tensors in [-1, 1]. tokens: their grids, if already tokenized. sampler: steps, guidance,
     guidance_mode, seed for detokenize (None = model default). Each detokenize call holds about
     tok.max_batch (grid, k) pairs, all k of a clip together. Returns {"ks", "psnr", "ssim" (means per k),
     "psnr_clips", "ssim_clips" (per k, per clip)} and with keep_videos "videos": {k: [uint8 (T, H, W, 3)]}."""
     ks = sorted(set(int(k) for k in ks)) if ks else tok.ladder()
     sampler = _sampler(**sampler)
-    refs = [shapes.to_tensor(c.video) for c in clips]
+    refs = _refs(clips)
     tokens = tok.tokenize(refs) if tokens is None else tokens
     psnr = {k: [] for k in ks}
     ssim = {k: [] for k in ks}
@@ -139,12 +150,14 @@ def rate_distortion(tok: VideoFlexTok, clips, ks=None, tokens=None, keep_videos:
 def vae_ceiling(tok: VideoFlexTok, clips) -> dict:
     """PSNR / SSIM of the VAE round trip alone, and the attribute probe on it (`semantics`: {attr: rate}):
     no token-based reconstruction can beat it, so a gap to it is stage 1's and the rest is stage 0's."""
-    refs = [shapes.to_tensor(c.video) for c in clips]
+    refs = _refs(clips)
     out = tok.autoencode(refs)
-    rates = probe.score_videos(out, clips)
-    return {"psnr": float(np.mean([psnr_video(y, x) for y, x in zip(out, refs)])),
-            "ssim": float(np.mean([ssim_video(y, x) for y, x in zip(out, refs)])),
-            "semantics": {a: rates[a] for a in ATTRS}}
+    res = {"psnr": float(np.mean([psnr_video(y, x) for y, x in zip(out, refs)])),
+           "ssim": float(np.mean([ssim_video(y, x) for y, x in zip(out, refs)]))}
+    if _labelled(clips):  # the probe knows the shapes world only
+        rates = probe.score_videos(out, clips)
+        res["semantics"] = {a: rates[a] for a in ATTRS}
+    return res
 
 
 def monotone_check(ks, psnr, tol: float = MONOTONE_TOL_DB) -> dict:
@@ -183,7 +196,7 @@ def seam_frames(T: int, chunk: int) -> list[int]:
 def long_video(tok: VideoFlexTok, clips, **sampler) -> dict:
     """Tokenize long clips, decode them at full K, and compare the PSNR of the frames at chunk borders
     with that of all other frames (a seam shows as a dip at the borders), averaged over the clips."""
-    refs = [shapes.to_tensor(c.video) for c in clips]
+    refs = _refs(clips)
     T = refs[0].shape[1]
     tokens = tok.tokenize(refs)
     out = tok.detokenize(tokens, k=tok.n_tokens, **_sampler(**sampler))
@@ -236,9 +249,13 @@ def _round_trip_memory(conn, model: str, T: int, device: str, dtype, threads: in
         torch.set_num_threads(threads)
         tok = VideoFlexTok.from_pretrained(model, device=device, dtype=dtype)
         tok.max_batch = max_batch
-        warm = shapes.to_tensor(shapes.fixed_split("test", 1, 1)[0].video)
-        tok.detokenize(tok.tokenize(warm), steps=1)  # first-call allocations are not per-frame memory
-        video = shapes.to_tensor(shapes.fixed_split("test", 1, T)[0].video)
+        def clip(frames):  # a test clip, or for a model of another size a fixed random one (memory is the same)
+            if tok.size == shapes.SIZE:
+                return shapes.to_tensor(shapes.fixed_split("test", 1, frames)[0].video)
+            return torch.rand(3, frames, tok.size, tok.size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+        tok.detokenize(tok.tokenize(clip(1)), steps=1)  # first-call allocations are not per-frame memory
+        video = clip(T)
         if tok.device.type == "cuda":
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()
@@ -363,18 +380,19 @@ def _fig_vs_k(ks, series, title, ytitle, ceiling=None, ceiling_name="VAE ceiling
 
 def _figures(results: dict) -> list:
     go, COLORS = _plotly()
-    rd, vae, sem = results["rate_distortion"], results["vae"], results["semantics"]
+    rd, vae, sem = results["rate_distortion"], results["vae"], results.get("semantics")
     ks = rd["ks"]
     figs = [_fig_vs_k(ks, {"PSNR": rd["psnr"]}, "PSNR vs k", "PSNR (dB)", vae["psnr"]),
             _fig_vs_k(ks, {"SSIM": rd["ssim"]}, "SSIM vs k", "SSIM", vae["ssim"])]
-    vae_sem = vae.get("semantics")
-    fig = _fig_vs_k(ks, sem["rates"], "Probe accuracy vs k (dotted: on the ground truth"
-                    + ("; dashed: on the VAE round trip)" if vae_sem else ")"), "accuracy")
-    for i, a in enumerate(ATTRS):
-        fig.add_hline(y=sem["ground_truth"][a], line_dash="dot", line_color=COLORS[i], opacity=0.6)
-        if vae_sem:
-            fig.add_hline(y=vae_sem[a], line_dash="dash", line_color=COLORS[i], opacity=0.6)
-    figs.append(fig)
+    if sem:  # the attribute probe: shapes-world clips only
+        vae_sem = vae.get("semantics")
+        fig = _fig_vs_k(ks, sem["rates"], "Probe accuracy vs k (dotted: on the ground truth"
+                        + ("; dashed: on the VAE round trip)" if vae_sem else ")"), "accuracy")
+        for i, a in enumerate(ATTRS):
+            fig.add_hline(y=sem["ground_truth"][a], line_dash="dot", line_color=COLORS[i], opacity=0.6)
+            if vae_sem:
+                fig.add_hline(y=vae_sem[a], line_dash="dash", line_color=COLORS[i], opacity=0.6)
+        figs.append(fig)
     lv = results.get("long_video")
     if lv:
         x = list(range(lv["frames"]))
@@ -397,16 +415,16 @@ def _figures(results: dict) -> list:
 
 def table(results: dict) -> str:
     """A compact text table of the results."""
-    rd, sem, vae = results["rate_distortion"], results["semantics"], results["vae"]
-    head = f"{'k':>5} {'PSNR':>7} {'SSIM':>6} " + " ".join(f"{a:>6}" for a in ATTRS)
-    lines = [head, "-" * len(head)]
+    rd, sem, vae = results["rate_distortion"], results.get("semantics"), results["vae"]
+    head = f"{'k':>5} {'PSNR':>7} {'SSIM':>6} " + (" ".join(f"{a:>6}" for a in ATTRS) if sem else "")
+    lines = [head.rstrip(), "-" * len(head.rstrip())]
     for i, k in enumerate(rd["ks"]):
-        probe_cols = " ".join(f"{sem['rates'][a][i]:6.2f}" for a in ATTRS)
-        lines.append(f"{k:>5} {rd['psnr'][i]:7.2f} {rd['ssim'][i]:6.3f} {probe_cols}")
-    gt = " ".join(f"{sem['ground_truth'][a]:6.2f}" for a in ATTRS)
+        probe_cols = " ".join(f"{sem['rates'][a][i]:6.2f}" for a in ATTRS) if sem else ""
+        lines.append(f"{k:>5} {rd['psnr'][i]:7.2f} {rd['ssim'][i]:6.3f} {probe_cols}".rstrip())
     vae_cols = " ".join(f"{vae['semantics'][a]:6.2f}" for a in ATTRS) if vae.get("semantics") else ""
     lines.append(f"{'VAE':>5} {vae['psnr']:7.2f} {vae['ssim']:6.3f} {vae_cols}".rstrip())
-    lines.append(f"{'truth':>5} {'':>7} {'':>6} {gt}")
+    if sem:
+        lines.append(f"{'truth':>5} {'':>7} {'':>6} " + " ".join(f"{sem['ground_truth'][a]:6.2f}" for a in ATTRS))
     mono = results["monotone"]
     lines.append(f"PSNR monotone in k (tolerance {mono['tolerance_db']} dB): {'yes' if mono['monotone'] else 'NO'}"
                  + "".join(f"; k={d['k']} is {d['drop_db']:.2f} dB under k={d['k_best']}" for d in mono["drops"]))
@@ -456,28 +474,45 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
 
 # ----------------------------------------------------------------------------- command
 def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=None, long: bool = True,
-             frames: int = 17, long_frames: int = 81, token_probe_clips: int = 0, **sampler) -> dict:
-    """All three evaluations on one loaded model; `model` (its path) is needed for the memory runs."""
+             frames: int = 17, long_frames: int = 81, token_probe_clips: int = 0, data: str | None = None,
+             **sampler) -> dict:
+    """All three evaluations on one loaded model; `model` (its path) is needed for the memory runs.
+    data: a folder of videos (flexvid.video_data.VideoFolder, read at the model's size and frame rate) to
+    measure on instead of the shapes world's test split: n windows of `frames` frames drawn from its
+    videos, rate-distortion and long video only (the attribute probes know the shapes world alone)."""
     t0 = time.time()
     cfg = tok.tokenizer.cfg
-    clips = shapes.fixed_split("test", n, frames)
-    rd = rate_distortion(tok, clips, ks, keep_videos=True, **sampler)
-    sem = semantics(rd.pop("videos"), clips)
+    if data is None:
+        clips = shapes.fixed_split("test", n, frames)
+    else:
+        from .video_data import VideoFolder
+        clips = list(VideoFolder(data, T=frames, size=tok.size, fps=tok.fps).fixed("val", n, frames))
+    rd = rate_distortion(tok, clips, ks, keep_videos=data is None, **sampler)
+    sem = semantics(rd.pop("videos"), clips) if data is None else None
     used = {"steps": cfg.sample_steps, "guidance": cfg.guidance, "guidance_mode": cfg.guidance_mode,
             "noise_scale": cfg.noise_scale,
             "seed": _default(tok.detokenize, "seed"), **_sampler(**sampler)}  # the model's defaults, then overrides
-    res = {"model": display_name(model), "n": n, "frames": frames,
+    res = {"model": display_name(model), "n": n, "frames": frames, "data": data or "shapes world test split",
            "settings": {"ks": rd["ks"], "K": tok.n_tokens, **used, "batch": tok.max_batch,
                         "dtype": str(tok.dtype).removeprefix("torch.")},
            "rate_distortion": rd, "vae": vae_ceiling(tok, clips),
            "monotone": monotone_check(rd["ks"], rd["psnr"]), "semantics": sem,
            "psnr_full_k": rd["psnr"][rd["ks"].index(tok.n_tokens)] if tok.n_tokens in rd["ks"] else None,
            "long_video": None}
-    if long and n_long > 0:
-        lv = long_video(tok, shapes.fixed_split("test", n_long, long_frames), **sampler)
+    long_clips = None
+    if long and n_long > 0 and data is None:
+        long_clips = shapes.fixed_split("test", n_long, long_frames)
+    elif long and n_long > 0:
+        from .video_data import VideoFolder
+        try:
+            long_clips = list(VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps).fixed("val", n_long, long_frames))
+        except ValueError:  # no video under the folder is that long
+            print(f"long video: no video under {data} has {long_frames} frames at {tok.fps:g} fps; skipped", flush=True)
+    if long_clips:
+        lv = long_video(tok, long_clips, **sampler)
         lv["memory"] = memory_scaling(model, str(tok.device), tok.dtype, frames, long_frames, tok.max_batch, **sampler)
         res["long_video"] = lv
-    if token_probe_clips > 0:
+    if token_probe_clips > 0 and data is None:
         res["token_probe"] = token_probe(tok, token_probe_clips, n, rd["ks"], frames)
     res.update({"elapsed_s": time.time() - t0, "torch": torch.__version__, "device": str(tok.device),
                 "threads": torch.get_num_threads()})
@@ -485,7 +520,7 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="flexvid eval-tokenizer", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-tokenizer", description=__doc__.split("\n")[0])
     from .generate import DEFAULT_TOKENIZER
     p.add_argument("--model", default=DEFAULT_TOKENIZER,
                    help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
@@ -503,8 +538,13 @@ def main(argv=None):
     p.add_argument("--no-long", action="store_true", help="skip the long-video and memory checks")
     p.add_argument("--token-probe", type=int, default=1024, metavar="N",
                    help="training clips for the linear probe on the tokens (0: skip it)")
+    p.add_argument("--data", default=None, metavar="FOLDER",
+                   help="measure on windows of the videos under this folder instead of the shapes world's test split "
+                        "(rate-distortion and long video; the attribute probes need the shapes world)")
     p.add_argument("--out", default="eval/tokenizer")
+    add_threads_argument(p)
     args = p.parse_args(argv)
+    set_threads(args.threads)
     if args.n < 1 or args.batch < 1 or args.n_long < 0 or args.token_probe < 0:
         p.error(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
                 f"{args.n_long}, {args.token_probe}")
@@ -513,8 +553,13 @@ def main(argv=None):
     except ValueError as e:
         p.error(str(e))
 
+    if args.data is not None and not os.path.isdir(args.data):
+        raise ValueError(f"--data {args.data!r} is not a folder")
     tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
     tok.max_batch = args.batch
+    if args.data is None and (tok.size != shapes.SIZE or tok.fps != shapes.FPS):
+        raise ValueError(f"{args.model} takes {tok.size} px clips at {tok.fps:g} fps, the shapes world's test split "
+                         f"is {shapes.SIZE} px at {shapes.FPS} fps: measure it on your own videos with --data FOLDER")
     if args.ks and not all(1 <= k <= tok.n_tokens for k in args.ks):
         p.error(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
     try:  # the sampler settings, before any work
@@ -524,7 +569,7 @@ def main(argv=None):
     res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long,
                    token_probe_clips=args.token_probe, steps=args.steps,
                    guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed,
-                   noise_scale=args.noise_scale)
+                   noise_scale=args.noise_scale, data=args.data)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

@@ -27,10 +27,11 @@ from typing import Callable
 import torch
 
 from . import sampling, shapes
+from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import add_dtype_argument, check_seed, is_int, pick_device, resolve_dtype
+from .training import add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype, set_threads
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -101,6 +102,11 @@ class VideoGenerator:
         self.cfg: GeneratorConfig = model.cfg
         self.text_model = text_model
         self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
+        if isinstance(tokenizer, os.PathLike):
+            tokenizer = os.fspath(tokenizer)
+        from .pipeline import VideoFlexTok
+        if tokenizer is not None and not isinstance(tokenizer, (str, VideoFlexTok)):
+            raise ValueError(f"tokenizer must be a VideoFlexTok, or its folder or repo id, got {type(tokenizer).__name__}")
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
         self.measured_with: dict[str, str] = {}  # other tokenizers its grids were measured with: {fingerprint: note}
@@ -157,7 +163,8 @@ class VideoGenerator:
             if fp != self.tokenizer_fingerprint and fp not in self.measured_with:
                 warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
                               f"{self.tokenizer_fingerprint}, this one's {fp}): its grids will "
-                              "decode to something other than what it was trained to write", stacklevel=2)
+                              "decode to something other than what it was trained to write; load it with the one it "
+                              "was trained on (tokenizer=..., --tokenizer)", stacklevel=2)
         return tok
 
     # ------------------------------------------------------------------ conditions
@@ -301,12 +308,12 @@ class VideoGenerator:
 
 # ----------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="flexvid generate", description="Generate a clip from a text prompt or a "
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid generate", description="Generate a clip from a text prompt or a "
                                 "shapes-world class with a token budget of k tokens per time step.")
     p.add_argument("prompt", nargs="?", default=None, help="text prompt (text-to-video)")
     p.add_argument("--class-label", default=None, help="class-to-video: 0-89 or 'colour shape motion'")
     p.add_argument("--model", default=None, help="generator folder or repo id (default: the embedded one)")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id")
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id (default: the embedded assets/tokenizer; give the one the generator was trained on)")
     p.add_argument("--k", type=int, default=None, help="tokens per time step (default: K, all)")
     p.add_argument("--frames", type=int, default=17, help="1 + 4n frames, at most 81")
     p.add_argument("--num-samples", type=int, default=1)
@@ -326,6 +333,7 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="auto")
     add_dtype_argument(p)
     p.add_argument("--compile", action="store_true", help="torch.compile the one-token decode step")
+    add_threads_argument(p)
     args = p.parse_args(argv)
 
     from . import video_io
@@ -336,9 +344,13 @@ def main(argv=None) -> int:
             raise ValueError("give a text prompt or --class-label")
         if not 1 <= args.upscale <= 16:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
-        video_io.check_output(args.out, name="--out")  # before any work
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
+        stem, ext = os.path.splitext(args.out)
+        paths = [args.out] if args.num_samples == 1 else [f"{stem}_{i}{ext or '.mp4'}" for i in range(args.num_samples)]
+        for path in paths:  # every file this run writes, before any work
+            video_io.check_output(path, name="--out")
+        set_threads(args.threads)
         if args.preview_steps is not None and args.best_of == 1:
             raise ValueError("--preview-steps ranks best-of candidates: give --best-of N (N > 1) with it")
         cond = "text" if args.prompt is not None else "class"
@@ -362,8 +374,6 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"flexvid generate: {e}", file=sys.stderr)
         return 2
-    stem, ext = os.path.splitext(args.out)
-    paths = [args.out] if len(videos) == 1 else [f"{stem}_{i}{ext or '.mp4'}" for i in range(len(videos))]
     for path, v in zip(paths, videos):
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
     k = gen.cfg.K if args.k is None else args.k

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 
@@ -56,6 +58,8 @@ def config_dict(cfg) -> dict:
 
 
 def config_from_dict(cls, d: dict):
+    """The config dataclass cls from a JSON object: unknown fields, wrong types, None and non-finite
+    numbers are refused here, values out of range by cls.__post_init__; all as ValueError."""
     names = {f.name for f in dataclasses.fields(cls)}
     if not isinstance(d, dict):
         raise ValueError(f"the {cls.__name__} config must be a JSON object, got {type(d).__name__}")
@@ -65,7 +69,7 @@ def config_from_dict(cls, d: dict):
     _check_types(cls, d)
     try:
         return cls(**d)
-    except (TypeError, AssertionError) as e:
+    except (TypeError, ValueError, AssertionError, ArithmeticError) as e:
         raise ValueError(f"bad {cls.__name__} config: {e}") from None
 
 
@@ -83,36 +87,91 @@ def _like(v, default) -> bool:
     return True
 
 
+def _finite(v) -> bool:
+    """No NaN or infinity anywhere in v (Python's json reads NaN and Infinity)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, (list, tuple)):
+        return all(_finite(x) for x in v)
+    return True
+
+
 def _check_types(cls, d: dict) -> None:
     """Each value of a config against its field's default: a number where a number goes, a list of
-    numbers where a tuple goes (a string where a number goes would fail deep inside torch)."""
+    numbers where a tuple goes (a string where a number goes would fail deep inside torch), None only
+    where the field allows it, and finite numbers (NaN passes every comparison a range check makes)."""
     for f in dataclasses.fields(cls):
-        if f.name not in d or d[f.name] is None:
+        if f.name not in d:
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        if default is not None and not _like(d[f.name], default):
-            raise ValueError(f"{cls.__name__} config field {f.name!r} must be like {default!r}, got {d[f.name]!r}")
+        v = d[f.name]
+        if v is None:
+            if default is not None and "None" not in str(f.type):
+                raise ValueError(f"{cls.__name__} config field {f.name!r} must be like {default!r}, got None")
+            continue
+        if default is not None and not _like(v, default):
+            raise ValueError(f"{cls.__name__} config field {f.name!r} must be like {default!r}, got {v!r}")
+        if not _finite(v):
+            raise ValueError(f"{cls.__name__} config field {f.name!r} must be finite, got {v!r}")
 
 
-def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None:
-    """safetensors of the state dict; half stores floating tensors in fp16 (loading upcasts them)."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    state = {k: (v.half() if half and v.is_floating_point() else v).detach().contiguous().cpu()
-             for k, v in module.state_dict().items()}
-    tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a run stopped while writing leaves the old file
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (/proc/self/status)."""
     try:
-        save_file(state, tmp)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # elsewhere only set-and-restore reads it: process-wide, so at once
+    os.umask(mask)
+    return mask
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str, metadata: dict[str, str] | None = None) -> None:
+    """Write tensors to the safetensors file path, as a normal file would be (mode 0666 less the umask)
+    and atomically: written to a temporary file beside it, then renamed into place, so a run stopped
+    while writing leaves the old file. Creates the folder; tensors may be non-contiguous or on a GPU.
+    safetensors >= 0.8 creates its files 0600 whatever the umask, which others could not read."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None:
+    """safetensors of the state dict; half stores floating tensors in fp16 (loading upcasts them)."""
+    save_safetensors({k: v.half() if half and v.is_floating_point() else v for k, v in module.state_dict().items()},
+                     path)
+
+
+def weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of a safetensors file, from its header alone (no tensor is read)."""
+    if not os.path.exists(path):
+        raise ValueError(f"missing weights file {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a safetensors file")
+    try:
+        with safe_open(path, framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # noqa: BLE001 - truncated or not safetensors at all (SafetensorError, OSError)
+        raise ValueError(f"{path} is not a readable safetensors file: {e}") from None
+
+
 def load_weights(module: torch.nn.Module, path: str) -> None:
     """Strict load from safetensors (no pickle)."""
     if not os.path.exists(path):
         raise ValueError(f"missing weights file {path}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not a safetensors file")
     try:
         state = load_file(path)
     except Exception as e:  # truncated or not safetensors at all (SafetensorError, OSError)
@@ -123,6 +182,40 @@ def load_weights(module: torch.nn.Module, path: str) -> None:
         raise ValueError(f"{path} does not match the model: {str(e).splitlines()[-1].strip()}") from None
     if missing or unexpected:
         raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+# what building a model from a config that passed its checks can still raise (sizes that disagree, a
+# library's own asserts, an allocation too large)
+BUILD_ERRORS = (TypeError, ValueError, RuntimeError, AssertionError, ArithmeticError, IndexError, MemoryError)
+
+
+def load_model(cls, cfg, path: str) -> torch.nn.Module:
+    """cls(cfg) with its weights loaded strictly from the safetensors file at path.
+
+    The model is first built on the meta device (no memory, no initialisation, about 0.05 s) and its
+    tensor names and shapes compared with the file's header, so a config that disagrees with its
+    weights, or asks for billions of parameters, is refused before the real build. cls must accept
+    verbose=False (loading prints nothing). Every failure is a ValueError naming path."""
+    shapes = weight_shapes(path)
+    try:
+        with torch.device("meta"):
+            want = {k: tuple(v.shape) for k, v in cls(cfg, verbose=False).state_dict().items()}
+    except BUILD_ERRORS as e:
+        raise ValueError(f"{path}: bad {cls.__name__} config: {e}") from None
+    missing, unexpected = [k for k in want if k not in shapes], [k for k in shapes if k not in want]
+    if missing or unexpected:
+        raise ValueError(f"{path} does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    wrong = [k for k in want if want[k] != shapes[k]]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{path} does not match the model: size mismatch for {k}: the file has "
+                         f"{list(shapes[k])}, the config gives {list(want[k])} ({len(wrong)} tensors differ)")
+    try:
+        model = cls(cfg, verbose=False)  # loading says nothing; training prints the size
+    except BUILD_ERRORS as e:
+        raise ValueError(f"{path}: bad {cls.__name__} config: {e}") from None
+    load_weights(model, path)
+    return model
 
 
 def write_json(path: str, obj: dict) -> None:
@@ -147,6 +240,8 @@ def check_output(path: str | os.PathLike, folder: bool = False, name: str | None
     text = os.fspath(path)
     if not text.strip():
         fail("the output path is empty")
+    if ("\x00" if isinstance(text, str) else b"\x00") in text:  # FFmpeg and the C library would cut it there
+        fail(f"the output path {text!r} contains a NUL byte")
     p = Path(text)
     what = "folder" if folder else "file"
     if folder and p.exists() and not p.is_dir():

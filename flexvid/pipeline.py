@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .flow import euler_sample
-from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
+from .hub import config_dict, config_from_dict, load_model, read_json, resolve, save_weights, write_json
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
 from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
@@ -139,10 +139,17 @@ class VideoFlexTok:
         fps = cfg.get("fps", 8.0)
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
             raise ValueError(f"{path_or_repo_id!r}: config.json has fps {fps!r}; expected a number in (0, 1000]")
-        vae = VideoVAE(config_from_dict(VAEConfig, cfg["vae"]))
-        tok = FlexTokenizer(config_from_dict(TokenizerConfig, cfg["tokenizer"]))
-        load_weights(vae, files[0])
-        load_weights(tok, files[1])
+        try:
+            vae_cfg = config_from_dict(VAEConfig, cfg["vae"])
+            tok_cfg = config_from_dict(TokenizerConfig, cfg["tokenizer"])
+        except ValueError as e:
+            raise ValueError(f"{path_or_repo_id!r}: {e}") from None
+        if vae_cfg.z_channels != tok_cfg.z_channels:
+            raise ValueError(f"{path_or_repo_id!r}: the VAE has {vae_cfg.z_channels} latent channels, the "
+                             f"tokenizer expects {tok_cfg.z_channels}")
+        # each checked against its file's header before it is built: a corrupt size costs nothing
+        vae = load_model(VideoVAE, vae_cfg, files[0])
+        tok = load_model(FlexTokenizer, tok_cfg, files[1])
         return cls(vae, tok, fps=fps, device=device, dtype=dtype)
 
     def save_pretrained(self, folder: str, half: bool = False) -> None:
@@ -205,16 +212,26 @@ class VideoFlexTok:
                 part = group[j:j + step]
                 x = torch.stack([p[2] for p in part]).to(self.device, torch.float32)
                 with self._autocast():
-                    _, idx = self.tokenizer.encode(self.vae.encode(x).float())
+                    z = self.vae.encode(x).float()
+                    # NaN rounds to token -2**31 in FSQ: refuse instead of returning garbage ids
+                    if not torch.isfinite(z).all():
+                        raise ValueError(self._not_finite("the VAE's encoding"))
+                    _, idx = self.tokenizer.encode(z)
+                if idx.min() < 0 or idx.max() >= self.codebook_size:
+                    raise ValueError(self._not_finite("the tokenizer's encoder output"))
                 for (i, c, _), grid in zip(part, idx.cpu()):
                     pieces[(i, c)] = grid if c == 0 else grid[1:]  # later chunks repeat their first step
-                del x, idx
+                del x, z, idx
                 release_host_memory(self.device)
         out = []
         for i, v in enumerate(videos):
             n_chunks = len(chunk_bounds(v.shape[1], self.chunk_frames))
             out.append(torch.cat([pieces[(i, c)] for c in range(n_chunks)]))
         return out
+
+    def _not_finite(self, what: str) -> str:
+        hint = "" if self.dtype == torch.float32 else f", or {self.dtype} overflowed (try float32)"
+        return f"{what} is not finite (NaN or infinity): the model's weights are corrupt{hint}"
 
     # ------------------------------------------------------------------ detokenize
     def _check_tokens(self, tokens) -> list[torch.Tensor]:

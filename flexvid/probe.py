@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .cli import HelpFormatter
 from .shapes import COLORS, COLOR_NAMES, SHAPES, SIZES, SIZE, SPLIT_SEEDS, ShapeObject, draw_object, make_clip
 
 # ----------------------------------------------------------------------------- thresholds
@@ -418,7 +419,7 @@ def validate(n: int = 300, seed_split: str = "val", T: int = 17, degradations: l
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description="Validate the shapes attribute probe on ground-truth clips.")
+    ap = argparse.ArgumentParser(formatter_class=HelpFormatter, description="Validate the shapes attribute probe on ground-truth clips.")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--split", default="val")
     ap.add_argument("--T", type=int, default=17)

@@ -31,7 +31,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import shapes
-from .hub import check_output, read_json, write_json
+from .hub import check_output, read_json, save_safetensors, write_json
+from .pipeline import OUT_OF_RANGE
 from .teacher import ShapesTeacher, TeacherConfig, load_teacher
 
 FORMAT = "flexvid-reranker"
@@ -147,12 +148,10 @@ class Reranker:
         return cls(teacher, reader, TextEncoder(cfg.get("text_model", "default"), tokens=tokens, cache_size=256))
 
     def save_pretrained(self, folder: str, text_model: str = "default") -> None:
-        from safetensors.torch import save_file
-        os.makedirs(folder, exist_ok=True)
         state = {f"teacher.{k}": v.half() if v.is_floating_point() and not k.startswith("feature_") else v
                  for k, v in self.teacher.state_dict().items()}
         state.update({f"reader.{k}": v for k, v in self.reader.state_dict().items()})
-        save_file({k: v.contiguous() for k, v in state.items()}, os.path.join(folder, "model.safetensors"))
+        save_safetensors(state, os.path.join(folder, "model.safetensors"))
         tc = self.teacher.cfg
         write_json(os.path.join(folder, "config.json"), {
             "format": FORMAT, "teacher": {"dims": list(tc.dims), "cell": tc.cell, "window": tc.window},
@@ -232,11 +231,28 @@ class Reranker:
         """Decoded videos (a list of (3, T, H, W) or one (B, 3, T, H, W) tensor) and their conditions
         (prompts or class labels, one per video) -> (B,) scores."""
         if isinstance(videos, (list, tuple)):
+            if not videos or not all(isinstance(v, torch.Tensor) for v in videos):
+                raise ValueError("expected a non-empty list of video tensors (3, T, H, W), got "
+                                 f"{[type(v).__name__ for v in videos][:5] or 'an empty list'}")
+            sizes = sorted({tuple(v.shape) for v in videos})
+            if len(sizes) > 1:  # one batch: the same length and size
+                raise ValueError(f"videos scored together must have one shape (3, T, H, W), got {sizes[:5]}")
             videos = torch.stack(list(videos))
+        if not isinstance(videos, torch.Tensor):
+            raise ValueError(f"expected video tensors, got {type(videos).__name__} (torch.from_numpy converts arrays)")
         conditions = list(conditions)
-        if videos.ndim != 5 or videos.shape[1] != 3 or len(conditions) != len(videos):
+        if videos.ndim != 5 or videos.shape[1] != 3 or len(conditions) != len(videos) or not len(videos):
             raise ValueError(f"expected (B, 3, T, H, W) videos and B conditions, got {tuple(videos.shape)} "
                              f"and {len(conditions)}")
+        if not videos.is_floating_point():
+            raise ValueError(f"videos must be float tensors in [-1, 1], got {videos.dtype}: "
+                             "convert uint8 frames with video_io.to_model")
+        if not torch.isfinite(videos).all():
+            raise ValueError("videos hold NaN or infinity: nothing to score")
+        lo, hi = torch.aminmax(videos)
+        if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. pixel values 0..255
+            raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: "
+                             "convert uint8 frames with video_io.to_model")
         return self.score_targets(videos, self.targets(conditions, cond))
 
 
@@ -248,15 +264,19 @@ def reader_accuracy(reranker: Reranker, prompts: list[str], objects: list) -> di
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from .cli import HelpFormatter
+    from .training import add_threads_argument, set_threads
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--teacher", required=True,
                    help="a `flexvid.teacher` export (trained with --augment), or a reranker folder whose network to keep")
     p.add_argument("--out", default="assets/reranker")
     p.add_argument("--prompts", type=int, default=4096, help="training captions for the prompt reader (x2 rewordings)")
     p.add_argument("--reader", default="attention", choices=list(READERS),
                    help="prompt reader: attention over word pieces, or linear heads on the sentence embedding")
+    add_threads_argument(p)
     args = p.parse_args(argv)
     check_output(args.out, folder=True, name="--out")  # before the fit, not after it
+    set_threads(args.threads)
     from .eval_generator import paraphrase_prompt
     from .text import TextEncoder
     cfg_path = os.path.join(args.teacher, "config.json")

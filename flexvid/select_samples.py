@@ -26,9 +26,11 @@ import time
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from . import shapes
+from .cli import HelpFormatter
+from .hub import save_safetensors
 from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, MAX_BATCH, VideoGenerator
 from .training import add_dtype_argument
 
@@ -101,10 +103,7 @@ def save_selected(path: str, result: dict, conditions: list, labels: list[int], 
     info = {"format": FORMAT, "cond": cond, **{k: json.dumps(v) for k, v in meta.items()}}
     if cond == "text":
         info["prompts"] = json.dumps(list(conditions))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file(tensors, tmp, metadata=info)
-    os.replace(tmp, path)
+    save_safetensors(tensors, path, metadata=info)
 
 
 def load_selected(path: str) -> dict:
@@ -140,10 +139,10 @@ def load_selected(path: str) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="flexvid select-samples", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--cond", default="class", choices=["class", "text"])
     p.add_argument("--model", default=None, help="generator folder or repo id (default: the embedded one)")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER)
+    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
     p.add_argument("--reranker", default=None, help="reranker folder (default: the embedded assets/reranker)")
     p.add_argument("--n", type=int, default=1024, help="conditions")
     p.add_argument("--candidates", type=int, default=4, help="grids sampled and decoded per condition")

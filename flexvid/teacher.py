@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from . import shapes
+from .cli import HelpFormatter
 from .hub import config_dict, read_json, save_weights, write_json
 from .training import TrainConfig, fit
 
@@ -226,7 +227,7 @@ def accuracy(model: ShapesTeacher, n: int = 16, T: int = 17, split: str = "val")
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--frames", type=int, default=9)
     p.add_argument("--augment", action="store_true",
                    help="train on blurred and noisy clips too (`degrade`), to read decoded videos (the reranker)")

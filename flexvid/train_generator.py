@@ -26,17 +26,18 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from . import probe, sampling, shapes
+from .cli import HelpFormatter
 from .generate import DEFAULT_TOKENIZER, save_generator
 from .generator import GENERATOR_CONFIGS, Generator, GeneratorConfig
-from .hub import config_dict, load_weights, read_json
+from .hub import config_dict, load_weights, read_json, save_safetensors
 from .pipeline import VideoFlexTok
 from .quantizer import sample_k
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import TrainConfig, bf16_native, fit, init_distributed
+from .training import TrainConfig, announce, bf16_native, check_resume, fit, init_distributed
 
 LONG_INDEX = 5_000_000  # long clips come from another index range of the training seed
 # GeneratorConfig's sampling defaults, chosen on validation prompts after training; --init keeps them
@@ -243,10 +244,7 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     if text_encoder is not None:
         meta["text_model"] = text_key(text_encoder)
     if changed:
-        tmp = f"{path}.tmp{os.getpid()}"
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp,
-                  metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
-        os.replace(tmp, path)
+        save_safetensors(tensors, path, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
     return out
 
 
@@ -328,7 +326,7 @@ def probe_samples(model: Generator, pipe: VideoFlexTok, group: dict, n: int, ks,
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cond", default="class", choices=["class", "text"])
     p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER,
                    help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
@@ -405,10 +403,17 @@ def main(argv=None):
     device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
     bf16 = tcfg.bf16 and bf16_native(torch.device(device))
     pipe = VideoFlexTok.from_pretrained(args.tokenizer, device=device, dtype="bf16" if bf16 else "fp32")
+    if pipe.size != shapes.SIZE or float(pipe.fps) != float(shapes.FPS):
+        raise ValueError(f"--tokenizer {args.tokenizer} takes {pipe.size} px clips at {pipe.fps:g} fps; the generators "
+                         f"train on the shapes world's classes and captions, {shapes.SIZE} px at {shapes.FPS} fps")
+    tokens_of = fingerprint(pipe)
+    run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond,
+           **({"text_model": args.text_model, "text_tokens": args.text_tokens} if args.cond == "text" else {})}
+    check_resume(tcfg.out_dir, run)  # before the token cache, which another tokenizer would rebuild
     if pipe.device.type == "cuda":
         pipe.max_batch = 256  # the token cache in big batches: 16 clips a call leave a GPU launch-bound
     if selected is not None:  # before the token cache, which can take a while to build
-        if selected["meta"].get("tokenizer_fingerprint") != fingerprint(pipe):
+        if selected["meta"].get("tokenizer_fingerprint") != tokens_of:
             raise ValueError(f"--selected {args.selected} holds grids of another tokenizer than {args.tokenizer}")
         if selected["tokens"].shape[-1] != pipe.n_tokens:
             raise ValueError(f"--selected {args.selected}: grids of {selected['tokens'].shape[-1]} tokens per step, "
@@ -481,13 +486,13 @@ def main(argv=None):
         print(f"step {step}: {res}")
         return res
 
-    tokens_of = fingerprint(pipe)
-
     def on_checkpoint(ema, step):
         save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model, tokens_of)
 
-    return fit(model, lambda m, batch, rand: generator_loss(m, batch, rand, cfg, args.max_tokens), batches, tcfg,
-               model_config=config_dict(cfg), eval_fn=eval_fn, on_checkpoint=on_checkpoint)
+    ema = fit(model, lambda m, batch, rand: generator_loss(m, batch, rand, cfg, args.max_tokens), batches, tcfg,
+              model_config=config_dict(cfg), eval_fn=eval_fn, on_checkpoint=on_checkpoint, run=run)
+    announce(tcfg.out_dir)
+    return ema
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Stage 1 training: the VideoFlexTok resampler on frozen VAE latents of the shapes world.
+"""Stage 1 training: the VideoFlexTok resampler on frozen VAE latents of the shapes world (or of the videos
+under a folder, --data).
 
 Per step: encode clips with the frozen VAE, draw per clip a flow time s (logit-normal), k (nested
 dropout), the null condition (guidance) and a clean first step (chunked decoding), and regress the
@@ -19,14 +20,15 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from . import shapes
+from .cli import HelpFormatter
 from .flow import clean_estimate, detail_weights, flow_loss, interpolate, logit_normal
-from .hub import config_dict, config_from_dict, load_weights, read_json
+from .hub import config_dict, config_from_dict, load_weights, read_json, save_safetensors
 from .pipeline import VideoFlexTok
 from .quantizer import calibrate, sample_k
 from .repa import FEATURE_MODELS, repa_loss
 from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
 from .train_vae import psnr
-from .training import TrainConfig, autocast, fit
+from .training import TrainConfig, announce, autocast, check_resume, data_identity, fit
 from .video_data import ShapesClips, clip_source
 from .vae import VAEConfig, VideoVAE
 
@@ -52,7 +54,6 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
     other clips is computed anew): the frozen VAE's forward would otherwise cost about as much as the
     tokenizer's training step."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
     source = source or ShapesClips()
     made_by = encoder_fingerprint(vae)
     if os.path.exists(path):
@@ -74,10 +75,8 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
         if j % 64 == 0:
             print(f"latent cache: {j * batch}/{n} clips", flush=True)
     z = torch.cat(out).half().contiguous()  # kept in fp16; a run gets the same latents whether it made the
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)  # cache or read it back (a resumed one reads it)
-    tmp = f"{path}.tmp{os.getpid()}"  # renamed into place: a stopped run leaves no half-written cache
-    save_file({"latents": z}, tmp, metadata={"source": source.name, "encoder": made_by})
-    os.replace(tmp, path)
+    # cache or read it back (a resumed one reads it); renamed into place: a stopped run leaves no half-written cache
+    save_safetensors({"latents": z}, path, metadata={"source": source.name, "encoder": made_by})
     return z.float()
 
 
@@ -102,7 +101,6 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
     with them the latent cache serves REPA training too. `name` identifies the feature model; a file
     made by another model or for fewer clips is computed anew."""
     from safetensors import safe_open
-    from safetensors.torch import save_file
     if os.path.exists(path):
         try:
             with safe_open(path, "pt") as f:
@@ -119,11 +117,8 @@ def feature_cache(feature_model, name: str, path: str, n: int, frames: int, batc
         if j % 64 == 0:
             print(f"feature cache: {j * batch}/{n} clips", flush=True)
     feats = torch.cat(out)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     feats = feats.half().contiguous()
-    tmp = f"{path}.tmp{os.getpid()}"
-    save_file({"features": feats}, tmp, metadata={"feature_model": name})
-    os.replace(tmp, path)
+    save_safetensors({"features": feats}, path, metadata={"feature_model": name})
     return feats.float()
 
 
@@ -351,7 +346,7 @@ def parse_overrides(items: list[str], base: dict) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--vae", default="runs/vae/export", help="VAE export folder")
     p.add_argument("--preset", default="tiny", choices=list(TOKENIZER_CONFIGS))
     p.add_argument("--frames", type=int, default=17)
@@ -381,14 +376,23 @@ def main(argv=None):
     tcfg = TrainConfig.from_args(args)
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
+    if not shapes.valid_length(args.frames):
+        raise SystemExit(f"--frames must be 1 + 4n (1, 5, 9, 13, 17, ...), got {args.frames}")
+    # every setting checked, and the VAE read, before a --data folder is decoded (minutes for a big one)
+    if not os.path.isfile(os.path.join(args.vae, "config.json")):
+        raise SystemExit(f"--vae {args.vae}: no config.json there; give the export folder of a `flexvid train-vae` "
+                         "run (OUT_DIR/export) or a tokenizer folder")
+    vae = load_vae(args.vae)
+    size = args.size if args.data else shapes.SIZE
+    if size % (vae.cfg.spatial_factor * TOKENIZER_CONFIGS[args.preset].patch):
+        raise SystemExit(f"--size {size} is not a multiple of the VAE's factor {vae.cfg.spatial_factor} times "
+                         f"the patch {TOKENIZER_CONFIGS[args.preset].patch}")
+    run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS), "vae_encoder": encoder_fingerprint(vae)}
+    check_resume(tcfg.out_dir, run)
     try:
         source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
     except ValueError as e:
         raise SystemExit(str(e)) from None
-    vae = load_vae(args.vae)
-    if source.size % (vae.cfg.spatial_factor * TOKENIZER_CONFIGS[args.preset].patch):
-        raise SystemExit(f"--size {source.size} is not a multiple of the VAE's factor {vae.cfg.spatial_factor} times "
-                         f"the patch {TOKENIZER_CONFIGS[args.preset].patch}")
     base = config_dict(TOKENIZER_CONFIGS[args.preset])
     z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor
     base.update(z_channels=z, latent_size=source.size // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))
@@ -426,7 +430,7 @@ def main(argv=None):
             raise SystemExit(f"--init {args.init} does not match the model: missing {missing}, unexpected {unexpected}")
         new_head = new_head and any(name.startswith("attr_head.") for name in missing)
         print(f"initialised from {args.init}")
-    else:
+    elif not os.path.exists(os.path.join(tcfg.out_dir, "ckpt.pt")):  # a resumed run loads its own FSQ state
         print(f"step-0 token check: {calibrate_on_clips(model, vae, args.frames, source=source)}")
     if args.freeze_encoder:
         freeze_encoder(model)
@@ -469,9 +473,11 @@ def main(argv=None):
             os.path.join(tcfg.out_dir, "export"))
         ema.train(False)
 
-    return fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
-               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m, source=source),
-               on_checkpoint=on_checkpoint)
+    ema = fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
+              batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m, source=source),
+              on_checkpoint=on_checkpoint, run=run)
+    announce(tcfg.out_dir)
+    return ema
 
 
 if __name__ == "__main__":

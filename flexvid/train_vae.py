@@ -1,4 +1,4 @@
-"""Stage 0 training: the causal video VAE on the shapes world.
+"""Stage 0 training: the causal video VAE on the shapes world (or on the videos under a folder, --data).
 
 Loss: MSE + L1 on pixels plus a small KL. Trains on short clips (the network is fully convolutional
 and causal, so it runs on any 1 + 4n frames later), then measures per-channel latent statistics so the
@@ -15,8 +15,9 @@ import os
 import torch
 
 from . import shapes
-from .hub import config_dict, save_weights, write_json
-from .training import TrainConfig, fit
+from .cli import HelpFormatter
+from .hub import config_dict, save_safetensors, save_weights, write_json
+from .training import TrainConfig, announce, check_resume, data_identity, fit
 from .video_data import ShapesClips, clip_source
 from .vae import VAE_CONFIGS, VAEConfig, VideoVAE
 
@@ -116,7 +117,7 @@ def export(vae: VideoVAE, out_dir: str, keep_stats: bool = False, source=None) -
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--preset", default="tiny", choices=list(VAE_CONFIGS))
     p.add_argument("--frames", type=int, default=9, help="training clip length (1 + 4n)")
     p.add_argument("--kl-weight", type=float, default=1e-6)
@@ -149,6 +150,8 @@ def main(argv=None):
         raise SystemExit("--resampled N (N >= 0) fits the decoder to a tokenizer's latents: it needs --freeze-encoder")
     if args.resampled and args.data:
         raise SystemExit("--resampled fits the decoder to the resampler's latents of shapes-world clips; not with --data")
+    run = data_identity(args.data, args.size, args.fps)
+    check_resume(cfg.out_dir, run)  # before a --data folder is decoded
     try:
         source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
     except ValueError as e:
@@ -162,7 +165,7 @@ def main(argv=None):
 
     cache = None
     if args.resampled:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file
         from .pipeline import VideoFlexTok
         path = os.path.join(cfg.out_dir, f"resampled_{args.resampled}.safetensors")
         if os.path.exists(path):  # made once per run folder (and tokenizer): a resumed run reuses it
@@ -172,9 +175,7 @@ def main(argv=None):
                 torch.set_num_threads(cfg.threads)
             tok = VideoFlexTok.from_pretrained(args.tokenizer or args.init, device=cfg.device)
             cache = resampler_latents(tok, args.resampled)
-            os.makedirs(cfg.out_dir, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in cache.items()}, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            save_safetensors(cache, path)
             del tok
         print(f"resampler latents: {tuple(cache['latents'].shape)} from {path}")
 
@@ -200,7 +201,8 @@ def main(argv=None):
     ema = fit(vae, loss_fn, batches, cfg,
               model_config=config_dict(vae.cfg), eval_fn=lambda m, s: eval_vae(m, source=source),
               on_checkpoint=lambda m, s: export(m, os.path.join(cfg.out_dir, "export"), keep_stats=args.freeze_encoder,
-                                                source=source))
+                                                source=source), run=run)
+    announce(cfg.out_dir)
     return ema
 
 

@@ -203,6 +203,19 @@ def add_dtype_argument(parser) -> None:
                              "(default: bf16 on CUDA, fp32 on CPU)")
 
 
+def add_threads_argument(parser) -> None:
+    """The --threads option of the inference commands (0: torch's default, every core)."""
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU threads, from a --threads value (0 leaves the default); a ValueError for a negative one."""
+    if not is_int(threads) or threads < 0:
+        raise ValueError(f"--threads must be an integer >= 0, got {threads!r}")
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def resolve_dtype(dtype, device: torch.device) -> torch.dtype:
     """Compute dtype for inference: None picks bf16 on CUDA and fp32 elsewhere; 'auto' picks bf16 wherever
     it is native (CUDA, or a CPU with bf16 kernels: `bf16_native`) and fp32 elsewhere; 'bf16' or 'fp32'
@@ -244,15 +257,57 @@ def save_checkpoint(path: str, state: dict) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str) -> dict:
+def load_checkpoint(path: str, mmap: bool = False) -> dict:
+    """A training checkpoint (weights_only: no pickled objects); mmap maps its tensors instead of reading them
+    (for a look at its settings)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # truncated, not a torch file, or pickled objects weights_only refuses
         raise ValueError(f"{path} is not a readable flexvid checkpoint ({type(e).__name__}); delete it to start "
                          "again, or use another --out-dir") from None
     if not isinstance(state, dict) or not {"model", "ema", "opt", "step"} <= set(state):
         raise ValueError(f"{path} is not a flexvid checkpoint; delete it to start again, or use another --out-dir")
     return state
+
+
+def run_differences(saved: dict | None, now: dict | None) -> list[str]:
+    """'name: saved -> now' for every setting of a run (its data, clip size, tokenizer, ...) that differs
+    between a checkpoint and the run resuming it; settings only one side records are not compared."""
+    saved, now = saved or {}, now or {}
+    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(set(saved) & set(now)) if saved[k] != now[k]]
+
+
+def config_differences(saved_json, now: dict | None) -> list[str]:
+    """The model-config fields (the checkpoint keeps them as JSON) that differ from this run's."""
+    try:
+        saved = json.loads(saved_json) if isinstance(saved_json, str) else {}
+    except ValueError:
+        return []
+    return run_differences(saved if isinstance(saved, dict) else {}, now)
+
+
+def check_resume(out_dir: str, run: dict | None) -> None:
+    """Before any work: a ValueError where out_dir holds a checkpoint of a run with other settings (data,
+    size, frame rate, tokenizer...): resuming it would train one model on two runs' data and overwrite the
+    export without a word. A checkpoint that cannot be read is reported here too."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not run or not os.path.exists(path):
+        return
+    diff = run_differences(load_checkpoint(path, mmap=True).get("run"), run)
+    if diff:
+        raise ValueError(f"{path} was written by a run with other settings ({'; '.join(diff)}): resume with the "
+                         "settings that wrote it, or use another --out-dir")
+
+
+def data_identity(data: str | None, size: int, fps: float) -> dict:
+    """What a stage trains on, for `fit(run=...)`: the shapes world or a folder (as given), size and frame rate."""
+    return {"data": os.path.normpath(data) if data else "shapes world", "size": int(size), "fps": float(fps)}
+
+
+def announce(out_dir: str, export: str = "export") -> None:
+    """The last line of a training command (rank 0): where its export, checkpoint and log are."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"done: export in {os.path.join(out_dir, export)}; checkpoint and log.jsonl in {out_dir}", flush=True)
 
 
 def init_distributed() -> tuple[int, int, int]:
@@ -272,12 +327,15 @@ def fit(model: nn.Module,
         cfg: TrainConfig,
         model_config: dict | None = None,
         eval_fn: Callable[[nn.Module, int], dict] | None = None,
-        on_checkpoint: Callable[[nn.Module, int], None] | None = None) -> nn.Module:
+        on_checkpoint: Callable[[nn.Module, int], None] | None = None,
+        run: dict | None = None) -> nn.Module:
     """Train `model` and return its EMA copy.
 
     batches(start_step, per_rank_batch, rank, world) -> iterator of batches, deterministic in its
     arguments. loss_fn(model, batch, rand) -> (loss, dict of float metrics). eval_fn(ema, step) ->
-    metrics, run on rank 0 every cfg.eval_every steps. Writes cfg.out_dir/{ckpt.pt, log.jsonl}.
+    metrics, run on rank 0 every cfg.eval_every steps. Writes cfg.out_dir/{ckpt.pt, log.jsonl}. `run`: the
+    settings that make a run what it is (data source, clip size, tokenizer fingerprint; JSON values), kept
+    in the checkpoint: resuming with other ones is refused (check_resume).
     """
     rank, world, local_rank = init_distributed()
     device = pick_device(cfg.device)
@@ -305,13 +363,19 @@ def fit(model: nn.Module,
     step = 0
     if os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path)
+        diff = run_differences(state.get("run"), run)
+        if diff:
+            raise ValueError(f"{ckpt_path} was written by a run with other settings ({'; '.join(diff)}): resume "
+                             "with the settings that wrote it, or use another --out-dir")
         try:
             model.load_state_dict(state["model"])
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["opt"])
             step = int(state["step"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            diff = config_differences(state.get("model_config"), model_config)
+            first = "; ".join(diff) if diff else (
+                str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__)
             raise ValueError(f"{ckpt_path} holds another model's training state ({first}); resume with the "
                              "settings that wrote it, or use another --out-dir") from None
         if rank == 0:
@@ -335,7 +399,7 @@ def fit(model: nn.Module,
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
                                         "opt": opt.state_dict(), "step": step, "train_config": asdict(cfg),
-                                        "model_config": json.dumps(model_config or {})})
+                                        "model_config": json.dumps(model_config or {}), "run": run or {}})
             if on_checkpoint:
                 on_checkpoint(ema, step)
 

@@ -9,12 +9,17 @@ Letters: B batch, C channels, T frames, t latent time steps, H and W height and 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 @dataclass
@@ -33,9 +38,26 @@ class VAEConfig:
     def __post_init__(self):
         self.dims, self.temporal_down = tuple(self.dims), tuple(self.temporal_down)
         self.spatial_down = tuple(self.spatial_down)
+        for name in ("in_channels", "z_channels", "patch", "n_res"):
+            if not _positive_int(getattr(self, name)):
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not self.dims or not all(_positive_int(d) for d in self.dims):
+            raise ValueError(f"dims must be positive integers, got {self.dims}")
         if not len(self.dims) == len(self.temporal_down) == len(self.spatial_down):
             raise ValueError(f"dims {self.dims}, spatial_down {self.spatial_down} and temporal_down "
                              f"{self.temporal_down} differ in length")
+        if self.spatial_down[0] or self.temporal_down[0]:  # the first level has no downsampling layer
+            raise ValueError(f"the first level cannot downsample: spatial_down {self.spatial_down}, "
+                             f"temporal_down {self.temporal_down}")
+        # empty: not measured yet (mean 0, std 1); otherwise one finite value per channel, stds above 0
+        for name in ("latent_mean", "latent_std"):
+            v = getattr(self, name)
+            if v and len(v) != self.z_channels:
+                raise ValueError(f"{name} has {len(v)} values for {self.z_channels} latent channels")
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+                raise ValueError(f"{name} must hold finite numbers, got {list(v)}")
+        if not all(x > 0 for x in self.latent_std):
+            raise ValueError(f"latent_std must be positive, got {list(self.latent_std)}")
         self.spatial_factor = self.patch * 2 ** sum(self.spatial_down)
         self.temporal_factor = 2 ** sum(self.temporal_down)
 
@@ -117,7 +139,7 @@ class Upsample(nn.Module):
 class VideoVAE(nn.Module):
     """Causal video VAE. encode: (B, 3, T, H, W) in [-1, 1] -> (B, z, t, H/s, W/s); decode inverts."""
 
-    def __init__(self, cfg: VAEConfig):
+    def __init__(self, cfg: VAEConfig, verbose: bool = True):
         super().__init__()
         self.cfg = cfg
         p, d = cfg.patch, cfg.dims
@@ -146,13 +168,17 @@ class VideoVAE(nn.Module):
         std = torch.tensor(cfg.latent_std or [1.0] * cfg.z_channels).view(1, -1, 1, 1, 1)
         self.register_buffer("latent_mean", mean, persistent=False)
         self.register_buffer("latent_std", std, persistent=False)
-        print(f"VideoVAE: {sum(q.numel() for q in self.parameters()) / 1e6:.2f}M parameters")
+        if verbose:
+            print(f"VideoVAE: {sum(q.numel() for q in self.parameters()) / 1e6:.2f}M parameters")
 
     def set_latent_stats(self, mean: list[float], std: list[float]) -> None:
         """Per-channel latent statistics (config and buffers), measured after training."""
         if len(mean) != self.cfg.z_channels or len(std) != self.cfg.z_channels:
             raise ValueError(f"need {self.cfg.z_channels} means and stds, got {len(mean)} and {len(std)}")
-        self.cfg.latent_mean, self.cfg.latent_std = list(map(float, mean)), list(map(float, std))
+        mean, std = list(map(float, mean)), list(map(float, std))
+        if not all(math.isfinite(x) for x in mean + std) or min(std) <= 0:  # the saved config could not load
+            raise ValueError(f"latent statistics must be finite with stds above 0, got mean {mean}, std {std}")
+        self.cfg.latent_mean, self.cfg.latent_std = mean, std
         self.latent_mean.copy_(torch.tensor(self.cfg.latent_mean).view(1, -1, 1, 1, 1))
         self.latent_std.copy_(torch.tensor(self.cfg.latent_std).view(1, -1, 1, 1, 1))
 

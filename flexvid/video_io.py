@@ -14,7 +14,9 @@ the model are 1 + 4n frames (first frame plus groups of four).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
 import os
 import threading
 from fractions import Fraction
@@ -74,10 +76,10 @@ def _check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
 
 
 def _check_fps(fps: float, name: str) -> float:
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {fps!r}") from None
+    # a real number only: float() would take True as 1 fps and "8" as 8 fps
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real):
+        raise ValueError(f"{name} must be a positive number, got {fps!r}")
+    value = float(fps)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {fps!r}")
     return value
@@ -87,6 +89,27 @@ def _check_positive_int(value: int, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _check_path(path: str | os.PathLike, name: str = "path") -> str:
+    """Return ``path`` as a str after checking it is a str or os.PathLike naming a str, without NUL."""
+    text = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(text, str):
+        raise ValueError(f"{name} must be a str or os.PathLike, got {type(text).__name__}")
+    if "\x00" in text:  # the OS refuses it, but FFmpeg cuts the name there and writes elsewhere first
+        raise ValueError(f"{name} contains a NUL character: {text!r}")
+    return text
+
+
+# Resampling in time or upscaling in space may not build more than this, nor more than the input holds.
+MAX_OUTPUT_BYTES = 2**30
+
+
+def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hint: str) -> None:
+    nbytes, limit = t * h * w * 3, max(input_bytes, MAX_OUTPUT_BYTES)
+    if nbytes > limit:
+        raise ValueError(f"{what} would give {t} frames of {w} x {h} ({nbytes / 2**30:.1f} GiB, more than the "
+                         f"{limit / 2**30:.1f} GiB allowed); {hint}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -109,6 +132,7 @@ def read_video(
         shrink_to = _check_positive_int(shrink_to, "shrink_to")
     if max_bytes is not None:
         max_bytes = _check_positive_int(max_bytes, "max_bytes", minimum=0)
+    path = _check_path(path)
     p = Path(path)
     if not p.exists():
         raise VideoError(f"could not read video: file not found: {str(path)!r}")
@@ -169,14 +193,18 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
     The clip lasts ``duration = T / src_fps`` seconds; the output has ``max(1, floor(duration * dst_fps))``
     frames (every output frame starts inside the clip; at least one frame is kept). Output frame ``i``
     shows time ``t = i / dst_fps`` and takes source frame ``round(t * src_fps)`` (halves round up),
-    clipped to ``[0, T - 1]``. Equal rates return a copy of the input.
+    clipped to ``[0, T - 1]``. Equal rates return a copy of the input. An output larger than both the
+    input and ``MAX_OUTPUT_BYTES`` is refused (ValueError).
     """
     frames = _check_frames(frames)
     src = _check_fps(src_fps, "src_fps")
     dst = _check_fps(dst_fps, "dst_fps")
     if src == dst:
         return frames.copy()
-    return frames[_resample_index(frames.shape[0], src, dst)]
+    idx = _resample_index(frames.shape[0], src, dst)
+    _check_output_bytes(len(idx), *frames.shape[1:3], frames.nbytes, f"resampling from {src:g} to {dst:g} fps",
+                        "check the frame rates")
+    return frames[idx]
 
 
 MAX_RESAMPLED_FRAMES = 100_000
@@ -195,29 +223,60 @@ def _resample_index(t_in: int, src: float, dst: float, limit: int | None = None)
     return np.clip(idx, 0, t_in - 1)
 
 
+def _short_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
+    """(H, W) of an H x W frame resized so that its short side is ``size``."""
+    scale = size / min(h, w)
+    return (size, max(size, int(round(w * scale)))) if h <= w else (max(size, int(round(h * scale))), size)
+
+
 def _resize_short_side(frame: np.ndarray, size: int) -> np.ndarray:
     """One frame (H, W, 3) resized so that its short side is ``size`` (INTER_AREA down, INTER_LINEAR up)."""
     h, w = frame.shape[:2]
     scale = size / min(h, w)
-    new_h, new_w = (size, max(size, int(round(w * scale)))) if h <= w else (max(size, int(round(h * scale))), size)
+    new_h, new_w = _short_side_shape(h, w, size)
     if (new_h, new_w) == (h, w):
         return frame
     return cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
 
 
+def _resize_crop_frame(frame: np.ndarray, size: int) -> np.ndarray:
+    """One frame (H, W, 3) -> (size, size, 3) as ``resize_center_crop`` describes."""
+    h, w = frame.shape[:2]
+    if (h, w) == (size, size):
+        return frame
+    short = min(h, w)
+    new_h, new_w = _short_side_shape(h, w, size)
+    if new_h * new_w <= max(h * w, 16 * size * size):
+        # the short-side resize is no larger than the source frame or 16 output frames: resize, then crop
+        resized = _resize_short_side(frame, size)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        return resized[top : top + size, left : left + size]
+    # an upscaled frame wider than 16:1 (a 2 x 16000 frame would become 64 x 512000): crop the centred
+    # short-side square in source pixels first, which is the part the crop above keeps, up to rounding
+    top, left = (h - short) // 2, (w - short) // 2
+    square = frame[top : top + short, left : left + short]
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_LINEAR)
+
+
 def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     """Resize so the short side equals ``size`` (INTER_AREA down, INTER_LINEAR up), then centre-crop
-    to ``size`` x ``size``. Frames already ``size`` x ``size`` are returned unchanged (as a copy)."""
+    to ``size`` x ``size``. Frames already ``size`` x ``size`` are returned unchanged (as a copy).
+
+    Frames are done one at a time, so memory is the output plus one resized frame. Frames upscaled with
+    an aspect ratio beyond 16:1 are cropped first (the centred short-side square) and then resized, which
+    matches resize-then-crop up to a sub-pixel shift. An output larger than both the input and
+    ``MAX_OUTPUT_BYTES`` is refused (ValueError).
+    """
     frames = _check_frames(frames)
     size = _check_positive_int(size, "size")
     t, h, w, _ = frames.shape
     if h == size and w == size:
         return frames.copy()
-    resized = np.stack([_resize_short_side(f, size) for f in frames])
-    new_h, new_w = resized.shape[1:3]
-    top = (new_h - size) // 2
-    left = (new_w - size) // 2
-    return np.ascontiguousarray(resized[:, top : top + size, left : left + size])
+    _check_output_bytes(t, size, size, frames.nbytes, f"resizing to {size} x {size}", "use a smaller size")
+    out = np.empty((t, size, size, 3), dtype=np.uint8)
+    for i, frame in enumerate(frames):
+        out[i] = _resize_crop_frame(frame, size)
+    return out
 
 
 def valid_length(T: int) -> bool:
@@ -262,7 +321,8 @@ def prepare_video(
     Steps: resample to ``target_fps``, keep at most ``max_frames`` frames, resize + centre-crop to
     ``size``, then pad (repeat the last frame) to a valid length. With ``max_frames`` set the result
     never exceeds it: if padding would go past the cap, the clip is trimmed to the previous valid
-    length instead.
+    length instead. A result larger than both the input and ``MAX_OUTPUT_BYTES`` is refused
+    (ValueError); pass ``max_frames`` to keep fewer frames.
     """
     frames = _check_frames(frames)
     if max_frames is not None:
@@ -270,13 +330,22 @@ def prepare_video(
     size = _check_positive_int(size, "size")
     src, dst = _check_fps(fps, "fps"), _check_fps(target_fps, "target_fps")
     # the cap applies to the resampled indices, so a clip upsampled in time is never built past it
-    out = frames[_resample_index(frames.shape[0], src, dst, max_frames)] if src != dst else frames[:max_frames]
+    t_in = frames.shape[0]
+    idx = _resample_index(t_in, src, dst, max_frames) if src != dst else np.arange(min(t_in, max_frames or t_in))
     mode = "pad"
-    if max_frames is not None:
-        if nearest_valid_length(out.shape[0], "pad") > max_frames:
-            mode = "trim"
-    out = resize_center_crop(out, size)
-    return fit_length(out, mode)
+    if max_frames is not None and nearest_valid_length(len(idx), "pad") > max_frames:
+        mode = "trim"
+    t_out = nearest_valid_length(len(idx), mode)
+    idx = np.concatenate([idx[:t_out], np.full(max(0, t_out - len(idx)), idx[-1])])  # trim, or pad with the last
+    _check_output_bytes(t_out, size, size, frames.nbytes, f"preparing {t_in} frames at {src:g} fps for {dst:g} fps",
+                        "pass max_frames to keep fewer frames, or check the frame rates")
+    # each source frame is resized once and then repeated, so memory is the output at model size
+    out = np.empty((t_out, size, size, 3), dtype=np.uint8)
+    starts = np.flatnonzero(np.diff(idx, prepend=-1))  # where the (non-decreasing) source index changes
+    for start, end in zip(starts, [*starts[1:], t_out]):
+        out[start] = _resize_crop_frame(frames[idx[start]], size)
+        out[start + 1 : end] = out[start]
+    return out
 
 
 # ----------------------------------------------------------------------------- model conversion
@@ -318,8 +387,10 @@ def write_video(
     Encoded with libx264 (yuv420p, preset veryfast, ``crf`` 0-51) and ``+faststart`` so browsers can
     start playback before the download ends. ``upscale`` > 1 enlarges frames by nearest-neighbour
     (e.g. 4 to show 64 px clips at 256 px). Odd widths/heights are padded to even by repeating the
-    last row/column. ``fps`` may be fractional (stored as a fraction with denominator <= 1001).
+    last row/column. ``fps`` may be fractional (stored as a fraction with denominator <= 1001). A file
+    that cannot be written raises ValueError naming ``path``, and leaves no temporary file behind.
     """
+    path = _check_path(path)
     frames = _check_frames(frames)
     fps = _check_fps(fps, "fps")
     if isinstance(crf, bool) or not isinstance(crf, (int, np.integer)) or not 0 <= crf <= 51:
@@ -330,39 +401,40 @@ def write_video(
         raise ValueError(f"a {w} x {h} video (upscale {upscale}) is too large for H.264: at most {MAX_SIDE} "
                          "pixels a side")
     out_path = check_output(path)
-    if upscale > 1:
-        frames = np.repeat(np.repeat(frames, upscale, axis=1), upscale, axis=2)
-    _, h, w, _ = frames.shape
-    pad_h, pad_w = h % 2, w % 2
-    if pad_h or pad_w:
-        frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        h, w = h + pad_h, w + pad_w
+    w, h = w + w % 2, h + h % 2  # odd sizes are padded to even, frame by frame in _encode
     rate = Fraction(fps).limit_denominator(1001)
     if rate <= 0:
         raise ValueError(f"fps is too small to encode: {fps!r}")
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     import av  # PyAV, imported when a video is written: reading and the models need no PyAV
 
     # written under a temporary name and renamed into place: a failed write leaves no half-written file and
     # keeps what was there, and a reader never sees a file being written
     tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        _encode(av, tmp, frames, rate, w, h, crf)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        _encode(av, tmp, frames, rate, w, h, crf, upscale)
         os.replace(tmp, out_path)
+    except (OSError, av.error.FFmpegError) as e:
+        raise ValueError(f"could not write the video {path!r}: {getattr(e, 'strerror', None) or e}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a failed unlink must not hide the error above
+            tmp.unlink(missing_ok=True)
     return str(out_path)
 
 
-def _encode(av, out_path: Path, frames: np.ndarray, rate: Fraction, w: int, h: int, crf: int) -> None:
+def _encode(av, out_path: Path, frames: np.ndarray, rate: Fraction, w: int, h: int, crf: int, upscale: int) -> None:
     with av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
         stream = container.add_stream("libx264", rate=rate)
         stream.width = w
         stream.height = h
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(int(crf)), "preset": "veryfast"}
-        for frame in frames:
+        for frame in frames:  # upscaled and padded one frame at a time: memory is one large frame
+            if upscale > 1:
+                frame = np.repeat(np.repeat(frame, upscale, axis=0), upscale, axis=1)
+            if frame.shape[:2] != (h, w):
+                frame = np.pad(frame, ((0, h - frame.shape[0]), (0, w - frame.shape[1]), (0, 0)), mode="edge")
             video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(video_frame):
                 container.mux(packet)

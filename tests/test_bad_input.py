@@ -147,7 +147,7 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["reconstruct", clip, "--model", folder, "--device", "tpu", "--out", str(out)], "device"),
         (["reconstruct", str(tmp_path / "none.mp4"), "--model", folder], "file not found"),
         (["eval-tokenizer", "--model", str(tmp_path / "nope"), "--n", "1"], "no such folder"),
-        (["train-tokenizer", "--vae", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "t")], "missing config file"),
+        (["train-tokenizer", "--vae", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "t")], "config.json"),
         (["generate", "--class-label", "3", "--out", str(tmp_path)], "--out"),
         (["generate"], "text prompt or --class-label"),
         (["generate", "--class-label", "3", "--best-of", "0", "--out", str(tmp_path / "g.mp4")], "best_of"),

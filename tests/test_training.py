@@ -319,3 +319,30 @@ def test_latent_cache_is_rebuilt_for_another_encoder_or_a_cut_short_file(tmp_pat
     z3 = latent_cache(other, path, 2, 5, batch=2)
     assert "unreadable" in capsys.readouterr().out and torch.allclose(z3, z2)
     assert sorted(os.listdir(tmp_path)) == ["latents.safetensors"]
+
+
+def test_a_checkpoint_of_a_run_with_other_settings_is_refused(tmp_path, capsys):
+    from flexvid.training import announce, check_resume
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=1, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
+    run = {"data": "shapes world", "size": 64, "fps": 8.0}
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg, run=run, model_config={"dims": [8, 16]})
+    good = (tmp_path / "ckpt.pt").read_bytes()
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["run"] == run
+    check_resume(cfg.out_dir, run)  # the same settings: fine
+    check_resume(cfg.out_dir, {**run, "tokenizer": "abc"})  # a setting the checkpoint does not record: not compared
+    other = {**run, "data": "my_videos", "size": 32}
+    for call in (lambda: check_resume(cfg.out_dir, other),
+                 lambda: fit(small_vae(), vae_loss, batches_for(cfg), TrainConfig(**{**cfg.__dict__, "steps": 2}), run=other)):
+        with pytest.raises(ValueError, match="written by a run with other settings") as e:
+            call()
+        assert "data: 'shapes world' -> 'my_videos'" in str(e.value) and "size: 64 -> 32" in str(e.value)
+    assert (tmp_path / "ckpt.pt").read_bytes() == good  # nothing trained, nothing written
+    # a model of another shape: the config fields that differ are named
+    foreign = VideoVAE(VAEConfig(z_channels=4, dims=(8, 8), spatial_down=(False, True), temporal_down=(False, True),
+                                 patch=2))
+    with pytest.raises(ValueError, match=r"another model's training state \(dims: \[8, 16\] -> \[8, 8\]\)"):
+        fit(foreign, vae_loss, batches_for(cfg), TrainConfig(**{**cfg.__dict__, "steps": 2}), run=run,
+            model_config={"dims": [8, 8]})
+    capsys.readouterr()
+    announce(str(tmp_path))
+    assert capsys.readouterr().out == f"done: export in {tmp_path / 'export'}; checkpoint and log.jsonl in {tmp_path}\n"

@@ -1,6 +1,8 @@
 """Training on a folder of one's own videos (flexvid.video_data, train-vae / train-tokenizer --data)."""
 import json
 import os
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -108,41 +110,112 @@ def test_shapes_source_is_the_shapes_world():
     assert torch.equal(videos, next(shapes.batch_stream("train", 2, 5, start=4))[0])
 
 
-def test_train_vae_and_tokenizer_on_a_folder(tmp_path, folder):
-    from flexvid import train_tokenizer, train_vae
-    from flexvid.pipeline import VideoFlexTok
-    from flexvid.train_tokenizer import latent_cache, load_vae
+COMMON = ["--size", "32", "--batch-size", "2", "--warmup", "1", "--eval-every", "0", "--no-bf16", "--threads", "1"]
 
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, folder):
+    """A VAE (2 steps) and a tokenizer (2 steps) trained on the folder at 32 px: their run folders."""
+    from flexvid import train_tokenizer, train_vae
+
+    root = tmp_path_factory.mktemp("runs")
     torch.manual_seed(0)
     vae = VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), spatial_down=(False, True), temporal_down=(False, True), patch=2))
     vae.set_latent_stats([0.0] * 4, [1.0] * 4)
-    train_vae.export(vae, str(tmp_path / "init"), keep_stats=True)
-    common = ["--data", str(folder), "--size", "32", "--batch-size", "2", "--warmup", "1", "--eval-every", "0",
-              "--no-bf16", "--threads", "1"]
+    train_vae.export(vae, str(root / "init"), keep_stats=True)
     with pytest.warns(UserWarning, match="skipped"):
-        train_vae.main(["--init", str(tmp_path / "init"), "--out-dir", str(tmp_path / "vae"), "--steps", "2",
-                        "--frames", "9", "--ckpt-every", "2", *common])
-    vae_cfg = json.loads((tmp_path / "vae" / "export" / "config.json").read_text())
+        train_vae.main(["--init", str(root / "init"), "--out-dir", str(root / "vae"), "--steps", "2",
+                        "--frames", "9", "--ckpt-every", "2", "--data", str(folder), *COMMON])
+    with pytest.warns(UserWarning, match="skipped"):
+        train_tokenizer.main(["--vae", str(root / "vae" / "export"), "--out-dir", str(root / "tok"),
+                              "--steps", "2", "--ckpt-every", "2", "--latent-cache", "4", "--data", str(folder), *COMMON])
+    return root
+
+
+def test_train_vae_and_tokenizer_on_a_folder(tmp_path, folder, trained):
+    from flexvid import train_tokenizer
+    from flexvid.pipeline import VideoFlexTok
+    from flexvid.train_tokenizer import latent_cache, load_vae
+
+    common = ["--data", str(folder), *COMMON]
+    vae_cfg = json.loads((trained / "vae" / "export" / "config.json").read_text())
     assert vae_cfg["latent_std"] != [1.0] * 4  # latent statistics measured on the folder's clips
-    with pytest.warns(UserWarning, match="skipped"):
-        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "tok"),
-                              "--steps", "2", "--ckpt-every", "2", "--latent-cache", "4", *common])
-    tok = VideoFlexTok.from_pretrained(str(tmp_path / "tok" / "export"), device="cpu")
+    tok = VideoFlexTok.from_pretrained(str(trained / "tok" / "export"), device="cpu")
     assert tok.size == 32
     grid = tok.tokenize(torch.zeros(1, 3, 17, 32, 32))[0]
     assert grid.shape == (tok.num_steps(17), tok.n_tokens)
     # the latent cache records its clips' source: the shapes world's clips are not the folder's
     from safetensors import safe_open
-    path = str(tmp_path / "tok" / "latents_17f.safetensors")
+    path = str(tmp_path / "latents_17f.safetensors")
+    shutil.copy(trained / "tok" / "latents_17f.safetensors", path)
     with safe_open(path, "pt") as f:
         assert f.metadata()["source"].startswith("folder:") and f.get_tensor("latents").shape[-1] == 8
-    z = latent_cache(load_vae(str(tmp_path / "vae" / "export")), path, 2, 17)  # asked for shapes clips
+    z = latent_cache(load_vae(str(trained / "vae" / "export")), path, 2, 17)  # asked for shapes clips
     assert z.shape[0] == 2 and z.shape[-1] == 16  # computed anew from 64 px shapes clips, not reused
     with safe_open(path, "pt") as f:
         assert f.metadata()["source"] == "shapes"
     with pytest.warns(UserWarning), pytest.raises(SystemExit, match="not with --data"):
-        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "x"),
+        train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(tmp_path / "x"),
                               "--set", "attr_weight=0.5", *common])
     with pytest.warns(UserWarning), pytest.raises(SystemExit, match="px"):
-        train_tokenizer.main(["--vae", str(tmp_path / "vae" / "export"), "--out-dir", str(tmp_path / "y"),
-                              "--init", str(tmp_path / "tok" / "export"), *common[:2], "--size", "16"])
+        train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(tmp_path / "y"),
+                              "--init", str(trained / "tok" / "export"), *common[:2], "--size", "16"])
+
+
+def test_a_run_resumed_with_other_data_or_size_is_refused_before_any_work(trained, folder):
+    from flexvid import train_tokenizer, train_vae
+
+    ckpts = {d: (trained / d / "ckpt.pt").read_bytes() for d in ("vae", "tok")}
+    vae_export = (trained / "vae" / "export" / "model.safetensors").read_bytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the folder is not even read: reading it warns of its skipped files
+        for argv in ([], ["--data", str(folder), "--size", "16"], ["--data", str(folder), "--size", "32", "--fps", "12"]):
+            with pytest.raises(ValueError, match="written by a run with other settings") as e:
+                train_vae.main(["--out-dir", str(trained / "vae"), "--steps", "4", "--frames", "9", *argv])
+            assert "resume with the settings that wrote it" in str(e.value)
+        with pytest.raises(ValueError, match=r"data: .*'shapes world'"):
+            train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(trained / "tok"),
+                                  "--steps", "4", "--threads", "1"])
+        with pytest.raises(ValueError, match="vae_encoder"):  # the same data, another VAE: other latents
+            train_tokenizer.main(["--vae", "assets/tokenizer", "--out-dir", str(trained / "tok"), "--steps", "4",
+                                  "--threads", "1"])
+        # settings a user gets wrong are said before the folder is decoded
+        for argv, message in ((["--vae", str(trained / "vae"), "--out-dir", str(trained / "new")], "no config.json there"),
+                              (["--vae", str(trained / "vae" / "export"), "--frames", "16",
+                                "--out-dir", str(trained / "new")], r"--frames must be 1 \+ 4n"),
+                              (["--vae", str(trained / "vae" / "export"), "--size", "30",
+                                "--out-dir", str(trained / "new")], "not a multiple")):
+            with pytest.raises(SystemExit, match=message):
+                train_tokenizer.main([*argv, "--data", str(folder)])
+    assert {d: (trained / d / "ckpt.pt").read_bytes() for d in ("vae", "tok")} == ckpts  # nothing changed
+    assert (trained / "vae" / "export" / "model.safetensors").read_bytes() == vae_export
+    assert not (trained / "new").exists()
+
+
+def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, capsys):
+    from flexvid import cli
+
+    model = str(trained / "tok" / "export")
+    # a 32 px model and the 64 px shapes world: said, not a message about some video's size
+    assert cli.main(["eval-tokenizer", "--model", model, "--out", str(tmp_path / "e0"), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "32 px" in err and "--data FOLDER" in err and "Traceback" not in err
+    assert cli.main(["eval-tokenizer", "--model", model, "--data", str(tmp_path / "none"), "--out",
+                     str(tmp_path / "e0")]) == 2
+    assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "e0").exists()
+    with pytest.warns(UserWarning, match="skipped"):
+        assert cli.main(["eval-tokenizer", "--model", model, "--data", str(folder), "--n", "3", "--ks", "1", "4",
+                         "--steps", "2", "--n-long", "1", "--out", str(tmp_path / "e"), "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "no video under" in out  # no video of the folder has 81 frames: the long-video check says so
+    res = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert res["data"] == str(folder) and res["semantics"] is None and "token_probe" not in res
+    assert res["rate_distortion"]["ks"] == [1, 4] and len(res["rate_distortion"]["psnr_clips"][0]) == 3
+    assert all(np.isfinite(res["rate_distortion"]["psnr"])) and np.isfinite(res["vae"]["psnr"])
+    assert "semantics" not in res["vae"] and res["long_video"] is None
+    assert (tmp_path / "e" / "eval.html").stat().st_size > 1000
+    # the generators train on the shapes world: a tokenizer for other clips is refused before the token cache
+    assert cli.main(["train-generator", "--tokenizer", model, "--out-dir", str(tmp_path / "g"), "--clips", "4",
+                     "--long-clips", "0", "--val-clips", "2", "--probe-clips", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "32 px" in err and "shapes world" in err and not (tmp_path / "g" / "tokens.safetensors").exists()

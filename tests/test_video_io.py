@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import re
+import tracemalloc
+from fractions import Fraction
 
 import av
 import cv2
@@ -226,6 +229,102 @@ def test_prepare_video(clip):
     assert vio.prepare_video(clip, FPS_CLIP, max_frames=5).shape == (5, 64, 64, 3)
 
 
+def resize_then_crop(frames: np.ndarray, size: int) -> np.ndarray:
+    """The previous resize_center_crop: every frame resized to short side ``size``, stacked, then cropped."""
+    out = []
+    for f in frames:
+        h, w = f.shape[:2]
+        scale = size / min(h, w)
+        new_h, new_w = (size, max(size, round(w * scale))) if h <= w else (max(size, round(h * scale)), size)
+        if (new_h, new_w) != (h, w):
+            f = cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        out.append(f[top : top + size, left : left + size])
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("shape", [(72, 96), (96, 72), (35, 51), (480, 640), (17, 200), (64, 900), (3, 47)])
+@pytest.mark.parametrize("size", [8, 25, 64])
+def test_resize_center_crop_same_as_resize_then_crop(shape, size):
+    """Aspect ratios up to 16:1 (and any downscale) give exactly what resizing before cropping gave."""
+    x = np.random.default_rng(3).integers(0, 256, (5, *shape, 3), dtype=np.uint8)
+    assert np.array_equal(vio.resize_center_crop(x, size), resize_then_crop(x, size))
+    before = vio.fit_length(resize_then_crop(vio.resample_fps(x, 3.0, 8.0), size))  # prepare_video as it was
+    assert np.array_equal(vio.prepare_video(x, 3.0, 8.0, size), before)
+
+
+def test_resize_center_crop_very_wide_crops_first():
+    # upscaled beyond 16:1, the centred square is cropped before resizing: close to resize-then-crop on
+    # smooth content (a sub-pixel shift), without building the 64 x 3200 (or 64 x 1920000) frame
+    yy, xx = np.mgrid[0:4, 0:200]
+    smooth = np.stack([xx * 1.2, yy * 40.0, np.full(xx.shape, 100.0)], axis=-1).astype(np.uint8)[None]
+    out = vio.resize_center_crop(smooth, 64)
+    assert np.abs(out.astype(int) - resize_then_crop(smooth, 64).astype(int)).max() <= 2
+    tall = np.ascontiguousarray(smooth.transpose(0, 2, 1, 3))
+    assert np.abs(vio.resize_center_crop(tall, 64).astype(int) - resize_then_crop(tall, 64).astype(int)).max() <= 2
+    with pytest.raises(ValueError, match=r"would give 1 frames of 20000 x 20000 \(1.1 GiB"):
+        vio.resize_center_crop(np.zeros((1, 1, 1, 3), np.uint8), 20000)
+
+
+def _traced(fn):
+    """fn() and the peak of the memory it allocated (NumPy's arrays included), in bytes."""
+    tracemalloc.start()
+    try:
+        return fn(), tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_prepare_video_very_wide_frames_stay_small():
+    """A 1 x 30000 frame used to become 64 x 1920000 (368 MB) before its crop; now one frame is ~12 KB."""
+    frames = np.full((17, 1, 30000, 3), GRAY, np.uint8)
+    frames[:, :, 14990:15010] = RED  # the middle of the strip is what is kept
+    out, peak = _traced(lambda: vio.prepare_video(frames, 8.0, 8.0, size=64))
+    assert out.shape == (17, 64, 64, 3) and np.all(out == RED)
+    assert peak < 4 * out.nbytes, peak
+    assert vio.prepare_video(frames.transpose(0, 2, 1, 3), 8.0, 8.0, size=64).shape == (17, 64, 64, 3)
+
+
+def test_prepare_video_low_fps_resizes_before_repeating():
+    """5 full-HD frames at 0.001 fps become 40001 frames at 8 fps: built at model size, not full size."""
+    src = np.broadcast_to(np.arange(5, dtype=np.uint8)[:, None, None, None], (5, 1080, 1920, 3))
+    out, peak = _traced(lambda: vio.prepare_video(src, 0.001, 8.0, size=8))
+    assert out.shape == (40001, 8, 8, 3)  # 5000 s at 8 fps, plus one to reach 1 + 4n
+    expected = np.clip(np.floor(np.arange(40001) * (0.001 / 8.0) + 0.5 + 1e-9), 0, 4)
+    assert np.array_equal(out[:, 0, 0, 0], expected) and np.all(out == out[:, :1, :1, :1])
+    assert peak < out.nbytes + src[0].nbytes + 2**20, peak  # the output and one source frame, not 40001
+    assert vio.prepare_video(src, 0.001, 8.0, size=8, max_frames=10).shape == (9, 8, 8, 3)
+
+
+def test_prepare_video_refuses_too_large_results():
+    tiny = np.zeros((12, 4, 4, 3), np.uint8)  # 96001 frames at 0.001 -> 8 fps: 1.1 GiB at 64 x 64
+    with pytest.raises(ValueError, match=r"would give 96001 frames of 64 x 64 \(1.1 GiB.*pass max_frames"):
+        vio.prepare_video(tiny, 0.001, 8.0, size=64)
+    assert vio.prepare_video(tiny, 0.001, 8.0, size=64, max_frames=33).shape == (33, 64, 64, 3)
+    full_hd = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (12, 1080, 1920, 3))  # no memory behind it
+    with pytest.raises(ValueError, match=r"would give 96000 frames of 1920 x 1080 \(556.2 GiB"):
+        vio.resample_fps(full_hd, 0.001, 8.0)
+
+
+@pytest.mark.parametrize("bad", [True, "8", None, [8]])
+def test_fps_must_be_a_real_number(bad):
+    frames = indexed_frames(5)
+    with pytest.raises(ValueError, match=rf"fps must be a positive number, got {re.escape(repr(bad))}"):
+        vio.prepare_video(frames, bad)
+    with pytest.raises(ValueError, match="target_fps must be a positive number"):
+        vio.prepare_video(frames, 8.0, target_fps=bad)
+    with pytest.raises(ValueError, match="src_fps must be a positive number"):
+        vio.resample_fps(frames, bad, 8.0)
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        vio.write_video("unused.mp4", frames, fps=bad)
+
+
+def test_fps_accepts_numpy_and_fractions():
+    frames = indexed_frames(5)
+    for fps in (np.float32(8), np.int64(8), Fraction(8)):
+        assert vio.prepare_video(frames, fps, size=4).shape == (5, 4, 4, 3)
+
+
 # ----------------------------------------------------------------------------- model conversion
 def test_to_model_from_model_roundtrip():
     values = np.arange(256, dtype=np.uint8)
@@ -276,6 +375,45 @@ def test_write_video_odd_size_and_fractional_fps(tmp_path):
         vio.write_video(tmp_path / "bad.mp4", frames, crf=99)
     with pytest.raises(ValueError, match="frames must be uint8, got float32"):
         vio.write_video(tmp_path / "bad.mp4", frames.astype(np.float32))
+
+
+@pytest.mark.parametrize("bad, name", [(None, "NoneType"), (3, "int"), (b"x.mp4", "bytes")])
+def test_paths_must_be_str_or_pathlike(tmp_path, bad, name):
+    with pytest.raises(ValueError, match=rf"path must be a str or os.PathLike, got {name}"):
+        vio.read_video(bad)
+    with pytest.raises(ValueError, match=rf"path must be a str or os.PathLike, got {name}"):
+        vio.write_video(bad, indexed_frames(1))
+
+
+def test_paths_with_nul_are_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="path contains a NUL character"):
+        vio.write_video("nul/clip\x00.mp4", indexed_frames(2))
+    with pytest.raises(ValueError, match="path contains a NUL character"):
+        vio.read_video(tmp_path / "clip\x00.mp4")
+    assert os.listdir(tmp_path) == []  # FFmpeg, cutting the name at NUL, used to leave nul/.clip
+
+
+@pytest.mark.parametrize("error, message", [
+    (av.error.FFmpegError(-28, "No space left on device"), "No space left on device"),
+    (OSError(5, "Input/output error"), "Input/output error"),
+])
+def test_write_failures_name_the_path_and_leave_nothing(tmp_path, monkeypatch, error, message):
+    def fail(av, out_path, *args):
+        out_path.write_bytes(b"half a video")
+        raise error
+
+    monkeypatch.setattr(vio, "_encode", fail)
+    with pytest.raises(ValueError, match=rf"could not write the video '.*clip\.mp4': .*{message}"):
+        vio.write_video(tmp_path / "clip.mp4", indexed_frames(2))
+    assert os.listdir(tmp_path) == []  # the temporary file is gone too
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc")
+def test_write_video_into_proc_is_a_value_error():
+    with pytest.raises(ValueError, match=r"/proc/x\.mp4"):
+        vio.write_video("/proc/x.mp4", indexed_frames(2))
+    assert not any(name.startswith(".x.mp4") for name in os.listdir("/proc"))
 
 
 # ----------------------------------------------------------------------------- tiling

@@ -1,0 +1,101 @@
+"""The `flexvid` commands as a user meets them: --help, output folders, threads, the app's port."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import small_pipeline
+from flexvid import cli, shapes, video_io
+from flexvid.cli import COMMANDS, REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tok") / "tok")
+    small_pipeline().save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _help(command, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        cli.main([command, "--help"])
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_every_command_help_shows_its_defaults(capsys):
+    texts = {c: _help(c, capsys) for c in COMMANDS}
+    for command, text in texts.items():
+        assert "usage: flexvid" in text or "usage:" in text, command
+        assert str(REPO_ROOT) not in text, command  # "the embedded assets/tokenizer", not this machine's path
+    assert "--steps STEPS         (default: 4000)" in texts["train-tokenizer"]
+    assert "--latent-cache LATENT_CACHE" in texts["train-tokenizer"] and "(default: 0)" in texts["train-tokenizer"]
+    assert "output folder (default: recon)" in texts["reconstruct"]
+    assert "(default: clip.mp4)" in " ".join(texts["generate"].split())
+    assert "(default: eval/tokenizer)" in texts["eval-tokenizer"]
+    assert "--data FOLDER" in texts["eval-tokenizer"] and "--threads" in texts["eval-tokenizer"]
+    # an option whose help already names its default is not given a second one
+    flat = " ".join(texts["reconstruct"].split())
+    assert flat.count("default: the model's") == 3 and "(default: None)" not in flat
+
+
+def test_reconstruct_replaces_an_earlier_runs_prefixes_and_takes_threads(folder, tmp_path, capsys, threads):
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, shapes.make_clip(0, 1, 9).video, fps=8)
+    out = tmp_path / "recon"
+    common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--max-frames", "9", "--out", str(out)]
+    assert cli.main(["reconstruct", *common, "--k", "1", "4"]) == 0
+    assert sorted(os.listdir(out)) == ["k001.mp4", "k004.mp4", "side_by_side.mp4", "tokens.npz"]
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert cli.main(["reconstruct", *common, "--k", "2", "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
+    # k004 and k001 were another run's: gone, and said; a file of the user's stays
+    assert sorted(os.listdir(out)) == ["k002.mp4", "notes.txt", "side_by_side.mp4", "tokens.npz"]
+    assert "removed k001.mp4, k004.mp4" in capsys.readouterr().out
+    assert cli.main(["reconstruct", *common, "--k", "1", "--threads", "-1"]) == 2
+    assert "--threads must be an integer >= 0" in capsys.readouterr().err
+    assert sorted(os.listdir(out)) == ["k002.mp4", "notes.txt", "side_by_side.mp4", "tokens.npz"]
+
+
+def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
+    (tmp_path / "s_1.mp4").mkdir()  # the second sample's name is taken by a folder
+    assert cli.main(["generate", "--class-label", "3", "--num-samples", "2", "--k", "1", "--frames", "1",
+                     "--out", str(tmp_path / "s.mp4")]) == 2
+    err = capsys.readouterr().err
+    assert "s_1.mp4" in err and "Traceback" not in err and err.count("\n") == 1
+    assert sorted(os.listdir(tmp_path)) == ["s_1.mp4"]  # no first sample written before the failure
+
+
+def test_generator_takes_its_tokenizer_as_a_path_and_refuses_other_types():
+    from flexvid.generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator
+    gen = VideoGenerator.from_pretrained(DEFAULT_MODELS["class"], tokenizer=Path(DEFAULT_TOKENIZER), device="cpu")
+    assert gen.tokenizer.n_tokens == gen.cfg.K
+    video = gen.generate(3, k=1, frames=1, seed=0, decode_steps=1)[0]
+    assert video.shape == (3, 1, gen.tokenizer.size, gen.tokenizer.size)
+    for bad in (123, ["assets/tokenizer"]):
+        with pytest.raises(ValueError, match="tokenizer must be a VideoFlexTok, or its folder or repo id"):
+            VideoGenerator.from_pretrained(DEFAULT_MODELS["class"], tokenizer=bad, device="cpu")
+
+
+def test_app_refuses_a_port_it_cannot_bind_before_loading_models(capsys, monkeypatch):
+    from flexvid import app_ui
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models loaded before the port was checked")
+
+    monkeypatch.setattr(app_ui, "Runtime", no_models)
+    for argv, env in ((["--port", "99999"], None), (["--port", "0"], None), ([], "http")):
+        if env:
+            monkeypatch.setenv("GRADIO_SERVER_PORT", env)
+        assert app_ui.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "the port must be an integer in [1, 65535]" in err and "Traceback" not in err
