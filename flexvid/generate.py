@@ -70,19 +70,41 @@ def parse_label(label) -> int:
 
 
 def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT_MODEL,
-                   tokenizer_fingerprint: str | None = None, measured_with: dict | None = None) -> None:
+                   tokenizer_fingerprint: str | None = None, measured_with: dict | None = None,
+                   tokenizer: str | None = None) -> None:
     """config.json + model.safetensors of a Generator (training exports its EMA copy with this).
     tokenizer_fingerprint: train_generator.fingerprint of the tokenizer whose tokens it was trained on.
     measured_with: {fingerprint: what was measured} for other tokenizers whose decoders its grids were
-    evaluated with and found to serve (a tokenizer retrained after it, before the generator is)."""
+    evaluated with and found to serve (a tokenizer retrained after it, before the generator is).
+    tokenizer: where that tokenizer is, a folder or a repo id; a folder is kept relative to `folder`
+    (assets/generator-text -> ../tokenizer), so that from_pretrained finds it wherever the two travel together."""
     meta = {"format": FORMAT, "generator": config_dict(model.cfg),
             "text_model": text_model if model.cfg.cond == "text" else None}
     if tokenizer_fingerprint:
         meta["tokenizer_fingerprint"] = tokenizer_fingerprint
+    if tokenizer and os.path.isdir(tokenizer):
+        rel = os.path.relpath(os.path.abspath(tokenizer), os.path.abspath(folder))
+        meta["tokenizer"] = rel if rel.startswith(".") else f"./{rel}"  # a folder, never read as a repo id
+    elif tokenizer:
+        meta["tokenizer"] = tokenizer
     if measured_with:
         meta["measured_with"] = dict(measured_with)
     write_json(os.path.join(folder, "config.json"), meta)
     save_weights(model, os.path.join(folder, "model.safetensors"))
+
+
+def _trained_with(folder: str, where) -> str | None:
+    """The tokenizer a generator's config names (save_generator's `tokenizer`): a folder relative to the
+    generator's that exists here, or a Hugging Face repo id; None where it names neither."""
+    if where is None:
+        return None
+    if not isinstance(where, str) or not where:
+        raise ValueError(f"{folder}: config.json's tokenizer must be a folder or a repo id, got {where!r}")
+    local = os.path.normpath(os.path.join(folder, where))
+    if os.path.isdir(local):
+        return local
+    is_repo_id = where.count("/") == 1 and not where.startswith((".", "/", "~"))
+    return where if is_repo_id else None
 
 
 class VideoGenerator:
@@ -109,6 +131,7 @@ class VideoGenerator:
             raise ValueError(f"tokenizer must be a VideoFlexTok, or its folder or repo id, got {type(tokenizer).__name__}")
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
+        self.trained_with: str | None = None  # where that tokenizer is (a folder here or a repo id), when known
         self.measured_with: dict[str, str] = {}  # other tokenizers its grids were measured with: {fingerprint: note}
         from .rerank import DEFAULT_RERANKER
         self.reranker_path = DEFAULT_RERANKER  # generate(best_of=N > 1) scores its candidates with this
@@ -119,20 +142,24 @@ class VideoGenerator:
     def from_pretrained(cls, path_or_repo_id: str, tokenizer=None, device: str = "auto", dtype=None,
                         revision: str | None = None) -> "VideoGenerator":
         """Load config.json + model.safetensors from a folder or Hugging Face repo. tokenizer: a
-        VideoFlexTok, or its folder / repo id (default: the embedded assets/tokenizer), loaded on first use."""
+        VideoFlexTok, or its folder / repo id, loaded on first use (default: the one the generator was
+        trained with, where its config names one that is here or a repo id; else the embedded assets/tokenizer)."""
         folder = resolve(path_or_repo_id, revision)
         meta = read_json(os.path.join(folder, "config.json"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{path_or_repo_id!r} is not a flexvid generator (config format {meta.get('format')!r})")
         if "generator" not in meta:
             raise ValueError(f"{path_or_repo_id!r}: config.json has no 'generator' section")
+        trained_with = _trained_with(folder, meta.get("tokenizer"))
         weights = os.path.join(folder, "model.safetensors")
         if not os.path.exists(weights):  # before building the model
             raise ValueError(f"missing weights file {weights}")
         model = Generator(config_from_dict(GeneratorConfig, meta["generator"]), verbose=False)
         load_weights(model, weights)
-        gen = cls(model, tokenizer, text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
+        gen = cls(model, tokenizer if tokenizer is not None else trained_with,
+                  text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
+        gen.trained_with = trained_with
         measured = meta.get("measured_with") or {}
         if not isinstance(measured, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in measured.items()):
@@ -143,7 +170,8 @@ class VideoGenerator:
 
     def save_pretrained(self, folder: str) -> None:
         """Write config.json and model.safetensors (from_pretrained reads them)."""
-        save_generator(self.model, folder, self.text_model, self.tokenizer_fingerprint, self.measured_with)
+        save_generator(self.model, folder, self.text_model, self.tokenizer_fingerprint, self.measured_with,
+                       self.trained_with)
 
     @property
     def tokenizer(self):
@@ -313,7 +341,8 @@ def main(argv=None) -> int:
     p.add_argument("prompt", nargs="?", default=None, help="text prompt (text-to-video)")
     p.add_argument("--class-label", default=None, help="class-to-video: 0-89 or 'colour shape motion'")
     p.add_argument("--model", default=None, help="generator folder or repo id (default: the embedded one)")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id (default: the embedded assets/tokenizer; give the one the generator was trained on)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder or repo id (default: the one the generator "
+                   "was trained with, where its config.json names it, else the embedded assets/tokenizer)")
     p.add_argument("--k", type=int, default=None, help="tokens per time step (default: K, all)")
     p.add_argument("--frames", type=int, default=17, help="1 + 4n frames, at most 81")
     p.add_argument("--num-samples", type=int, default=1)

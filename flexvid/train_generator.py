@@ -487,7 +487,7 @@ def main(argv=None):
         return res
 
     def on_checkpoint(ema, step):
-        save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model, tokens_of)
+        save_generator(ema, os.path.join(tcfg.out_dir, "export"), args.text_model, tokens_of, tokenizer=args.tokenizer)
 
     ema = fit(model, lambda m, batch, rand: generator_loss(m, batch, rand, cfg, args.max_tokens), batches, tcfg,
               model_config=config_dict(cfg), eval_fn=eval_fn, on_checkpoint=on_checkpoint, run=run)

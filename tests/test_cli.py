@@ -99,3 +99,55 @@ def test_app_refuses_a_port_it_cannot_bind_before_loading_models(capsys, monkeyp
         assert app_ui.main(argv) == 2
         err = capsys.readouterr().err
         assert "the port must be an integer in [1, 65535]" in err and "Traceback" not in err
+
+
+def test_a_generator_finds_the_tokenizer_it_was_trained_with(folder, tmp_path, capsys):
+    """save_generator keeps where its tokenizer is (relative to the generator's folder): from_pretrained and
+    `flexvid generate` decode with it, no --tokenizer needed; an explicit one still wins."""
+    import json
+    import shutil
+    import warnings
+
+    from flexvid.generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, save_generator
+    from flexvid.generator import Generator, GeneratorConfig
+    from flexvid.pipeline import VideoFlexTok
+    from flexvid.train_generator import fingerprint
+
+    runs = tmp_path / "runs"
+    shutil.copytree(folder, runs / "my_tok" / "export")
+    tok = VideoFlexTok.from_pretrained(str(runs / "my_tok" / "export"), device="cpu")
+    torch.manual_seed(0)
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=tok.n_tokens, max_t=5,
+                                      codebook_size=tok.codebook_size, cond="class"), verbose=False)
+    save_generator(model, str(runs / "gen" / "export"), tokenizer_fingerprint=fingerprint(tok),
+                   tokenizer=str(runs / "my_tok" / "export"))
+    meta = json.loads((runs / "gen" / "export" / "config.json").read_text())
+    assert meta["tokenizer"] == os.path.join("..", "..", "my_tok", "export")
+    moved = tmp_path / "elsewhere"  # the two travel together
+    shutil.move(str(runs), str(moved))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "another tokenizer's tokens" warning: it is the right one
+        gen = VideoGenerator.from_pretrained(str(moved / "gen" / "export"), device="cpu")
+        assert gen.tokenizer.n_tokens == tok.n_tokens and fingerprint(gen.tokenizer) == fingerprint(tok)
+    assert gen.trained_with == os.path.normpath(str(moved / "my_tok" / "export"))
+    gen.save_pretrained(str(moved / "copy"))  # saved elsewhere, it still points at the same folder
+    assert json.loads((moved / "copy" / "config.json").read_text())["tokenizer"] == os.path.join("..", "my_tok", "export")
+    out = tmp_path / "g.mp4"
+    assert cli.main(["generate", "--class-label", "3", "--model", str(moved / "gen" / "export"), "--k", "1",
+                     "--frames", "1", "--decode-steps", "1", "--upscale", "1", "--out", str(out)]) == 0
+    assert video_io.read_video(str(out))[0].shape == (1, tok.size, tok.size, 3)
+    # a folder that is gone: the embedded tokenizer, as before (and its K does not match this generator's)
+    shutil.rmtree(moved / "my_tok")
+    gen = VideoGenerator.from_pretrained(str(moved / "gen" / "export"), device="cpu")
+    assert gen.trained_with is None and gen._tokenizer == DEFAULT_TOKENIZER
+    # the shipped generators name the shipped tokenizer
+    for cond in ("class", "text"):
+        shipped = json.loads(open(os.path.join(DEFAULT_MODELS[cond], "config.json")).read())
+        assert shipped["tokenizer"] == "../tokenizer"
+        assert os.path.samefile(os.path.join(DEFAULT_MODELS[cond], shipped["tokenizer"]), DEFAULT_TOKENIZER)
+    bad = tmp_path / "bad"
+    shutil.copytree(DEFAULT_MODELS["class"], bad)
+    meta = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**meta, "tokenizer": 5}))
+    with pytest.raises(ValueError, match="config.json's tokenizer must be a folder or a repo id"):
+        VideoGenerator.from_pretrained(str(bad), device="cpu")
