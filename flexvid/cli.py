@@ -85,7 +85,8 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
     p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-frames", type=int, default=161, help="cap on frames after resampling to the model's fps")
+    p.add_argument("--max-frames", type=int, default=161,
+                   help="cap on frames after resampling to the model's fps (the clip is cut to the longest 1 + 4n within it)")
     p.add_argument("--device", default="auto")
     add_dtype_argument(p)
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
@@ -164,7 +165,10 @@ def main(argv=None) -> int:
         print(f"flexvid: unknown command {argv[0]!r}\n\n{usage}", file=sys.stderr)
         return 2
     import importlib
+    import warnings
     module, fn = COMMANDS[argv[0]]
+    # a warning is one line for the user (what was skipped and why), not the library line that raised it
+    warnings.formatwarning = lambda message, category, *rest: f"flexvid {argv[0]}: warning: {message}\n"
     prog, sys.argv[0] = sys.argv[0], f"flexvid {argv[0]}"  # argparse's prog for the commands that do not name it
     try:
         result = getattr(importlib.import_module(module), fn)(argv[1:])

@@ -77,6 +77,7 @@ def latent_cache(vae: VideoVAE, path: str, n: int, frames: int, batch: int = 16,
     z = torch.cat(out).half().contiguous()  # kept in fp16; a run gets the same latents whether it made the
     # cache or read it back (a resumed one reads it); renamed into place: a stopped run leaves no half-written cache
     save_safetensors({"latents": z}, path, metadata={"source": source.name, "encoder": made_by})
+    print(f"latent cache: {n} clips in {path}", flush=True)
     return z.float()
 
 

@@ -28,6 +28,10 @@ import torch
 
 from .hub import check_output  # noqa: F401  (video_io.check_output: outputs are checked here too)
 
+# A file OpenCV cannot read is reported by read_video's own error; FFmpeg's log line for it ("moov atom not
+# found") would print beside it. OpenCV reads this when it first opens a file; set it to 32 to see them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
 DEFAULT_FPS = 8.0
 
 __all__ = [

@@ -441,3 +441,12 @@ def test_grid():
     assert np.all(out[:, 4] == 255) and np.all(out[:, :, 6] == 255)
     with pytest.raises(ValueError, match="cols must be an integer >= 1, got 0"):
         vio.grid(vids, cols=0)
+
+
+def test_a_corrupt_file_is_one_clear_error_without_ffmpeg_log_lines(tmp_path, capfd):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # an mp4 header and nothing else: no moov atom
+    with pytest.raises(vio.VideoError, match="not a video or is corrupt"):
+        vio.read_video(bad)
+    captured = capfd.readouterr()
+    assert "moov atom" not in captured.out + captured.err  # FFmpeg's own line, printed from C, stays quiet
