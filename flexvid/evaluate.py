@@ -25,6 +25,7 @@ import os
 import resource
 import sys
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -505,7 +506,12 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
     elif long and n_long > 0:
         from .video_data import VideoFolder
         try:
-            long_clips = list(VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps).fixed("val", n_long, long_frames))
+            with warnings.catch_warnings():  # the files shorter than a long clip are not news: said once below
+                warnings.simplefilter("ignore")
+                folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
+            long_clips = list(folder.fixed("val", n_long, long_frames))
+            print(f"long video: {len(folder.files)} of the videos under {data} have {long_frames} frames at "
+                  f"{tok.fps:g} fps", flush=True)
         except ValueError:  # no video under the folder is that long
             print(f"long video: no video under {data} has {long_frames} frames at {tok.fps:g} fps; skipped", flush=True)
     if long_clips:

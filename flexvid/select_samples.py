@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from . import shapes
 from .cli import HelpFormatter
 from .hub import save_safetensors
-from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, MAX_BATCH, VideoGenerator
+from .generate import DEFAULT_MODELS, MAX_BATCH, VideoGenerator
 from .training import add_dtype_argument
 
 FORMAT = "flexvid-selected-samples"
@@ -142,7 +142,8 @@ def main(argv=None) -> int:
                                 formatter_class=HelpFormatter)
     p.add_argument("--cond", default="class", choices=["class", "text"])
     p.add_argument("--model", default=None, help="generator folder or repo id (default: the embedded one)")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hugging Face repo id (default: the one the "
+                   "generator was trained with, where its config.json names it, else the embedded assets/tokenizer)")
     p.add_argument("--reranker", default=None, help="reranker folder (default: the embedded assets/reranker)")
     p.add_argument("--n", type=int, default=1024, help="conditions")
     p.add_argument("--candidates", type=int, default=4, help="grids sampled and decoded per condition")

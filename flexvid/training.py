@@ -300,8 +300,9 @@ def check_resume(out_dir: str, run: dict | None) -> None:
 
 
 def data_identity(data: str | None, size: int, fps: float) -> dict:
-    """What a stage trains on, for `fit(run=...)`: the shapes world or a folder (as given), size and frame rate."""
-    return {"data": os.path.normpath(data) if data else "shapes world", "size": int(size), "fps": float(fps)}
+    """What a stage trains on, for `fit(run=...)`: the shapes world or a folder (wherever it is given from),
+    size and frame rate."""
+    return {"data": os.path.realpath(data) if data else "shapes world", "size": int(size), "fps": float(fps)}
 
 
 def announce(out_dir: str, export: str = "export") -> None:

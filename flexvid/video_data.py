@@ -90,7 +90,8 @@ class VideoFolder:
                 cap = math.ceil(need * max(src_fps, self.fps) / self.fps) + 1
                 frames, src_fps = video_io.read_video(f, shrink_to=size, max_frames=cap)
                 cut = len(frames) == cap  # the file goes on: more than the frames left
-                frames = video_io.resize_center_crop(video_io.resample_fps(frames, src_fps, self.fps), size)
+                # cropped before resampling: the same frames, and a frame rate raised in time is built at model size
+                frames = video_io.resample_fps(video_io.resize_center_crop(frames, size), src_fps, self.fps)
             except (video_io.VideoError, ValueError) as e:
                 self.skipped.append((str(f.relative_to(folder)), str(e)))
                 continue

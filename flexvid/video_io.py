@@ -105,12 +105,16 @@ def _check_path(path: str | os.PathLike, name: str = "path") -> str:
     return text
 
 
-# Resampling in time or upscaling in space may not build more than this, nor more than the input holds.
+# What one call may build beyond the size of its input: prepare_video's clip at model size (1 GiB is some
+# 87,000 frames of 64 x 64), and the general resample_fps / resize_center_crop (a 10 s 720p clip at 60 fps
+# is 1.5 GiB), which a crafted frame rate or size would otherwise take to hundreds of GiB.
 MAX_OUTPUT_BYTES = 2**30
+MAX_RAW_BYTES = 16 * 2**30
 
 
-def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hint: str) -> None:
-    nbytes, limit = t * h * w * 3, max(input_bytes, MAX_OUTPUT_BYTES)
+def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hint: str,
+                        most: int = MAX_OUTPUT_BYTES) -> None:
+    nbytes, limit = t * h * w * 3, max(input_bytes, most)
     if nbytes > limit:
         raise ValueError(f"{what} would give {t} frames of {w} x {h} ({nbytes / 2**30:.1f} GiB, more than the "
                          f"{limit / 2**30:.1f} GiB allowed); {hint}")
@@ -198,7 +202,7 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
     frames (every output frame starts inside the clip; at least one frame is kept). Output frame ``i``
     shows time ``t = i / dst_fps`` and takes source frame ``round(t * src_fps)`` (halves round up),
     clipped to ``[0, T - 1]``. Equal rates return a copy of the input. An output larger than both the
-    input and ``MAX_OUTPUT_BYTES`` is refused (ValueError).
+    input and ``MAX_RAW_BYTES`` is refused (ValueError).
     """
     frames = _check_frames(frames)
     src = _check_fps(src_fps, "src_fps")
@@ -207,7 +211,7 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
         return frames.copy()
     idx = _resample_index(frames.shape[0], src, dst)
     _check_output_bytes(len(idx), *frames.shape[1:3], frames.nbytes, f"resampling from {src:g} to {dst:g} fps",
-                        "check the frame rates")
+                        "resample a shorter clip, or check the frame rates", MAX_RAW_BYTES)
     return frames[idx]
 
 
@@ -269,14 +273,15 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     Frames are done one at a time, so memory is the output plus one resized frame. Frames upscaled with
     an aspect ratio beyond 16:1 are cropped first (the centred short-side square) and then resized, which
     matches resize-then-crop up to a sub-pixel shift. An output larger than both the input and
-    ``MAX_OUTPUT_BYTES`` is refused (ValueError).
+    ``MAX_RAW_BYTES`` is refused (ValueError).
     """
     frames = _check_frames(frames)
     size = _check_positive_int(size, "size")
     t, h, w, _ = frames.shape
     if h == size and w == size:
         return frames.copy()
-    _check_output_bytes(t, size, size, frames.nbytes, f"resizing to {size} x {size}", "use a smaller size")
+    _check_output_bytes(t, size, size, frames.nbytes, f"resizing to {size} x {size}", "use a smaller size or fewer frames",
+                        MAX_RAW_BYTES)
     out = np.empty((t, size, size, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
         out[i] = _resize_crop_frame(frame, size)

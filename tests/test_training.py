@@ -322,7 +322,9 @@ def test_latent_cache_is_rebuilt_for_another_encoder_or_a_cut_short_file(tmp_pat
 
 
 def test_a_checkpoint_of_a_run_with_other_settings_is_refused(tmp_path, capsys):
-    from flexvid.training import announce, check_resume
+    from flexvid.training import announce, check_resume, data_identity
+    # a folder is the same data whichever way it is named (relative, absolute, with ..)
+    assert data_identity("vids/../vids", 32, 8)["data"] == data_identity(os.path.abspath("vids"), 32, 8.0)["data"]
     cfg = TrainConfig(out_dir=str(tmp_path), steps=1, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
     run = {"data": "shapes world", "size": 64, "fps": 8.0}
     fit(small_vae(), vae_loss, batches_for(cfg), cfg, run=run, model_config={"dims": [8, 16]})

@@ -176,9 +176,15 @@ def test_a_run_resumed_with_other_data_or_size_is_refused_before_any_work(traine
         with pytest.raises(ValueError, match=r"data: .*'shapes world'"):
             train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(trained / "tok"),
                                   "--steps", "4", "--threads", "1"])
-        with pytest.raises(ValueError, match="vae_encoder"):  # the same data, another VAE: other latents
-            train_tokenizer.main(["--vae", "assets/tokenizer", "--out-dir", str(trained / "tok"), "--steps", "4",
-                                  "--threads", "1"])
+        another = trained / "vae2"  # the same data and size, another VAE: other latents
+        torch.manual_seed(1)
+        vae = VideoVAE(VAEConfig(z_channels=4, dims=(8, 16), spatial_down=(False, True), temporal_down=(False, True),
+                                 patch=2))
+        vae.set_latent_stats([0.0] * 4, [1.0] * 4)
+        train_vae.export(vae, str(another), keep_stats=True)
+        with pytest.raises(ValueError, match=r"other settings \(vae_encoder: [^;]*\)"):  # that alone differs
+            train_tokenizer.main(["--vae", str(another), "--out-dir", str(trained / "tok"), "--steps", "4",
+                                  "--data", str(folder), *COMMON])
         # settings a user gets wrong are said before the folder is decoded
         for argv, message in ((["--vae", str(trained / "vae"), "--out-dir", str(trained / "new")], "no config.json there"),
                               (["--vae", str(trained / "vae" / "export"), "--frames", "16",

@@ -262,8 +262,8 @@ def test_resize_center_crop_very_wide_crops_first():
     assert np.abs(out.astype(int) - resize_then_crop(smooth, 64).astype(int)).max() <= 2
     tall = np.ascontiguousarray(smooth.transpose(0, 2, 1, 3))
     assert np.abs(vio.resize_center_crop(tall, 64).astype(int) - resize_then_crop(tall, 64).astype(int)).max() <= 2
-    with pytest.raises(ValueError, match=r"would give 1 frames of 20000 x 20000 \(1.1 GiB"):
-        vio.resize_center_crop(np.zeros((1, 1, 1, 3), np.uint8), 20000)
+    with pytest.raises(ValueError, match=r"would give 1 frames of 80000 x 80000 \(17.9 GiB"):  # refused unbuilt
+        vio.resize_center_crop(np.zeros((1, 1, 1, 3), np.uint8), 80000)
 
 
 def _traced(fn):
@@ -304,6 +304,10 @@ def test_prepare_video_refuses_too_large_results():
     full_hd = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (12, 1080, 1920, 3))  # no memory behind it
     with pytest.raises(ValueError, match=r"would give 96000 frames of 1920 x 1080 \(556.2 GiB"):
         vio.resample_fps(full_hd, 0.001, 8.0)
+    # an ordinary one is not refused: 10 s of 720p at 30 -> 60 fps builds 1.5 GiB
+    hd = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (300, 720, 1280, 3))
+    assert vio._resample_index(300, 30.0, 60.0).size == 600
+    vio._check_output_bytes(600, 720, 1280, hd.nbytes, "resampling", "", vio.MAX_RAW_BYTES)  # within bounds
 
 
 @pytest.mark.parametrize("bad", [True, "8", None, [8]])
