@@ -24,7 +24,7 @@ import numpy as np
 
 from . import shapes
 from .cli import HelpFormatter
-from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, ModelMissing, Runtime, UserError, load_settings
+from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, SHAPES_WORDS, ModelMissing, Runtime, UserError, load_settings
 
 log = logging.getLogger("flexvid.app")
 
@@ -170,6 +170,20 @@ Upload a clip or pick an example, then move the slider: the clip is tokenized on
 from the same tokens."""
 
 
+EMBEDDED_NOTE = (f"These are the small **embedded default models**, trained by this project on the *shapes world*: "
+                 f"procedural 64 x 64 clips of coloured shapes. Its clips reconstruct well; real footage comes out as "
+                 f"coloured blocks (see the Big Buck Bunny examples), and the generators know its words "
+                 f"({SHAPES_WORDS}). A Space loads larger models by Hugging Face repo id (space.yaml).")
+
+
+def embedded(rt: Runtime) -> bool:
+    """Whether the app runs the embedded default tokenizer (assets/tokenizer), whose domain the page should say."""
+    from .generate import DEFAULT_TOKENIZER
+    where = Path(rt.settings.tokenizer)
+    where = where if where.is_absolute() else Path(rt.settings.base_dir) / where
+    return where.is_dir() and os.path.samefile(where, DEFAULT_TOKENIZER)
+
+
 def build_demo(rt: Runtime):
     """The Gradio Blocks of the app, calling rt for everything."""
     import gradio as gr
@@ -253,7 +267,8 @@ def build_demo(rt: Runtime):
         gr.Markdown(f"Model: **K = {K}** tokens per time step, codebook of {info['codebook_size']:,} codes, "
                     f"{info['size']}x{info['size']} px at {info['fps']:g} fps, running on {device}. "
                     f"Limits: {lim.max_upload_mb:g} MB uploads, clips trimmed to {lim.max_seconds:g} s / "
-                    f"{lim.max_frames} frames.")
+                    f"{lim.max_frames} frames." + (f"\n\n{EMBEDDED_NOTE}" if embedded(rt) else ""),
+                    elem_id="model-info")
         with gr.Tab("Reconstruct"):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
@@ -289,7 +304,8 @@ def build_demo(rt: Runtime):
                             token_caption = gr.Markdown(label="bits", elem_id="token-caption")
             ladder = gr.Video(label="prefix ladder (k = 1, 2, 4, ..., K, same noise)", autoplay=True,
                               loop=True, interactive=False, height=420, elem_id="ladder")
-            downloads = gr.File(label="downloads (mp4 per k, tokens npz)", file_count="multiple",
+            downloads = gr.File(label="downloads (mp4 per k, PSNR / SSIM of every decoded k as csv, tokens npz)",
+                                file_count="multiple",
                                 interactive=False, elem_id="downloads")
         with gr.Tab("Generate"):
             ready = {name for name, state in status.items() if state == "ready"}
@@ -358,10 +374,15 @@ def build_demo(rt: Runtime):
         # the clip first, then its ladder (budgets already made are cache hits); no ladder after an error
         gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed, best_of], \
             [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
-        gr.on([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
+        # the last request's outputs are cleared in the browser first: after a refused request (an empty
+        # prompt, say) they would otherwise stay on screen and pass for its answer
+        clear = dict(fn=None, js="() => [null, '', null, '']", outputs=[*gen_out, *ladder_out], queue=False)
+        gr.on([gen_btn.click, prompt.submit], **clear) \
+            .then(generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
             .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
-        class_btn.click(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
+        class_btn.click(**clear) \
+            .then(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
             .success(generate_class_ladder, [colour, shape, motion, *class_in[1:]], ladder_out,
                      api_name="generate_class_ladder")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")

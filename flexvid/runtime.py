@@ -378,6 +378,14 @@ def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int =
 
 
 # ----------------------------------------------------------------------------- generations
+def _either(words) -> str:
+    words = list(words)
+    return ", ".join(words[:-1]) + f" or {words[-1]}"
+
+
+# what the shapes world's captions say, for visitors who type something else
+SHAPES_WORDS = (f"{_either(shapes.SIZES)}; {_either(shapes.COLOR_NAMES)}; {_either(shapes.SHAPES)}; moving "
+                f"{_either(m for m in shapes.MOTIONS if m != 'still')}, or standing still")
 GEN_MIN_FRAMES = 17  # shortest generated clip (5 time steps, about 2 s at 8 fps)
 RENDERED_VIEWS = 64  # views (clip, k, decoder settings) whose mp4s stay on disk
 MIN_TEMPERATURE = 0.05
@@ -731,6 +739,26 @@ class Runtime:
         """Nearest-neighbour upscale of the written mp4s: 64 px clips show at 256 px."""
         return max(1, 256 // self.tok.size)
 
+    def decoded(self, clip: Clip, sampler: Sampler) -> dict[int, Decoded]:
+        """{k: Decoded} of every k of clip still in the decode cache for these decoder settings."""
+        settings = (sampler.steps, sampler.guidance, sampler.mode, sampler.seed)
+        with self._lock:
+            return dict(sorted((key[1], d) for key, d in self._decodes.items()
+                               if key[0] == clip.id and key[2:] == settings))
+
+    def metrics_csv(self, clip: Clip, metrics: dict[int, Decoded], path: Path) -> str:
+        """k, tokens, bits, PSNR and SSIM of every decoded k, for a researcher's own plots (rewritten as more
+        k are decoded)."""
+        t = clip.tokens.shape[0]
+        rows = ["k,tokens,bits,psnr_db,ssim"]
+        for j, m in sorted(metrics.items()):
+            bits = bits_and_bitrate(j, t, self.tok.codebook_size, clip.duration)[0]
+            rows.append(f"{j},{j * t},{bits:.0f},{m.psnr:.4f},{'' if m.ssim is None else f'{m.ssim:.5f}'}")
+        tmp = path.with_name(f".{path.stem}.{threading.get_ident()}.tmp.csv")
+        tmp.write_text("\n".join(rows) + "\n")
+        os.replace(tmp, path)
+        return str(path)
+
     def tokens_npz(self, clip: Clip) -> str:
         path = self.out_dir / clip.id / f"tokens_{clip.id}.npz"
         if not path.exists():
@@ -759,6 +787,7 @@ class Runtime:
         metrics = self.decode(clip, sorted(set(ladder) | {k}), sampler, progress)
         folder, fps, up = self.out_dir / clip.id, clip.fps, self.display_scale()
         tag = sampler.tag()
+        seen = self.decoded(clip, sampler)  # every k decoded so far with these settings: the chart and the csv
         orig = upscale(clip.frames, up)
         rec = metrics[k].video
         compare = _atomic_write_video(folder / f"compare_k{k}_{tag}.mp4",
@@ -774,7 +803,8 @@ class Runtime:
                                          video_io.grid(cells, cols=math.ceil(len(cells) / rows)), fps)
         downloads = [_atomic_write_video(folder / f"{Path(clip.name).stem}_k{j}_{tag}.mp4", metrics[j].video, fps)
                      for j in sorted(metrics)]  # at the model's resolution
-        downloads.append(self.tokens_npz(clip))
+        table = self.metrics_csv(clip, seen, folder / f"metrics_{tag}.csv")
+        downloads += [table, self.tokens_npz(clip)]
         self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, *downloads[:-1]])
         m = metrics[k]
         ssim_text = f", SSIM {m.ssim:.3f}" if m.ssim is not None else ""
@@ -783,7 +813,7 @@ class Runtime:
                    f"{'; '.join(clip.notes) + '. ' if clip.notes else ''}"
                    f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (steps {sampler.steps}, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
-        fig = metrics_figure(metrics, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
+        fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
                     self.token_caption(clip, k), summary, fig, downloads, metrics)
 
@@ -966,6 +996,13 @@ class Runtime:
                    f"seed {req.seed}, decoder {req.steps} steps"
                    f"{f', best of {req.best_of} by the reranker' if req.best_of > 1 else ''}"
                    f"{' (from the cache)' if cached else ''}.")
+        if req.kind == "text":
+            from .train_generator import unseen_words
+            unseen = unseen_words(req.condition)
+            if unseen:  # a visitor typing "a cat on the moon" learns why the clip shows coloured shapes
+                summary += (f"\n\nWords no training caption used: **{', '.join(unseen)}**. The generators know the "
+                            f"shapes world ({SHAPES_WORDS}); other words reach them only through the text encoder, "
+                            "which may or may not place them near one of those.")
         return Generation(req, [k], path, summary, results, cached)
 
     def generate_ladder(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None, seed=None,

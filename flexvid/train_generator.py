@@ -80,6 +80,27 @@ def caption_variant(caption: str, rng: np.random.Generator) -> str:
         motion=pick(TRAIN_MOTION_WORDS[o["motion"]])) for o in caption_objects(caption))
 
 
+def caption_vocabulary() -> frozenset[str]:
+    """Every word a text generator's training captions use: the shapes world's captions ("a large red
+    circle moving left and ...") and their rewordings (TRAIN_TEMPLATES and the synonyms above)."""
+    words = {"a", "and", "moving", "standing", "still", *shapes.COLOR_NAMES, *shapes.SIZES, *shapes.SHAPES,
+             *shapes.MOTIONS}
+    for text in (*TRAIN_TEMPLATES, *(w for table in (TRAIN_SIZE_WORDS, TRAIN_SHAPE_WORDS, TRAIN_MOTION_WORDS)
+                                     for options in table.values() for w in options)):
+        words.update(re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", text.lower())))
+    return frozenset(words)
+
+
+def unseen_words(prompt: str) -> list[str]:
+    """The words of a prompt that no training caption uses, in order, once each (a text generator reads
+    them through its text encoder only, which may or may not place them near a word it knows)."""
+    vocab, out = caption_vocabulary(), []
+    for w in re.findall(r"[^\W\d_]+", prompt.lower()):
+        if w not in vocab and w not in out:
+            out.append(w)
+    return out
+
+
 # ----------------------------------------------------------------------------- token cache
 # What decides no token: the decoders, their training and their sampler. A tokenizer that differs from
 # another only there (a decoder-only fine-tune, `train-tokenizer --freeze-encoder`, or new sampler

@@ -132,4 +132,10 @@ def test_generate_from_a_prompt(page, artifacts):
     pg.click("#gen-button")
     pg.wait_for_selector("text=the prompt is empty", timeout=30_000)
     assert "Traceback" not in pg.content()
+    # the last clip and its ladder are gone, not left to pass for this request's answer
+    assert f"of {K}" not in pg.inner_text("#gen-summary") and not pg.inner_text("#gen-ladder-summary").strip()
+    assert pg.evaluate("() => [...document.querySelectorAll('#gen-video video, #gen-ladder video')]"
+                       ".filter(v => v.getAttribute('src')).length") == 0
+    # a small random tokenizer here: no note about the embedded default models' shapes world
+    assert "embedded default models" not in pg.inner_text("#model-info")
     assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"

@@ -154,7 +154,7 @@ def test_tokenize_decode_resample(client, K):
     assert Path(token_png).is_file() and f"4 of {K}" in caption and "bit/s" in caption
     assert "k = 4" in summary and "PSNR" in summary
     ladder = [2**i for i in range(K.bit_length()) if 2**i <= K] + ([K] if K & (K - 1) else [])
-    assert {Path(p).suffix for p in downloads} == {".mp4", ".npz"} and len(downloads) == len(set(ladder) | {4}) + 1
+    assert {Path(p).suffix for p in downloads} == {".mp4", ".csv", ".npz"} and len(downloads) == len(set(ladder) | {4}) + 2
 
     out = client.predict(clip, 2, 2, 1.0, "cfg", 0, api_name="/decode")
     assert len(out) == 8 and f"2 of {K}" in out[5] and "k = 2" in out[6]

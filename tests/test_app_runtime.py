@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -126,8 +127,8 @@ def test_rendered_files_on_disk_are_bounded(rt, clip_file, monkeypatch):
     for seed in range(1, 6):  # new seeds: new files each time
         rt.view(clip.id, k=2, steps=1, seed=seed)
     per_view = len(rt._views[next(iter(rt._views))])
-    mp4s = sorted(p.name for p in folder.glob("*.mp4"))
-    assert len(rt._views) == 3 and len(mp4s) == 3 * per_view  # only the three newest views' files
+    rendered = sorted(p.name for p in folder.iterdir() if p.suffix in (".mp4", ".csv"))
+    assert len(rt._views) == 3 and len(rendered) == 3 * per_view  # only the three newest views' files
     assert not Path(first.compare).exists()
     # files shared with a kept view stay: another k of the newest seed shares its ladder and downloads
     last = rt.view(clip.id, k=4, steps=1, seed=5)
@@ -174,6 +175,16 @@ def test_view_outputs(rt, clip_file):
     assert ladder.shape[0] == 17
     names = [Path(p).name for p in v.downloads]
     assert sum(n.endswith(".mp4") for n in names) == len(v.metrics) and names[-1].endswith(".npz")
+    # the metrics of every k decoded with these settings, as a table: a k decoded before stays in it
+    rows = Path(v.downloads[-2]).read_text().splitlines()
+    assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [int(r.split(",")[0]) for r in rows[1:]] == sorted(v.metrics)
+    for r in rows[1:]:
+        j, tokens, bits, p, s = r.split(",")
+        assert int(tokens) == int(j) * clip.tokens.shape[0] and abs(float(p) - v.metrics[int(j)].psnr) < 1e-3
+        assert abs(float(s) - v.metrics[int(j)].ssim) < 1e-4
+    v5 = rt.view(clip.id, k=5, steps=2, guidance=1.0, mode="cfg", seed=7)
+    assert 3 in {int(r.split(",")[0]) for r in Path(v5.downloads[-2]).read_text().splitlines()[1:]}
+    assert {3, 5} <= set(v5.figure.data[0].x)
     t, K = clip.tokens.shape
     assert v.token_image.ndim == 3 and v.token_image.shape[2] == 3
     assert v.token_image.shape[0] % t == 0 and v.token_image.shape[1] % K == 0
@@ -471,6 +482,27 @@ def test_generate_outputs_progress_and_cache(grt):
     assert len(grt.calls["text"].ks) == calls and grt.counter.calls == decodes  # no model work
     grt.generate("text", "a large red circle moving left", k=4, frames=17, steps=2, seed=12)
     assert len(grt.calls["text"].ks) == calls + 1 and grt.counter.calls == decodes + 1  # another seed: work
+
+
+def test_the_page_says_the_embedded_models_domain_only_for_them(tmp_path):
+    from flexvid.app_ui import EMBEDDED_NOTE, embedded
+    assert embedded(SimpleNamespace(settings=Settings()))  # space.yaml's own default: assets/tokenizer
+    other = tmp_path / "tok"
+    other.mkdir()
+    assert not embedded(SimpleNamespace(settings=Settings(tokenizer=str(other))))
+    assert not embedded(SimpleNamespace(settings=Settings(tokenizer="someone/videoflextok-d18")))  # a repo id
+    assert "shapes world" in EMBEDDED_NOTE and "circle, square or triangle" in EMBEDDED_NOTE
+
+
+def test_a_prompt_outside_the_training_words_is_said(grt):
+    g = grt.generate("text", "a large red circle moving left", k=1, frames=17, steps=1, seed=0)
+    assert "Words no training caption used" not in g.summary
+    g = grt.generate("text", "A cat playing piano on the moon, and a red cube descending", k=1, frames=17, steps=1,
+                     seed=0)
+    assert "Words no training caption used: **cat, playing, piano, on, moon**" in g.summary  # cube, descending: trained
+    assert "circle, square or triangle" in g.summary
+    c = grt.generate("class", "green square down", k=1, frames=17, steps=1, seed=0)
+    assert "Words no training caption used" not in c.summary
 
 
 def test_generation_matches_the_pipeline(grt):
