@@ -18,12 +18,14 @@ from __future__ import annotations
 import argparse
 import numbers
 import os
+import re
 import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import sampling, shapes
@@ -53,12 +55,13 @@ def parse_label(label) -> int:
     """A class label: an integer in [0, 90), or its attributes "red circle left" / "red-circle-still"."""
     if isinstance(label, str):
         s = label.strip()
-        if s.lstrip("-").isdigit():
+        if s.isascii() and re.fullmatch(r"-?\d{1,9}", s):  # "٣" and "²" are digits to Python, not labels here
             return parse_label(int(s))
         parts = s.replace("-", " ").replace(",", " ").split()
         if len(parts) != 3 or parts[0] not in shapes.COLOR_NAMES or parts[1] not in shapes.SHAPES \
                 or parts[2] not in shapes.MOTIONS:
-            raise ValueError(f"class label {label!r}: give an integer in [0, {shapes.NUM_CLASSES}) or 'colour shape "
+            shown = label if len(label) <= 40 else label[:40] + "..."
+            raise ValueError(f"class label {shown!r}: give an integer in [0, {shapes.NUM_CLASSES}) or 'colour shape "
                              f"motion' with colour in {shapes.COLOR_NAMES}, shape in {shapes.SHAPES}, "
                              f"motion in {shapes.MOTIONS}")
         return shapes.class_index(*parts)
@@ -252,6 +255,8 @@ class VideoGenerator:
         k = cfg.K if k is None else k
         t = frames_to_steps(frames, cfg.max_t)
         seed = check_seed(seed)
+        if not isinstance(compile, (bool, np.bool_)):  # "yes" would be true, and cost half a minute of compiling
+            raise ValueError(f"compile must be True or False, got {compile!r}")
         cond = self.condition(condition)
         temperature, top_k, top_p, guidance = self._defaults(temperature, top_k, top_p, guidance)
         gen = torch.Generator(self.device).manual_seed(seed)

@@ -235,6 +235,9 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ detokenize
     def _check_tokens(self, tokens) -> list[torch.Tensor]:
+        if isinstance(tokens, (np.ndarray, torch.Tensor)) and tokens.ndim < 2:  # a scalar or one row: no grid
+            raise ValueError(f"expected a (t, {self.n_tokens}) token grid or a batch of them, got shape "
+                             f"{tuple(tokens.shape)}")
         if isinstance(tokens, np.ndarray):  # e.g. the "tokens" array of flexvid reconstruct's tokens.npz
             tokens = [tokens] if tokens.ndim == 2 else list(tokens)
         if isinstance(tokens, torch.Tensor):

@@ -859,7 +859,8 @@ class Runtime:
     def check_prompt(self, prompt) -> str:
         """A non-empty prompt of at most limits.max_prompt_chars characters, whitespace normalised."""
         limit = self.settings.limits.max_prompt_chars
-        if prompt is None or (isinstance(prompt, str) and not prompt.strip()):
+        from .text import visible
+        if prompt is None or (isinstance(prompt, str) and not visible(prompt)):
             raise UserError("the prompt is empty: describe a clip, e.g. 'a large red circle moving left'")
         if not isinstance(prompt, str):
             raise UserError(f"the prompt must be text, got {type(prompt).__name__}")

@@ -29,12 +29,17 @@ MAX_PROMPT_CHARS = 1000
 _LOADED: dict[tuple[str, str], object] = {}  # (model, device) -> loaded model, shared by every TextEncoder
 
 
+def visible(text: str) -> bool:
+    """Whether text has a character that shows: not only spaces, control or zero-width characters."""
+    return any(c.isprintable() and not c.isspace() for c in text)
+
+
 def check_prompt(prompt) -> str:
     """A prompt must be a non-empty string of at most MAX_PROMPT_CHARS characters."""
     if not isinstance(prompt, str):
         raise ValueError(f"a prompt must be a string, got {type(prompt).__name__}")
-    if not prompt.strip():
-        raise ValueError("the prompt is empty")
+    if not visible(prompt):
+        raise ValueError("the prompt is empty (it has no visible characters)")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
     return prompt

@@ -619,6 +619,7 @@ def test_generation_cache_is_bounded(pipe, generator_folders, tmp_path):
 @pytest.mark.parametrize("kind, kw, message", [
     ("text", dict(condition=""), "the prompt is empty"), ("text", dict(condition="  \n "), "the prompt is empty"),
     ("text", dict(condition=None), "the prompt is empty"), ("text", dict(condition=5), "must be text"),
+    ("text", dict(condition="\u200b\x00"), "the prompt is empty"),  # nothing that shows
     ("text", dict(condition="x" * 301), "too long: 301 characters, at most 300"),
     ("text", dict(condition="y" * 10**6), "too long"),
     ("text", dict(k=0), "k"), ("text", dict(k=9), "k"), ("text", dict(k=2.5), "k"), ("text", dict(k="3"), "k"),

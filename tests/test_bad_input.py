@@ -366,3 +366,25 @@ def test_reconstruct_command_tiles_a_wide_ladder_in_rows(folder, tmp_path, capsy
     assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "16", "--out",
                      str(tmp_path / "big")]) == 2  # 9 videos of 1024 px (16x) cannot be tiled under it: refused first
     assert "H.264" in capsys.readouterr().err and not (tmp_path / "big").exists()
+
+
+def test_small_mistakes_get_a_message_that_names_them(pipe):
+    from flexvid.generate import VideoGenerator, parse_label
+    from flexvid.generator import Generator, GeneratorConfig
+    from flexvid.text import check_prompt
+    for scalar in (np.array(5), torch.tensor(5), torch.tensor([1, 2])):  # no grid at all: not "iteration over 0-d"
+        with pytest.raises(ValueError, match=r"expected a \(t, \d+\) token grid"):
+            pipe.detokenize(scalar)
+    for label in ("--5", "²", "٣", "3" * 10000, "1e3"):  # digits to Python, not labels; a huge one is cut short
+        with pytest.raises(ValueError, match="class label") as e:
+            parse_label(label)
+        assert len(str(e.value)) < 400
+    assert parse_label(" 7 ") == 7 and parse_label("-0") == 0
+    for prompt in ("\x00\x01", "\u200b\u200b", " \t\n"):
+        with pytest.raises(ValueError, match="the prompt is empty"):
+            check_prompt(prompt)
+    model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                      codebook_size=pipe.codebook_size, cond="class"), verbose=False)
+    gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
+    with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
+        gen.sample_tokens([1], k=1, frames=5, compile="yes")
