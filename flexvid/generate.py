@@ -147,6 +147,7 @@ class VideoGenerator:
         """Load config.json + model.safetensors from a folder or Hugging Face repo. tokenizer: a
         VideoFlexTok, or its folder / repo id, loaded on first use (default: the one the generator was
         trained with, where its config names one that is here or a repo id; else the embedded assets/tokenizer)."""
+        resolve_dtype(dtype, pick_device(str(device)))  # a device or dtype this machine lacks: before any loading
         folder = resolve(path_or_repo_id, revision)
         meta = read_json(os.path.join(folder, "config.json"))
         if meta.get("format") != FORMAT:

@@ -125,6 +125,7 @@ class VideoFlexTok:
     def from_pretrained(cls, path_or_repo_id: str, device: str = "auto", dtype=None, revision: str | None = None):
         """Load from a folder or Hugging Face repo holding config.json, vae.safetensors and
         tokenizer.safetensors. Only safetensors and plain JSON values are read."""
+        resolve_dtype(dtype, pick_device(device))  # a device or dtype this machine lacks: before any loading
         folder = resolve(path_or_repo_id, revision)
         cfg = read_json(os.path.join(folder, "config.json"))
         if cfg.get("format") != FORMAT:
@@ -413,7 +414,7 @@ class VideoFlexTok:
                     noise_scale: float | None = None) -> dict[int, torch.Tensor]:
         """The prefix ladder of one video in one batched decode: {k: video (3, T, H, W)}. Every k uses
         the same noise (the same seed), so the ladder shows what the extra tokens add. Pass tokens to
-        skip re-tokenizing."""
+        skip re-tokenizing (video may then be None; a video given with them must be the clip they are of)."""
         if ks is None:
             ks = self.ladder()
         elif is_int(ks):
@@ -426,13 +427,19 @@ class VideoFlexTok:
             raise ValueError(f"ks must be an integer or a list of integers, got {type(ks).__name__}")
         if not ks:
             raise ValueError("ks must name at least one k")
+        videos = None if tokens is not None and video is None else self._as_batch(video)
+        if videos is not None and len(videos) != 1:
+            raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")
         if tokens is None:
-            videos = self._as_batch(video)
-            if len(videos) != 1:
-                raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")
             grid = self.tokenize(videos)[0]
         else:
-            grid = tokens
+            grid = self._check_tokens(tokens)
+            if len(grid) != 1:
+                raise ValueError(f"reconstruct takes the tokens of one video, got {len(grid)} grids")
+            grid = grid[0]
+            if videos is not None and self.num_steps(videos[0].shape[1]) != grid.shape[0]:
+                raise ValueError(f"the tokens have {grid.shape[0]} time steps, the video's {videos[0].shape[1]} "
+                                 f"frames make {self.num_steps(videos[0].shape[1])}: they are not its tokens")
         videos = self.detokenize([grid] * len(ks), k=ks, steps=steps, guidance=guidance,
                                  guidance_mode=guidance_mode, seed=[seed] * len(ks), callback=callback,
                                  noise_scale=noise_scale)

@@ -388,3 +388,28 @@ def test_small_mistakes_get_a_message_that_names_them(pipe):
     gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
     with pytest.raises(ValueError, match="compile must be True or False, got 'yes'"):
         gen.sample_tokens([1], k=1, frames=5, compile="yes")
+
+
+def test_reconstruct_checks_a_video_given_with_its_tokens(pipe, monkeypatch):
+    x = torch.rand(3, 9, 64, 64) * 2 - 1
+    grid = pipe.tokenize(x)[0]
+    assert sorted(pipe.reconstruct(None, ks=[1], steps=1, tokens=grid)) == [1]  # the tokens alone are enough
+    for video, message in (("garbage", "expected a video tensor"), (torch.rand(3, 17, 64, 64) * 2 - 1, "not its tokens")):
+        with pytest.raises(ValueError, match=message):
+            pipe.reconstruct(video, ks=[1], steps=1, tokens=grid)
+    with pytest.raises(ValueError, match="tokens of one video"):
+        pipe.reconstruct(None, ks=[1], steps=1, tokens=[grid, grid])
+
+
+def test_a_device_this_machine_lacks_is_refused_before_loading(folder, monkeypatch):
+    from flexvid import generate, pipeline
+    monkeypatch.setattr(pipeline, "resolve", lambda *a: pytest.fail("a folder was read"))
+    monkeypatch.setattr(generate, "resolve", lambda *a: pytest.fail("a folder was read"))
+    for load in (VideoFlexTok.from_pretrained, generate.VideoGenerator.from_pretrained):
+        with pytest.raises(ValueError, match="device"):
+            load(folder, device="tpu")
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="not available on this machine"):
+                load(folder, device="cuda")
+        with pytest.raises(ValueError, match="dtype"):
+            load(folder, device="cpu", dtype="fp8")
