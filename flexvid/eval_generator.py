@@ -32,7 +32,6 @@ import argparse
 import dataclasses
 import os
 import re
-import sys
 import time
 
 import numpy as np
@@ -468,7 +467,8 @@ def _load(path: str, default: str, tokenizer, device: str, dtype=None) -> VideoG
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-generator", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-generator",
+                                description=__doc__.split("\n")[0])
     p.add_argument("--text-model", default=DEFAULT_MODELS["text"],
                    help="text-to-video generator folder or repo id; 'none' skips it (default: assets/generator-text)")
     p.add_argument("--class-model", default=DEFAULT_MODELS["class"],
@@ -497,29 +497,27 @@ def main(argv=None):
     args = p.parse_args(argv)
     set_threads(args.threads)
     if args.n < 1 or args.n_long < 0 or not 1 <= args.batch <= 64:
-        p.error(f"--n must be >= 1, --n-long >= 0 and --batch in [1, 64], got {args.n}, {args.n_long}, {args.batch}")
+        raise ValueError(f"--n must be >= 1, --n-long >= 0 and --batch in [1, 64], got {args.n}, {args.n_long}, "
+                         f"{args.batch}")
 
     from .pipeline import VideoFlexTok
-    try:
-        from .video_io import check_output
-        check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
-        tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
-        gens = {name: g for name, g in (
-            ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device, args.dtype)),
-            ("class", _load(args.class_model, DEFAULT_MODELS["class"], tok, args.device, args.dtype))) if g is not None}
-        if not gens:
-            raise ValueError("no generator to evaluate: train one, or name one with --text-model / --class-model")
-        for g in gens.values():
-            _ = g.tokenizer  # the property checks K and the codebook against the tokenizer
-            if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
-                raise ValueError(f"--ks must lie in [1, {g.cfg.K}], got {args.ks}")
-            frames_to_steps(args.frames, g.cfg.max_t)
-            g.tokenizer._check_sampler(args.decode_steps, args.decode_guidance, None)
-            if not args.skip_long and args.n_long:
-                frames_to_steps(81, g.cfg.max_t)
-    except ValueError as e:
-        print(f"flexvid eval-generator: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    from .video_io import check_output
+    # every error a ValueError, which flexvid.cli prints as one line with exit status 2, before any work
+    check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
+    tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
+    gens = {name: g for name, g in (
+        ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device, args.dtype)),
+        ("class", _load(args.class_model, DEFAULT_MODELS["class"], tok, args.device, args.dtype))) if g is not None}
+    if not gens:
+        raise ValueError("no generator to evaluate: train one, or name one with --text-model / --class-model")
+    for g in gens.values():
+        _ = g.tokenizer  # the property checks K and the codebook against the tokenizer
+        if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
+            raise ValueError(f"--ks must lie in [1, {g.cfg.K}], got {args.ks}")
+        frames_to_steps(args.frames, g.cfg.max_t)
+        g.tokenizer._check_sampler(args.decode_steps, args.decode_guidance, None)
+        if not args.skip_long and args.n_long:
+            frames_to_steps(81, g.cfg.max_t)
     models = {"text": args.text_model, "class": args.class_model}
     res = evaluate(gens, {name: display_name(models[name]) for name in gens}, args.n, args.n_long, args.ks, args.frames,
                    seed=args.seed, batch=args.batch, paraphrases=not args.skip_paraphrase, long=not args.skip_long,

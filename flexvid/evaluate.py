@@ -121,7 +121,8 @@ def _sampler(**kw) -> dict:
 def rate_distortion(tok: VideoFlexTok, clips, ks=None, tokens=None, keep_videos: bool = False, **sampler) -> dict:
     """Decode every clip at every k of `ks` (default the ladder) and score it against the clip.
 
-    clips: shapes Clips, or (3, T, H, W) tensors in [-1, 1]. tokens: their grids, if already tokenized. sampler: steps, guidance,
+    clips: shapes Clips, or (3, T, H, W) tensors in [-1, 1]. tokens: their grids, if already tokenized.
+    sampler: steps, guidance,
     guidance_mode, seed for detokenize (None = model default). Each detokenize call holds about
     tok.max_batch (grid, k) pairs, all k of a clip together. Returns {"ks", "psnr", "ssim" (means per k),
     "psnr_clips", "ssim_clips" (per k, per clip)} and with keep_videos "videos": {k: [uint8 (T, H, W, 3)]}."""
@@ -526,7 +527,8 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-tokenizer", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-tokenizer",
+                                description=__doc__.split("\n")[0])
     from .generate import DEFAULT_TOKENIZER
     p.add_argument("--model", default=DEFAULT_TOKENIZER,
                    help="tokenizer folder or Hugging Face repo id (default: the embedded assets/tokenizer)")
@@ -535,7 +537,8 @@ def main(argv=None):
     p.add_argument("--ks", type=int, nargs="+", default=None, help="k values (default the ladder 1, 2, 4, ..., K)")
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
-    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None)
+    p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None,
+                   help="plain CFG or APG (default: the model's)")
     p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
     p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's)")
     p.add_argument("--device", default="auto")
@@ -551,14 +554,11 @@ def main(argv=None):
     add_threads_argument(p)
     args = p.parse_args(argv)
     set_threads(args.threads)
+    # every error one line (flexvid.cli prints a ValueError so, with exit status 2), before any work
     if args.n < 1 or args.batch < 1 or args.n_long < 0 or args.token_probe < 0:
-        p.error(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
-                f"{args.n_long}, {args.token_probe}")
-    try:
-        check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
-    except ValueError as e:
-        p.error(str(e))
-
+        raise ValueError(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
+                         f"{args.n_long}, {args.token_probe}")
+    check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
     if args.data is not None and not os.path.isdir(args.data):
         raise ValueError(f"--data {args.data!r} is not a folder")
     tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -567,11 +567,8 @@ def main(argv=None):
         raise ValueError(f"{args.model} takes {tok.size} px clips at {tok.fps:g} fps, the shapes world's test split "
                          f"is {shapes.SIZE} px at {shapes.FPS} fps: measure it on your own videos with --data FOLDER")
     if args.ks and not all(1 <= k <= tok.n_tokens for k in args.ks):
-        p.error(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
-    try:  # the sampler settings, before any work
-        tok._check_sampler(args.steps, args.guidance, args.guidance_mode, args.noise_scale)
-    except ValueError as e:
-        p.error(str(e))
+        raise ValueError(f"--ks must lie in [1, {tok.n_tokens}], got {args.ks}")
+    tok._check_sampler(args.steps, args.guidance, args.guidance_mode, args.noise_scale)
     res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long,
                    token_probe_clips=args.token_probe, steps=args.steps,
                    guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed,

@@ -33,7 +33,8 @@ from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
 from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
-from .training import add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype, set_threads
+from .training import (add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype,
+                       set_threads)
 
 FORMAT = "flexvid-generator"
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -131,7 +132,8 @@ class VideoGenerator:
             tokenizer = os.fspath(tokenizer)
         from .pipeline import VideoFlexTok
         if tokenizer is not None and not isinstance(tokenizer, (str, VideoFlexTok)):
-            raise ValueError(f"tokenizer must be a VideoFlexTok, or its folder or repo id, got {type(tokenizer).__name__}")
+            raise ValueError("tokenizer must be a VideoFlexTok, or its folder or repo id, got "
+                             f"{type(tokenizer).__name__}")
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
         self.trained_with: str | None = None  # where that tokenizer is (a folder here or a repo id), when known
@@ -342,7 +344,8 @@ class VideoGenerator:
 
 # ----------------------------------------------------------------------------- command line
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid generate", description="Generate a clip from a text prompt or a "
+    p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid generate",
+                                description="Generate a clip from a text prompt or a "
                                 "shapes-world class with a token budget of k tokens per time step.")
     p.add_argument("prompt", nargs="?", default=None, help="text prompt (text-to-video)")
     p.add_argument("--class-label", default=None, help="class-to-video: 0-89 or 'colour shape motion'")
@@ -355,13 +358,15 @@ def main(argv=None) -> int:
     p.add_argument("--best-of", type=int, default=1,
                    help="sample N candidates per output and keep the one the reranker scores best (N times the work)")
     p.add_argument("--preview-steps", type=int, default=None,
-                   help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept one in full")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--guidance", type=float, default=None, help="generator guidance (1 = none)")
-    p.add_argument("--decode-steps", type=int, default=None)
-    p.add_argument("--decode-guidance", type=float, default=None)
+                   help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept "
+                        "one in full (default: none, every candidate decoded in full)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest codes, 0 = all (default: the model's)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, 1 = off (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="generator guidance (1 = none; default: the model's)")
+    p.add_argument("--decode-steps", type=int, default=None, help="decoder Euler steps (default: the tokenizer's)")
+    p.add_argument("--decode-guidance", type=float, default=None,
+                   help="decoder guidance (default: the generator's, else the tokenizer's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="clip.mp4", help="output mp4 (several samples: clip_0.mp4, clip_1.mp4, ...)")
     p.add_argument("--upscale", type=int, default=4)

@@ -419,7 +419,8 @@ def validate(n: int = 300, seed_split: str = "val", T: int = 17, degradations: l
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(formatter_class=HelpFormatter, description="Validate the shapes attribute probe on ground-truth clips.")
+    ap = argparse.ArgumentParser(formatter_class=HelpFormatter,
+                                 description="Validate the shapes attribute probe on ground-truth clips.")
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--split", default="val")
     ap.add_argument("--T", type=int, default=17)

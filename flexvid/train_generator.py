@@ -265,7 +265,8 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     if text_encoder is not None:
         meta["text_model"] = text_key(text_encoder)
     if changed:
-        save_safetensors(tensors, path, metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+        save_safetensors(tensors, path,
+                         metadata={k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
     return out
 
 
@@ -366,8 +367,9 @@ def main(argv=None):
     p.add_argument("--p-null", type=float, default=None, help="condition dropout for guidance (default: preset)")
     p.add_argument("--caption-variants", type=int, default=0,
                    help="text models: rewordings per training caption, embedded once (0: captions only)")
-    p.add_argument("--text-tokens", type=int, default=0,
-                   help="text models: condition on this many word-piece embeddings (0: one sentence embedding)")
+    p.add_argument("--text-tokens", type=int, default=None,
+                   help="text models: condition on this many word-piece embeddings (0: one sentence embedding; "
+                        "default: --init's, else 0)")
     p.add_argument("--init", default=None,
                    help="start from this generator folder's weights (same preset and condition), e.g. after the "
                         "tokenizer changed: the tokens are learned anew, what it knows of the conditions is kept; "
@@ -379,7 +381,8 @@ def main(argv=None):
     p.add_argument("--p-selected", type=float, default=0.25,
                    help="with --selected: fraction of batches drawn from the selected samples")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
-    TrainConfig.add_args(p, out_dir="", steps=2500, batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
+    TrainConfig.add_args(p, helps={"out_dir": "run folder (default: runs/generator-COND)"}, out_dir="", steps=2500,
+                         batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
                          ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
     args = p.parse_args(argv)
     args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
@@ -401,6 +404,8 @@ def main(argv=None):
             raise ValueError(f"--{name} must be in [0, 1], got {v}")
     if args.text_tokens and args.cond != "text":
         raise ValueError("--text-tokens is for text models (--cond text)")
+    if args.text_tokens is not None and args.text_tokens < 0:
+        raise ValueError(f"--text-tokens must be >= 0, got {args.text_tokens}")
     if args.caption_variants < 0:
         raise ValueError(f"--caption-variants must be >= 0, got {args.caption_variants}")
     init_cfg = None
@@ -410,6 +415,17 @@ def main(argv=None):
             raise ValueError(f"--init {args.init} is not a generator folder (its config.json has no generator part)")
         if init_cfg.get("cond") != args.cond:
             raise ValueError(f"--init {args.init}: a {init_cfg.get('cond')!r} generator, this run trains {args.cond!r}")
+        preset = config_dict(GENERATOR_CONFIGS[args.preset])
+        other = [f"{f} {init_cfg.get(f)} (the {args.preset} preset: {preset[f]})"
+                 for f in ("dim", "n_layers", "n_heads") if init_cfg.get(f) != preset[f]]
+        if other:
+            raise ValueError(f"--init {args.init} is not a --preset {args.preset} model: " + ", ".join(other))
+        if args.text_tokens is None:  # its conditioning: a sentence embedding or that many word pieces
+            args.text_tokens = int(init_cfg.get("text_tokens") or 0)
+        elif args.text_tokens != int(init_cfg.get("text_tokens") or 0):
+            raise ValueError(f"--init {args.init} reads {init_cfg.get('text_tokens') or 0} word pieces of a prompt "
+                             f"(0: a sentence embedding), not --text-tokens {args.text_tokens}")
+    args.text_tokens = args.text_tokens or 0
     selected = None
     if args.selected:  # checked before any work
         from .select_samples import load_selected

@@ -375,8 +375,13 @@ def main(argv=None):
     if args.latent_cache < 0:
         raise SystemExit(f"--latent-cache must be >= 0, got {args.latent_cache}")
     tcfg = TrainConfig.from_args(args)
+    if tcfg.threads:  # the caches, the step-0 check and the head fit below run before fit() would set it
+        torch.set_num_threads(tcfg.threads)
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
+    asked = parse_overrides(args.set, config_dict(TOKENIZER_CONFIGS[args.preset]))
+    if args.data and asked.get("attr_weight", 0) > 0:  # said before the folder is decoded
+        raise SystemExit("attr_weight asks the tokens for the shapes world's object attributes: not with --data")
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n (1, 5, 9, 13, 17, ...), got {args.frames}")
     # every setting checked, and the VAE read, before a --data folder is decoded (minutes for a big one)
@@ -388,7 +393,8 @@ def main(argv=None):
     if size % (vae.cfg.spatial_factor * TOKENIZER_CONFIGS[args.preset].patch):
         raise SystemExit(f"--size {size} is not a multiple of the VAE's factor {vae.cfg.spatial_factor} times "
                          f"the patch {TOKENIZER_CONFIGS[args.preset].patch}")
-    run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS), "vae_encoder": encoder_fingerprint(vae)}
+    run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS),
+           "vae_encoder": encoder_fingerprint(vae)}
     check_resume(tcfg.out_dir, run)
     try:
         source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)

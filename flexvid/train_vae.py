@@ -142,6 +142,8 @@ def main(argv=None):
     if not (args.fps > 0 and math.isfinite(args.fps)):
         raise SystemExit(f"--fps must be a positive number, got {args.fps}")
     cfg = TrainConfig.from_args(args)
+    if cfg.threads:  # the latent statistics and caches before fit() run at it too
+        torch.set_num_threads(cfg.threads)
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")
     if args.freeze_encoder and not args.init:
@@ -171,8 +173,6 @@ def main(argv=None):
         if os.path.exists(path):  # made once per run folder (and tokenizer): a resumed run reuses it
             cache = load_file(path)
         else:
-            if cfg.threads:
-                torch.set_num_threads(cfg.threads)
             tok = VideoFlexTok.from_pretrained(args.tokenizer or args.init, device=cfg.device)
             cache = resampler_latents(tok, args.resampled)
             save_safetensors(cache, path)

@@ -89,15 +89,17 @@ class TrainConfig:
         pick_device(self.device)  # a ValueError for a device this machine lacks
 
     @classmethod
-    def add_args(cls, parser, **defaults):
-        """Flat command-line overrides for every field (--steps 2000 --lr 1e-3 ...)."""
+    def add_args(cls, parser, helps: dict[str, str] | None = None, **defaults):
+        """Flat command-line overrides for every field (--steps 2000 --lr 1e-3 ...); helps: {field: help}."""
+        helps = helps or {}
         for f in fields(cls):
             default = defaults.get(f.name, f.default)
             if isinstance(default, bool):
                 parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=default,
-                                    action=argparse_bool())
+                                    action=argparse_bool(), help=helps.get(f.name))
             else:
-                parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(default), default=default)
+                parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=type(default), default=default,
+                                    help=helps.get(f.name))
         return parser
 
     @classmethod

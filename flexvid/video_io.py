@@ -280,8 +280,8 @@ def resize_center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     t, h, w, _ = frames.shape
     if h == size and w == size:
         return frames.copy()
-    _check_output_bytes(t, size, size, frames.nbytes, f"resizing to {size} x {size}", "use a smaller size or fewer frames",
-                        MAX_RAW_BYTES)
+    _check_output_bytes(t, size, size, frames.nbytes, f"resizing to {size} x {size}",
+                        "use a smaller size or fewer frames", MAX_RAW_BYTES)
     out = np.empty((t, size, size, 3), dtype=np.uint8)
     for i, frame in enumerate(frames):
         out[i] = _resize_crop_frame(frame, size)

@@ -44,7 +44,7 @@ def test_every_command_help_shows_its_defaults(capsys):
     assert "--data FOLDER" in texts["eval-tokenizer"] and "--threads" in texts["eval-tokenizer"]
     # an option whose help already names its default is not given a second one
     flat = " ".join(texts["reconstruct"].split())
-    assert flat.count("default: the model's") == 3 and "(default: None)" not in flat
+    assert flat.count("default: the model's") == 4 and "(default: None)" not in flat  # steps, guidance, mode, noise
 
 
 def test_reconstruct_replaces_an_earlier_runs_prefixes_and_takes_threads(folder, tmp_path, capsys, threads):
@@ -151,3 +151,17 @@ def test_a_generator_finds_the_tokenizer_it_was_trained_with(folder, tmp_path, c
     (bad / "config.json").write_text(json.dumps({**meta, "tokenizer": 5}))
     with pytest.raises(ValueError, match="config.json's tokenizer must be a folder or a repo id"):
         VideoGenerator.from_pretrained(str(bad), device="cpu")
+
+
+def test_train_generator_takes_init_s_conditioning_and_refuses_another_before_any_work(tmp_path, capsys):
+    from flexvid import train_generator
+    out = tmp_path / "g"
+    for argv, message in ((["--text-tokens", "0"], "reads 24 word pieces of a prompt"),
+                          (["--preset", "tiny", "--text-tokens", "8"], "not --text-tokens 8")):
+        assert cli.main(["train-generator", "--cond", "text", "--init", str(REPO_ROOT / "assets" / "generator-text"),
+                         "--out-dir", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert not out.exists()  # refused before the token cache
+    with pytest.raises(ValueError, match="--text-tokens must be >= 0"):
+        train_generator.main(["--cond", "text", "--text-tokens", "-1", "--out-dir", str(out)])

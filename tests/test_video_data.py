@@ -154,9 +154,6 @@ def test_train_vae_and_tokenizer_on_a_folder(tmp_path, folder, trained):
     assert z.shape[0] == 2 and z.shape[-1] == 16  # computed anew from 64 px shapes clips, not reused
     with safe_open(path, "pt") as f:
         assert f.metadata()["source"] == "shapes"
-    with pytest.warns(UserWarning), pytest.raises(SystemExit, match="not with --data"):
-        train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(tmp_path / "x"),
-                              "--set", "attr_weight=0.5", *common])
     with pytest.warns(UserWarning), pytest.raises(SystemExit, match="px"):
         train_tokenizer.main(["--vae", str(trained / "vae" / "export"), "--out-dir", str(tmp_path / "y"),
                               "--init", str(trained / "tok" / "export"), *common[:2], "--size", "16"])
@@ -190,7 +187,9 @@ def test_a_run_resumed_with_other_data_or_size_is_refused_before_any_work(traine
                               (["--vae", str(trained / "vae" / "export"), "--frames", "16",
                                 "--out-dir", str(trained / "new")], r"--frames must be 1 \+ 4n"),
                               (["--vae", str(trained / "vae" / "export"), "--size", "30",
-                                "--out-dir", str(trained / "new")], "not a multiple")):
+                                "--out-dir", str(trained / "new")], "not a multiple"),
+                              (["--vae", str(trained / "vae" / "export"), "--set", "attr_weight=0.5",
+                                "--out-dir", str(trained / "new")], "not with --data")):
             with pytest.raises(SystemExit, match=message):
                 train_tokenizer.main([*argv, "--data", str(folder)])
     assert {d: (trained / d / "ckpt.pt").read_bytes() for d in ("vae", "tok")} == ckpts  # nothing changed
