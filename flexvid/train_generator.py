@@ -270,6 +270,25 @@ def token_cache(path: str, pipe: VideoFlexTok, groups: dict, text_encoder: TextE
     return out
 
 
+def check_cache_of_resumed_run(out_dir: str, tokens_of: str) -> None:
+    """A checkpoint written before checkpoints recorded their run ("run" in training.fit) cannot say which
+    tokenizer it trained on; its folder's token cache can. Resuming it with another tokenizer is refused
+    here, before that cache would be rebuilt for the other tokens."""
+    from safetensors import safe_open
+    from .training import load_checkpoint
+    ckpt, cache = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "tokens.safetensors")
+    if not (os.path.exists(ckpt) and os.path.exists(cache)) or load_checkpoint(ckpt, mmap=True).get("run"):
+        return
+    try:
+        with safe_open(cache, "pt") as f:
+            made_with = (f.metadata() or {}).get("fingerprint")
+    except Exception:  # noqa: BLE001 - a cut-short cache says nothing; token_cache rebuilds it
+        return
+    if made_with and made_with != tokens_of:
+        raise ValueError(f"{ckpt} was trained on the tokens of another tokenizer (fingerprint {made_with}, this "
+                         f"one's {tokens_of}): resume with the tokenizer that wrote it, or use another --out-dir")
+
+
 def training_groups(clips: int, long_clips: int, val_clips: int, first_clip: int = 0) -> dict:
     """The cache's groups for a run: {name: (split, base index, clips, frames)}. Training clips are
     first_clip ... first_clip + clips - 1 of the training split (long ones from LONG_INDEX + first_clip);
@@ -447,6 +466,7 @@ def main(argv=None):
     run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond,
            **({"text_model": args.text_model, "text_tokens": args.text_tokens} if args.cond == "text" else {})}
     check_resume(tcfg.out_dir, run)  # before the token cache, which another tokenizer would rebuild
+    check_cache_of_resumed_run(tcfg.out_dir, tokens_of)
     if pipe.device.type == "cuda":
         pipe.max_batch = 256  # the token cache in big batches: 16 clips a call leave a GPU launch-bound
     if selected is not None:  # before the token cache, which can take a while to build

@@ -165,3 +165,19 @@ def test_train_generator_takes_init_s_conditioning_and_refuses_another_before_an
     assert not out.exists()  # refused before the token cache
     with pytest.raises(ValueError, match="--text-tokens must be >= 0"):
         train_generator.main(["--cond", "text", "--text-tokens", "-1", "--out-dir", str(out)])
+
+
+def test_an_old_generator_checkpoint_resumed_with_another_tokenizer_is_refused(tmp_path, capsys):
+    """A checkpoint from before runs were recorded: its folder's token cache names the tokenizer."""
+    from safetensors.torch import save_file
+
+    from flexvid.training import save_checkpoint
+    out = tmp_path / "g"
+    save_checkpoint(str(out / "ckpt.pt"), {"model": {}, "ema": {}, "opt": {}, "step": 3})  # no "run"
+    save_file({"x": torch.zeros(1)}, str(out / "tokens.safetensors"), metadata={"fingerprint": "0123456789abcdef"})
+    before = (out / "tokens.safetensors").read_bytes()
+    assert cli.main(["train-generator", "--cond", "class", "--out-dir", str(out), "--clips", "4", "--long-clips", "0",
+                     "--val-clips", "2", "--probe-clips", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "trained on the tokens of another tokenizer (fingerprint 0123456789abcdef" in err
+    assert (out / "tokens.safetensors").read_bytes() == before  # not rebuilt
