@@ -428,7 +428,6 @@ def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 6
     models names their folders for the report."""
     t0 = time.time()
     any_gen = next(iter(gens.values()))
-    tok = any_gen.tokenizer
     clips = shapes.fixed_split("test", n, frames)
     res = {"models": models, "n": n, "frames": frames, "faithfulness": {}, "paraphrase": None, "long_video": None,
            "condition_probe": None, "best_of": None}
@@ -447,10 +446,10 @@ def evaluate(gens: dict[str, VideoGenerator], models: dict[str, str], n: int = 6
                              for name, gen in gens.items()}
     defaults = {name: {"temperature": g.cfg.temperature, "top_k": g.cfg.top_k, "top_p": g.cfg.top_p,
                        "guidance": g.cfg.guidance, "decode_guidance": g.decode_guidance()
-                       if g.decode_guidance() is not None else tok.tokenizer.cfg.guidance} for name, g in gens.items()}
+                       if g.decode_guidance() is not None else g.tokenizer.tokenizer.cfg.guidance,
+                       "decode_steps": g.tokenizer.tokenizer.cfg.sample_steps} for name, g in gens.items()}
     res["settings"] = {"ks": next(iter(res["faithfulness"].values()))["ks"], "K": any_gen.cfg.K, "seed": seed,
-                       "batch": batch, "generator_defaults": defaults,
-                       "decode_steps_default": tok.tokenizer.cfg.sample_steps, **_sampler(**sampler)}
+                       "batch": batch, "generator_defaults": defaults, **_sampler(**sampler)}
     res.update({"elapsed_s": time.time() - t0, "torch": torch.__version__, "device": str(any_gen.device),
                 "threads": torch.get_num_threads()})
     return res
@@ -466,6 +465,23 @@ def _load(path: str, default: str, tokenizer, device: str, dtype=None) -> VideoG
     return VideoGenerator.from_pretrained(path, tokenizer=tokenizer, device=device, dtype=dtype)
 
 
+def share_tokenizers(gens: dict[str, VideoGenerator], device: str, dtype=None) -> dict[str, str]:
+    """Give each generator that has not got one loaded the tokenizer it names (VideoGenerator.from_pretrained's
+    default: the one it was trained with, else assets/tokenizer), loading each folder or repo id once, so two
+    generators of one tokenizer share it. Returns {name: where its tokenizer came from} for those it loaded."""
+    from .pipeline import VideoFlexTok
+    loaded, where = {}, {}
+    for name, g in gens.items():
+        spec = g._tokenizer
+        if not isinstance(spec, str):  # a VideoFlexTok given by the caller, or already loaded
+            continue
+        key = os.path.realpath(spec) if os.path.isdir(spec) else spec
+        if key not in loaded:
+            loaded[key] = VideoFlexTok.from_pretrained(spec, device=device, dtype=dtype)
+        g._tokenizer, where[name] = loaded[key], spec
+    return where
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid eval-generator",
                                 description=__doc__.split("\n")[0])
@@ -473,7 +489,9 @@ def main(argv=None):
                    help="text-to-video generator folder or repo id; 'none' skips it (default: assets/generator-text)")
     p.add_argument("--class-model", default=DEFAULT_MODELS["class"],
                    help="class-to-video generator folder or repo id; 'none' skips it (default: assets/generator-class)")
-    p.add_argument("--tokenizer", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id (default: assets/tokenizer)")
+    p.add_argument("--tokenizer", default=None,
+                   help="tokenizer folder or repo id for both generators (default: each generator's own, the one "
+                        "its config.json names, else assets/tokenizer)")
     p.add_argument("--n", type=int, default=64, help="test prompts for faithfulness and paraphrases")
     p.add_argument("--n-long", type=int, default=8, help="prompts for the 81-frame check")
     p.add_argument("--ks", type=int, nargs="+", default=None, help="k values (default the ladder 1, 2, 4, ..., K)")
@@ -504,12 +522,15 @@ def main(argv=None):
     from .video_io import check_output
     # every error a ValueError, which flexvid.cli prints as one line with exit status 2, before any work
     check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
-    tok = VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
+    tok = None if args.tokenizer is None else \
+        VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
     gens = {name: g for name, g in (
         ("text", _load(args.text_model, DEFAULT_MODELS["text"], tok, args.device, args.dtype)),
         ("class", _load(args.class_model, DEFAULT_MODELS["class"], tok, args.device, args.dtype))) if g is not None}
     if not gens:
         raise ValueError("no generator to evaluate: train one, or name one with --text-model / --class-model")
+    tokenizers = {name: args.tokenizer for name in gens} if tok is not None else \
+        share_tokenizers(gens, args.device, args.dtype)
     for g in gens.values():
         _ = g.tokenizer  # the property checks K and the codebook against the tokenizer
         if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
@@ -524,7 +545,7 @@ def main(argv=None):
                    likelihood=not args.skip_condition_probe, n_best_of=args.best_of,
                    temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps,
                    decode_guidance=args.decode_guidance)
-    res["tokenizer"] = display_name(args.tokenizer)
+    res["tokenizer"] = {name: display_name(tokenizers[name]) for name in gens}
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

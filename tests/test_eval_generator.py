@@ -1,6 +1,7 @@
 """The generator evaluation: paraphrases, faithfulness over k, long videos, the report, main() end to end."""
 import json
 import os
+import shutil
 import zlib
 from types import SimpleNamespace
 
@@ -67,7 +68,7 @@ def folders(tmp_path_factory):
     out = {"tokenizer": str(root / "tokenizer"), "text": str(root / "text"), "class": str(root / "class")}
     VideoFlexTok(vae, tok, device="cpu").save_pretrained(out["tokenizer"])
     for cond in ("text", "class"):
-        save_generator(small_generator(cond), out[cond], text_model="fake")
+        save_generator(small_generator(cond), out[cond], text_model="fake", tokenizer=out["tokenizer"])
     return out
 
 
@@ -212,7 +213,7 @@ def test_swapped_conditions_change_one_attribute():
 def test_main_end_to_end(folders, tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "eval")
     monkeypatch.chdir(os.path.dirname(folders["tokenizer"]))  # the folders lie below the working directory
-    ev.main(["--text-model", folders["text"], "--class-model", folders["class"], "--tokenizer", folders["tokenizer"],
+    ev.main(["--text-model", folders["text"], "--class-model", folders["class"],  # each its own tokenizer
              "--n", "2", "--n-long", "1", "--frames", "5", "--decode-steps", "1", "--device", "cpu", "--out", out])
     data = json.load(open(os.path.join(out, "eval.json")))
     for key in ("models", "n", "settings", "faithfulness", "paraphrase", "long_video", "condition_probe",
@@ -221,7 +222,8 @@ def test_main_end_to_end(folders, tmp_path, capsys, monkeypatch):
     assert set(data["condition_probe"]) == {"text", "class"} and data["condition_probe"]["class"]["ks"] == [1, 2, 4]
     assert set(data["faithfulness"]) == {"text", "class"}
     # a report names its models relative to the working directory (or this checkout), never by machine path
-    assert data["tokenizer"] == "tokenizer" and data["models"] == {"text": "text", "class": "class"}
+    assert data["tokenizer"] == {"text": "tokenizer", "class": "tokenizer"}
+    assert data["models"] == {"text": "text", "class": "class"}
     text = data["faithfulness"]["text"]
     assert text["ks"] == [1, 2, 4] and set(text["rates"]) == {"color", "shape", "size", "motion", "all", "detected"}
     assert text["one_object"]["n"] + text["two_objects"]["n"] == 2
@@ -234,6 +236,24 @@ def test_main_end_to_end(folders, tmp_path, capsys, monkeypatch):
     assert os.path.getsize(os.path.join(out, "eval.html")) > 100_000  # plotly.js is embedded
     printed = capsys.readouterr().out
     assert "paraphrase" in printed and "right through all chunks" in printed and "condition probe (class" in printed
+
+
+def test_each_generator_decodes_with_its_own_tokenizer(folders, tmp_path):
+    """Without --tokenizer, eval-generator gives each generator the tokenizer its config names, loading a
+    folder once when both name it; --tokenizer gives both the one named."""
+    other = tmp_path / "other_tok"
+    shutil.copytree(folders["tokenizer"], other)
+    cls = tmp_path / "class"
+    save_generator(small_generator("class"), str(cls), text_model="fake", tokenizer=str(other))
+    gens = {"text": VideoGenerator.from_pretrained(folders["text"], device="cpu"),
+            "class": VideoGenerator.from_pretrained(str(cls), device="cpu")}
+    where = ev.share_tokenizers(gens, "cpu")
+    assert os.path.samefile(where["text"], folders["tokenizer"]) and os.path.samefile(where["class"], other)
+    assert gens["text"].tokenizer is not gens["class"].tokenizer
+    both = {c: VideoGenerator.from_pretrained(folders[c], device="cpu") for c in ("text", "class")}
+    ev.share_tokenizers(both, "cpu")
+    assert both["text"].tokenizer is both["class"].tokenizer  # one folder, loaded once
+    assert ev.share_tokenizers(both, "cpu") == {}  # nothing left to load
 
 
 def test_main_errors(folders, tmp_path):
