@@ -41,7 +41,7 @@ from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
 from .cli import HelpFormatter
 from .hub import display_name
-from .generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator, frames_to_steps
+from .generate import DEFAULT_MODELS, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
 from .quantizer import prefix_ladder
 from .training import add_dtype_argument, add_threads_argument, set_threads
