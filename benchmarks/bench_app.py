@@ -14,7 +14,9 @@ Starts `python app.py --port P` as a fresh subprocess on 127.0.0.1 and measures,
      seed: one new decode), to a cached k (the same request again), and to a new seed (the resample
      button's cost: the ladder and k are decoded again);
   4. prompt to video (/generate, a new seed each repeat) where /info lists a ready text generator, at the
-     app's default best of N (space.yaml app.defaults.best_of) and at best of 1 (plain samples).
+     app's default best of N (space.yaml app.defaults.best_of) and at best of 1 (plain samples);
+  5. its ladder (/generate_ladder, the same requests at k = 1, 2, 4, ..., K at the default best of N), which
+     the Generate tab asks for after each clip unless its box is unticked.
 Prints the numbers and writes them as JSON (--out). Every median is over --repeats requests.
 """
 from __future__ import annotations
@@ -162,6 +164,15 @@ def bench_server(url: str, clips: list[str], repeats: int, timeout: float, downl
                             g["seed"] + i + (repeats if best_of == 1 else 0), best_of)
                     times.append(timed(client, "/generate", args, timeout)[0])
                 res[key] = {**stats(times), "k": g["k"], "frames": g["frames"], "steps": g["steps"], "best_of": best_of}
+            # 5. the ladder the Generate tab asks for after each clip: the same request at every k of the
+            # ladder, the clip's own k a cache hit (the default k is K)
+            times = []
+            for i in range(repeats):
+                args = (PROMPTS[i % len(PROMPTS)], g["frames"], g["steps"], g["guidance"], g["temperature"],
+                        g["seed"] + i, g["best_of"])
+                times.append(timed(client, "/generate_ladder", args, timeout)[0])
+            res["prompt_ladder"] = {**stats(times), "frames": g["frames"], "steps": g["steps"], "best_of": g["best_of"],
+                                    "ks": info["ladder"]}
         else:
             res["prompt_to_video"] = None
             res["prompt_to_video_note"] = ("no generators configured" if not text else
@@ -289,6 +300,9 @@ def main(argv=None) -> int:
             g = server[key]
             print(f"prompt to video (/generate, k = {g['k']}, {g['frames']} frames, best of {g['best_of']}): "
                   f"median {fmt(g)}, first {fmt(g, 'first_s')}")
+        g = server["prompt_ladder"]
+        print(f"its ladder (/generate_ladder, k = {g['ks']}, {g['frames']} frames, best of {g['best_of']}, the clip's "
+              f"k cached): median {fmt(g)}, first {fmt(g, 'first_s')}")
     print(f"server peak RSS: {'-' if rss is None else f'{rss:.0f} MiB'}; wrote {args.out}")
     return 0
 

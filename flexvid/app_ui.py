@@ -136,7 +136,30 @@ def page_errors(fn):
     return wrapped
 
 
+def quiet(component):
+    """component (a gradio input) with its own refusals of a value (out of its bounds, not one of its choices)
+    reaching the page and API clients as before but without the traceback that gradio prints in the server
+    log for each: an API client sending absurd values would otherwise fill the Space's log. Patched on the
+    instance: a subclass would make gradio write a .pyi stub beside this module."""
+    import gradio as gr
+    own = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return own(payload)
+        except gr.Error as e:
+            if not e.print_exception:
+                raise
+            raise gr.Error(e.message, duration=e.duration, visible=e.visible, title=e.title,
+                           print_exception=False) from None
+    component.preprocess = preprocess
+    return component
+
+
 # ----------------------------------------------------------------------------- the page
+# gradio's toast for a video the browser could not play, closed once a playable copy has taken its place
+CLOSE_NOT_PLAYABLE = """() => { for (const t of document.querySelectorAll('[data-testid="toast-body"]'))
+    if (t.innerText.includes('Video not playable')) t.querySelector('[data-testid="toast-close"]')?.click(); }"""
 PROMPTS = ["a large red circle moving left", "a small blue square moving up",
            "a large yellow triangle standing still", "a small green circle moving right and a large magenta square "
            "moving down"]
@@ -211,6 +234,16 @@ def build_demo(rt: Runtime):
         clip = rt.add_clip(video)
         return [clip.id] + outputs(rt.view(clip.id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
+    def preview(video):
+        """An upload the browser cannot play is shown as a playable copy of what is tokenized (the copy is
+        the same clip to the runtime); no change otherwise. Never an error: tokenize reports bad files."""
+        try:
+            playable = rt.playable_preview(video)
+        except Exception:  # noqa: BLE001 (a preview is a courtesy; the clip's own errors come from tokenize)
+            log.exception("flexvid app: no playable preview")
+            playable = None
+        return gr.skip() if playable is None else playable
+
     @page_errors
     def decode(clip_id, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """Decode the tokenized clip at k with these decoder settings (cached)."""
@@ -253,6 +286,11 @@ def build_demo(rt: Runtime):
                                gen_progress(progress), best_of)
         return g.video, g.summary
 
+    def ladder_wanted(want: bool) -> None:
+        """Stop the Generate chain before the ladder when its box is unticked (no message: nothing failed)."""
+        if not want:
+            raise gr.Error("the ladder was not asked for", visible=False, print_exception=False)
+
     def new_seed() -> int:
         """A random seed for the Generate tab."""
         return rt.new_seed()
@@ -260,6 +298,19 @@ def build_demo(rt: Runtime):
     def model_info() -> dict:
         """The loaded tokenizer, defaults, limits and generators."""
         return rt.info()
+
+    # bounded inputs, quiet in the server log when an API client sends a value out of bounds
+    def Slider(*a, **kw):  # noqa: N802 (stand-ins for gradio's classes)
+        return quiet(gr.Slider(*a, **kw))
+
+    def Number(*a, **kw):  # noqa: N802
+        return quiet(gr.Number(*a, **kw))
+
+    def Radio(*a, **kw):  # noqa: N802
+        return quiet(gr.Radio(*a, **kw))
+
+    def Dropdown(*a, **kw):  # noqa: N802
+        return quiet(gr.Dropdown(*a, **kw))
 
     device = f"{info['device']} ({info['dtype']})"
     with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
@@ -278,15 +329,15 @@ def build_demo(rt: Runtime):
                     if ex:
                         gr.Examples(ex, inputs=clip_in, example_labels=ex_labels, cache_examples=False,
                                     preload=False, label="examples")
-                    k = gr.Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",
+                    k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",
                                   info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
                     with gr.Accordion("decoder", open=True):
-                        steps = gr.Slider(1, lim.max_steps, value=d["steps"], step=1, label="Euler steps")
-                        guidance = gr.Slider(0, lim.max_guidance, value=d["guidance"], step=0.5,
+                        steps = Slider(1, lim.max_steps, value=d["steps"], step=1, label="Euler steps")
+                        guidance = Slider(0, lim.max_guidance, value=d["guidance"], step=0.5,
                                              label="guidance scale (1 = none)")
-                        mode = gr.Radio(["cfg", "apg"], value=d["guidance_mode"], label="guidance mode")
+                        mode = Radio(["cfg", "apg"], value=d["guidance_mode"], label="guidance mode")
                         with gr.Row():
-                            seed = gr.Number(d["seed"], label="seed", precision=0, minimum=0, elem_id="seed",
+                            seed = Number(d["seed"], label="seed", precision=0, minimum=0, elem_id="seed",
                                              maximum=lim.max_seed)
                             resample_btn = gr.Button("resample (new seed)", elem_id="resample")
                     clip_id = gr.Textbox(label="clip id", interactive=False, max_lines=1, elem_id="clip-id")
@@ -323,36 +374,40 @@ def build_demo(rt: Runtime):
                                     cache_examples=False)
                     with gr.Group(visible="class" in ready):
                         with gr.Row():
-                            colour = gr.Dropdown(shapes.COLOR_NAMES, value=shapes.COLOR_NAMES[0], label="colour",
+                            colour = Dropdown(shapes.COLOR_NAMES, value=shapes.COLOR_NAMES[0], label="colour",
                                                  elem_id="gen-colour")
-                            shape = gr.Dropdown(shapes.SHAPES, value=shapes.SHAPES[0], label="shape",
+                            shape = Dropdown(shapes.SHAPES, value=shapes.SHAPES[0], label="shape",
                                                 elem_id="gen-shape")
-                            motion = gr.Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
+                            motion = Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
                                                  elem_id="gen-motion")
-                        class_guidance = gr.Slider(0, lim.max_guidance, value=gd["class_guidance"], step=0.5,
+                        class_guidance = Slider(0, lim.max_guidance, value=gd["class_guidance"], step=0.5,
                                                    label="guidance for the class (1 = none)",
                                                    elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
-                    gen_k = gr.Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
+                    gen_k = Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
                                       info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
-                    frames = gr.Slider(GEN_MIN_FRAMES, gd["max_frames"], value=gd["frames"], step=4,
+                    frames = Slider(GEN_MIN_FRAMES, gd["max_frames"], value=gd["frames"], step=4,
                                        label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)",
                                        elem_id="gen-frames")
                     with gr.Accordion("sampling", open=True):
-                        gen_steps = gr.Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
-                        gen_guidance = gr.Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
+                        gen_steps = Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
+                        gen_guidance = Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
                                                  visible="text" in ready, elem_id="gen-guidance",
                                                  label="guidance for the prompt (the generator's classifier-free "
                                                        "guidance; 1 = none)")
-                        temperature = gr.Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],
+                        temperature = Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],
                                                 step=0.05, label="temperature")
                         with gr.Row():
-                            gen_seed = gr.Number(gd["seed"], label="seed", precision=0, minimum=0,
+                            gen_seed = Number(gd["seed"], label="seed", precision=0, minimum=0,
                                                  maximum=lim.max_seed, elem_id="gen-seed")
                             seed_btn = gr.Button("new seed", elem_id="gen-new-seed")
-                        best_of = gr.Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
+                        best_of = Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
                                             label="best of: candidates sampled, the reranker keeps one",
                                             info="N times the work; the reranker reads the decoded videos")
+                        with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
+                                                  label="then the ladder: the same request at k = 1, 2, 4, ..., K",
+                                                  info="one more sample per budget below the clip's, each decoded "
+                                                       "(best of N: N each); the clip comes first either way")
                 with gr.Column(scale=3, min_width=400):
                     gen_video = gr.Video(label="generated clip", autoplay=True, loop=True, interactive=False,
                                          elem_id="gen-video")
@@ -365,6 +420,11 @@ def build_demo(rt: Runtime):
         settings_in = [k, steps, guidance, mode, seed]
         clip_in.change(tokenize, [clip_in, *settings_in], [clip_id, *view_out], api_name="tokenize",
                        trigger_mode="always_last")
+        # an upload the browser cannot play (OpenCV's mp4v, avi, mov) is swapped for a playable copy, at the
+        # same time as it is tokenized; the swap's change event then finds the clip in the cache
+        # and the browser's "Video not playable" notice about the upload it could not play is closed
+        clip_in.upload(preview, clip_in, clip_in, api_visibility="private", show_progress="hidden") \
+            .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.
         gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode,
@@ -377,12 +437,16 @@ def build_demo(rt: Runtime):
         # the last request's outputs are cleared in the browser first: after a refused request (an empty
         # prompt, say) they would otherwise stay on screen and pass for its answer
         clear = dict(fn=None, js="() => [null, '', null, '']", outputs=[*gen_out, *ladder_out], queue=False)
+        # the ladder only where its box is ticked: the gate stops the chain, quietly, where it is not
+        gate = dict(fn=ladder_wanted, inputs=with_ladder, outputs=None, queue=False, api_visibility="private")
         gr.on([gen_btn.click, prompt.submit], **clear) \
             .then(generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
+            .success(**gate) \
             .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
         class_btn.click(**clear) \
             .then(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
+            .success(**gate) \
             .success(generate_class_ladder, [colour, shape, motion, *class_in[1:]], ladder_out,
                      api_name="generate_class_ladder")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")

@@ -387,6 +387,7 @@ def _either(words) -> str:
 SHAPES_WORDS = (f"{_either(shapes.SIZES)}; {_either(shapes.COLOR_NAMES)}; {_either(shapes.SHAPES)}; moving "
                 f"{_either(m for m in shapes.MOTIONS if m != 'still')}, or standing still")
 GEN_MIN_FRAMES = 17  # shortest generated clip (5 time steps, about 2 s at 8 fps)
+PREVIEW_SIDE = 640  # longer side of the playable copy of an upload a browser cannot play (playable_preview)
 RENDERED_VIEWS = 64  # views (clip, k, decoder settings) whose mp4s stay on disk
 MIN_TEMPERATURE = 0.05
 
@@ -468,6 +469,8 @@ class Runtime:
         self._generator_lock = threading.Lock()  # loading a generator must not block the caches
         self._generation_locks: dict[str, threading.Lock] = {}  # name -> one request at a time (see _generate)
         self._generated: OrderedDict[tuple, Generated] = OrderedDict()
+        # playable copies of uploads a browser cannot play: the copy's sha256 -> the upload's, newest last
+        self._previews: OrderedDict[str, str] = OrderedDict()
         self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0, "sample_tokens": 0, "generated_videos": 0}
         for name, spec in self.settings.generators.items():
             self.register_generator(name, functools.partial(self._load_generator, name, spec))
@@ -666,7 +669,10 @@ class Runtime:
             raise UserError(f"video file is too large: {os.path.getsize(path)} bytes exceeds the limit of "
                             f"{self.settings.limits.max_upload_mb:g} MB: {name!r}")
         tok, lim = self.tok, self.settings.limits
-        key = f"{_file_hash(path)}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
+        digest = _file_hash(path)
+        with self._lock:  # the playable copy of an upload (playable_preview) is that upload's clip
+            digest = self._previews.get(digest, digest)
+        key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
         clip_id = hashlib.sha256(key.encode()).hexdigest()[:16]
         with self._clip_lock(clip_id):
             with self._lock:
@@ -690,6 +696,32 @@ class Runtime:
                     self._views = OrderedDict((k, v) for k, v in self._views.items() if k[0] != old)
                     shutil.rmtree(self.out_dir / old, ignore_errors=True)
             return clip
+
+    def playable_preview(self, path) -> str | None:
+        """For an upload that a browser cannot play as it is (OpenCV's mp4v, most avi and mov): an H.264 mp4
+        of what add_clip reads from it (its first max_seconds; at most PREVIEW_SIDE px a side, its own frame
+        rate, no audio) to show in its place. The copy counts as the upload: add_clip of either gives the
+        same clip, tokenized once. None where the upload plays as it is, or is no readable video (add_clip
+        says why)."""
+        if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+            return None
+        path = str(path)
+        if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20 or video_io.browser_playable(path):
+            return None
+        digest = _file_hash(path)
+        out = self.out_dir / "previews" / f"{digest[:16]}.mp4"
+        try:
+            video_io.write_playable(path, out, max_side=PREVIEW_SIDE, max_seconds=self.settings.limits.max_seconds)
+        except ValueError as e:  # VideoError included: not a video; add_clip reports it
+            log.info("no playable preview of %s: %s", os.path.basename(path), e)
+            return None
+        with self._lock:
+            self._previews[_file_hash(str(out))] = digest
+            while len(self._previews) > 4 * self.settings.cache_clips:  # gradio keeps its own copy
+                _, old = self._previews.popitem(last=False)
+                if old != digest:
+                    (self.out_dir / "previews" / f"{old[:16]}.mp4").unlink(missing_ok=True)
+        return str(out)
 
     def clip(self, clip_id) -> Clip:
         if not isinstance(clip_id, str) or not clip_id:

@@ -10,6 +10,8 @@ the model are 1 + 4n frames (first frame plus groups of four).
 - ``resample_fps``, ``resize_center_crop``, ``fit_length`` and ``prepare_video`` turn an arbitrary clip
   into model input: fixed fps, square size, valid length.
 - ``write_video`` encodes a browser-playable H.264 mp4 (yuv420p, even sizes, +faststart) with PyAV.
+- ``browser_playable`` tells whether a browser plays a file as it is; ``write_playable`` re-encodes one
+  that it does not (OpenCV's mp4v, most avi and mov) as such an mp4, frame by frame.
 - ``side_by_side`` and ``grid`` tile several clips into one for comparison videos.
 """
 from __future__ import annotations
@@ -47,6 +49,8 @@ __all__ = [
     "to_model",
     "from_model",
     "write_video",
+    "browser_playable",
+    "write_playable",
     "side_by_side",
     "grid",
 ]
@@ -449,6 +453,94 @@ def _encode(av, out_path: Path, frames: np.ndarray, rate: Fraction, w: int, h: i
                 container.mux(packet)
         for packet in stream.encode():  # flush the encoder
             container.mux(packet)
+
+
+# what a browser's <video> plays, by file extension: codec names as FFmpeg gives them, and for H.264 its
+# pixel formats (Chrome and Firefox play 8-bit 4:2:0 only)
+_PLAYABLE = {".mp4": {"h264", "vp9", "av1"}, ".m4v": {"h264"}, ".webm": {"vp8", "vp9", "av1"}}
+_PLAYABLE_H264 = {"yuv420p", "yuvj420p"}
+
+
+def browser_playable(path: str | os.PathLike) -> bool:
+    """Whether a web browser plays this video file as it is: H.264 (8-bit 4:2:0) in mp4, VP8 / VP9 / AV1
+    in webm, VP9 / AV1 in mp4. False for other codecs and containers (OpenCV's mp4v, MJPEG or ProRes in avi
+    or mov, ...) and for a file PyAV cannot open."""
+    path = _check_path(path)
+    allowed = _PLAYABLE.get(Path(path).suffix.lower())
+    if not allowed or not os.path.isfile(path):
+        return False
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                return False
+            ctx = container.streams.video[0].codec_context
+            codec, pix = ctx.name, ctx.format.name if ctx.format is not None else None
+    except (av.error.FFmpegError, OSError, ValueError):
+        return False
+    return codec in allowed and (codec != "h264" or pix in _PLAYABLE_H264)
+
+
+def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: int = 640,
+                   max_seconds: float | None = None, crf: int = 23) -> str:
+    """Re-encode the video file ``src`` as a browser-playable H.264 mp4 at ``path`` (``write_video``'s
+    encoder) and return the path: its own frame rate, at most ``max_side`` pixels on its longer side (never
+    enlarged; even sizes), its first ``max_seconds`` when given, no audio. Frames are read by OpenCV, as
+    ``read_video`` reads them, and encoded one at a time, so memory stays at one frame whatever the length.
+    Raises ``VideoError`` for a file OpenCV cannot read, ValueError for one that cannot be written."""
+    src, path = _check_path(src, "src"), _check_path(path)
+    max_side = _check_positive_int(max_side, "max_side", minimum=2)
+    if max_seconds is not None and not (isinstance(max_seconds, numbers.Real) and max_seconds > 0):
+        raise ValueError(f"max_seconds must be a positive number, got {max_seconds!r}")
+    read_video(src, max_frames=1)  # read_video's checks and messages: missing, empty, text, corrupt, no frame
+    cap = cv2.VideoCapture(src)
+    try:
+        if not cap.isOpened():
+            raise VideoError(f"could not read video: the file is not a video or is corrupt: {src!r}")
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if w < 1 or h < 1:
+            raise VideoError(f"could not read video: no frame size: {src!r}")
+        scale = min(1.0, max_side / max(w, h))
+        ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
+        limit = None if max_seconds is None else max(1, math.ceil(max_seconds * fps))
+        count = 0
+
+        def frames():
+            nonlocal count
+            while limit is None or count < limit:
+                ok, bgr = cap.read()
+                if not ok or bgr is None:
+                    return
+                if bgr.ndim == 2:
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+                else:
+                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+                if rgb.shape[:2] != (oh, ow):
+                    rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
+                count += 1
+                yield rgb
+
+        out_path = check_output(path)
+        import av
+
+        tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            _encode(av, tmp, frames(), Fraction(fps).limit_denominator(1001), ow, oh, crf, 1)
+            if count == 0:
+                raise VideoError(f"could not read video: no frames could be decoded: {src!r}")
+            os.replace(tmp, out_path)
+        except (OSError, av.error.FFmpegError) as e:
+            raise ValueError(f"could not write the video {path!r}: {getattr(e, 'strerror', None) or e}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    finally:
+        cap.release()
+    return str(out_path)
 
 
 # ----------------------------------------------------------------------------- tiling

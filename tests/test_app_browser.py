@@ -109,6 +109,27 @@ def test_bad_file_shows_its_message(page, artifacts, tmp_path):
     assert "Traceback" not in pg.content()
 
 
+def test_an_unplayable_upload_is_shown_playable(page, artifacts, tmp_path):
+    import cv2
+    from flexvid import shapes
+    pg = page
+    pg.reload(wait_until="networkidle")
+    src = tmp_path / "opencv_mp4v.mp4"  # OpenCV's default codec, which Chromium cannot play
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 8, (128, 96))
+    for f in shapes.make_clip(3, 1, 17).video:
+        w.write(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2BGR), (128, 96)))
+    w.release()
+    pg.set_input_files("#clip-in input[type=file]", str(src))
+    shown = wait_playing(pg, "#clip-in video", timeout=120_000)  # the playable copy took its place
+    assert shown["width"] == 128 and shown["duration"] > 0
+    assert wait_playing(pg, "#compare video", timeout=120_000)["readyState"] >= 2
+    assert len(pg.input_value("#clip-id textarea, #clip-id input")) == 16
+    pg.screenshot(path=str(artifacts / "app_mp4v_upload.png"), full_page=True)
+    # the browser's notice about the mp4v it could not play is gone with it
+    pg.wait_for_function("() => !document.body.innerText.includes('Video not playable')", timeout=10_000)
+    assert "Traceback" not in pg.content() and "Error" not in pg.inner_text("body")
+
+
 def test_generate_from_a_prompt(page, artifacts):
     pg = page
     pg.reload(wait_until="networkidle")
@@ -127,6 +148,16 @@ def test_generate_from_a_prompt(page, artifacts):
     assert "| k | tokens | bits |" not in pg.inner_text("#gen-ladder-summary")  # rendered as a table
     assert pg.locator("#gen-ladder-summary table").count() == 1
     pg.screenshot(path=str(artifacts / "app_generate.png"), full_page=True)
+
+    pg.uncheck("#gen-with-ladder input")  # the clip alone: no ladder, and no message, since nothing failed
+    pg.fill("#gen-prompt textarea", "a small blue square moving up")
+    pg.click("#gen-button")
+    clip = wait_playing(pg, "#gen-video video", not_src=clip["src"], timeout=120_000)
+    pg.wait_for_function("document.querySelector('#gen-summary').innerText.includes('blue square')")
+    pg.wait_for_timeout(3000)  # time for a ladder to arrive, were it asked for
+    assert pg.evaluate("() => document.querySelector('#gen-ladder video')?.getAttribute('src') || ''") == ""
+    assert not pg.inner_text("#gen-ladder-summary").strip() and "Error" not in pg.inner_text("body")
+    pg.check("#gen-with-ladder input")
 
     pg.fill("#gen-prompt textarea", "   ")  # an empty prompt: the page says so, the server keeps serving
     pg.click("#gen-button")

@@ -709,3 +709,25 @@ def test_space_card_agrees_with_readme_front_matter():
     assert meta, f"README.md needs the Space card as YAML front matter at its top:\n{block}"
     for key, value in card.items():
         assert meta.get(key) == value, f"README.md front matter {key}: {meta.get(key)!r} != space.yaml {value!r}"
+
+
+def test_an_unplayable_upload_gets_a_playable_copy_that_is_the_same_clip(rt, clip_file, tmp_path):
+    """OpenCV's mp4v does not play in a browser: playable_preview makes an H.264 copy for the page, and
+    tokenizing that copy (the page's change event does) finds the upload's clip instead of tokenizing again."""
+    import cv2
+    assert rt.playable_preview(clip_file) is None  # H.264 already
+    frames = shapes.make_clip(3, 1, 17).video
+    mp4v = tmp_path / "opencv.mp4"
+    w = cv2.VideoWriter(str(mp4v), cv2.VideoWriter_fourcc(*"mp4v"), 8, (64, 64))
+    for f in frames:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    copy = rt.playable_preview(str(mp4v))
+    assert copy is not None and video_io.browser_playable(copy) and Path(copy).is_relative_to(rt.out_dir)
+    assert video_io.read_video(copy)[0].shape == (17, 64, 64, 3)
+    clip = rt.add_clip(str(mp4v))
+    assert rt.add_clip(copy).id == clip.id and rt.add_clip(copy).name == "opencv.mp4"
+    assert rt.stats["tokenize"] == 1
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"RIFF" + bytes(300))
+    assert rt.playable_preview(str(bad)) is None and rt.playable_preview(None) is None  # add_clip says why

@@ -454,3 +454,60 @@ def test_a_corrupt_file_is_one_clear_error_without_ffmpeg_log_lines(tmp_path, ca
         vio.read_video(bad)
     captured = capfd.readouterr()
     assert "moov atom" not in captured.out + captured.err  # FFmpeg's own line, printed from C, stays quiet
+
+
+# ----------------------------------------------------------------------------- browser playability
+def _opencv_video(path, fourcc: str, fps: float, frames: np.ndarray) -> str:
+    """frames (RGB) written by OpenCV's own encoder, as a researcher's script would write them."""
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (frames.shape[2], frames.shape[1]))
+    assert w.isOpened(), f"OpenCV cannot write {fourcc}"
+    for f in frames:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    return str(path)
+
+
+def _moving_bar(t: int, h: int, w: int) -> np.ndarray:
+    frames = np.zeros((t, h, w, 3), np.uint8)
+    for i in range(t):
+        frames[i, :, (7 * i) % (w - 20):(7 * i) % (w - 20) + 20] = (250, 40, 40)
+    return frames
+
+
+def test_browser_playable(tmp_path, clip):
+    assert vio.browser_playable(vio.write_video(tmp_path / "h264.mp4", clip[:5], fps=8))
+    frames = _moving_bar(10, 48, 64)
+    assert not vio.browser_playable(_opencv_video(tmp_path / "mp4v.mp4", "mp4v", 10, frames))  # OpenCV's default
+    assert not vio.browser_playable(_opencv_video(tmp_path / "mjpg.avi", "MJPG", 10, frames))
+    h264_in_avi = tmp_path / "h264.avi"  # a playable codec in a container browsers do not open
+    h264_in_avi.write_bytes((tmp_path / "h264.mp4").read_bytes())
+    assert not vio.browser_playable(h264_in_avi)
+    (tmp_path / "notes.mp4").write_text("not a video\n")
+    assert not vio.browser_playable(tmp_path / "notes.mp4") and not vio.browser_playable(tmp_path / "missing.mp4")
+
+
+def test_write_playable_reencodes_what_read_video_reads(tmp_path):
+    frames = _moving_bar(45, 361, 801)  # odd sizes, 30 fps, 1.5 s
+    src = _opencv_video(tmp_path / "mp4v.mp4", "mp4v", 30, frames)
+    out = vio.write_playable(src, tmp_path / "prev" / "copy.mp4", max_side=400)
+    assert vio.browser_playable(out)
+    info = pyav_info(out)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p" and info["rate"] == 30
+    assert (info["width"], info["height"]) == (400, 180)  # the longer side to 400 px, even sizes, aspect kept
+    original, _ = vio.read_video(src)
+    assert info["frames"].shape[0] == 45
+    expected = np.stack([cv2.resize(f, (400, 180), interpolation=cv2.INTER_AREA) for f in original])
+    assert np.abs(info["frames"].astype(int) - expected.astype(int)).mean() < 6
+    short = vio.write_playable(src, tmp_path / "short.mp4", max_seconds=0.5)  # its first 0.5 s, 640 px wide
+    assert pyav_info(short)["frames"].shape == (15, 288, 640, 3)
+    small = _opencv_video(tmp_path / "small.avi", "MJPG", 10, _moving_bar(5, 48, 64))
+    assert pyav_info(vio.write_playable(small, tmp_path / "small.mp4"))["frames"].shape == (5, 48, 64, 3)  # not enlarged
+
+
+def test_write_playable_bad_input(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a video\n" * 50)
+    with pytest.raises(VideoError, match="not a video"):
+        vio.write_playable(tmp_path / "notes.txt", tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists() and not list(tmp_path.glob(".out.mp4*"))
+    with pytest.raises(ValueError, match="max_seconds"):
+        vio.write_playable(tmp_path / "notes.txt", tmp_path / "out.mp4", max_seconds=0)
