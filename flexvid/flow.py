@@ -77,17 +77,24 @@ def cfg_combine(v_cond: torch.Tensor, v_uncond: torch.Tensor, scale: float) -> t
 def apg_combine(x_s, s, v_cond, v_uncond, scale: float, eta: float = 0.0, norm_threshold: float = 0.0):
     """Adaptive projected guidance on the denoised predictions x0 = x_s - s v (APG, arXiv 2410.02416).
 
-    The update x0_c - x0_u is (optionally) clipped to norm_threshold per clip, split into parts parallel
-    and orthogonal to x0_c, and the parallel part is scaled by eta. Returns the guided velocity.
+    The update x0_c - x0_u is (optionally) clipped to norm_threshold, split into parts parallel and
+    orthogonal to x0_c, and the parallel part is scaled by eta. Returns the guided velocity. x_s and the
+    velocities are (B, C, t, h, w): the paper's per-sample norms and projection are taken per time step
+    (over C, h, w), so that guidance keeps the decoder's time-causality (a later step's tokens never change
+    an earlier frame) and a clean prefix step (s = 0, chunked decoding) neither moves nor enters the
+    projection of the steps being sampled.
     """
     sb = _bcast(s)
     x0_c, x0_u = x_s - sb * v_cond, x_s - sb * v_uncond
     diff = x0_c - x0_u
-    dims = tuple(range(1, diff.ndim))
+    dims = (1, 3, 4)  # per sample and time step
+
+    def norm(x):
+        return x.pow(2).sum(dim=dims, keepdim=True).sqrt().clamp_min(1e-8)
+
     if norm_threshold > 0:
-        norm = diff.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, *[1] * (diff.ndim - 1))
-        diff = diff * torch.clamp(norm_threshold / norm, max=1.0)
-    unit = x0_c / x0_c.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, *[1] * (diff.ndim - 1))
+        diff = diff * torch.clamp(norm_threshold / norm(diff), max=1.0)
+    unit = x0_c / norm(x0_c)
     parallel = (diff * unit).sum(dim=dims, keepdim=True) * unit
     x0 = x0_c + (scale - 1) * (diff - parallel + eta * parallel)
     return (x_s - x0) / sb.clamp_min(1e-4)
