@@ -324,6 +324,18 @@ def freeze_encoder(model: FlexTokenizer) -> None:
     model.quantizer.offset.requires_grad_(False)
 
 
+def freeze_unused_heads(model: FlexTokenizer, attr: bool, repa: bool) -> list[str]:
+    """Fix the training heads this run's loss never reads (an --init model's attribute head with attr_weight
+    0, a REPA head without --repa): DistributedDataParallel stops on parameters that get no gradient.
+    Returns the names of the heads fixed."""
+    fixed = []
+    for name, head, used in (("attr_head", model.attr_head, attr), ("repa_head", model.repa_head, repa)):
+        if head is not None and not used:
+            head.requires_grad_(False)
+            fixed.append(name)
+    return fixed
+
+
 def parse_overrides(items: list[str], base: dict) -> dict:
     """["time_mean=2.0", "levels=8,5,5,5"] -> typed values for the fields of base; unknown keys fail."""
     out = {}
@@ -480,6 +492,9 @@ def main(argv=None):
             os.path.join(tcfg.out_dir, "export"))
         ema.train(False)
 
+    fixed = freeze_unused_heads(model, cfg.attr_weight > 0, feature_model is not None and args.repa_weight > 0)
+    if fixed:
+        print(f"not trained in this run (its loss does not use them): {', '.join(fixed)}")
     ema = fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m, source=source),
               on_checkpoint=on_checkpoint, run=run)

@@ -7,8 +7,12 @@ torchrun (gloo on CPU, nccl on GPU). A stage supplies its model, a loss function
     loss, metrics = loss_fn(model, batch, rand)
 
 `rand` draws the step's random numbers for the *global* batch from a generator seeded by (seed, step)
-and hands each rank its slice, so a run is the same on one process or several, and a resumed run
-continues exactly where it stopped (the checkpoint needs no RNG state).
+and hands each rank its slice, so a run sees the same data and draws on one process or several, and a
+resumed run continues exactly where it stopped (the checkpoint needs no RNG state). Where a loss averages
+over its own batch only, as the VAE's does, several processes give one process's gradient (test_training
+checks it); the tokenizer's flow loss averages over each rank's sampled (non-prefix) time steps and its
+variance term over each rank's clips, so there it differs a little, as unsynchronised batch statistics
+do. A run under --time-limit fixes its length from its own step time, so a resumed one plans anew.
 """
 from __future__ import annotations
 
@@ -433,7 +437,8 @@ def fit(model: nn.Module,
                 # fit: another process starting or ending on the device makes the run neither overrun nor stop short
                 per_step = (time.time() - t_probe[0]) / (step - t_probe[1])
                 t_probe = (time.time(), step)
-                left = torch.tensor([float(cfg.time_limit - (time.time() - t0)) / per_step])
+                # on the device: NCCL broadcasts CUDA tensors only
+                left = torch.tensor([float(cfg.time_limit - (time.time() - t0)) / per_step], device=device)
                 if world > 1:
                     dist.broadcast(left, 0)  # every rank ends on the same step
                 cfg = replace(cfg, steps=max(step, min(most, step + int(left.item()))))

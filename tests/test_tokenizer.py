@@ -521,3 +521,24 @@ def test_reports_name_models_without_machine_paths(tmp_path, monkeypatch):
     # above the working directory and outside the checkout: the folder's own name, no machine path
     assert display_name(str(tmp_path / "runs")) == "runs"
     assert display_name(".") == "tok"
+
+
+def test_every_trained_parameter_gets_a_gradient_when_a_head_is_unused():
+    """DistributedDataParallel stops on a parameter that takes no gradient. A model with an attribute and a
+    REPA head, trained without either (attr_weight 0, no --repa): freeze_unused_heads fixes both heads, and
+    every parameter left trainable gets a gradient from one step of the loss."""
+    from flexvid.train_tokenizer import freeze_unused_heads, tokenizer_loss
+    from flexvid.training import StepRandom
+
+    pipe = small_pipeline()
+    cfg = TokenizerConfig(**{**SMALL_TOK, "attr_weight": 0.0, "attr_classes": (6, 3, 2, 5),
+                             "attr_temporal": (False, False, False, True), "repa_dim": 8})
+    tok = FlexTokenizer(cfg)
+    assert freeze_unused_heads(tok, attr=False, repa=False) == ["attr_head", "repa_head"]
+    x = torch.stack([clip(i) for i in range(4)])
+    loss, _ = tokenizer_loss(tok, (x, None, None), StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, cfg)
+    loss.backward()
+    without = [n for n, p in tok.named_parameters() if p.requires_grad and p.grad is None]
+    assert not without, without
+    assert not any(p.requires_grad for p in tok.attr_head.parameters())
+    assert freeze_unused_heads(FlexTokenizer(cfg), attr=True, repa=True) == []
