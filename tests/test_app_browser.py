@@ -88,6 +88,7 @@ def test_upload_slider_resample(page, artifacts):
     pg.wait_for_function(f"document.querySelector('#token-caption').innerText.includes('1 of {K}')")
     pg.screenshot(path=str(artifacts / "app_k1.png"), full_page=True)
 
+    pg.get_by_text("decoder", exact=True).click()  # closed at first: the results come before settings
     seed_before = pg.input_value("#seed input")
     pg.click("#resample")
     resampled = wait_playing(pg, "#compare video", not_src=moved["src"])
@@ -134,11 +135,15 @@ def test_generate_from_a_prompt(page, artifacts):
     pg = page
     pg.reload(wait_until="networkidle")
     pg.get_by_role("tab", name="Generate").click()
+    pg.get_by_text("sampling", exact=True).click()  # closed at first
     # the prompt's and the class's guidance sliders start at their own model's default (4 and 2.5 here)
     assert float(pg.input_value("#gen-guidance input[type=range]")) == 4.0
     assert float(pg.input_value("#gen-class-guidance input[type=range]")) == 2.5
-    pg.fill("#gen-prompt textarea", "a large red circle moving left")
-    pg.click("#gen-button")
+    pg.fill("#gen-prompt input", "a large red circle moving left")
+    pg.press("#gen-prompt input", "Enter")  # Enter generates
+    # both buttons wait while the request and its ladder run, so two requests never mix on the page
+    pg.wait_for_function("() => document.querySelector('#gen-button').disabled", timeout=10_000)
+    assert pg.is_disabled("#gen-class-button")
     clip = wait_playing(pg, "#gen-video video", timeout=120_000)
     assert clip["readyState"] >= 2 and clip["duration"] > 0 and clip["width"] == 256 and "text_k" in clip["src"]
     K = int(pg.get_attribute("#gen-k input[type=range]", "max"))
@@ -147,26 +152,52 @@ def test_generate_from_a_prompt(page, artifacts):
     assert ladder["readyState"] >= 2 and "text_ladder" in ladder["src"]
     assert "| k | tokens | bits |" not in pg.inner_text("#gen-ladder-summary")  # rendered as a table
     assert pg.locator("#gen-ladder-summary table").count() == 1
+    pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=30_000)
+    assert pg.is_enabled("#gen-class-button")
     pg.screenshot(path=str(artifacts / "app_generate.png"), full_page=True)
 
-    pg.uncheck("#gen-with-ladder input")  # the clip alone: no ladder, and no message, since nothing failed
-    pg.fill("#gen-prompt textarea", "a small blue square moving up")
+    pg.uncheck("#gen-with-ladder input")  # the clip alone: the ladder leaves the page, and no message
+    pg.wait_for_selector("#gen-ladder", state="hidden", timeout=10_000)
+    pg.fill("#gen-prompt input", "a small blue square moving up")
     pg.click("#gen-button")
     clip = wait_playing(pg, "#gen-video video", not_src=clip["src"], timeout=120_000)
     pg.wait_for_function("document.querySelector('#gen-summary').innerText.includes('blue square')")
-    pg.wait_for_timeout(3000)  # time for a ladder to arrive, were it asked for
+    pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=30_000)
     assert pg.evaluate("() => document.querySelector('#gen-ladder video')?.getAttribute('src') || ''") == ""
-    assert not pg.inner_text("#gen-ladder-summary").strip() and "Error" not in pg.inner_text("body")
+    assert "Error" not in pg.inner_text("body")
     pg.check("#gen-with-ladder input")
+    pg.wait_for_selector("#gen-ladder", state="visible", timeout=10_000)
 
-    pg.fill("#gen-prompt textarea", "   ")  # an empty prompt: the page says so, the server keeps serving
+    pg.fill("#gen-prompt input", "   ")  # an empty prompt: the page says so, the server keeps serving
     pg.click("#gen-button")
     pg.wait_for_selector("text=the prompt is empty", timeout=30_000)
     assert "Traceback" not in pg.content()
+    pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=10_000)  # usable again
     # the last clip and its ladder are gone, not left to pass for this request's answer
     assert f"of {K}" not in pg.inner_text("#gen-summary") and not pg.inner_text("#gen-ladder-summary").strip()
     assert pg.evaluate("() => [...document.querySelectorAll('#gen-video video, #gen-ladder video')]"
                        ".filter(v => v.getAttribute('src')).length") == 0
     # a small random tokenizer here: no note about the embedded default models' shapes world
-    assert "embedded default models" not in pg.inner_text("#model-info")
+    assert pg.locator("#embedded-note").count() == 0
     assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"
+
+
+def test_on_a_phone_the_results_follow_the_upload(page, artifacts):
+    """At 390 x 844 the upload box shows on the first screen, it shows the work in progress, and the
+    comparison video is less than a screen below it (the settings are folded away)."""
+    pg = page
+    pg.set_viewport_size({"width": 390, "height": 844})
+    try:
+        pg.reload(wait_until="networkidle")
+        box = pg.locator("#clip-in").bounding_box()
+        assert box["y"] < 844 - 200, box  # most of the upload box on the first screen
+        pg.set_input_files("#clip-in input[type=file]", str(EXAMPLE))
+        wait_playing(pg, "#compare video", timeout=120_000)
+        upload, compare = pg.locator("#clip-in").bounding_box(), pg.locator("#compare").bounding_box()
+        gap = compare["y"] - (upload["y"] + upload["height"])
+        print(f"phone: upload box at y = {upload['y']:.0f}, comparison {gap:.0f} px below it")
+        assert 0 < gap < 844 - 100, gap
+        assert pg.locator("#k-slider").bounding_box()["y"] > compare["y"]  # k sits under what it moves
+        pg.screenshot(path=str(artifacts / "app_phone.png"), full_page=True)
+    finally:
+        pg.set_viewport_size({"width": 1400, "height": 1800})

@@ -485,13 +485,16 @@ def test_generate_outputs_progress_and_cache(grt):
 
 
 def test_the_page_says_the_embedded_models_domain_only_for_them(tmp_path):
-    from flexvid.app_ui import EMBEDDED_NOTE, embedded
+    from flexvid.app_ui import EMBEDDED_NOTE, embedded, generate_intro
     assert embedded(SimpleNamespace(settings=Settings()))  # space.yaml's own default: assets/tokenizer
     other = tmp_path / "tok"
     other.mkdir()
     assert not embedded(SimpleNamespace(settings=Settings(tokenizer=str(other))))
     assert not embedded(SimpleNamespace(settings=Settings(tokenizer="someone/videoflextok-d18")))  # a repo id
-    assert "shapes world" in EMBEDDED_NOTE and "circle, square or triangle" in EMBEDDED_NOTE
+    assert "shapes world" in EMBEDDED_NOTE
+    ready = {"text": "ready", "class": "ready"}  # the Generate tab lists the shapes world's words for them only
+    assert "circle, square or triangle" in generate_intro(ready, embedded_models=True)
+    assert "circle, square or triangle" not in generate_intro(ready)
 
 
 def test_a_prompt_outside_the_training_words_is_said(grt):
