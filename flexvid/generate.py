@@ -53,12 +53,15 @@ def frames_to_steps(frames: int, max_t: int) -> int:
 
 
 def parse_label(label) -> int:
-    """A class label: an integer in [0, 90), or its attributes "red circle left" / "red-circle-still"."""
+    """A class label: an integer in [0, 90), or its attributes "red circle left" / "red-circle-still" /
+    "red circle moving left" / "red circle standing still"."""
     if isinstance(label, str):
         s = label.strip()
         if s.isascii() and re.fullmatch(r"-?\d{1,9}", s):  # "٣" and "²" are digits to Python, not labels here
             return parse_label(int(s))
         parts = s.replace("-", " ").replace(",", " ").split()
+        if len(parts) == 4 and parts[2] in ("moving", "standing"):  # "red circle moving left", as captions say
+            parts = parts[:2] + parts[3:]
         if len(parts) != 3 or parts[0] not in shapes.COLOR_NAMES or parts[1] not in shapes.SHAPES \
                 or parts[2] not in shapes.MOTIONS:
             shown = label if len(label) <= 40 else label[:40] + "..."
@@ -356,7 +359,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=17, help="1 + 4n frames, at most 81")
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--best-of", type=int, default=1,
-                   help="sample N candidates per output and keep the one the reranker scores best (N times the work)")
+                   help="sample N candidates per output and keep the one the reranker scores best (N times the work; "
+                        "the app uses 4: prompts are followed more often, see the README)")
     p.add_argument("--preview-steps", type=int, default=None,
                    help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept "
                         "one in full (default: none, every candidate decoded in full)")
@@ -367,7 +371,8 @@ def main(argv=None) -> int:
     p.add_argument("--decode-steps", type=int, default=None, help="decoder Euler steps (default: the tokenizer's)")
     p.add_argument("--decode-guidance", type=float, default=None,
                    help="decoder guidance (default: the generator's, else the tokenizer's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="sample i of --num-samples is the clip that --seed SEED+i gives alone")
     p.add_argument("--out", default="clip.mp4", help="output mp4 (several samples: clip_0.mp4, clip_1.mp4, ...)")
     p.add_argument("--upscale", type=int, default=4)
     p.add_argument("--device", default="auto")
@@ -387,7 +392,9 @@ def main(argv=None) -> int:
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
         stem, ext = os.path.splitext(args.out)
-        paths = [args.out] if args.num_samples == 1 else [f"{stem}_{i}{ext or '.mp4'}" for i in range(args.num_samples)]
+        if ext.lower() != ".mp4":  # the file is an H.264 mp4 whatever its name says
+            raise ValueError(f"--out must name an .mp4 file, got {args.out!r}")
+        paths = [args.out] if args.num_samples == 1 else [f"{stem}_{i}{ext}" for i in range(args.num_samples)]
         for path in paths:  # every file this run writes, before any work
             video_io.check_output(path, name="--out")
         set_threads(args.threads)
@@ -397,27 +404,42 @@ def main(argv=None) -> int:
         gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[cond], tokenizer=args.tokenizer,
                                              device=args.device, dtype=args.dtype)
         condition = args.prompt if cond == "text" else parse_label(args.class_label)
+        if cond == "class":
+            colour, shape, motion = shapes.class_attributes(condition)
+            print(f"class {condition}: {colour} {shape} {'standing still' if motion == 'still' else 'moving ' + motion}")
+        else:
+            from .train_generator import unseen_words
+            unseen = unseen_words(condition)
+            if unseen and args.model is None:  # the embedded generator
+                print(f"note: no training caption used {', '.join(map(repr, unseen))}; the embedded generators know "
+                      "the shapes world's words only (sizes, colours, circle / square / triangle, moving left / right "
+                      "/ up / down or standing still)", file=sys.stderr)
         from tqdm import tqdm
         bars = {}
 
         def progress(stage, done, total):
-            bar = bars.setdefault(stage, tqdm(total=total, desc=stage, leave=False))
-            bar.update(done - bar.n)
+            if stage not in bars:  # one bar per stage (a default argument would build one per call)
+                bars[stage] = tqdm(total=total, desc=stage, leave=False)
+            bars[stage].update(done - bars[stage].n)
 
-        videos = gen.generate([condition] * args.num_samples, k=args.k, frames=args.frames,
-                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                              guidance=args.guidance, seed=args.seed, decode_steps=args.decode_steps,
-                              decode_guidance=args.decode_guidance, callback=progress, compile=args.compile,
-                              best_of=args.best_of, preview_steps=args.preview_steps)
-        for bar in bars.values():
-            bar.close()
+        videos = []
+        for i in range(args.num_samples):  # one at a time: sample i is what --seed SEED+i gives alone
+            videos += gen.generate([condition], k=args.k, frames=args.frames, temperature=args.temperature,
+                                   top_k=args.top_k, top_p=args.top_p, guidance=args.guidance, seed=args.seed + i,
+                                   decode_steps=args.decode_steps, decode_guidance=args.decode_guidance,
+                                   callback=progress, compile=args.compile, best_of=args.best_of,
+                                   preview_steps=args.preview_steps)
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
     except ValueError as e:
         print(f"flexvid generate: {e}", file=sys.stderr)
         return 2
     for path, v in zip(paths, videos):
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
     k = gen.cfg.K if args.k is None else args.k
-    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step)")
+    seeds = "" if args.num_samples == 1 else f"; seeds {args.seed}..{args.seed + args.num_samples - 1} in order"
+    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step, seed {args.seed}{seeds})")
     return 0
 
 

@@ -3,6 +3,7 @@ import os
 from pathlib import Path
 
 import pytest
+import numpy as np
 import torch
 
 from conftest import small_pipeline
@@ -73,6 +74,35 @@ def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, caps
     err = capsys.readouterr().err
     assert "s_1.mp4" in err and "Traceback" not in err and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["s_1.mp4"]  # no first sample written before the failure
+
+
+def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monkeypatch):
+    """Sample i of --num-samples is what --seed SEED+i gives alone; a class given as its caption's words is
+    read and named; a prompt's words outside the shapes world are named; one progress bar per stage; an
+    --out that is not .mp4 is refused before any work."""
+    import tqdm
+
+    from flexvid import video_io
+    bars = []
+
+    class Counted(tqdm.tqdm):
+        def __init__(self, *a, **kw):
+            bars.append(kw.get("desc"))
+            super().__init__(*a, **kw)
+    monkeypatch.setattr(tqdm, "tqdm", Counted)
+    base = ["--k", "1", "--frames", "5", "--decode-steps", "1", "--threads", "1"]
+    assert cli.main(["generate", "--class-label", "red circle moving left", "--num-samples", "2", "--seed", "5",
+                     *base, "--out", str(tmp_path / "s.mp4")]) == 0
+    out = capsys.readouterr()
+    assert "class 0: red circle moving left" in out.out and "seeds 5..6 in order" in out.out
+    assert bars == ["tokens", "decode"] * 2  # a bar per stage and sample, not one per token
+    assert cli.main(["generate", "--class-label", "0", "--seed", "6", *base, "--out", str(tmp_path / "one.mp4")]) == 0
+    a, b = (video_io.read_video(str(tmp_path / n))[0] for n in ("s_1.mp4", "one.mp4"))
+    assert np.array_equal(a, b)
+    assert cli.main(["generate", "a tiny blue ball drifting left", *base, "--out", str(tmp_path / "t.mp4")]) == 0
+    assert "no training caption used 'tiny', 'ball', 'drifting'" in capsys.readouterr().err
+    assert cli.main(["generate", "--class-label", "0", *base, "--out", str(tmp_path / "x.gif")]) == 2
+    assert "--out must name an .mp4 file" in capsys.readouterr().err and not (tmp_path / "x.gif").exists()
 
 
 def test_generator_takes_its_tokenizer_as_a_path_and_refuses_other_types():
