@@ -22,6 +22,7 @@ import math
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,16 +55,18 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 PAD = 2  # white pixels between the videos of a side-by-side
+WRAP_WIDTH = 4096  # a side-by-side wider than this goes on in rows
 
 
 def _side_by_side_layout(n: int, h: int, w: int, upscale: int) -> int:
     """Columns for the side-by-side of n videos of h x w: all in one row, or in rows where one row would be
-    wider than H.264 allows; a ValueError (before any decoding) where even that does not fit."""
+    wider than WRAP_WIDTH; a ValueError (before any decoding) where even that does not fit H.264."""
     from . import video_io
     if max(h, w) * upscale > video_io.MAX_SIDE:
         raise ValueError(f"--upscale {upscale} makes {w * upscale} x {h * upscale} px videos, more than H.264's "
                          f"{video_io.MAX_SIDE} a side")
-    cols = min(n, max(1, (video_io.MAX_SIDE // upscale + PAD) // (w + PAD)))
+    # rows from WRAP_WIDTH px on (many decoders and browsers stop at 4,096 or 8,192 px), H.264's limit at most
+    cols = min(n, max(1, (min(WRAP_WIDTH, video_io.MAX_SIDE) // upscale + PAD) // (w + PAD)))
     rows = -(-n // cols)
     if (rows * h + (rows - 1) * PAD) * upscale > video_io.MAX_SIDE:
         raise ValueError(f"the side-by-side of {n} videos does not fit H.264's {video_io.MAX_SIDE} px a side at "
@@ -115,15 +118,20 @@ def reconstruct_main(argv=None) -> int:
             made = None
             raise ValueError(f"--out {args.out!r}: cannot make the folder ({e.strerror or e})") from None
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
-        _, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, and the clip's frame rate
+        if args.k is not None and not all(1 <= k <= tok.n_tokens for k in args.k):  # before reading the clip
+            raise ValueError(f"--k must lie in [1, {tok.n_tokens}] (this model's tokens per time step), got "
+                             f"{' '.join(map(str, args.k))}")
+        t0 = time.time()
+        first, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, the clip's size and frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
         need = math.ceil((args.max_frames + 1) * fps / tok.fps) + 1
         frames, fps = video_io.read_video(args.clip, max_frames=need, shrink_to=tok.size)
+        n_read = len(frames)
         frames = video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size, max_frames=args.max_frames)
         x = video_io.to_model(frames)
         grid = tok.tokenize(x)[0]
-        ks = args.k or tok.ladder()
-        layout = _side_by_side_layout(1 + len(set(ks)), frames.shape[1], frames.shape[2], args.upscale)
+        ks = sorted(set(args.k or tok.ladder()))
+        layout = _side_by_side_layout(1 + len(ks), frames.shape[1], frames.shape[2], args.upscale)
         recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
                                 noise_scale=args.noise_scale)
@@ -133,22 +141,47 @@ def reconstruct_main(argv=None) -> int:
                 os.rmdir(made)  # empty: nothing was written in it
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
+    elapsed = time.time() - t0
+    h0, w0 = first.shape[1:3]
+    said = [f"{os.path.basename(args.clip)}: {w0}x{h0} at {fps:g} fps, {n_read} frames read"]
+    if n_read >= need:
+        said.append(f"cut to its first {len(frames)} frames at {tok.fps:g} fps (--max-frames {args.max_frames})")
+    else:
+        said.append(f"{len(frames)} frames at {tok.fps:g} fps")
+    if (w0, h0) != (tok.size, tok.size):
+        said.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
+    print("; ".join(said))
     stale = sorted(f for f in os.listdir(args.out) if re.fullmatch(r"k\d{3}\.mp4", f) and int(f[1:4]) not in recon)
     for f in stale:  # an earlier run's prefixes beside this run's side-by-side would pass for this clip's
         os.remove(os.path.join(args.out, f))
     if stale:
         print(f"removed {', '.join(stale)}: an earlier reconstruction's, not this clip's")
-    videos = [frames]
-    for k, v in recon.items():
-        out = video_io.from_model(v)
-        videos.append(out)
+    from .evaluate import psnr_video, ssim_video
+    from .runtime import bits_and_bitrate
+
+    # tiles labelled at up to 4x (text on a 64 px tile is unreadable), the rest of --upscale when written
+    pre = next(f for f in (4, 3, 2, 1) if args.upscale % f == 0)
+    tiles = [video_io.label(video_io.upscale(frames, pre), "original")]
+    video_io.write_video(os.path.join(args.out, "original.mp4"), frames, fps=tok.fps, upscale=args.upscale)
+    rows = ["k,tokens,bits,psnr_db,ssim"]
+    print(f"{'k':>4} {'tokens':>7} {'bits':>8} {'PSNR dB':>8} {'SSIM':>6}")
+    for k in ks:
+        out = video_io.from_model(recon[k])
+        tiles.append(video_io.label(video_io.upscale(out, pre), f"k = {k}"))
         video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
-    tiled = video_io.side_by_side(videos, pad=PAD) if layout == len(videos) else video_io.grid(videos, layout, pad=PAD)
-    video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale)
+        p, q = psnr_video(x, recon[k]), ssim_video(x, recon[k])
+        bits = bits_and_bitrate(k, grid.shape[0], tok.codebook_size, len(frames) / tok.fps)[0]
+        rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{q:.4f}")
+        print(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {q:>6.3f}")
+    with open(os.path.join(args.out, "metrics.csv"), "w") as f:
+        f.write("\n".join(rows) + "\n")
+    tiled = video_io.side_by_side(tiles, pad=PAD) if layout == len(tiles) else video_io.grid(tiles, layout, pad=PAD)
+    video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale // pre)
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
              n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
-    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)}; wrote {len(recon)} reconstructions, "
-          f"side_by_side.mp4 and tokens.npz to {args.out}")
+    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)} in {elapsed:.1f} s; wrote original.mp4, "
+          f"{len(recon)} reconstructions (k001.mp4 ...), side_by_side.mp4 (labelled, k ascending), metrics.csv and "
+          f"tokens.npz to {args.out}")
     return 0
 
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from . import shapes, video_io
-from .video_io import VideoError
+from .video_io import VideoError, label, upscale  # noqa: F401  (runtime.label: the app's tiles)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "space.yaml"
@@ -319,22 +319,6 @@ def token_image(tokens: torch.Tensor, k: int, codebook_size: int, cell: int | No
         img[:, ::cell] = 255
     img[:, min(k * cell, img.shape[1] - 1)] = 0  # where the kept prefix ends
     return np.ascontiguousarray(img)
-
-
-def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
-    return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
-
-
-def label(frames: np.ndarray, text: str) -> np.ndarray:
-    """Write text in the bottom-left corner of every frame (white with a dark outline)."""
-    out = frames.copy()
-    scale = max(0.4, frames.shape[2] / 320)
-    org = (4, frames.shape[1] - 6)
-    for f in out:  # the outline is the text shifted around (a thicker stroke would also be wider)
-        for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2), (2, 0), (-2, 0), (0, -2)):
-            cv2.putText(f, text, (org[0] + dx, org[1] + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(f, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
-    return out
 
 
 def metrics_figure(metrics: dict[int, Decoded], k: int, title: str = ""):

@@ -53,6 +53,8 @@ __all__ = [
     "write_playable",
     "side_by_side",
     "grid",
+    "upscale",
+    "label",
 ]
 
 
@@ -544,6 +546,23 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
 
 
 # ----------------------------------------------------------------------------- tiling
+def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour enlargement of [T, H, W, 3] frames by an integer factor."""
+    return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
+
+
+def label(frames: np.ndarray, text: str) -> np.ndarray:
+    """Write text in the bottom-left corner of every frame (white with a dark outline)."""
+    out = frames.copy()
+    scale = max(0.4, frames.shape[2] / 320)
+    org = (4, frames.shape[1] - 6)
+    for f in out:  # the outline is the text shifted around (a thicker stroke would also be wider)
+        for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2), (2, 0), (-2, 0), (0, -2)):
+            cv2.putText(f, text, (org[0] + dx, org[1] + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(f, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
 def _pad_length(video: np.ndarray, t: int) -> np.ndarray:
     if video.shape[0] == t:
         return video

@@ -175,7 +175,7 @@ def test_reconstruct_command_reads_only_what_it_needs(folder, tmp_path):
                      "--upscale", "1", "--out", str(out)]) == 0
     data = np.load(out / "tokens.npz")
     assert int(data["frames"]) == 9 and data["tokens"].shape[0] == 3
-    assert sorted(os.listdir(out)) == ["k001.mp4", "side_by_side.mp4", "tokens.npz"]
+    assert sorted(os.listdir(out)) == ["k001.mp4", "metrics.csv", "original.mp4", "side_by_side.mp4", "tokens.npz"]
 
 
 def test_reconstruct_command_decodes_in_the_dtype_it_is_given(folder, tmp_path, monkeypatch):
@@ -362,7 +362,7 @@ def test_reconstruct_command_tiles_a_wide_ladder_in_rows(folder, tmp_path, capsy
     assert cli.main(["reconstruct", clip, "--model", folder, "--k", "1", "2", "3", "4", "5", "--steps", "1",
                      "--upscale", "4", "--max-frames", "1", "--out", str(tmp_path / "recon")]) == 0
     frames, _ = video_io.read_video(tmp_path / "recon" / "side_by_side.mp4")
-    assert frames.shape[1:3] == (2 * 4 * 64 + 4 * 2, 3 * 4 * 64 + 4 * 4)  # original + 5 k: 2 rows of 3
+    assert frames.shape[1:3] == (2 * 4 * 64 + 2, 3 * 4 * 64 + 2 * 2)  # original + 5 k: 2 rows of 3, 2 px apart
     assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "16", "--out",
                      str(tmp_path / "big")]) == 2  # 9 videos of 1024 px (16x) cannot be tiled under it: refused first
     assert "H.264" in capsys.readouterr().err and not (tmp_path / "big").exists()

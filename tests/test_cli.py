@@ -54,17 +54,53 @@ def test_reconstruct_replaces_an_earlier_runs_prefixes_and_takes_threads(folder,
     out = tmp_path / "recon"
     common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--max-frames", "9", "--out", str(out)]
     assert cli.main(["reconstruct", *common, "--k", "1", "4"]) == 0
-    assert sorted(os.listdir(out)) == ["k001.mp4", "k004.mp4", "side_by_side.mp4", "tokens.npz"]
+    assert sorted(os.listdir(out)) == ["k001.mp4", "k004.mp4", "metrics.csv", "original.mp4", "side_by_side.mp4",
+                                     "tokens.npz"]
     (out / "notes.txt").write_text("mine")
     capsys.readouterr()
     assert cli.main(["reconstruct", *common, "--k", "2", "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1
     # k004 and k001 were another run's: gone, and said; a file of the user's stays
-    assert sorted(os.listdir(out)) == ["k002.mp4", "notes.txt", "side_by_side.mp4", "tokens.npz"]
+    assert sorted(os.listdir(out)) == ["k002.mp4", "metrics.csv", "notes.txt", "original.mp4",
+                                     "side_by_side.mp4", "tokens.npz"]
     assert "removed k001.mp4, k004.mp4" in capsys.readouterr().out
     assert cli.main(["reconstruct", *common, "--k", "1", "--threads", "-1"]) == 2
     assert "--threads must be an integer >= 0" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == ["k002.mp4", "notes.txt", "side_by_side.mp4", "tokens.npz"]
+    assert sorted(os.listdir(out)) == ["k002.mp4", "metrics.csv", "notes.txt", "original.mp4",
+                                     "side_by_side.mp4", "tokens.npz"]
+
+
+def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp_path, capsys):
+    """PSNR / SSIM per k, printed and in metrics.csv, as eval-tokenizer measures them; the side-by-side has
+    the original and the k in ascending order whatever order --k gave, each tile labelled; original.mp4 is
+    the clip as the model saw it; what reading did to the clip is said; a --k beyond K is refused before
+    the clip is read."""
+    from flexvid.evaluate import psnr_video
+    from flexvid.pipeline import VideoFlexTok
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, np.repeat(np.repeat(shapes.make_clip(0, 1, 17).video, 2, 1), 2, 2), fps=16)
+    out = tmp_path / "recon"
+    assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "2", "--k", "4", "1",
+                     "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "c.mp4: 128x128 at 16 fps, 17 frames read; 9 frames at 8 fps; resized and centre-cropped to 64x64" in printed
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [r.split(",")[0] for r in rows[1:]] == ["1", "4"]
+    original, _ = video_io.read_video(out / "original.mp4")
+    assert original.shape == (9, 128, 128, 3)  # 64 px at --upscale 2
+    tok = VideoFlexTok.from_pretrained(folder, device="cpu")
+    x = video_io.to_model(video_io.prepare_video(*video_io.read_video(clip), target_fps=8, size=64))
+    k4 = video_io.to_model(video_io.read_video(out / "k004.mp4")[0][:, ::2, ::2])
+    assert abs(float(rows[2].split(",")[3]) - psnr_video(x, k4)) < 1.0  # the mp4's own H.264 loss aside
+    assert f"{float(rows[2].split(',')[3]):.2f}" in printed
+    tiles, _ = video_io.read_video(out / "side_by_side.mp4")
+    assert tiles.shape[1:3] == (128, 3 * 128 + 2 * 2)  # original, k = 1, k = 4 at 2x, 2 px between
+    corner = (slice(None), slice(100, 128), slice(0, 40))  # the label's corner differs from the bare clip
+    assert np.abs(tiles[:, :, :128][corner].astype(int) - original[corner].astype(int)).mean() > 5
+    assert tok.n_tokens < 99
+    assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--model", folder, "--k", "99",
+                     "--out", str(tmp_path / "r2")]) == 2
+    assert f"--k must lie in [1, {tok.n_tokens}]" in capsys.readouterr().err  # the k, before the missing clip
 
 
 def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
