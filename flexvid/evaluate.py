@@ -540,7 +540,7 @@ def main(argv=None):
     p.add_argument("--guidance-mode", choices=["cfg", "apg"], default=None,
                    help="plain CFG or APG (default: the model's)")
     p.add_argument("--noise-scale", type=float, default=None, help="scale of the decoder's starting noise, in [0, 2] (1: sample; below 1: nearer the mean; default: the model's)")
-    p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's)")
+    p.add_argument("--seed", type=int, default=None, help="noise seed for every clip and k (default: detokenize's, 0)")
     p.add_argument("--device", default="auto")
     add_dtype_argument(p)
     p.add_argument("--batch", type=int, default=16, help="videos per decoder batch")

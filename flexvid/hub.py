@@ -34,8 +34,10 @@ def resolve(path_or_repo_id: str, revision: str | None = None) -> str:
     try:
         return snapshot_download(path_or_repo_id, revision=revision,
                                  allow_patterns=["*.json", "*.safetensors", "*.md"])
-    except Exception as e:  # offline, missing repo, ...: one clear message
-        raise ValueError(f"could not load {path_or_repo_id!r} from the Hugging Face Hub: {e}") from None
+    except Exception as e:  # offline, missing repo, ...: one clear line
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"{path_or_repo_id!r} is no folder here (paths are relative to {os.getcwd()}) and the "
+                         f"Hugging Face Hub could not give it: {reason[:300]}") from None
 
 
 def display_name(path_or_repo_id: str) -> str:

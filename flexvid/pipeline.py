@@ -122,10 +122,15 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str, device: str = "auto", dtype=None, revision: str | None = None):
+    def from_pretrained(cls, path_or_repo_id: str | None = None, device: str = "auto", dtype=None,
+                        revision: str | None = None):
         """Load from a folder or Hugging Face repo holding config.json, vae.safetensors and
-        tokenizer.safetensors. Only safetensors and plain JSON values are read."""
+        tokenizer.safetensors (None: the embedded default, this checkout's assets/tokenizer, from any working
+        directory). Only safetensors and plain JSON values are read."""
         resolve_dtype(dtype, pick_device(device))  # a device or dtype this machine lacks: before any loading
+        if path_or_repo_id is None:
+            from .generate import DEFAULT_TOKENIZER
+            path_or_repo_id = DEFAULT_TOKENIZER
         folder = resolve(path_or_repo_id, revision)
         cfg = read_json(os.path.join(folder, "config.json"))
         if cfg.get("format") != FORMAT:

@@ -211,7 +211,8 @@ def add_dtype_argument(parser) -> None:
 
 def add_threads_argument(parser) -> None:
     """The --threads option of the inference commands (0: torch's default, every core)."""
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's default)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch; 0 leaves torch's own choice (every core)")
 
 
 def set_threads(threads: int) -> None:

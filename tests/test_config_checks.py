@@ -174,3 +174,20 @@ def test_commands_report_corrupt_models_and_nul_paths_in_one_line(tmp_path, caps
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
     assert sorted(os.listdir(tmp_path)) == ["c.mp4", "model"]
+
+
+def test_the_embedded_default_loads_from_anywhere_and_a_missing_name_is_one_line(tmp_path, monkeypatch):
+    """from_pretrained() with no name is the embedded tokenizer whatever the working directory; a name that
+    is no folder here and that the Hub cannot give is one line naming where relative paths start."""
+    import huggingface_hub
+    monkeypatch.chdir(tmp_path)
+    assert VideoFlexTok.from_pretrained(device="cpu").n_tokens == 32
+
+    def offline(*a, **kw):
+        raise OSError("We couldn't connect to the Hub.\nGot: ConnectError\nPlease check your connection.")
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ValueError) as e:
+        VideoFlexTok.from_pretrained("assets/tokenizer", device="cpu")  # the README's path, from elsewhere
+    msg = str(e.value)
+    assert "\n" not in msg and "'assets/tokenizer' is no folder here" in msg and str(tmp_path) in msg
+    assert "ConnectError" in msg
