@@ -475,6 +475,25 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
 
 
 # ----------------------------------------------------------------------------- command
+def _folder_windows(data: str, frames: int, tok: VideoFlexTok, n: int):
+    """The VideoFolder of `data` at the model's size and fps, and n distinct windows spread over its videos
+    (fewer where it has fewer), said in one line."""
+    from .video_data import VideoFolder
+    try:
+        folder = VideoFolder(data, T=frames, size=tok.size, fps=tok.fps)
+    except ValueError as e:
+        if "gives a" in str(e) and frames > 5:  # every video too short for a clip: say how to go on
+            shorter = " or ".join(str(f) for f in range(frames - 4, 4, -4)[:3])
+            raise ValueError(f"{e} (for shorter clips give --frames {shorter})") from None
+        raise
+    picks = folder.spread(n)
+    files = len({v for v, _ in picks})
+    print(f"measuring on {len(picks)} distinct {frames}-frame windows from {files} of the {len(folder.files)} usable "
+          f"videos under {data}" + (f" (asked for {n}; the folder has no more)" if len(picks) < n else "")
+          + (f"; {len(folder.skipped)} files skipped (listed in the report)" if folder.skipped else ""), flush=True)
+    return folder, picks
+
+
 def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=None, long: bool = True,
              frames: int = 17, long_frames: int = 81, token_probe_clips: int = 0, data: str | None = None,
              **sampler) -> dict:
@@ -487,20 +506,25 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
     if data is None:
         clips = shapes.fixed_split("test", n, frames)
     else:
-        from .video_data import VideoFolder
-        clips = list(VideoFolder(data, T=frames, size=tok.size, fps=tok.fps).fixed("val", n, frames))
+        folder, picks = _folder_windows(data, frames, tok, n)
+        clips = [folder.window(v, start) for v, start in picks]
     rd = rate_distortion(tok, clips, ks, keep_videos=data is None, **sampler)
     sem = semantics(rd.pop("videos"), clips) if data is None else None
     used = {"steps": cfg.sample_steps, "guidance": cfg.guidance, "guidance_mode": cfg.guidance_mode,
             "noise_scale": cfg.noise_scale,
             "seed": _default(tok.detokenize, "seed"), **_sampler(**sampler)}  # the model's defaults, then overrides
-    res = {"model": display_name(model), "n": n, "frames": frames, "data": data or "shapes world test split",
+    res = {"model": display_name(model), "n": len(clips), "frames": frames,
+           "data": display_name(data) if data else "shapes world test split",
            "settings": {"ks": rd["ks"], "K": tok.n_tokens, **used, "batch": tok.max_batch,
                         "dtype": str(tok.dtype).removeprefix("torch.")},
            "rate_distortion": rd, "vae": vae_ceiling(tok, clips),
            "monotone": monotone_check(rd["ks"], rd["psnr"]), "semantics": sem,
            "psnr_full_k": rd["psnr"][rd["ks"].index(tok.n_tokens)] if tok.n_tokens in rd["ks"] else None,
            "long_video": None}
+    if data is not None:  # which windows of which files: a reader can find any clip's numbers again
+        res["windows"] = [{"file": folder.files[v], "start_frame": start, "start_s": round(start / tok.fps, 3)}
+                          for v, start in picks]
+        res["skipped_files"] = [{"file": name, "why": why} for name, why in folder.skipped]
     long_clips = None
     if long and n_long > 0 and data is None:
         long_clips = shapes.fixed_split("test", n_long, long_frames)
@@ -510,9 +534,11 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
             with warnings.catch_warnings():  # the files shorter than a long clip are not news: said once below
                 warnings.simplefilter("ignore")
                 folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
-            long_clips = list(folder.fixed("val", n_long, long_frames))
+            long_picks = folder.spread(n_long)
+            long_clips = [folder.window(v, start) for v, start in long_picks]
             print(f"long video: {len(folder.files)} of the videos under {data} have {long_frames} frames at "
                   f"{tok.fps:g} fps", flush=True)
+            res["long_windows"] = [{"file": folder.files[v], "start_frame": start} for v, start in long_picks]
         except ValueError:  # no video under the folder is that long
             print(f"long video: no video under {data} has {long_frames} frames at {tok.fps:g} fps; skipped", flush=True)
     if long_clips:
@@ -547,6 +573,8 @@ def main(argv=None):
     p.add_argument("--no-long", action="store_true", help="skip the long-video and memory checks")
     p.add_argument("--token-probe", type=int, default=1024, metavar="N",
                    help="training clips for the linear probe on the tokens (0: skip it)")
+    p.add_argument("--frames", type=int, default=17,
+                   help="frames per clip of a --data folder, 1 + 4n (17: one chunk, as the shapes world is measured)")
     p.add_argument("--data", default=None, metavar="FOLDER",
                    help="measure on windows of the videos under this folder instead of the shapes world's test split "
                         "(rate-distortion and long video; the attribute probes need the shapes world)")
@@ -559,6 +587,10 @@ def main(argv=None):
         raise ValueError(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
                          f"{args.n_long}, {args.token_probe}")
     check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
+    if args.frames < 5 or (args.frames - 1) % 4:
+        raise ValueError(f"--frames must be 1 + 4n and at least 5, got {args.frames}")
+    if args.frames != 17 and args.data is None:
+        raise ValueError("--frames is for --data folders: the shapes world's probes are validated on 17-frame clips")
     if args.data is not None and not os.path.isdir(args.data):
         raise ValueError(f"--data {args.data!r} is not a folder")
     tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
@@ -572,7 +604,7 @@ def main(argv=None):
     res = evaluate(tok, args.model, args.n, args.n_long, args.ks, not args.no_long,
                    token_probe_clips=args.token_probe, steps=args.steps,
                    guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed,
-                   noise_scale=args.noise_scale, data=args.data)
+                   noise_scale=args.noise_scale, data=args.data, frames=args.frames)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

@@ -133,6 +133,28 @@ class VideoFolder:
             raise ValueError(f"{T}-frame clips need videos of at least {T} frames; this folder was read for {self.T}")
         return shapes.to_tensor(np.ascontiguousarray(frames))
 
+    def spread(self, n: int) -> list[tuple[int, int]]:
+        """Up to n distinct windows (video, first frame) for an evaluation: the videos in turn, so every video
+        counts and not only the longest, and within a video evenly over its length. Deterministic."""
+        counts = [len(v) - self.T + 1 for v in self.videos]
+        n = min(int(n), sum(counts))
+        per = [0] * len(counts)
+        v = 0
+        while sum(per) < n:
+            if per[v] < counts[v]:
+                per[v] += 1
+            v = (v + 1) % len(counts)
+        return [(v, int(s)) for v, (m, c) in enumerate(zip(per, counts)) if m
+                for s in np.linspace(0, c - 1, m).round()]  # steps of at least 1: distinct
+
+    def window(self, v: int, start: int, T: int | None = None) -> torch.Tensor:
+        """Frames start .. start + T of video v as (3, T, size, size) in [-1, 1]."""
+        T = self.T if T is None else T
+        frames = self.videos[v][start:start + T]
+        if len(frames) < T:
+            raise ValueError(f"video {self.files[v]} has no {T}-frame window from frame {start}")
+        return shapes.to_tensor(np.ascontiguousarray(frames))
+
     def _draw(self, key: int, n: int) -> torch.Tensor:
         return torch.randint(len(self), (n,), generator=torch.Generator().manual_seed(key))
 

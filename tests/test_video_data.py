@@ -48,6 +48,32 @@ def test_folder_reads_resamples_and_skips(data):
     assert data.clip(0, T=9).shape == (3, 9, 32, 32)
 
 
+def test_evaluation_windows_are_distinct_and_spread_over_the_videos(data):
+    assert data.spread(3) == [(0, 0), (0, 3), (1, 0)]  # videos in turn, evenly within each
+    every = data.spread(1000)  # no more than the folder has, none twice
+    assert len(every) == len(set(every)) == len(data)
+    assert torch.equal(data.window(1, 8), shapes.to_tensor(data.videos[1][8:25]))
+
+
+def test_eval_tokenizer_says_how_to_measure_short_videos(trained, tmp_path, capsys):
+    from flexvid import cli
+
+    model = str(trained / "tok" / "export")
+    short = tmp_path / "short"
+    short.mkdir()
+    video_io.write_video(short / "s.mp4", shapes.make_clip(0, 3, 13).video, fps=8)  # 1.6 s
+    with pytest.warns(UserWarning, match="skipped"):
+        assert cli.main(["eval-tokenizer", "--model", model, "--data", str(short), "--out", str(tmp_path / "e"),
+                         "--threads", "1", "--no-long"]) == 2
+    assert "give --frames 13 or 9 or 5" in capsys.readouterr().err
+    assert cli.main(["eval-tokenizer", "--model", model, "--data", str(short), "--frames", "9", "--n", "2", "--ks", "1",
+                     "--steps", "1", "--no-long", "--out", str(tmp_path / "e"), "--threads", "1"]) == 0
+    res = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert res["frames"] == 9 and [w["start_frame"] for w in res["windows"]] == [0, 4]
+    assert cli.main(["eval-tokenizer", "--model", model, "--frames", "9", "--out", str(tmp_path / "e2")]) == 2
+    assert "--frames is for --data folders" in capsys.readouterr().err
+
+
 def test_folder_batches_are_a_function_of_the_step(data):
     one = next(data.stream(4, 9, start=8))[0]
     halves = [next(data.stream(2, 9, start=8, rank=r, world=2))[0] for r in range(2)]
@@ -214,7 +240,12 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
     out = capsys.readouterr().out
     assert "no video under" in out  # no video of the folder has 81 frames: the long-video check says so
     res = json.loads((tmp_path / "e" / "eval.json").read_text())
-    assert res["data"] == str(folder) and res["semantics"] is None and "token_probe" not in res
+    assert res["data"] == folder.name and res["semantics"] is None and "token_probe" not in res  # no machine path
+    # distinct windows from both usable videos, each named, and the files skipped with why
+    assert len({(w["file"], w["start_frame"]) for w in res["windows"]}) == 3 == res["n"]
+    assert {w["file"] for w in res["windows"]} == {"a.mp4", os.path.join("sub", "b.mp4")}
+    assert {f["file"] for f in res["skipped_files"]} == {"broken.mp4", "short.mp4"}
+    assert "measuring on 3 distinct 17-frame windows from 2 of the 2 usable videos" in out
     assert res["rate_distortion"]["ks"] == [1, 4] and len(res["rate_distortion"]["psnr_clips"][0]) == 3
     assert all(np.isfinite(res["rate_distortion"]["psnr"])) and np.isfinite(res["vae"]["psnr"])
     assert "semantics" not in res["vae"] and res["long_video"] is None
