@@ -392,7 +392,7 @@ def main(argv=None) -> int:
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
         stem, ext = os.path.splitext(args.out)
-        if ext.lower() != ".mp4":  # the file is an H.264 mp4 whatever its name says
+        if args.out.strip() and ext.lower() != ".mp4":  # an H.264 mp4 whatever its name says (empty: below)
             raise ValueError(f"--out must name an .mp4 file, got {args.out!r}")
         paths = [args.out] if args.num_samples == 1 else [f"{stem}_{i}{ext}" for i in range(args.num_samples)]
         for path in paths:  # every file this run writes, before any work
