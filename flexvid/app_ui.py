@@ -324,7 +324,7 @@ def build_demo(rt: Runtime):
         return quiet(gr.Dropdown(*a, **kw))
 
     device = f"{info['device']} ({info['dtype']})"
-    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False, css=CSS) as demo:
+    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         if embedded(rt):
             gr.Markdown(EMBEDDED_NOTE, elem_id="embedded-note")
@@ -381,7 +381,7 @@ def build_demo(rt: Runtime):
                     with gr.Group(visible="text" in ready):
                         # one line: Enter generates (a textarea would take it as a new line)
                         prompt = gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=1,
-                                            max_lines=1, max_length=lim.max_prompt_chars, elem_id="gen-prompt",
+                                            max_lines=1, elem_id="gen-prompt",  # too long: the server says so
                                             info=f"at most {lim.max_prompt_chars} characters; Enter generates")
                         gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
                     if "text" in ready:
@@ -533,7 +533,7 @@ def main(argv=None) -> int:
     demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),
                 allowed_paths=[str(rt.out_dir), str(Path(settings.base_dir) / settings.examples)],
-                footer_links=["api", "gradio"], show_error=True)
+                footer_links=["api", "gradio"], show_error=True, css=CSS)
     return 0
 
 

@@ -482,7 +482,7 @@ def _folder_windows(data: str, frames: int, tok: VideoFlexTok, n: int):
     try:
         folder = VideoFolder(data, T=frames, size=tok.size, fps=tok.fps)
     except ValueError as e:
-        if "gives a" in str(e) and frames > 5:  # every video too short for a clip: say how to go on
+        if "gives a" in str(e) and "shorter than one" in str(e) and frames > 5:  # too short: say how to go on
             shorter = " or ".join(str(f) for f in range(frames - 4, 4, -4)[:3])
             raise ValueError(f"{e} (for shorter clips give --frames {shorter})") from None
         raise

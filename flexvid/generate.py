@@ -60,8 +60,8 @@ def parse_label(label) -> int:
         if s.isascii() and re.fullmatch(r"-?\d{1,9}", s):  # "٣" and "²" are digits to Python, not labels here
             return parse_label(int(s))
         parts = s.replace("-", " ").replace(",", " ").split()
-        if len(parts) == 4 and parts[2] in ("moving", "standing"):  # "red circle moving left", as captions say
-            parts = parts[:2] + parts[3:]
+        if len(parts) == 4 and ((parts[2] == "moving" and parts[3] != "still") or parts[2:] == ["standing", "still"]):
+            parts = parts[:2] + parts[3:]  # "red circle moving left", "red circle standing still", as captions say
         if len(parts) != 3 or parts[0] not in shapes.COLOR_NAMES or parts[1] not in shapes.SHAPES \
                 or parts[2] not in shapes.MOTIONS:
             shown = label if len(label) <= 40 else label[:40] + "..."
@@ -391,13 +391,17 @@ def main(argv=None) -> int:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
         if args.num_samples < 1 or args.num_samples > MAX_BATCH:
             raise ValueError(f"--num-samples must be in [1, {MAX_BATCH}], got {args.num_samples}")
+        if not args.out.strip():
+            raise ValueError("--out: the output path is empty")
         stem, ext = os.path.splitext(args.out)
-        if args.out.strip() and ext.lower() != ".mp4":  # an H.264 mp4 whatever its name says (empty: below)
+        if ext.lower() != ".mp4":  # the file is an H.264 mp4 whatever its name says
             raise ValueError(f"--out must name an .mp4 file, got {args.out!r}")
         paths = [args.out] if args.num_samples == 1 else [f"{stem}_{i}{ext}" for i in range(args.num_samples)]
         for path in paths:  # every file this run writes, before any work
             video_io.check_output(path, name="--out")
         set_threads(args.threads)
+        check_seed(args.seed)
+        check_seed(args.seed + args.num_samples - 1, f"--seed + {args.num_samples - 1} (the last sample's seed)")
         if args.preview_steps is not None and args.best_of == 1:
             raise ValueError("--preview-steps ranks best-of candidates: give --best-of N (N > 1) with it")
         cond = "text" if args.prompt is not None else "class"

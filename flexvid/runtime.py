@@ -699,8 +699,10 @@ class Runtime:
         except ValueError as e:  # VideoError included: not a video; add_clip reports it
             log.info("no playable preview of %s: %s", os.path.basename(path), e)
             return None
+        key = _file_hash(str(out))
         with self._lock:
-            self._previews[_file_hash(str(out))] = digest
+            self._previews[key] = digest
+            self._previews.move_to_end(key)  # an upload made again is the newest, not the next to go
             while len(self._previews) > 4 * self.settings.cache_clips:  # gradio keeps its own copy
                 _, old = self._previews.popitem(last=False)
                 if old != digest:

@@ -240,6 +240,10 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
         loss = loss + cfg.attr_weight * a
         metrics["attr"] = a.item()
         metrics.update({f"attr_acc{i}": round(v, 4) for i, v in enumerate(accs)})
+    inner = model.module if hasattr(model, "module") else model
+    for head, used in ((inner.attr_head, cfg.attr_weight > 0), (inner.repa_head, want_feats)):
+        if head is not None and not used:  # an --init model's head this run does not train: a zero gradient,
+            loss = loss + 0.0 * sum(p.sum() for p in head.parameters())  # which DDP needs of every parameter
     with torch.no_grad():  # token usage
         flat = codes.detach().flatten(0, 2)
         idx = (flat * 1000).round().long()
@@ -322,18 +326,6 @@ def freeze_encoder(model: FlexTokenizer) -> None:
     model.encoder.requires_grad_(False)
     model.quantizer.proj_in.requires_grad_(False)
     model.quantizer.offset.requires_grad_(False)
-
-
-def freeze_unused_heads(model: FlexTokenizer, attr: bool, repa: bool) -> list[str]:
-    """Fix the training heads this run's loss never reads (an --init model's attribute head with attr_weight
-    0, a REPA head without --repa): DistributedDataParallel stops on parameters that get no gradient.
-    Returns the names of the heads fixed."""
-    fixed = []
-    for name, head, used in (("attr_head", model.attr_head, attr), ("repa_head", model.repa_head, repa)):
-        if head is not None and not used:
-            head.requires_grad_(False)
-            fixed.append(name)
-    return fixed
 
 
 def parse_overrides(items: list[str], base: dict) -> dict:
@@ -492,9 +484,6 @@ def main(argv=None):
             os.path.join(tcfg.out_dir, "export"))
         ema.train(False)
 
-    fixed = freeze_unused_heads(model, cfg.attr_weight > 0, feature_model is not None and args.repa_weight > 0)
-    if fixed:
-        print(f"not trained in this run (its loss does not use them): {', '.join(fixed)}")
     ema = fit(model, lambda m, batch, rand: tokenizer_loss(m, batch, rand, vae, cfg, feature_model, args.repa_weight),
               batches, tcfg, model_config=config_dict(cfg), eval_fn=lambda m, s: quick_eval(vae, m, source=source),
               on_checkpoint=on_checkpoint, run=run)

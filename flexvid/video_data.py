@@ -138,11 +138,11 @@ class VideoFolder:
         counts and not only the longest, and within a video evenly over its length. Deterministic."""
         counts = [len(v) - self.T + 1 for v in self.videos]
         n = min(int(n), sum(counts))
-        per = [0] * len(counts)
-        v = 0
-        while sum(per) < n:
+        per, v, taken = [0] * len(counts), 0, 0
+        while taken < n:
             if per[v] < counts[v]:
                 per[v] += 1
+                taken += 1
             v = (v + 1) % len(counts)
         return [(v, int(s)) for v, (m, c) in enumerate(zip(per, counts)) if m
                 for s in np.linspace(0, c - 1, m).round()]  # steps of at least 1: distinct

@@ -731,6 +731,21 @@ def test_an_unplayable_upload_gets_a_playable_copy_that_is_the_same_clip(rt, cli
     clip = rt.add_clip(str(mp4v))
     assert rt.add_clip(copy).id == clip.id and rt.add_clip(copy).name == "opencv.mp4"
     assert rt.stats["tokenize"] == 1
+    # the copies kept are the newest uploads': one made again moves to the front, and stays the same clip
+    small = Runtime(Settings(cache_clips=1), pipeline=rt.tok, out_dir=str(tmp_path / "small"))  # 4 copies kept
+    files = []
+    for i in range(5):
+        path = tmp_path / f"u{i}.mp4"
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 8, (64, 64))
+        for f in shapes.make_clip(3, 10 + i, 5).video:
+            w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+        w.release()
+        files.append(str(path))
+    first = [small.playable_preview(f) for f in files[:4]]
+    again = small.playable_preview(files[0])  # made again: the newest now
+    small.playable_preview(files[4])  # a fifth: the oldest (u1's copy) goes, not u0's
+    assert Path(again).exists() and not Path(first[1]).exists()
+    assert small.add_clip(again).id == small.add_clip(files[0]).id
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"RIFF" + bytes(300))
     assert rt.playable_preview(str(bad)) is None and rt.playable_preview(None) is None  # add_clip says why

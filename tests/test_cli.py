@@ -139,6 +139,13 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
     assert "no training caption used 'tiny', 'ball', 'drifting'" in capsys.readouterr().err
     assert cli.main(["generate", "--class-label", "0", *base, "--out", str(tmp_path / "x.gif")]) == 2
     assert "--out must name an .mp4 file" in capsys.readouterr().err and not (tmp_path / "x.gif").exists()
+    assert cli.main(["generate", "--class-label", "0", "--num-samples", "2", *base, "--out", " "]) == 2
+    assert "the output path is empty" in capsys.readouterr().err
+    from flexvid.generate import parse_label
+    assert parse_label("red circle standing still") == parse_label("red circle still")
+    for wrong in ("red circle moving still", "red circle standing left"):
+        with pytest.raises(ValueError, match="class label"):
+            parse_label(wrong)
 
 
 def test_generator_takes_its_tokenizer_as_a_path_and_refuses_other_types():

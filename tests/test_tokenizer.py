@@ -198,8 +198,7 @@ def test_apg_is_the_papers_formula_per_time_step_and_keeps_time_causality():
             x0 = x0c + 3.0 * (d - par + eta * par)
             ref = (one[0] - x0) / s[:, None, j:j + 1, None, None]
             assert torch.allclose(out[:, :, j:j + 1], ref, atol=1e-4)
-        x0_prefix = x[:, :, :1] - 0.0 * out[:, :, :1]
-        assert torch.allclose(x0_prefix, x[:, :, :1])  # s = 0: x0 is x_s whatever the guidance
+        assert torch.allclose(out[:, :, 0], torch.zeros_like(out[:, :, 0]), atol=1e-5)  # s = 0: the prefix stays
         later = [a.clone() for a in (x, vc, vu)]
         for a in later:
             a[:, :, 3:] += torch.randn_like(a[:, :, 3:])
@@ -523,22 +522,21 @@ def test_reports_name_models_without_machine_paths(tmp_path, monkeypatch):
     assert display_name(".") == "tok"
 
 
-def test_every_trained_parameter_gets_a_gradient_when_a_head_is_unused():
+def test_every_parameter_gets_a_gradient_when_a_head_is_unused():
     """DistributedDataParallel stops on a parameter that takes no gradient. A model with an attribute and a
-    REPA head, trained without either (attr_weight 0, no --repa): freeze_unused_heads fixes both heads, and
-    every parameter left trainable gets a gradient from one step of the loss."""
-    from flexvid.train_tokenizer import freeze_unused_heads, tokenizer_loss
+    REPA head, trained without either (attr_weight 0, no --repa): the loss gives every parameter a gradient,
+    zero for the unused heads, and keeps them all in the optimizer (so older checkpoints still resume)."""
+    from flexvid.train_tokenizer import tokenizer_loss
     from flexvid.training import StepRandom
 
     pipe = small_pipeline()
     cfg = TokenizerConfig(**{**SMALL_TOK, "attr_weight": 0.0, "attr_classes": (6, 3, 2, 5),
                              "attr_temporal": (False, False, False, True), "repa_dim": 8})
     tok = FlexTokenizer(cfg)
-    assert freeze_unused_heads(tok, attr=False, repa=False) == ["attr_head", "repa_head"]
     x = torch.stack([clip(i) for i in range(4)])
     loss, _ = tokenizer_loss(tok, (x, None, None), StepRandom(0, 0, 0, 1, torch.device("cpu")), pipe.vae, cfg)
     loss.backward()
-    without = [n for n, p in tok.named_parameters() if p.requires_grad and p.grad is None]
+    without = [n for n, p in tok.named_parameters() if p.grad is None]
     assert not without, without
-    assert not any(p.requires_grad for p in tok.attr_head.parameters())
-    assert freeze_unused_heads(FlexTokenizer(cfg), attr=True, repa=True) == []
+    assert all(float(p.grad.abs().sum()) == 0 for p in tok.attr_head.parameters())
+    assert tok.encoder.x_embedder.weight.grad.abs().sum() > 0
