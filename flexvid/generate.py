@@ -23,7 +23,7 @@ import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -50,6 +50,15 @@ def frames_to_steps(frames: int, max_t: int) -> int:
     if not is_int(frames) or not 1 <= frames <= max_frames or (frames - 1) % TEMPORAL_FACTOR:
         raise ValueError(f"frames must be 1 + 4n in [1, {max_frames}] (1, 5, 9, ..., 17, ..., 81), got {frames!r}")
     return 1 + (int(frames) - 1) // TEMPORAL_FACTOR
+
+
+def _seed_list(seed) -> list[int] | None:
+    """None for one seed; the checked seeds of a list or tuple of them."""
+    if isinstance(seed, (list, tuple)):
+        if not seed:
+            raise ValueError("seed: an empty list")
+        return [check_seed(s) for s in seed]
+    return None
 
 
 def parse_label(label) -> int:
@@ -250,22 +259,28 @@ class VideoGenerator:
     @torch.no_grad()
     def sample_tokens(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
                       top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
-                      seed: int = 0, callback: Callable[[int, int], None] | None = None,
+                      seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None,
                       compile: bool = False) -> list[torch.Tensor]:
         """Sample token grids: a list of (t, K) int64 grids on the CPU, t = 1 + (frames - 1) / 4.
 
         k: tokens per step (default K); only the first k of each step are generated, the rest are 0 and
         ignored by a decode with the same k. temperature, top_k (0 = off), top_p (1 = off) and guidance
-        (classifier-free, 1 = off) default to the model's settings. callback(done, total) per token."""
+        (classifier-free, 1 = off) default to the model's settings. callback(done, total) per token.
+        seed: one for the batch, or a list of G seeds for G equal groups of consecutive conditions, each
+        group sampled as it would be alone with its seed (one grid per seed: what that seed gives alone)."""
         cfg = self.cfg
         k = cfg.K if k is None else k
         t = frames_to_steps(frames, cfg.max_t)
-        seed = check_seed(seed)
+        seeds = _seed_list(seed)
         if not isinstance(compile, (bool, np.bool_)):  # "yes" would be true, and cost half a minute of compiling
             raise ValueError(f"compile must be True or False, got {compile!r}")
         cond = self.condition(condition)
+        if seeds is not None and cond.shape[0] % len(seeds):
+            raise ValueError(f"{len(seeds)} seeds for {cond.shape[0]} conditions: give one seed, or one per equal "
+                             "group of conditions")
         temperature, top_k, top_p, guidance = self._defaults(temperature, top_k, top_p, guidance)
-        gen = torch.Generator(self.device).manual_seed(seed)
+        gen = torch.Generator(self.device).manual_seed(check_seed(seed)) if seeds is None else \
+            [torch.Generator(self.device).manual_seed(s) for s in seeds]
         with self._autocast():
             grids = sampling.generate(self.model, cond, t, k, temperature, top_k, top_p, guidance, generator=gen,
                                       callback=callback, compile=compile)  # (B, t, k)
@@ -284,7 +299,8 @@ class VideoGenerator:
 
         Sampling arguments as in sample_tokens; decode_steps, decode_guidance and decode_guidance_mode
         go to VideoFlexTok.detokenize (defaults: the generator config's decode_guidance, else the
-        tokenizer's). Grid i decodes with seed + i.
+        tokenizer's). Grid i decodes with seed + i. seed may be a list, one per condition: condition i then
+        samples and decodes (its best_of candidates too) as it would alone with seed[i].
         best_of = N > 1: N grids per condition (sampled and decoded in one batch, N times the work), of
         which the one the reranker (`self.reranker`, default assets/reranker) scores best is returned.
         preview_steps: with best_of > 1, rank the candidates from decodes of this many Euler steps, then
@@ -306,8 +322,14 @@ class VideoGenerator:
             condition = [c for c in items for _ in range(best_of)]
             cond = self.condition(condition)
         sampling.check_request(self.model, cond, 1, k, *self._defaults(temperature, top_k, top_p, guidance))
-        check_seed(seed)
-        check_seed(int(seed) + len(cond) - 1, f"seed + {len(cond) - 1} (grid i decodes with seed + i)")
+        seeds = _seed_list(seed)
+        if seeds is None:
+            check_seed(seed)
+            check_seed(int(seed) + len(cond) - 1, f"seed + {len(cond) - 1} (grid i decodes with seed + i)")
+        else:  # one per condition: condition i samples and decodes as it would alone with seeds[i]
+            if len(seeds) * best_of != len(cond):
+                raise ValueError(f"seed: give one, or one per condition ({len(cond) // best_of}), got {len(seeds)}")
+            check_seed(max(seeds) + best_of - 1, f"seed + {best_of - 1} (candidate j decodes with seed + j)")
         tok = self.tokenizer
         full_steps = tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)[0]
         if preview_steps is not None:
@@ -319,7 +341,8 @@ class VideoGenerator:
         grids = self.sample_tokens(condition, k, frames, temperature, top_k, top_p, guidance, seed,
                                    (lambda d, n: callback("tokens", d, n)) if callback else None, compile)
         decode = dict(k=k, guidance=self.decode_guidance(decode_guidance), guidance_mode=decode_guidance_mode)
-        seeds = [int(seed) + i for i in range(len(grids))]  # Python ints: no NumPy overflow
+        seeds = [int(seed) + i for i in range(len(grids))] if seeds is None else \
+            [s + j for s in seeds for j in range(best_of)]  # Python ints: no NumPy overflow
         videos = tok.detokenize(grids, steps=preview_steps or decode_steps, seed=seeds,
                                 callback=(lambda d, n: callback("decode", d, n)) if callback else None, **decode)
         if reranker is None:
@@ -372,7 +395,7 @@ def main(argv=None) -> int:
     p.add_argument("--decode-guidance", type=float, default=None,
                    help="decoder guidance (default: the generator's, else the tokenizer's)")
     p.add_argument("--seed", type=int, default=0,
-                   help="sample i of --num-samples is the clip that --seed SEED+i gives alone")
+                   help="sample i of --num-samples draws the tokens that --seed SEED+i draws alone (one batch)")
     p.add_argument("--out", default="clip.mp4", help="output mp4 (several samples: clip_0.mp4, clip_1.mp4, ...)")
     p.add_argument("--upscale", type=int, default=4)
     p.add_argument("--device", default="auto")
@@ -426,16 +449,16 @@ def main(argv=None) -> int:
                 bars[stage] = tqdm(total=total, desc=stage, leave=False)
             bars[stage].update(done - bars[stage].n)
 
-        videos = []
-        for i in range(args.num_samples):  # one at a time: sample i is what --seed SEED+i gives alone
-            videos += gen.generate([condition], k=args.k, frames=args.frames, temperature=args.temperature,
-                                   top_k=args.top_k, top_p=args.top_p, guidance=args.guidance, seed=args.seed + i,
-                                   decode_steps=args.decode_steps, decode_guidance=args.decode_guidance,
-                                   callback=progress, compile=args.compile, best_of=args.best_of,
-                                   preview_steps=args.preview_steps)
-            for bar in bars.values():
-                bar.close()
-            bars.clear()
+        # one batch, a seed per sample: sample i draws the tokens --seed SEED+i draws alone (and decodes with
+        # its noise; the batched decode may round a pixel differently)
+        videos = gen.generate([condition] * args.num_samples, k=args.k, frames=args.frames,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              guidance=args.guidance, seed=[args.seed + i for i in range(args.num_samples)],
+                              decode_steps=args.decode_steps, decode_guidance=args.decode_guidance,
+                              callback=progress, compile=args.compile, best_of=args.best_of,
+                              preview_steps=args.preview_steps)
+        for bar in bars.values():
+            bar.close()
     except ValueError as e:
         print(f"flexvid generate: {e}", file=sys.stderr)
         return 2

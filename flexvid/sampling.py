@@ -15,7 +15,7 @@ Letters: B batch, t time steps, k tokens per step, C codebook size.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -39,11 +39,18 @@ def filter_logits(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0
     return logits
 
 
-def sample(logits: torch.Tensor, generator: torch.Generator | None, temperature: float = 1.0,
-           top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """(B, C) logits -> (B,) token ids. Gumbel-max: argmax(p / E) with E ~ Exp(1) draws from p."""
+def sample(logits: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """(B, C) logits -> (B,) token ids. Gumbel-max: argmax(p / E) with E ~ Exp(1) draws from p.
+
+    generator: one for the whole batch, or G of them for G equal groups of consecutive rows, each group's
+    draws its own generator's (so a group samples as it would alone with that generator)."""
     probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
-    e = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    if generator is None or isinstance(generator, torch.Generator):
+        e = torch.empty_like(probs).exponential_(1.0, generator=generator)
+    else:
+        e = torch.cat([torch.empty_like(part).exponential_(1.0, generator=g)
+                       for part, g in zip(probs.chunk(len(generator)), generator)])
     return torch.argmax(probs / e, dim=-1)
 
 
@@ -113,6 +120,16 @@ def check_request(model: Generator, cond: torch.Tensor, t: int, k: int, temperat
         raise ValueError(f"cond must have shape {want} for a {cfg.cond} model, got {tuple(cond.shape)}")
 
 
+def check_generators(generator, B: int) -> None:
+    """One generator (or None), or a list of them whose number divides the batch (see sample)."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if not isinstance(generator, (list, tuple)) or not generator or B % len(generator) \
+            or not all(isinstance(g, torch.Generator) for g in generator):
+        raise ValueError(f"generator must be a torch.Generator or a list of them whose length divides the batch "
+                         f"({B}), got {generator!r}")
+
+
 def text_shape(cfg) -> tuple[int, ...]:
     """One prompt's embedding as a text generator takes it: (text_dim,) or (text_tokens, text_dim)."""
     return (cfg.text_tokens, cfg.text_dim) if cfg.text_tokens else (cfg.text_dim,)
@@ -120,13 +137,15 @@ def text_shape(cfg) -> tuple[int, ...]:
 
 @torch.no_grad()
 def generate(model: Generator, cond: torch.Tensor, t: int, k: int, temperature: float = 1.0, top_k: int = 0,
-             top_p: float = 1.0, guidance: float = 1.0, generator: torch.Generator | None = None,
+             top_p: float = 1.0, guidance: float = 1.0, generator=None,
              callback: Callable[[int, int], None] | None = None, compile: bool = False) -> torch.Tensor:
     """Sample token grids. cond: class labels (B,) or text embeddings (B, *text_shape) on the model's device.
+    generator: a torch.Generator, or a list of them for equal groups of rows (see sample).
 
     t time steps with k tokens per step: exactly t * k tokens are drawn. Returns (B, t, k) token ids, the
     first k tokens of each step. callback(done, total) runs after each token (progress bars)."""
     check_request(model, cond, t, k, temperature, top_k, top_p, guidance)
+    check_generators(generator, cond.shape[0])
     t, k, top_k, temperature, top_p, guidance = int(t), int(k), int(top_k), float(temperature), float(top_p), float(guidance)
     use_cfg = guidance != 1.0
     B = cond.shape[0]
@@ -155,9 +174,10 @@ def compiled_decode_one_token():
 @torch.no_grad()
 def generate_reference(model: Generator, cond: torch.Tensor, t: int, k: int, temperature: float = 1.0,
                        top_k: int = 0, top_p: float = 1.0, guidance: float = 1.0,
-                       generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
+                       generator=None, callback=None) -> torch.Tensor:
     """generate without a KV cache: every token recomputes the whole prefix. Same draws, same tokens."""
     check_request(model, cond, t, k, temperature, top_k, top_p, guidance)
+    check_generators(generator, cond.shape[0])
     t, k, top_k, temperature, top_p, guidance = int(t), int(k), int(top_k), float(temperature), float(top_p), float(guidance)
     use_cfg = guidance != 1.0
     B = cond.shape[0]

@@ -123,6 +123,31 @@ def test_sampling_is_deterministic_and_matches_the_reference():
         assert int(a.min()) >= 0 and int(a.max()) < C
 
 
+def test_a_seed_per_group_samples_each_group_as_alone():
+    """generator = a list: each group of rows draws from its own, so a batch with seeds [5, 6, 7] gives,
+    row for row, what seed 6 gives alone, with the cache and without, with guidance and best-of groups."""
+    model = small_generator()
+    c = labels(3, 77)
+    kw = dict(t=3, k=4, temperature=1.0, top_k=50, top_p=0.9)
+    for g in (1.0, 2.5):
+        batch = sampling.generate(model, torch.cat([c[:1]] * 3), guidance=g,
+                                  generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)], **kw)
+        alone = sampling.generate(model, c[:1], guidance=g, generator=torch.Generator().manual_seed(6), **kw)
+        ref = sampling.generate_reference(model, torch.cat([c[:1]] * 3), guidance=g,
+                                          generator=[torch.Generator().manual_seed(s) for s in (5, 6, 7)], **kw)
+        assert torch.equal(batch[1], alone[0]) and torch.equal(batch, ref) and not torch.equal(batch[0], batch[1])
+    gen = VideoGenerator(model, device="cpu")
+    pairs = gen.sample_tokens([3, 3, 4, 4], k=2, frames=9, seed=[10, 11])  # groups of two: best-of candidates
+    two = gen.sample_tokens([4, 4], k=2, frames=9, seed=11)
+    assert torch.equal(pairs[2], two[0]) and torch.equal(pairs[3], two[1])
+    with pytest.raises(ValueError, match="3 seeds for 4 conditions"):
+        gen.sample_tokens([3, 3, 4, 4], k=2, frames=9, seed=[1, 2, 3])
+    with pytest.raises(ValueError, match="seed"):
+        gen.sample_tokens([3], k=2, frames=9, seed=[1.5])
+    with pytest.raises(ValueError, match="generator must be"):
+        sampling.generate(model, c, generator=[torch.Generator()] * 3, **kw)
+
+
 def test_budget_stops_after_k_tokens_per_step(monkeypatch):
     model = small_generator()
     calls, fed = [], []
