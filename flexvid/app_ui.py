@@ -246,14 +246,18 @@ def build_demo(rt: Runtime):
         return [clip.id] + outputs(rt.view(clip.id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
     def preview(video):
-        """An upload the browser cannot play is shown as a playable copy of what is tokenized (the copy is
-        the same clip to the runtime); no change otherwise. Never an error: tokenize reports bad files."""
+        """Make a playable copy of an upload the browser cannot play (the copy is the same clip to the runtime;
+        swap shows it). Never an error: tokenize reports bad files."""
         try:
-            playable = rt.playable_preview(video)
+            rt.playable_preview(video)
         except Exception:  # noqa: BLE001 (a preview is a courtesy; the clip's own errors come from tokenize)
             log.exception("flexvid app: no playable preview")
-            playable = None
-        return gr.skip() if playable is None else playable
+
+    def swap(current):
+        """Show the playable copy of what the box holds now, if there is one: while the copy was made, the
+        person may have picked an example, cleared the box or uploaded another clip, and that stays."""
+        copy = rt.preview_of(current)
+        return gr.skip() if copy is None else copy
 
     @page_errors
     def decode(clip_id, k, steps, guidance, mode, seed, progress=gr.Progress()):
@@ -440,7 +444,10 @@ def build_demo(rt: Runtime):
         # an upload the browser cannot play (OpenCV's mp4v, avi, mov) is swapped for a playable copy, at the
         # same time as it is tokenized; the swap's change event then finds the clip in the cache
         # and the browser's "Video not playable" notice about the upload it could not play is closed
-        clip_in.upload(preview, clip_in, clip_in, api_visibility="private", show_progress="hidden") \
+        # (the copy replaces the upload only if the box still holds it when the copy is ready)
+        clip_in.upload(preview, clip_in, None, api_visibility="private", show_progress="hidden",
+                       trigger_mode="always_last") \
+            .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden") \
             .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.

@@ -709,6 +709,14 @@ class Runtime:
                     (self.out_dir / "previews" / f"{old[:16]}.mp4").unlink(missing_ok=True)
         return str(out)
 
+    def preview_of(self, path) -> str | None:
+        """The playable copy that playable_preview made of this file (by content), or None: no copy (yet), a
+        file that plays as it is, or no file."""
+        if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+            return None
+        out = self.out_dir / "previews" / f"{_file_hash(str(path))[:16]}.mp4"
+        return str(out) if out.is_file() else None
+
     def clip(self, clip_id) -> Clip:
         if not isinstance(clip_id, str) or not clip_id:
             raise UserError("no clip: upload a video file or pick an example first")

@@ -47,17 +47,23 @@ def artifacts():
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory):
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory, browser):
     with running_app(tmp_path_factory.mktemp("app")) as (url, proc, log):
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            pg = browser.new_page(viewport={"width": 1400, "height": 1800})
-            pg.outside = []  # requests that left the loopback server
-            pg.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
-                  else pg.outside.append(r.url))
-            pg.goto(url, wait_until="networkidle")
-            yield pg
-            browser.close()
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        pg.outside = []  # requests that left the loopback server
+        pg.on("request", lambda r: None if r.url.startswith(("http://127.0.0.1", "blob:", "data:"))
+              else pg.outside.append(r.url))
+        pg.goto(url, wait_until="networkidle")
+        yield pg
+        pg.close()
 
 
 def wait_playing(pg, selector, not_src=None, timeout=60_000):
@@ -201,3 +207,58 @@ def test_on_a_phone_the_results_follow_the_upload(page, artifacts):
         pg.screenshot(path=str(artifacts / "app_phone.png"), full_page=True)
     finally:
         pg.set_viewport_size({"width": 1400, "height": 1800})
+
+
+SLOW_PREVIEW = """import time
+from flexvid import runtime
+_made = runtime.Runtime.playable_preview
+def _slow(self, path):
+    time.sleep(8)
+    return _made(self, path)
+runtime.Runtime.playable_preview = _slow"""
+
+
+def test_a_slow_playable_copy_never_replaces_what_was_picked_meanwhile(browser, tmp_path_factory, tmp_path,
+                                                                        artifacts):
+    """The playable copy of an unplayable upload takes a while (8 s more here, injected into the server): an
+    example picked, or the box cleared, in the meantime stays what the page shows and tokenizes."""
+    import cv2
+    from flexvid import shapes
+    src = tmp_path / "opencv_mp4v.mp4"
+    w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 8, (128, 96))
+    for f in shapes.make_clip(3, 2, 17).video:
+        w.write(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2BGR), (128, 96)))
+    w.release()
+    with running_app(tmp_path_factory.mktemp("slow"), generators=False, before=SLOW_PREVIEW) as (url, proc, log):
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            pg.goto(url, wait_until="networkidle", timeout=120_000)
+            clip_id = "#clip-id textarea, #clip-id input"
+
+            pg.set_input_files("#clip-in input[type=file]", str(src))  # unplayable: a copy is on its way
+            pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value.length == 16", timeout=60_000)
+            uploaded = pg.input_value(clip_id)
+            pg.get_by_role("button", name="shapes: one object (4 s)").click()  # picked meanwhile
+            pg.wait_for_function(f"() => !['', {uploaded!r}].includes(document.querySelector({clip_id!r}).value)",
+                                 timeout=60_000)
+            picked = pg.input_value(clip_id)
+            assert "shapes_one_object" in wait_playing(pg, "#clip-in video")["src"]
+            pg.wait_for_timeout(12_000)  # the copy is ready by now, and was not put in the example's place
+            assert pg.input_value(clip_id) == picked
+            assert "shapes_one_object" in pg.evaluate(PLAYS, "#clip-in video")["src"]
+            pg.screenshot(path=str(artifacts / "app_slow_copy_example.png"), full_page=True)
+
+            pg.reload(wait_until="networkidle")  # an unplayable upload, then the box cleared (X) meanwhile
+            pg.set_input_files("#clip-in input[type=file]", str(src))
+            pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value.length == 16", timeout=60_000)
+            pg.locator("#clip-in button[aria-label='Clear']").first.click()
+            pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value == ''", timeout=30_000)
+            pg.wait_for_timeout(12_000)
+            assert pg.input_value(clip_id) == "" and pg.locator("#clip-in video").count() == 0
+
+            pg.set_input_files("#clip-in input[type=file]", str(src))  # left alone, the copy does take its place
+            shown = wait_playing(pg, "#clip-in video", timeout=60_000)
+            assert "opencv_mp4v" not in shown["src"] and shown["width"] == 128  # the copy (the upload does not play)
+        finally:
+            pg.close()
+        assert "Traceback" not in log.read_text()

@@ -55,9 +55,11 @@ def small_generators(folder: Path) -> dict[str, str]:
 
 
 @contextmanager
-def running_app(folder: Path, config: Path | None = None, timeout: float = 120, generators: bool = True):
+def running_app(folder: Path, config: Path | None = None, timeout: float = 120, generators: bool = True,
+                before: str = ""):
     """Start app.py on a free loopback port with a small random tokenizer and (generators=True) small random
-    generators, or none; yield its URL."""
+    generators, or none; yield its URL. `before`: Python code the server process runs first (a test's fault
+    injection, e.g. a slow step)."""
     folder.mkdir(parents=True, exist_ok=True)
     tok = folder / "tokenizer"
     if not (tok / "config.json").exists():
@@ -71,7 +73,9 @@ def running_app(folder: Path, config: Path | None = None, timeout: float = 120, 
         env["FLEXVID_CONFIG"] = str(config)
     log_path = folder / f"app_{port}.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--host", "127.0.0.1", "--port", str(port)],
+        launch = ["-c", f"{before}\nimport runpy; runpy.run_path({str(REPO / 'app.py')!r}, run_name='__main__')"] \
+            if before else [str(REPO / "app.py")]
+        proc = subprocess.Popen([sys.executable, *launch, "--host", "127.0.0.1", "--port", str(port)],
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     try:

@@ -725,7 +725,13 @@ def test_an_unplayable_upload_gets_a_playable_copy_that_is_the_same_clip(rt, cli
     for f in frames:
         w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
     w.release()
+    assert rt.preview_of(str(mp4v)) is None  # not made yet: the page keeps what it shows
     copy = rt.playable_preview(str(mp4v))
+    # the page asks by what its box holds: the upload (any path with its content) finds its copy; anything else none
+    same = tmp_path / "same_upload_elsewhere.mp4"
+    same.write_bytes(mp4v.read_bytes())
+    assert rt.preview_of(str(mp4v)) == rt.preview_of(str(same)) == copy
+    assert rt.preview_of(clip_file) is None and rt.preview_of(copy) is None and rt.preview_of(None) is None
     assert copy is not None and video_io.browser_playable(copy) and Path(copy).is_relative_to(rt.out_dir)
     assert video_io.read_video(copy)[0].shape == (17, 64, 64, 3)
     clip = rt.add_clip(str(mp4v))
