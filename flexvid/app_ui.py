@@ -165,8 +165,9 @@ PROMPTS = ["a large red circle moving left", "a small blue square moving up",
            "moving down"]
 
 
-def generate_intro(status: dict[str, str], embedded_models: bool = False) -> str:
-    """The Generate tab's first lines: what it does, and honestly which generators are missing."""
+def generate_intro(status: dict[str, str], embedded_models: bool = False, unfit=()) -> str:
+    """The Generate tab's first lines: what it does, and honestly which generators are missing or were
+    trained for another tokenizer (`unfit`)."""
     lines = []
     if "ready" in status.values():
         lines.append("Generate a clip from a prompt or a class with a **token budget**: the generator writes k "
@@ -183,6 +184,11 @@ def generate_intro(status: dict[str, str], embedded_models: bool = False) -> str
         elif state != "ready":
             lines.append(f"**The {name}-to-video generator is configured but could not be loaded** (the server "
                          f"log says why).")
+        elif name in unfit:
+            lines.append(f"**The {name}-to-video generator was trained on another tokenizer's tokens**: this "
+                         "tokenizer decodes them to something else than what was asked. Give the app a generator "
+                         f"trained for this tokenizer (`flexvid train-generator --tokenizer ...`, then "
+                         f"`--{name}-generator`), or turn it off (`--{name}-generator none`).")
     if "ready" not in status.values():
         lines.append("So there is nothing to generate here.")
     return "\n\n".join(lines)
@@ -378,7 +384,7 @@ def build_demo(rt: Runtime):
                                 file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Tab("Generate"):
             ready = {name for name, state in status.items() if state == "ready"}
-            gr.Markdown(generate_intro(status, embedded(rt)), elem_id="gen-intro")
+            gr.Markdown(generate_intro(status, embedded(rt), rt.generators_unfit()), elem_id="gen-intro")
             # hidden parts still answer the API, with "not configured" errors: the endpoints never change
             with gr.Row(visible=bool(ready)):
                 with gr.Column(scale=2, min_width=300):
@@ -495,6 +501,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=None, help="settings file (default: FLEXVID_CONFIG, else the repo's space.yaml)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hugging Face repo id "
                                                      "(overrides FLEXVID_TOKENIZER and space.yaml)")
+    for name in ("text", "class"):
+        p.add_argument(f"--{name}-generator", default=None, metavar="FOLDER_OR_REPO_ID",
+                       help=f"{name}-to-video generator, or none (overrides FLEXVID_{name.upper()}_GENERATOR and "
+                            "space.yaml; default: the bundled one)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
     p.add_argument("--write-examples", metavar="DIR", default=None, help="write the example clips to DIR and exit")
@@ -524,7 +534,8 @@ def main(argv=None) -> int:
         print(f"flexvid app: {e}", file=sys.stderr)
         return 2
     try:
-        settings = load_settings(args.config, tokenizer=args.tokenizer)
+        settings = load_settings(args.config, tokenizer=args.tokenizer,
+                                 generators={"text": args.text_generator, "class": args.class_generator})
         rt = Runtime(settings)
         rt.load()
     except (ModelMissing, ValueError) as e:
@@ -534,8 +545,10 @@ def main(argv=None) -> int:
     status = rt.load_generators()
     print(f"flexvid app: tokenizer {settings.tokenizer} on {info['device']} ({info['dtype']}), K = {info['n_tokens']}, "
           f"outputs in {rt.out_dir}", flush=True)
-    print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st})" for n, st in status.items())
-                                         or "none configured"), flush=True)
+    unfit = rt.generators_unfit()
+    print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st}"
+                                                   f"{', trained for another tokenizer' if n in unfit else ''})"
+                                                   for n, st in status.items()) or "none configured"), flush=True)
     demo = build_demo(rt)
     demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),

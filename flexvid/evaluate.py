@@ -536,8 +536,9 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
                 folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
             long_picks = folder.spread(n_long)
             long_clips = [folder.window(v, start) for v, start in long_picks]
-            print(f"long video: {len(folder.files)} of the videos under {data} have {long_frames} frames at "
-                  f"{tok.fps:g} fps", flush=True)
+            n = len(folder.files)
+            print(f"long video: {n} of the videos under {data} {'has' if n == 1 else 'have'} {long_frames} frames "
+                  f"at {tok.fps:g} fps", flush=True)
             res["long_windows"] = [{"file": folder.files[v], "start_frame": start} for v, start in long_picks]
         except ValueError:  # no video under the folder is that long
             print(f"long video: no video under {data} has {long_frames} frames at {tok.fps:g} fps; skipped", flush=True)

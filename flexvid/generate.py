@@ -203,15 +203,27 @@ class VideoGenerator:
             raise ValueError(f"the tokenizer has K={tok.n_tokens} tokens per step and {tok.codebook_size} codes; "
                              f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}")
         if self.tokenizer_fingerprint and getattr(self, "_checked", None) is not tok:
-            from .train_generator import fingerprint
             self._checked = tok
-            fp = fingerprint(tok)
-            if fp != self.tokenizer_fingerprint and fp not in self.measured_with:
+            if not self.fits(tok):
                 warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
-                              f"{self.tokenizer_fingerprint}, this one's {fp}): its grids will "
+                              f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will "
                               "decode to something other than what it was trained to write; load it with the one it "
                               "was trained on (tokenizer=..., --tokenizer)", stacklevel=2)
         return tok
+
+    def fits(self, tok=None) -> bool:
+        """Whether this generator's grids mean what they should to `tok` (default: its own tokenizer): the
+        tokenizer it was trained on, or one its grids were measured with (a decoder retrained on the same
+        tokens). True where the generator records no tokenizer."""
+        tok = self.tokenizer if tok is None else tok
+        if not self.tokenizer_fingerprint:
+            return True
+        cached = getattr(self, "_fits", None)
+        if cached is None or cached[0] is not tok:
+            from .train_generator import fingerprint
+            self._fits = (tok, fingerprint(tok))
+        fp = self._fits[1]
+        return fp == self.tokenizer_fingerprint or fp in self.measured_with
 
     # ------------------------------------------------------------------ conditions
     def condition(self, condition) -> torch.Tensor:

@@ -262,7 +262,10 @@ def check_output(path: str | os.PathLike, folder: bool = False, name: str | None
 
 def read_json(path: str) -> dict:
     if not os.path.exists(path):
-        raise ValueError(f"missing config file {path}")
+        export = os.path.join(os.path.dirname(path), "export", os.path.basename(path))
+        hint = (f" (a training run's folder: its model is in {os.path.dirname(export)})" if os.path.exists(export)
+                else "")
+        raise ValueError(f"missing config file {path}{hint}")
     try:
         with open(path) as f:
             obj = json.load(f)

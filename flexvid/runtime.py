@@ -28,6 +28,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -122,12 +123,14 @@ GENERATOR_NAMES = ("text", "class")
 OFF = ("none", "off", "null")  # FLEXVID_TEXT_GENERATOR=none turns a generator off
 
 
-def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None = None) -> Settings:
+def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None = None,
+                  generators: dict[str, str | None] | None = None) -> Settings:
     """Read the `app:` section of space.yaml (default: FLEXVID_CONFIG, else the repo's space.yaml, else
     built-in defaults). The tokenizer comes from, in order: the `tokenizer` argument, FLEXVID_TOKENIZER,
-    the file. Each generator ("text", "class") from FLEXVID_TEXT_GENERATOR / FLEXVID_CLASS_GENERATOR
-    ("none" turns it off), else the file's app.generators, else assets/generator-text or
-    assets/generator-class next to the file when that folder holds a config.json, else none."""
+    the file. Each generator ("text", "class") from the `generators` argument ({name: folder, repo id or
+    "none"}; None entries are not given), else FLEXVID_TEXT_GENERATOR / FLEXVID_CLASS_GENERATOR ("none"
+    turns it off), else the file's app.generators, else assets/generator-text or assets/generator-class
+    next to the file when that folder holds a config.json, else none."""
     import yaml
 
     path = path or os.environ.get("FLEXVID_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
@@ -150,7 +153,8 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
         raise ValueError(f"app.generators must map text / class to a folder or repo id, got {s.generators!r}")
     s.generators = _section(s.generators, GENERATOR_NAMES, "app.generators")
     for name in GENERATOR_NAMES:
-        spec = os.environ.get(f"FLEXVID_{name.upper()}_GENERATOR") or s.generators.get(name)
+        spec = ((generators or {}).get(name) or os.environ.get(f"FLEXVID_{name.upper()}_GENERATOR")
+                or s.generators.get(name))
         if spec is None and (base / "assets" / f"generator-{name}" / "config.json").is_file():
             spec = f"assets/generator-{name}"
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
@@ -517,10 +521,22 @@ class Runtime:
                                              dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
         if gen.cfg.cond != name:
             raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
-        gen.tokenizer  # noqa: B018 - raises ValueError when K or the codebook differ from the tokenizer's
+        with warnings.catch_warnings():  # a tokenizer it was not trained for: logged below, once
+            warnings.filterwarnings("ignore", message="this generator was trained on the tokens of another")
+            gen.tokenizer  # noqa: B018 - raises ValueError when K or the codebook differ from the tokenizer's
         if gen.text_encoder is not None:
             gen.text_encoder.dim  # noqa: B018 - loads the text model now, not during the first request
+        if not gen.fits(tok):
+            log.warning("flexvid app: the %s generator %s was trained on another tokenizer's tokens than %s: its "
+                        "clips will not show what they are asked for", name, spec, self.settings.tokenizer)
         return gen
+
+    def generators_unfit(self) -> list[str]:
+        """The loaded generators that were trained on another tokenizer's tokens than this runtime's (a
+        tokenizer of one's own with the bundled generators, say): they run, and the page says so."""
+        with self._generator_lock:
+            loaded = {name: slot["model"] for name, slot in self.generators.items() if slot["model"] is not None}
+        return sorted(name for name, gen in loaded.items() if hasattr(gen, "fits") and not gen.fits(self.tok))
 
     def load_generators(self) -> dict[str, str]:
         """Load every registered generator now (the app does at start); returns generator_status()."""
@@ -547,10 +563,12 @@ class Runtime:
         """The loaded tokenizer, defaults, limits and generators (what /info returns); no server paths."""
         tok, s = self.tok, self.settings
         status = self.generator_status()
+        unfit = self.generators_unfit()
         gens = {}
         for name, state in status.items():
             gens[name] = {"status": state, "model": public_name(s.generators[name]) if name in s.generators else None}
             if state == "ready":
+                gens[name]["fits_tokenizer"] = name not in unfit
                 cfg = self.generator(name).cfg
                 gens[name].update(max_frames=self.max_gen_frames(cfg), guidance=cfg.guidance,
                                   temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p)

@@ -235,6 +235,7 @@ def main(argv=None):
                          warmup=50, ema_decay=0.99, ckpt_every=250, eval_every=250, bf16=False)
     args = p.parse_args(argv)
     cfg = TrainConfig.from_args(args)
+    cfg.start()  # threads and the seed, before the model is built
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")
     model = ShapesTeacher()

@@ -406,6 +406,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
     tcfg = TrainConfig.from_args(args)
+    tcfg.start()  # threads and the seed, before the model is built
     for name, v, lo in (("clips", args.clips, 1), ("long-clips", args.long_clips, 0), ("first-clip", args.first_clip, 0),
                         ("val-clips", args.val_clips, 1),
                         ("probe-clips", args.probe_clips, 0), ("max-tokens", args.max_tokens, 1)):
@@ -452,9 +453,6 @@ def main(argv=None):
         if selected["cond"] != args.cond:
             raise ValueError(f"--selected {args.selected}: samples of a {selected['cond']!r} generator, "
                              f"this run trains {args.cond!r}")
-    if tcfg.threads:
-        torch.set_num_threads(tcfg.threads)
-
     rank, world, _ = init_distributed()
     device = "cuda" if tcfg.device == "auto" and torch.cuda.is_available() else ("cpu" if tcfg.device == "auto" else tcfg.device)
     bf16 = tcfg.bf16 and bf16_native(torch.device(device))

@@ -29,7 +29,7 @@ from .repa import FEATURE_MODELS, repa_loss
 from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
 from .train_vae import psnr
 from .training import TrainConfig, announce, autocast, check_resume, data_identity, fit
-from .video_data import ShapesClips, clip_source
+from .video_data import ShapesClips, training_source
 from .vae import VAEConfig, VideoVAE
 
 
@@ -352,7 +352,9 @@ def parse_overrides(items: list[str], base: dict) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
-    p.add_argument("--vae", default="runs/vae/export", help="VAE export folder")
+    p.add_argument("--vae", default=None,
+                   help="VAE export folder, or a tokenizer folder for its VAE (default: with --init, its VAE; "
+                        "else runs/vae/export)")
     p.add_argument("--preset", default="tiny", choices=list(TOKENIZER_CONFIGS))
     p.add_argument("--frames", type=int, default=17)
     p.add_argument("--repa", default="none", help="REPA feature model: none, vae (the stage-0 encoder trunk) or a "
@@ -363,7 +365,8 @@ def main(argv=None):
                    "same clips are cached beside them")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
     p.add_argument("--data", default=None, metavar="FOLDER",
-                   help="train on the videos under this folder (default: the shapes world); see flexvid.video_data")
+                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames at "
+                        "--fps; see flexvid.video_data")
     p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
     p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -379,8 +382,7 @@ def main(argv=None):
     if args.latent_cache < 0:
         raise SystemExit(f"--latent-cache must be >= 0, got {args.latent_cache}")
     tcfg = TrainConfig.from_args(args)
-    if tcfg.threads:  # the caches, the step-0 check and the head fit below run before fit() would set it
-        torch.set_num_threads(tcfg.threads)
+    tcfg.start()  # threads (the caches and checks before fit() run at it too) and the seed
     if args.freeze_encoder and not args.init:
         raise SystemExit("--freeze-encoder fine-tunes a trained tokenizer: give it --init")
     asked = parse_overrides(args.set, config_dict(TOKENIZER_CONFIGS[args.preset]))
@@ -389,10 +391,23 @@ def main(argv=None):
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n (1, 5, 9, 13, 17, ...), got {args.frames}")
     # every setting checked, and the VAE read, before a --data folder is decoded (minutes for a big one)
+    args.vae = args.vae or args.init or "runs/vae/export"
     if not os.path.isfile(os.path.join(args.vae, "config.json")):
         raise SystemExit(f"--vae {args.vae}: no config.json there; give the export folder of a `flexvid train-vae` "
                          "run (OUT_DIR/export) or a tokenizer folder")
     vae = load_vae(args.vae)
+    if args.init and os.path.realpath(args.init) != os.path.realpath(args.vae):
+        try:
+            init_vae = encoder_fingerprint(load_vae(args.init))
+        except (OSError, ValueError, KeyError):  # not a tokenizer folder: said below, where its weights are read
+            init_vae = None
+        if init_vae is not None and init_vae != encoder_fingerprint(vae):
+            if args.freeze_encoder:
+                raise SystemExit(f"--freeze-encoder keeps every clip's tokens, but --vae {args.vae} encodes clips "
+                                 f"unlike the VAE of --init {args.init} (encoder {encoder_fingerprint(vae)} against "
+                                 f"{init_vae}): leave --vae out to keep --init's")
+            print(f"note: --vae {args.vae} is not the VAE --init {args.init} was trained on: its latents differ, "
+                  "so every token will change (generators trained on its tokens will not fit)", flush=True)
     size = args.size if args.data else shapes.SIZE
     if size % (vae.cfg.spatial_factor * TOKENIZER_CONFIGS[args.preset].patch):
         raise SystemExit(f"--size {size} is not a multiple of the VAE's factor {vae.cfg.spatial_factor} times "
@@ -400,10 +415,7 @@ def main(argv=None):
     run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS),
            "vae_encoder": encoder_fingerprint(vae)}
     check_resume(tcfg.out_dir, run)
-    try:
-        source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
+    source = training_source(args.data, args.frames, args.size, args.fps)
     base = config_dict(TOKENIZER_CONFIGS[args.preset])
     z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor
     base.update(z_channels=z, latent_size=source.size // vae.cfg.spatial_factor, max_t=max(base["max_t"], t_max))

@@ -18,7 +18,7 @@ from . import shapes
 from .cli import HelpFormatter
 from .hub import config_dict, save_safetensors, save_weights, write_json
 from .training import TrainConfig, announce, check_resume, data_identity, fit
-from .video_data import ShapesClips, clip_source
+from .video_data import ShapesClips, training_source
 from .vae import VAE_CONFIGS, VAEConfig, VideoVAE
 
 
@@ -130,7 +130,8 @@ def main(argv=None):
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for --resampled (default: --init)")
     p.add_argument("--init", default=None, help="start from the VAE of this folder (a VAE export or a tokenizer folder)")
     p.add_argument("--data", default=None, metavar="FOLDER",
-                   help="train on the videos under this folder (default: the shapes world); see flexvid.video_data")
+                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames at "
+                        "--fps; see flexvid.video_data")
     p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
     p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -142,8 +143,7 @@ def main(argv=None):
     if not (args.fps > 0 and math.isfinite(args.fps)):
         raise SystemExit(f"--fps must be a positive number, got {args.fps}")
     cfg = TrainConfig.from_args(args)
-    if cfg.threads:  # the latent statistics and caches before fit() run at it too
-        torch.set_num_threads(cfg.threads)
+    cfg.start()  # threads (the caches and checks before fit() run at it too) and the seed
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n, got {args.frames}")
     if args.freeze_encoder and not args.init:
@@ -154,14 +154,14 @@ def main(argv=None):
         raise SystemExit("--resampled fits the decoder to the resampler's latents of shapes-world clips; not with --data")
     run = data_identity(args.data, args.size, args.fps)
     check_resume(cfg.out_dir, run)  # before a --data folder is decoded
-    try:
-        source = clip_source(args.data, T=max(17, args.frames), size=args.size, fps=args.fps)
-    except ValueError as e:
-        raise SystemExit(str(e)) from None
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))
     if args.init:
         from .train_tokenizer import load_vae
         vae = load_vae(args.init).train().requires_grad_(True)
+    if args.data and args.size % vae.cfg.spatial_factor:  # said before the folder is decoded
+        raise SystemExit(f"--size {args.size} is not a multiple of the VAE's spatial factor {vae.cfg.spatial_factor} "
+                         "(a tokenizer on it needs a multiple of that times its patch, 16 for the tiny presets)")
+    source = training_source(args.data, args.frames, args.size, args.fps)
     if args.freeze_encoder:
         freeze_encoder(vae)
 

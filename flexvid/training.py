@@ -95,7 +95,7 @@ class TrainConfig:
     @classmethod
     def add_args(cls, parser, helps: dict[str, str] | None = None, **defaults):
         """Flat command-line overrides for every field (--steps 2000 --lr 1e-3 ...); helps: {field: help}."""
-        helps = helps or {}
+        helps = {**DEFAULT_HELPS, **(helps or {})}
         for f in fields(cls):
             default = defaults.get(f.name, f.default)
             if isinstance(default, bool):
@@ -109,6 +109,24 @@ class TrainConfig:
     @classmethod
     def from_args(cls, args):
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+    def start(self) -> None:
+        """What a training command does first, before it builds its model or draws anything: its thread
+        count, and the seed (`fit` seeds again, but a model built before it would start from other weights
+        in every process, and --seed would not repeat a run)."""
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        torch.manual_seed(self.seed)
+
+
+DEFAULT_HELPS = {
+    "threads": "CPU threads for torch (0: torch's default)",
+    "bf16": "autocast to bf16 where it is native (CUDA; CPUs with AVX512-BF16 or AMX), else fp32",
+    "time_limit": "train for about this many seconds (0: --steps): the cosine schedule is fitted to end with "
+                  "the time; --steps stays the upper bound",
+    "device": "cpu, cuda, cuda:N or auto",
+    "seed": "the run's seed: the starting weights and every step's draws",
+}
 
 
 def argparse_bool():
@@ -307,9 +325,12 @@ def check_resume(out_dir: str, run: dict | None) -> None:
 
 
 def data_identity(data: str | None, size: int, fps: float) -> dict:
-    """What a stage trains on, for `fit(run=...)`: the shapes world or a folder (wherever it is given from),
-    size and frame rate."""
-    return {"data": os.path.realpath(data) if data else "shapes world", "size": int(size), "fps": float(fps)}
+    """What a stage trains on, for `fit(run=...)`: the shapes world or a folder (wherever it is given from)
+    with what it holds (its video files' names and sizes, listed without decoding any), size and frame rate."""
+    if not data:
+        return {"data": "shapes world", "size": int(size), "fps": float(fps)}
+    from .video_data import folder_listing
+    return {"data": os.path.realpath(data), "files": folder_listing(data), "size": int(size), "fps": float(fps)}
 
 
 def announce(out_dir: str, export: str = "export") -> None:
@@ -368,7 +389,7 @@ def fit(model: nn.Module,
                             lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
 
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-    step = 0
+    step, before = 0, 0.0  # before: training seconds of the steps a resumed run already made
     if os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path)
         diff = run_differences(state.get("run"), run)
@@ -380,6 +401,7 @@ def fit(model: nn.Module,
             ema.load_state_dict(state["ema"])
             opt.load_state_dict(state["opt"])
             step = int(state["step"])
+            before = float(state.get("elapsed", 0.0))
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
             diff = config_differences(state.get("model_config"), model_config)
             first = "; ".join(diff) if diff else (
@@ -407,6 +429,7 @@ def fit(model: nn.Module,
         if rank == 0:
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "ema": ema.state_dict(),
                                         "opt": opt.state_dict(), "step": step, "train_config": asdict(cfg),
+                                        "elapsed": before + time.time() - t0,
                                         "model_config": json.dumps(model_config or {}), "run": run or {}})
             if on_checkpoint:
                 on_checkpoint(ema, step)
@@ -450,7 +473,7 @@ def fit(model: nn.Module,
 
         if rank == 0 and (step % cfg.log_every == 0 or step == 1):
             rec = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": gnorm.item(),
-                   "time": round(time.time() - t0, 2), **metrics}
+                   "time": round(before + time.time() - t0, 2), **metrics}  # seconds since the run's step 0
             log.write(json.dumps(rec) + "\n")
             log.flush()
             bar.set_postfix(loss=f"{rec['loss']:.4f}")

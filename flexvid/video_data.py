@@ -56,6 +56,16 @@ class ShapesClips:
         return torch.cat(list(self.batches(purpose, n, T, 64))) if n else torch.zeros(0, 3, T, self.size, self.size)
 
 
+def folder_listing(root: str) -> str:
+    """What a folder of videos holds, cheaply: 'N video files, <digest of their paths and byte sizes>' (no
+    file is decoded), so that a run resumed on a folder whose videos were added, removed or replaced is told."""
+    folder = Path(root)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) \
+        if folder.is_dir() else []
+    digest = hashlib.sha1("\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}" for p in files).encode())
+    return f"{len(files)} video files, {digest.hexdigest()[:12]}"
+
+
 class VideoFolder:
     """Every video under `root`, decoded once at `size` x `size` and `fps`; clips are T-frame windows."""
 
@@ -187,3 +197,17 @@ def clip_source(data: str | None, T: int = 17, size: int = 64, fps: float = 8.0)
                              f"are for --data folders")
         return ShapesClips()
     return VideoFolder(data, T=T, size=size, fps=fps)
+
+
+def training_source(data: str | None, frames: int, size: int, fps: float):
+    """clip_source for a training command: its videos must give 17-frame clips whatever --frames is (the
+    evaluation during training and the VAE's latent statistics use one whole 17-frame chunk). SystemExit with
+    the reason where they do not."""
+    try:
+        return clip_source(data, T=max(17, frames), size=size, fps=fps)
+    except ValueError as e:
+        hint = ""
+        if data and frames < 17 and "-frame clip" in str(e):
+            hint = (f" (training takes its --frames {frames} clips from videos of at least 17 frames at {fps:g} fps: "
+                    "its evaluation and the latent statistics use one whole 17-frame chunk)")
+        raise SystemExit(f"{e}{hint}") from None

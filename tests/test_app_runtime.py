@@ -4,6 +4,7 @@ for the embedded ones."""
 from __future__ import annotations
 
 import math
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -406,6 +407,10 @@ def test_generator_settings(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEXVID_TEXT_GENERATOR", "none")
     monkeypatch.setenv("FLEXVID_CLASS_GENERATOR", "/models/class")
     assert load_settings(config).generators == {"class": "/models/class"}
+    # the command line's --text-generator / --class-generator come first; None there is not given
+    assert load_settings(config, generators={"text": "mine/text", "class": None}).generators == \
+        {"text": "mine/text", "class": "/models/class"}
+    assert load_settings(config, generators={"text": None, "class": "none"}).generators == {}
 
 
 # ----------------------------------------------------------------------------- generation
@@ -670,6 +675,23 @@ def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path
     info = rt.info()
     assert info["generator_info"]["class"] == {"status": "failed to load", "model": ".../broken"}
     assert str(tmp_path) not in str(info)
+    # one trained on another tokenizer's tokens (a tokenizer of one's own with the bundled generators) runs,
+    # and the page, /info and the log say so
+    import json
+    other = tmp_path / "other-tokenizer"
+    shutil.copytree(generator_folders["class"], other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["tokenizer_fingerprint"] = "0123456789abcdef"
+    (other / "config.json").write_text(json.dumps(cfg))
+    rt = Runtime(Settings(generators={"class": str(other), "text": generator_folders["text"]}), pipeline=pipe,
+                 out_dir=str(tmp_path / "o"))
+    assert rt.load_generators() == {"class": "ready", "text": "ready"} and rt.generators_unfit() == ["class"]
+    gens = rt.info()["generator_info"]
+    assert gens["class"]["fits_tokenizer"] is False and gens["text"]["fits_tokenizer"] is True
+    from flexvid.app_ui import generate_intro
+    intro = generate_intro(rt.generator_status(), unfit=rt.generators_unfit())
+    assert "class-to-video generator was trained on another tokenizer" in intro and "text-to-video generator was" not in intro
+    assert rt.generate("class", 3, k=1, frames=17, steps=1).video  # it still runs
     # a class generator configured as the text one is refused when it loads
     rt = Runtime(Settings(generators={"text": generator_folders["class"]}), pipeline=pipe, out_dir=str(tmp_path / "x"))
     assert rt.load_generators() == {"text": "failed to load"}

@@ -43,6 +43,7 @@ def test_every_command_help_shows_its_defaults(capsys):
     assert "(default: clip.mp4)" in " ".join(texts["generate"].split())
     assert "(default: eval/tokenizer)" in texts["eval-tokenizer"]
     assert "--data FOLDER" in texts["eval-tokenizer"] and "--threads" in texts["eval-tokenizer"]
+    assert "--text-generator FOLDER_OR_REPO_ID" in texts["app"] and "--class-generator" in texts["app"]
     # an option whose help already names its default is not given a second one
     flat = " ".join(texts["reconstruct"].split())
     assert flat.count("default: the model's") == 4 and "(default: None)" not in flat  # steps, guidance, mode, noise

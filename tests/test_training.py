@@ -69,6 +69,11 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path):
         assert resumed[step] == full[step], step
     for pa, pb in zip(ema_a.parameters(), ema_b.parameters()):
         assert torch.equal(pa, pb)
+    # the log's time counts from the run's step 0 across the resume (the crashed run logged step 4 too)
+    with open(os.path.join(cfg_b.out_dir, "log.jsonl")) as f:
+        times = {rec["step"]: rec["time"] for rec in map(json.loads, f) if "loss" in rec}
+    assert all(times[a] <= times[a + 1] for a in range(1, 6)), times
+    assert load_checkpoint(os.path.join(cfg_b.out_dir, "ckpt.pt"))["elapsed"] >= times[6] - 0.01 > 0  # (logged to 0.01 s)
 
 
 def test_checkpoint_is_atomic_and_safe(tmp_path):

@@ -168,6 +168,8 @@ def test_train_vae_and_tokenizer_on_a_folder(tmp_path, folder, trained):
     assert vae_cfg["latent_std"] != [1.0] * 4  # latent statistics measured on the folder's clips
     tok = VideoFlexTok.from_pretrained(str(trained / "tok" / "export"), device="cpu")
     assert tok.size == 32
+    with pytest.raises(ValueError, match=r"a training run's folder: its model is in .*export"):
+        VideoFlexTok.from_pretrained(str(trained / "tok"), device="cpu")  # the run's folder, not its export
     grid = tok.tokenize(torch.zeros(1, 3, 17, 32, 32))[0]
     assert grid.shape == (tok.num_steps(17), tok.n_tokens)
     # the latent cache records its clips' source: the shapes world's clips are not the folder's
@@ -221,6 +223,72 @@ def test_a_run_resumed_with_other_data_or_size_is_refused_before_any_work(traine
     assert {d: (trained / d / "ckpt.pt").read_bytes() for d in ("vae", "tok")} == ckpts  # nothing changed
     assert (trained / "vae" / "export" / "model.safetensors").read_bytes() == vae_export
     assert not (trained / "new").exists()
+
+
+def test_a_seed_repeats_a_run_from_its_first_weights(folder, tmp_path):
+    """The same command and --seed give the same run, whatever the process's own random state: the models
+    are built after the seed is set (the tiny presets, not an --init)."""
+    from safetensors.torch import load_file
+
+    from flexvid import train_tokenizer, train_vae
+
+    def run(kind, out, noise):
+        torch.manual_seed(noise)  # another process's state before the command
+        with pytest.warns(UserWarning, match="skipped"):
+            if kind == "vae":
+                train_vae.main(["--out-dir", str(out), "--steps", "1", "--frames", "9", "--data", str(folder),
+                                *COMMON])
+            else:
+                train_tokenizer.main(["--vae", str(tmp_path / "v1" / "export"), "--out-dir", str(out), "--steps",
+                                      "1", "--data", str(folder), *COMMON])
+        name = "model.safetensors" if kind == "vae" else "tokenizer.safetensors"
+        return load_file(str(out / "export" / name))
+
+    for kind in ("vae", "tok"):
+        a, b = run(kind, tmp_path / f"{kind[0]}1", 1), run(kind, tmp_path / f"{kind[0]}2", 2)
+        assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a), kind
+
+
+def test_resuming_on_a_changed_folder_and_other_mistakes_are_said_before_any_work(trained, folder, tmp_path):
+    from flexvid import train_tokenizer, train_vae
+
+    changed = tmp_path / "changed"
+    shutil.copytree(folder, changed)
+    run = tmp_path / "run"
+    with pytest.warns(UserWarning, match="skipped"):
+        train_vae.main(["--init", str(trained / "init"), "--out-dir", str(run), "--steps", "1", "--frames", "9",
+                        "--data", str(changed), *COMMON])
+    ckpt = (run / "ckpt.pt").read_bytes()
+    video_io.write_video(changed / "c.mp4", shapes.make_clip(0, 4, 25).video, fps=8)  # a video added
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before the folder is decoded (which warns of skipped files)
+        with pytest.raises(ValueError, match=r"files: '4 video files, \w+' -> '5 video files, \w+'"):
+            train_vae.main(["--init", str(trained / "init"), "--out-dir", str(run), "--steps", "2", "--frames",
+                            "9", "--data", str(changed), *COMMON])
+        # a size the VAE cannot take, before the folder is decoded
+        with pytest.raises(SystemExit, match="--size 36 is not a multiple of the VAE's spatial factor"):
+            train_vae.main(["--out-dir", str(tmp_path / "v36"), "--data", str(folder), *COMMON[2:], "--size", "36"])
+    assert (run / "ckpt.pt").read_bytes() == ckpt
+    # videos too short for a training clip: said with why 17 frames, whatever --frames
+    short = tmp_path / "short"
+    short.mkdir()
+    video_io.write_video(short / "s.mp4", shapes.make_clip(0, 5, 13).video, fps=8)
+    with pytest.raises(SystemExit, match="its evaluation and the latent statistics use one whole 17-frame chunk"):
+        train_vae.main(["--out-dir", str(tmp_path / "vs"), "--frames", "9", "--data", str(short), *COMMON])
+    # --freeze-encoder keeps every token: a --vae that encodes otherwise than --init's is refused, and left
+    # out, --vae is --init's
+    tok = trained / "tok" / "export"
+    with pytest.raises(SystemExit, match="leave --vae out to keep --init's"):
+        train_tokenizer.main(["--init", str(tok), "--vae", str(trained / "init"), "--freeze-encoder",
+                              "--out-dir", str(tmp_path / "t"), "--steps", "1", "--data", str(folder), *COMMON])
+    with pytest.warns(UserWarning, match="skipped"):
+        train_tokenizer.main(["--init", str(tok), "--freeze-encoder", "--out-dir", str(tmp_path / "t"), "--steps",
+                              "1", "--data", str(folder), *COMMON])
+    from flexvid.pipeline import VideoFlexTok
+    x = torch.rand(1, 3, 17, 32, 32) * 2 - 1
+    before = VideoFlexTok.from_pretrained(str(tok), device="cpu").tokenize(x)[0]
+    after = VideoFlexTok.from_pretrained(str(tmp_path / "t" / "export"), device="cpu").tokenize(x)[0]
+    assert torch.equal(before, after)
 
 
 def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, capsys):
