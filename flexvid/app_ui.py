@@ -180,7 +180,8 @@ def generate_intro(status: dict[str, str], embedded_models: bool = False, unfit=
         state = status.get(name)
         if state is None:
             lines.append(f"**{name.capitalize()}-to-video is not configured** for this Space (space.yaml: "
-                         f"`app.generators.{name}`, or the FLEXVID_{name.upper()}_GENERATOR environment variable).")
+                         f"`app.generators.{name}`, the FLEXVID_{name.upper()}_GENERATOR environment variable or "
+                         f"`--{name}-generator`).")
         elif state != "ready":
             lines.append(f"**The {name}-to-video generator is configured but could not be loaded** (the server "
                          f"log says why).")
@@ -260,8 +261,9 @@ def build_demo(rt: Runtime):
             log.exception("flexvid app: no playable preview")
 
     def swap(current):
-        """Show the playable copy of what the box holds now, if there is one: while the copy was made, the
-        person may have picked an example, cleared the box or uploaded another clip, and that stays."""
+        """Show the playable copy of what the box holds once the copy is made (read then, not at the upload), if
+        there is one: while the copy was made, the person may have picked an example, cleared the box or uploaded
+        another clip, and that stays."""
         copy = rt.preview_of(current)
         return gr.skip() if copy is None else copy
 
@@ -453,7 +455,7 @@ def build_demo(rt: Runtime):
         # (the copy replaces the upload only if the box still holds it when the copy is ready)
         clip_in.upload(preview, clip_in, None, api_visibility="private", show_progress="hidden",
                        trigger_mode="always_last") \
-            .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden") \
+            .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden", queue=False) \
             .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.

@@ -536,8 +536,8 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
                 folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
             long_picks = folder.spread(n_long)
             long_clips = [folder.window(v, start) for v, start in long_picks]
-            n = len(folder.files)
-            print(f"long video: {n} of the videos under {data} {'has' if n == 1 else 'have'} {long_frames} frames "
+            n_files = len(folder.files)
+            print(f"long video: {n_files} of the videos under {data} {'has' if n_files == 1 else 'have'} {long_frames} frames "
                   f"at {tok.fps:g} fps", flush=True)
             res["long_windows"] = [{"file": folder.files[v], "start_frame": start} for v, start in long_picks]
         except ValueError:  # no video under the folder is that long

@@ -199,17 +199,21 @@ class VideoGenerator:
             self._tokenizer = VideoFlexTok.from_pretrained(self._tokenizer, device=str(self.device),
                                                            dtype=self._dtype_request)
         tok = self._tokenizer
+        if getattr(self, "_checked", None) is not tok and not self.check_tokenizer(tok):
+            warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
+                          f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will "
+                          "decode to something other than what it was trained to write; load it with the one it "
+                          "was trained on (tokenizer=..., --tokenizer)", stacklevel=2)
+        return tok
+
+    def check_tokenizer(self, tok) -> bool:
+        """A ValueError where `tok` cannot decode this generator's grids at all (another K or codebook);
+        else fits(tok), without a warning (the caller says it its own way). `tokenizer` checks once per tok."""
         if tok.n_tokens != self.cfg.K or tok.codebook_size != self.cfg.codebook_size:
             raise ValueError(f"the tokenizer has K={tok.n_tokens} tokens per step and {tok.codebook_size} codes; "
                              f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}")
-        if self.tokenizer_fingerprint and getattr(self, "_checked", None) is not tok:
-            self._checked = tok
-            if not self.fits(tok):
-                warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
-                              f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will "
-                              "decode to something other than what it was trained to write; load it with the one it "
-                              "was trained on (tokenizer=..., --tokenizer)", stacklevel=2)
-        return tok
+        self._checked = tok
+        return self.fits(tok)
 
     def fits(self, tok=None) -> bool:
         """Whether this generator's grids mean what they should to `tok` (default: its own tokenizer): the

@@ -28,7 +28,6 @@ import secrets
 import shutil
 import tempfile
 import threading
-import warnings
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -189,7 +188,10 @@ def resolve_model(spec: str, base_dir: str, kind: str = "tokenizer") -> str:
         (Path(base_dir) / p.parts[0]).exists()
     if local.is_dir():
         if not (local / "config.json").exists():
-            raise ModelMissing(f"{kind} folder {spec!r} has no config.json (expected {files})")
+            run = (local / "export" / "config.json").exists()
+            raise ModelMissing(f"{kind} folder {spec!r} has no config.json (expected {files})"
+                               + (f"; it is a training run's folder: its model is in {spec.rstrip('/')}/export"
+                                  if run else ""))
         return str(local)
     if looks_local:
         raise ModelMissing(f"{kind} folder not found: {spec!r}. Set {setting} in space.yaml or the {env} "
@@ -495,8 +497,9 @@ class Runtime:
         with self._generator_lock:
             if name not in self.generators:
                 what = f"{name.capitalize()}-to-video" if name in GENERATOR_NAMES else f"generator {name!r}"
-                raise UserError(f"{what} is not configured in this app (space.yaml: app.generators.{name}, or the "
-                                f"FLEXVID_{name.upper()}_GENERATOR environment variable); configured: "
+                raise UserError(f"{what} is not configured in this app (space.yaml: app.generators.{name}, the "
+                                f"FLEXVID_{name.upper()}_GENERATOR environment variable or app.py --{name}-generator); "
+                                "configured: "
                                 f"{', '.join(sorted(self.generators)) or 'none'}")
             slot = self.generators[name]
             if slot["model"] is None and slot["error"] is None:
@@ -521,12 +524,10 @@ class Runtime:
                                              dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
         if gen.cfg.cond != name:
             raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
-        with warnings.catch_warnings():  # a tokenizer it was not trained for: logged below, once
-            warnings.filterwarnings("ignore", message="this generator was trained on the tokens of another")
-            gen.tokenizer  # noqa: B018 - raises ValueError when K or the codebook differ from the tokenizer's
+        fits = gen.check_tokenizer(tok)  # a ValueError when K or the codebook differ from the tokenizer's
         if gen.text_encoder is not None:
             gen.text_encoder.dim  # noqa: B018 - loads the text model now, not during the first request
-        if not gen.fits(tok):
+        if not fits:
             log.warning("flexvid app: the %s generator %s was trained on another tokenizer's tokens than %s: its "
                         "clips will not show what they are asked for", name, spec, self.settings.tokenizer)
         return gen

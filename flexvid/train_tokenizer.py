@@ -365,8 +365,8 @@ def main(argv=None):
                    "same clips are cached beside them")
     p.add_argument("--init", default=None, help="start from this tokenizer folder's weights (fine-tuning, e.g. on a GPU)")
     p.add_argument("--data", default=None, metavar="FOLDER",
-                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames at "
-                        "--fps; see flexvid.video_data")
+                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames "
+                        "(or --frames, if longer) at --fps; see flexvid.video_data")
     p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
     p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",
@@ -391,6 +391,15 @@ def main(argv=None):
     if not shapes.valid_length(args.frames):
         raise SystemExit(f"--frames must be 1 + 4n (1, 5, 9, 13, 17, ...), got {args.frames}")
     # every setting checked, and the VAE read, before a --data folder is decoded (minutes for a big one)
+    vae_from_init = args.vae is None and args.init is not None
+    if vae_from_init:
+        try:
+            fmt = read_json(os.path.join(args.init, "config.json")).get("format")
+        except ValueError as e:
+            raise SystemExit(f"--init {args.init}: {e}") from None
+        if fmt != "flexvid-tokenizer":
+            raise SystemExit(f"--init {args.init} is not a tokenizer folder (config.json format {fmt!r}); give a "
+                             "tokenizer folder (OUT_DIR/export of a train-tokenizer run), or --vae for its VAE")
     args.vae = args.vae or args.init or "runs/vae/export"
     if not os.path.isfile(os.path.join(args.vae, "config.json")):
         raise SystemExit(f"--vae {args.vae}: no config.json there; give the export folder of a `flexvid train-vae` "
@@ -414,7 +423,13 @@ def main(argv=None):
                          f"the patch {TOKENIZER_CONFIGS[args.preset].patch}")
     run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS),
            "vae_encoder": encoder_fingerprint(vae)}
-    check_resume(tcfg.out_dir, run)
+    try:
+        check_resume(tcfg.out_dir, run)
+    except ValueError as e:
+        if vae_from_init and "vae_encoder" in str(e):
+            raise ValueError(f"{e} (--vae, left out, is --init's VAE: a run started with another --vae needs it "
+                             "given again)") from None
+        raise
     source = training_source(args.data, args.frames, args.size, args.fps)
     base = config_dict(TOKENIZER_CONFIGS[args.preset])
     z, t_max = vae.cfg.z_channels, 1 + (args.frames - 1) // vae.cfg.temporal_factor

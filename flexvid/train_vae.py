@@ -130,8 +130,8 @@ def main(argv=None):
     p.add_argument("--tokenizer", default=None, help="tokenizer folder for --resampled (default: --init)")
     p.add_argument("--init", default=None, help="start from the VAE of this folder (a VAE export or a tokenizer folder)")
     p.add_argument("--data", default=None, metavar="FOLDER",
-                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames at "
-                        "--fps; see flexvid.video_data")
+                   help="train on the videos under this folder (default: the shapes world), each of at least 17 frames "
+                        "(or --frames, if longer) at --fps; see flexvid.video_data")
     p.add_argument("--size", type=int, default=64, help="with --data: clips are resized and centre-cropped to this")
     p.add_argument("--fps", type=float, default=8.0, help="with --data: the frame rate clips are resampled to")
     p.add_argument("--freeze-encoder", action="store_true",

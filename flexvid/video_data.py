@@ -200,14 +200,14 @@ def clip_source(data: str | None, T: int = 17, size: int = 64, fps: float = 8.0)
 
 
 def training_source(data: str | None, frames: int, size: int, fps: float):
-    """clip_source for a training command: its videos must give 17-frame clips whatever --frames is (the
-    evaluation during training and the VAE's latent statistics use one whole 17-frame chunk). SystemExit with
-    the reason where they do not."""
+    """clip_source for a training command: its videos must give 17-frame clips even where --frames is shorter
+    (the evaluation during training and the VAE's latent statistics use one whole 17-frame chunk), and
+    --frames clips where it is longer. SystemExit with the reason where they do not."""
     try:
         return clip_source(data, T=max(17, frames), size=size, fps=fps)
     except ValueError as e:
         hint = ""
-        if data and frames < 17 and "-frame clip" in str(e):
+        if data and frames < 17 and "shorter than one 17-frame clip" in str(e):
             hint = (f" (training takes its --frames {frames} clips from videos of at least 17 frames at {fps:g} fps: "
                     "its evaluation and the latent statistics use one whole 17-frame chunk)")
         raise SystemExit(f"{e}{hint}") from None

@@ -209,19 +209,28 @@ def test_on_a_phone_the_results_follow_the_upload(page, artifacts):
         pg.set_viewport_size({"width": 1400, "height": 1800})
 
 
-SLOW_PREVIEW = """import time
+GATED_PREVIEW = """import os, time
 from flexvid import runtime
 _made = runtime.Runtime.playable_preview
-def _slow(self, path):
-    time.sleep(8)
-    return _made(self, path)
-runtime.Runtime.playable_preview = _slow"""
+def _gated(self, path):
+    for _ in range(1200):  # until the test opens the gate (2 minutes at most)
+        if os.path.exists({gate!r}):
+            os.remove({gate!r})
+            break
+        time.sleep(0.1)
+    out = _made(self, path)
+    open({done!r}, "a").close()
+    return out
+runtime.Runtime.playable_preview = _gated"""
 
 
 def test_a_slow_playable_copy_never_replaces_what_was_picked_meanwhile(browser, tmp_path_factory, tmp_path,
                                                                         artifacts):
-    """The playable copy of an unplayable upload takes a while (8 s more here, injected into the server): an
-    example picked, or the box cleared, in the meantime stays what the page shows and tokenizes."""
+    """The playable copy of an unplayable upload takes a while (here the server makes it only when the test
+    opens a gate): an example picked, or the box cleared, in the meantime stays what the page shows and
+    tokenizes; left alone, the copy takes the upload's place."""
+    import time
+
     import cv2
     from flexvid import shapes
     src = tmp_path / "opencv_mp4v.mp4"
@@ -229,34 +238,49 @@ def test_a_slow_playable_copy_never_replaces_what_was_picked_meanwhile(browser, 
     for f in shapes.make_clip(3, 2, 17).video:
         w.write(cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2BGR), (128, 96)))
     w.release()
-    with running_app(tmp_path_factory.mktemp("slow"), generators=False, before=SLOW_PREVIEW) as (url, proc, log):
+    gate, done = tmp_path / "gate", tmp_path / "done"
+
+    def make_the_copy(pg):
+        gate.touch()
+        deadline = time.time() + 120
+        while not done.exists():
+            assert time.time() < deadline, "the server made no copy"
+            time.sleep(0.1)
+        done.unlink()
+        pg.wait_for_timeout(2_000)  # the swap's round trip, had it put the copy in
+
+    before = GATED_PREVIEW.format(gate=str(gate), done=str(done))
+    with running_app(tmp_path_factory.mktemp("slow"), generators=False, before=before) as (url, proc, log):
         pg = browser.new_page(viewport={"width": 1400, "height": 1800})
         try:
             pg.goto(url, wait_until="networkidle", timeout=120_000)
             clip_id = "#clip-id textarea, #clip-id input"
+            src_now = "() => document.querySelector('#clip-in video')?.getAttribute('src') || ''"
 
             pg.set_input_files("#clip-in input[type=file]", str(src))  # unplayable: a copy is on its way
             pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value.length == 16", timeout=60_000)
             uploaded = pg.input_value(clip_id)
+            assert "opencv_mp4v" in pg.evaluate(src_now)  # the upload itself, the copy not made yet
             pg.get_by_role("button", name="shapes: one object (4 s)").click()  # picked meanwhile
             pg.wait_for_function(f"() => !['', {uploaded!r}].includes(document.querySelector({clip_id!r}).value)",
                                  timeout=60_000)
             picked = pg.input_value(clip_id)
             assert "shapes_one_object" in wait_playing(pg, "#clip-in video")["src"]
-            pg.wait_for_timeout(12_000)  # the copy is ready by now, and was not put in the example's place
-            assert pg.input_value(clip_id) == picked
-            assert "shapes_one_object" in pg.evaluate(PLAYS, "#clip-in video")["src"]
+            make_the_copy(pg)
+            assert pg.input_value(clip_id) == picked and "shapes_one_object" in pg.evaluate(src_now)
             pg.screenshot(path=str(artifacts / "app_slow_copy_example.png"), full_page=True)
 
             pg.reload(wait_until="networkidle")  # an unplayable upload, then the box cleared (X) meanwhile
             pg.set_input_files("#clip-in input[type=file]", str(src))
             pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value.length == 16", timeout=60_000)
+            assert "opencv_mp4v" in pg.evaluate(src_now)
             pg.locator("#clip-in button[aria-label='Clear']").first.click()
             pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value == ''", timeout=30_000)
-            pg.wait_for_timeout(12_000)
+            make_the_copy(pg)
             assert pg.input_value(clip_id) == "" and pg.locator("#clip-in video").count() == 0
 
             pg.set_input_files("#clip-in input[type=file]", str(src))  # left alone, the copy does take its place
+            make_the_copy(pg)
             shown = wait_playing(pg, "#clip-in video", timeout=60_000)
             assert "opencv_mp4v" not in shown["src"] and shown["width"] == 128  # the copy (the upload does not play)
         finally:

@@ -322,8 +322,13 @@ def test_missing_model_gives_a_clear_error(tmp_path, capsys):
     with pytest.raises(ModelMissing, match="not found"):
         resolve_model("assets/no_such_tokenizer", str(REPO))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelMissing, match="config.json"):
+    with pytest.raises(ModelMissing, match="config.json") as e:
         resolve_model(str(tmp_path / "empty"), str(tmp_path))
+    assert "training run" not in str(e.value)
+    (tmp_path / "run" / "export").mkdir(parents=True)  # a training run's folder: its model is in export/
+    (tmp_path / "run" / "export" / "config.json").write_text("{}")
+    with pytest.raises(ModelMissing, match=r"a training run's folder: its model is in run/export"):
+        resolve_model("run", str(tmp_path))
     assert resolve_model("someone/some-model", str(tmp_path)) == "someone/some-model"  # a Hub repo id
     rt = Runtime(Settings(tokenizer=str(tmp_path / "nope")), out_dir=str(tmp_path / "out"))
     with pytest.raises(ModelMissing, match="FLEXVID_TOKENIZER"):

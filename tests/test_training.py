@@ -267,6 +267,10 @@ def test_training_commands_say_their_errors_in_one_line(tmp_path, capsys):
                             str(tmp_path / "t")], "--fps must be a positive number"),
                           (["train-tokenizer", "--vae", "assets/tokenizer", "--init", "assets/generator-class",
                             "--out-dir", str(tmp_path / "t")], "not a tokenizer folder"),
+                          (["train-tokenizer", "--init", "assets/generator-class", "--out-dir", str(tmp_path / "t")],
+                           "--init assets/generator-class is not a tokenizer folder"),  # --vae left out: --init's
+                          (["train-tokenizer", "--init", str(tmp_path), "--out-dir", str(tmp_path / "t")],
+                           f"--init {tmp_path}: missing config file"),
                           (["train-generator", "--init", "assets/tokenizer", "--out-dir", str(tmp_path / "g")],
                            "not a generator folder"),
                           (["train-generator", "--probe-steps", "0", "--out-dir", str(tmp_path / "g")], "--probe-steps"),
