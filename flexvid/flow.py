@@ -30,14 +30,16 @@ def interpolate(x0: torch.Tensor, noise: torch.Tensor, s: torch.Tensor) -> torch
 
 
 def flow_loss(v_pred: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, step_weight: torch.Tensor,
-              position_weight: torch.Tensor | None = None) -> torch.Tensor:
+              position_weight: torch.Tensor | None = None, mean=None) -> torch.Tensor:
     """Mean squared velocity error over the steps with weight 1 (a clean prefix has weight 0).
-    position_weight (B, 1, t, h, w), optional: weights the error per latent position (detail_weights)."""
+    position_weight (B, 1, t, h, w), optional: weights the error per latent position (detail_weights).
+    mean(total, count), optional: how the total is divided by the count (training.global_mean under DDP)."""
     err = (v_pred.float() - (noise - x0).float()).pow(2)  # (B, C, t, h, w)
     if position_weight is not None:
         err = err * position_weight
     err = err.mean(dim=(1, 3, 4))  # (B, t)
-    return (err * step_weight).sum() / step_weight.sum().clamp_min(1.0)
+    total, count = (err * step_weight).sum(), step_weight.sum()
+    return mean(total, count) if mean is not None else total / count.clamp_min(1.0)
 
 
 def clean_estimate(x_s: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

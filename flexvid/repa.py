@@ -36,9 +36,12 @@ class VAEFeatures(nn.Module):
 FEATURE_MODELS = {"vae": VAEFeatures}
 
 
-def repa_loss(projected: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """1 - cosine similarity, averaged over patches (and over steps with weight 1)."""
+def repa_loss(projected: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+              mean=None) -> torch.Tensor:
+    """1 - cosine similarity, averaged over patches (and over steps with weight 1); mean(total, count),
+    optional: how the total is divided by the count (training.global_mean under DDP)."""
     cos = F.cosine_similarity(projected.float(), target.float(), dim=-1).mean(-1)  # (B, t)
     if weight is None:
         return 1 - cos.mean()
-    return ((1 - cos) * weight).sum() / weight.sum().clamp_min(1.0)
+    total, count = ((1 - cos) * weight).sum(), weight.sum()
+    return mean(total, count) if mean is not None else total / count.clamp_min(1.0)

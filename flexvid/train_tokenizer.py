@@ -28,7 +28,8 @@ from .quantizer import calibrate, sample_k
 from .repa import FEATURE_MODELS, repa_loss
 from .tokenizer import TOKENIZER_CONFIGS, FlexTokenizer, TokenizerConfig
 from .train_vae import psnr
-from .training import TrainConfig, announce, autocast, check_resume, data_identity, fit
+from .training import (TrainConfig, announce, autocast, check_resume, data_identity, fit, global_batch,
+                       global_mean, world_size)
 from .video_data import ShapesClips, training_source
 from .vae import VAEConfig, VideoVAE
 
@@ -213,21 +214,21 @@ def tokenizer_loss(model, batch, rand, vae, cfg: TokenizerConfig, feature_model=
     v, codes = out[0], out[1]
     weight = (~clean).float()
     position_weight = detail_weights(z0, cfg.detail_weight) if cfg.detail_weight > 0 else None
-    loss = flow_loss(v, z0, noise, weight, position_weight)
+    loss = flow_loss(v, z0, noise, weight, position_weight, mean=global_mean)  # global: exact under DDP
     metrics = {"flow": loss.item()}
     if cfg.pixel_weight > 0:
         px = pixel_loss(vae, z0, noise, s, v, clean, cfg.pixel_clips)
         loss = loss + cfg.pixel_weight * px
         metrics["pixel"] = px.item()
-    if cfg.var_weight > 0 and B > 1:  # codes must differ between clips (straight-through gradient)
-        spread = codes.float().std(dim=0)  # (t, K, d)
+    if cfg.var_weight > 0 and B * world_size() > 1:  # codes must differ between clips (straight-through gradient)
+        spread = global_batch(codes.float()).std(dim=0)  # (t, K, d), over the global batch under DDP
         var = torch.relu(cfg.var_target - spread).mean()
-        loss = loss + cfg.var_weight * var
+        loss = loss + cfg.var_weight * var * world_size()  # (DDP averages the ranks' gradients)
         metrics["var"] = var.item()
     if want_feats:
         head = model.module.repa_head if hasattr(model, "module") else model.repa_head
         target = cached_feats.to(device).float() if cached_feats is not None else feature_model(x)
-        r = repa_loss(head(out[2]), target, weight)
+        r = repa_loss(head(out[2]), target, weight, mean=global_mean)
         loss = loss + repa_weight * r
         metrics["repa"] = r.item()
     if cfg.attr_weight > 0:  # the first token of every step must name the clip's attributes

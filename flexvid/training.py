@@ -8,11 +8,12 @@ torchrun (gloo on CPU, nccl on GPU). A stage supplies its model, a loss function
 
 `rand` draws the step's random numbers for the *global* batch from a generator seeded by (seed, step)
 and hands each rank its slice, so a run sees the same data and draws on one process or several, and a
-resumed run continues exactly where it stopped (the checkpoint needs no RNG state). Where a loss averages
-over its own batch only, as the VAE's does, several processes give one process's gradient (test_training
-checks it); the tokenizer's flow loss averages over each rank's sampled (non-prefix) time steps and its
-variance term over each rank's clips, so there it differs a little, as unsynchronised batch statistics
-do. A run under --time-limit fixes its length from its own step time, so a resumed one plans anew.
+resumed run continues exactly where it stopped (the checkpoint needs no RNG state). Several processes
+give one process's gradient (test_training checks it for the VAE and the tokenizer): a loss that averages
+over a fixed number of rows per rank needs nothing more, one that averages over a count that varies (the
+tokenizer's sampled, non-prefix time steps) divides by the global count (`global_mean`), and a batch
+statistic (the tokenizer's code spread) is taken over the global batch (`global_batch`). Not the
+tokenizer's optional pixel loss: it decodes `pixel_clips` clips of each rank's batch. A run under --time-limit fixes its length from its own step time, so a resumed one plans anew.
 """
 from __future__ import annotations
 
@@ -173,6 +174,37 @@ class StepRandom:
 
     def randint(self, low: int, high: int, b: int, *shape) -> torch.Tensor:
         return self._slice(torch.randint(low, high, (self.world * b, *shape), generator=self.gen), b)
+
+
+def world_size() -> int:
+    """Processes training together (1 outside torchrun)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def global_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """A mean over the global batch, as this rank's share of it: the rank's total over the count summed over
+    ranks, times the number of ranks, whose gradient DDP's average over ranks turns into the gradient of the
+    one-process mean. (Each rank's own mean would weight a rank with fewer counted items, e.g. fewer
+    sampled steps, more.) One process: total / count."""
+    world = world_size()
+    if world == 1:
+        return total / count.clamp_min(1.0)
+    count = count.detach().float().clone()
+    dist.all_reduce(count)
+    return total * world / count.clamp_min(1.0)
+
+
+def global_batch(x: torch.Tensor) -> torch.Tensor:
+    """This rank's rows (B, ...) -> the global batch (world * B, ...) in rank order, for a batch statistic;
+    only this rank's rows carry a gradient. A loss of such a statistic, times world_size(), then averages over
+    ranks to the one-process gradient. One process: x."""
+    world = world_size()
+    if world == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world)]
+    dist.all_gather(parts, x.detach().contiguous())
+    parts[dist.get_rank()] = x
+    return torch.cat(parts)
 
 
 SEED_RANGE = (-(2**63), 2**64)  # what torch.Generator.manual_seed takes
