@@ -620,25 +620,19 @@ class Runtime:
             raise UserError(clean(str(e))) from None
         cap = cv2.VideoCapture(path)
         try:
-            src_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            src_fps = src_fps if math.isfinite(src_fps) and 0 < src_fps <= 1000 else video_io.DEFAULT_FPS
-            w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            src_fps, aspect = video_io.source_fps(cap), video_io.pixel_aspect(cap)
+            w, h = video_io.display_size(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                         int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), aspect)
             max_src = max(1, math.ceil(lim.max_seconds * src_fps))
             out, n, j, more = [], 0, 0, False
-            while True:
-                ok, frame = cap.read()
-                if not ok or frame is None:
-                    break
+            # source frames on a constant grid at src_fps by their timestamps: a variable rate keeps its speed
+            for frame in video_io.constant_rate_frames(cap, src_fps):
                 if n >= max_src or len(out) >= lim.max_frames:
                     more = True
                     break
                 # nearest-frame resampling as video_io.resample_fps: output j shows source round(j * src / dst)
                 while len(out) < lim.max_frames and math.floor(j * src_fps / tok.fps + 0.5 + 1e-9) == n:
-                    if frame.ndim == 2:
-                        rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
-                    else:
-                        rgb = cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB if frame.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-                    out.append(video_io.resize_center_crop(rgb[None], tok.size)[0])
+                    out.append(video_io.resize_center_crop(video_io.to_rgb(frame, aspect)[None], tok.size)[0])
                     j += 1
                 n += 1
         finally:

@@ -35,11 +35,15 @@ from .hub import check_output  # noqa: F401  (video_io.check_output: outputs are
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 DEFAULT_FPS = 8.0
+MAX_SOURCE_FPS = 1000.0  # a file claiming more (or no rate) is read at DEFAULT_FPS
 
 __all__ = [
     "VideoError",
     "DEFAULT_FPS",
     "read_video",
+    "source_fps",
+    "pixel_aspect",
+    "constant_rate_frames",
     "resample_fps",
     "resize_center_crop",
     "valid_length",
@@ -127,6 +131,73 @@ def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hin
 
 
 # ----------------------------------------------------------------------------- reading
+def source_fps(cap) -> float:
+    """The frame rate an open cv2.VideoCapture reports, or DEFAULT_FPS where it reports none (0, negative, nan)
+    or more than MAX_SOURCE_FPS."""
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    return fps if math.isfinite(fps) and 0 < fps <= MAX_SOURCE_FPS else DEFAULT_FPS
+
+
+def pixel_aspect(cap) -> float:
+    """The sample (pixel) aspect ratio an open cv2.VideoCapture reports: 1.0 for square pixels or none said.
+    OpenCV decodes the stored picture; a player shows it stretched by this (anamorphic video, some DV and
+    broadcast files)."""
+    num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
+    ratio = num / den if num > 0 and den > 0 and math.isfinite(num / den) else 1.0
+    return ratio if 0.1 <= ratio <= 10 and abs(ratio - 1) > 1e-3 else 1.0
+
+
+def display_size(w: int, h: int, aspect: float) -> tuple[int, int]:
+    """(width, height) a player shows a w x h picture of pixel aspect `aspect` at: stretched, never shrunk."""
+    return (max(1, round(w * aspect)), h) if aspect >= 1 else (w, max(1, round(h / aspect)))
+
+
+def to_rgb(bgr: np.ndarray, aspect: float = 1.0) -> np.ndarray:
+    """An OpenCV frame (BGR, BGRA or gray) as RGB, stretched to its display shape where its pixels are not
+    square (pixel_aspect)."""
+    if bgr.ndim == 2:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    else:
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if aspect != 1.0:
+        rgb = cv2.resize(rgb, display_size(rgb.shape[1], rgb.shape[0], aspect), interpolation=cv2.INTER_LINEAR)
+    return rgb
+
+
+def constant_rate_frames(cap, fps: float, convert=None):
+    """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps:
+    grid slot j (time j / fps) shows the decoded frame nearest that time (halfway: the later one), and the
+    clip ends half a slot after its last frame. A constant-rate file gives each frame once, in order; a
+    variable-rate one (a screen recording, a browser's MediaRecorder webm, a phone's) has its frames
+    repeated over long gaps and thinned in bursts, so that it keeps its own speed and length wherever it is
+    then taken to be at ``fps``. A frame without a usable timestamp (none, or not at least half a
+    millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last. ``convert`` is applied once to each decoded frame (not per slot)."""
+    j, prev, prev_t, t0 = 0, None, None, None
+    while True:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            break
+        t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        if t0 is None:
+            t0 = t if math.isfinite(t) else 0.0
+        t = t - t0 if math.isfinite(t) else math.nan
+        if prev_t is not None and not t >= prev_t + 0.5 / MAX_SOURCE_FPS:  # nan, or not after the last frame
+            t = prev_t + 1.0 / fps
+        elif prev_t is None:
+            t = 0.0
+        frame = convert(frame) if convert is not None else frame
+        if prev is not None:
+            mid = (prev_t + t) / 2
+            while j < mid * fps - 1e-6:  # slot j is nearer the previous frame
+                yield prev
+                j += 1
+        prev, prev_t = frame, t
+    if prev is not None:
+        while j < (prev_t + 0.5 / fps) * fps - 1e-6 or j == 0:
+            yield prev
+            j += 1
+
+
 def read_video(
     path: str | os.PathLike, max_frames: int | None = None, max_bytes: int | None = None,
     shrink_to: int | None = None,
@@ -134,8 +205,10 @@ def read_video(
     """Decode a video file with OpenCV into (frames uint8 [T, H, W, 3] RGB, fps).
 
     Reading stops after ``max_frames`` frames, so memory stays bounded on long clips. Files larger than
-    ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0 or
-    nan), ``DEFAULT_FPS`` (8.0) is returned. Raises ``VideoError`` for missing, empty, corrupt,
+    ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0, nan or
+    more than ``MAX_SOURCE_FPS``), ``DEFAULT_FPS`` (8.0) is returned. A variable frame rate is laid on a
+    constant grid at the reported rate by the file's timestamps (``constant_rate_frames``), so that the clip
+    keeps its speed and length. Raises ``VideoError`` for missing, empty, corrupt,
     non-video or too-large files. ``shrink_to`` downscales each frame as it is decoded so that its short
     side is that many pixels (as ``resize_center_crop`` would, before its crop): a long or large clip
     then never sits in memory at full resolution.
@@ -169,22 +242,17 @@ def read_video(
             )
         if _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) in _TEXT_CODEC_TAGS:
             raise VideoError(f"could not read video: the file is text, not a video: {str(path)!r}")
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        if not math.isfinite(fps) or fps <= 0:
-            fps = DEFAULT_FPS
+        fps, aspect = source_fps(cap), pixel_aspect(cap)
+
+        def convert(bgr):
+            rgb = to_rgb(bgr, aspect)
+            return _resize_short_side(rgb, shrink_to) if shrink_to is not None and min(rgb.shape[:2]) > shrink_to \
+                else rgb
+
         frames: list[np.ndarray] = []
-        while max_frames is None or len(frames) < max_frames:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
+        for rgb in constant_rate_frames(cap, fps, convert):  # a variable frame rate keeps its speed at fps
+            if max_frames is not None and len(frames) >= max_frames:
                 break
-            if bgr.ndim == 2:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
-            elif bgr.shape[2] == 4:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
-            else:
-                rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            if shrink_to is not None and min(rgb.shape[:2]) > shrink_to:
-                rgb = _resize_short_side(rgb, shrink_to)
             if frames and rgb.shape != frames[0].shape:
                 raise VideoError(
                     f"could not read video: frame size changed from {frames[0].shape[:2]} to "
@@ -478,7 +546,9 @@ def browser_playable(path: str | os.PathLike) -> bool:
             if not container.streams.video:
                 return False
             ctx = container.streams.video[0].codec_context
-            codec, pix = ctx.name, ctx.format.name if ctx.format is not None else None
+            # the codec's own name: the decoder's may be a library's (AV1 decodes with libdav1d)
+            codec = getattr(ctx.codec, "canonical_name", None) or ctx.name
+            pix = ctx.format.name if ctx.format is not None else None
     except (av.error.FFmpegError, OSError, ValueError):
         return False
     return codec in allowed and (codec != "h264" or pix in _PLAYABLE_H264)
@@ -487,7 +557,8 @@ def browser_playable(path: str | os.PathLike) -> bool:
 def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: int = 640,
                    max_seconds: float | None = None, crf: int = 23) -> str:
     """Re-encode the video file ``src`` as a browser-playable H.264 mp4 at ``path`` (``write_video``'s
-    encoder) and return the path: its own frame rate, at most ``max_side`` pixels on its longer side (never
+    encoder) and return the path: its own frame rate (a variable one laid on a constant grid, as
+    ``read_video`` does), at most ``max_side`` pixels on its longer side (never
     enlarged; even sizes), its first ``max_seconds`` when given, no audio. Frames are read by OpenCV, as
     ``read_video`` reads them, and encoded one at a time, so memory stays at one frame whatever the length.
     Raises ``VideoError`` for a file OpenCV cannot read, ValueError for one that cannot be written."""
@@ -500,28 +571,25 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
     try:
         if not cap.isOpened():
             raise VideoError(f"could not read video: the file is not a video or is corrupt: {src!r}")
-        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        fps = fps if math.isfinite(fps) and 0 < fps <= 1000 else DEFAULT_FPS
+        fps, aspect = source_fps(cap), pixel_aspect(cap)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w < 1 or h < 1:
             raise VideoError(f"could not read video: no frame size: {src!r}")
+        w, h = display_size(w, h, aspect)
         scale = min(1.0, max_side / max(w, h))
         ow, oh = max(2, round(w * scale / 2) * 2), max(2, round(h * scale / 2) * 2)
         limit = None if max_seconds is None else max(1, math.ceil(max_seconds * fps))
         count = 0
 
+        def convert(bgr):
+            rgb = to_rgb(bgr)  # one resize, to the display shape at most max_side
+            return cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA) if rgb.shape[:2] != (oh, ow) else rgb
+
         def frames():
             nonlocal count
-            while limit is None or count < limit:
-                ok, bgr = cap.read()
-                if not ok or bgr is None:
+            for rgb in constant_rate_frames(cap, fps, convert):  # a variable frame rate keeps its speed
+                if limit is not None and count >= limit:
                     return
-                if bgr.ndim == 2:
-                    rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
-                else:
-                    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB if bgr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
-                if rgb.shape[:2] != (oh, ow):
-                    rgb = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA)
                 count += 1
                 yield rgb
 

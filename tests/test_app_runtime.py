@@ -782,3 +782,13 @@ def test_an_unplayable_upload_gets_a_playable_copy_that_is_the_same_clip(rt, cli
     bad = tmp_path / "bad.avi"
     bad.write_bytes(b"RIFF" + bytes(300))
     assert rt.playable_preview(str(bad)) is None and rt.playable_preview(None) is None  # add_clip says why
+
+
+def test_an_upload_with_a_variable_frame_rate_keeps_its_length(rt, tmp_path):
+    """A MediaRecorder-like webm (20 frames, a 6 s pause in the middle) is tokenized as the 6.7 s it plays
+    for, not as 20 frames at the 25 fps OpenCV reports."""
+    from test_video_io import _vfr_webm
+    times = _vfr_webm(tmp_path / "vfr.webm", [40] * 9 + [6000] + [40] * 9)
+    clip = rt.add_clip(str(tmp_path / "vfr.webm"))
+    seconds = len(clip.frames) / rt.tok.fps
+    assert abs(seconds - times[-1]) <= 4 / rt.tok.fps, (len(clip.frames), times[-1])  # to a valid length 1 + 4n

@@ -127,6 +127,69 @@ def test_read_video_fps_fallback(tmp_path, monkeypatch, clip_files):
     assert fps == 8.0 and frames.shape[0] == 2
 
 
+def _vfr_webm(path, gaps_ms):
+    """A VP9 webm of len(gaps_ms) + 1 grey frames (frame i at level 12 i) with these gaps between them: what a
+    screen recorder or a browser's MediaRecorder writes. OpenCV reports the rate of its shortest gap."""
+    pts = np.concatenate([[0], np.cumsum(gaps_ms)]).astype(int)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libvpx-vp9", rate=1000 // min(gaps_ms))
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(pts):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 12 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = int(t), Fraction(1, 1000)
+            for pk in s.encode(f):
+                c.mux(pk)
+        for pk in s.encode():
+            c.mux(pk)
+    return pts / 1000
+
+
+def test_a_variable_frame_rate_keeps_its_speed(tmp_path):
+    """Ten frames 40 ms apart, a 6 s pause, ten more: read at the reported 25 fps, the clip lasts its own 6.7 s
+    (not the 0.8 s of 20 frames at 25 fps), the paused frame fills the pause, and the playable copy and the
+    app's reading keep that length too."""
+    times = _vfr_webm(tmp_path / "vfr.webm", [40] * 9 + [6000] + [40] * 9)
+    cap = cv2.VideoCapture(str(tmp_path / "vfr.webm"))
+    assert cap.get(cv2.CAP_PROP_FPS) == 25  # what OpenCV says of it
+    cap.release()
+    frames, fps = vio.read_video(tmp_path / "vfr.webm")
+    assert fps == 25 and abs(len(frames) / fps - (times[-1] + 1 / fps)) <= 1 / fps
+    level = frames[:, 24, 32, 1].astype(int)
+    assert abs(level[int(3.0 * fps)] - 12 * 9) <= 4  # 3 s in: the last frame before the pause
+    assert abs(level[-1] - 12 * 19) <= 4 and abs(level[0]) <= 4
+    # a constant rate is left as it was: each frame once
+    vio.write_video(tmp_path / "cfr.mp4", np.repeat(np.arange(0, 240, 12, dtype=np.uint8)[:, None, None, None],
+                                                    1, 0) * np.ones((1, 48, 64, 3), np.uint8), fps=25)
+    cfr, cfps = vio.read_video(tmp_path / "cfr.mp4")
+    assert cfps == 25 and len(cfr) == 20 and np.all(np.abs(np.diff(cfr[:, 24, 32, 1].astype(int)) - 12) <= 4)
+    copy = vio.write_playable(tmp_path / "vfr.webm", tmp_path / "copy.mp4")
+    again, afps = vio.read_video(copy)
+    assert abs(len(again) / afps - len(frames) / fps) <= 1 / fps
+
+
+def test_non_square_pixels_are_read_as_a_player_shows_them(tmp_path):
+    """An anamorphic file (320 x 180 stored, pixel aspect 4:3) is read at the 427 x 180 a player shows, so that
+    its centre crop is the player's; its playable copy keeps that shape."""
+    path = tmp_path / "sar.mp4"
+    frame = np.zeros((180, 320, 3), np.uint8)
+    frame[:, 140:180] = 255  # a centred bar 40 stored pixels wide: 53 shown
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=8)
+        st.width, st.height, st.pix_fmt = 320, 180, "yuv420p"
+        st.codec_context.sample_aspect_ratio = Fraction(4, 3)
+        for _ in range(3):
+            for pk in st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(pk)
+        for pk in st.encode():
+            c.mux(pk)
+    frames, _ = vio.read_video(path)
+    assert frames.shape[1:3] == (180, 427)
+    assert 50 <= int((frames[0, 90, :, 1] > 128).sum()) <= 56
+    copy = vio.write_playable(path, tmp_path / "copy.mp4")
+    assert vio.read_video(copy)[0].shape[1:3] == (180, 428)  # even sizes for H.264
+
+
 def _corrupt(p):
     p.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
 
@@ -484,6 +547,19 @@ def test_browser_playable(tmp_path, clip):
     assert not vio.browser_playable(h264_in_avi)
     (tmp_path / "notes.mp4").write_text("not a video\n")
     assert not vio.browser_playable(tmp_path / "notes.mp4") and not vio.browser_playable(tmp_path / "missing.mp4")
+    _vfr_webm(tmp_path / "vp9.webm", [40] * 4)
+    assert vio.browser_playable(tmp_path / "vp9.webm")
+    if "libsvtav1" in av.codecs_available:  # AV1 decodes with libdav1d: the codec's name decides, not the decoder's
+        with av.open(str(tmp_path / "av1.webm"), "w") as c:
+            st = c.add_stream("libsvtav1", rate=8)
+            st.width, st.height, st.pix_fmt = 64, 64, "yuv420p"
+            for f in frames[:4]:
+                for pk in st.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f[:48, :64].repeat(2, 0)[:64]),
+                                                               format="rgb24")):
+                    c.mux(pk)
+            for pk in st.encode():
+                c.mux(pk)
+        assert vio.browser_playable(tmp_path / "av1.webm")
 
 
 def test_write_playable_reencodes_what_read_video_reads(tmp_path):
