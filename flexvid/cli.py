@@ -214,6 +214,7 @@ def main(argv=None) -> int:
     import warnings
     module, fn = COMMANDS[argv[0]]
     # a warning is one line for the user (what was skipped and why), not the library line that raised it
+    formatwarning = warnings.formatwarning  # put back after the command (main may run several in a process)
     warnings.formatwarning = lambda message, category, *rest: f"flexvid {argv[0]}: warning: {message}\n"
     prog, sys.argv[0] = sys.argv[0], f"flexvid {argv[0]}"  # argparse's prog for the commands that do not name it
     try:
@@ -228,6 +229,7 @@ def main(argv=None) -> int:
         raise
     finally:
         sys.argv[0] = prog
+        warnings.formatwarning = formatwarning
     return result if isinstance(result, int) else 0
 
 

@@ -257,3 +257,13 @@ def test_an_old_generator_checkpoint_resumed_with_another_tokenizer_is_refused(t
     err = capsys.readouterr().err
     assert "trained on the tokens of another tokenizer (fingerprint 0123456789abcdef" in err
     assert (out / "tokens.safetensors").read_bytes() == before  # not rebuilt
+
+
+def test_a_command_leaves_the_warning_format_as_it_found_it(tmp_path, capsys):
+    """A command prints its warnings as one 'flexvid COMMAND: warning: ...' line, and puts Python's format
+    back after it: in a process that runs several commands, a later one's warnings do not carry its name."""
+    import warnings
+    before = warnings.formatwarning
+    assert cli.main(["train-vae", "--frames", "6", "--out-dir", str(tmp_path / "v")]) == 2
+    assert warnings.formatwarning is before
+    assert "--frames must be 1 + 4n" in capsys.readouterr().err
