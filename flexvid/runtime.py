@@ -626,7 +626,8 @@ class Runtime:
             max_src = max(1, math.ceil(lim.max_seconds * src_fps))
             out, n, j, more = [], 0, 0, False
             # source frames on a constant grid at src_fps by their timestamps: a variable rate keeps its speed
-            for frame in video_io.constant_rate_frames(cap, src_fps):
+            counts: dict = {}
+            for frame in video_io.constant_rate_frames(cap, src_fps, counts=counts):
                 if n >= max_src or len(out) >= lim.max_frames:
                     more = True
                     break
@@ -643,6 +644,9 @@ class Runtime:
         frames = video_io.prepare_video(np.stack(out), tok.fps, target_fps=tok.fps, size=tok.size,
                                         max_frames=lim.max_frames)
         source = f"{w}x{h} at {src_fps:g} fps, {n} frames read ({n / src_fps:.2f} s)"
+        if counts["repeated"] or counts["dropped"]:  # its timestamps, laid on a constant grid
+            source = (f"{w}x{h} at a variable frame rate, read at {src_fps:g} fps: {n} frames ({n / src_fps:.2f} s; "
+                      f"{counts['repeated']} repeated over gaps, {counts['dropped']} dropped in bursts)")
         notes = []
         if more:
             notes.append(f"trimmed to the first {n / src_fps:.2f} s (limits: {lim.max_seconds:g} s, "

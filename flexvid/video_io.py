@@ -164,15 +164,20 @@ def to_rgb(bgr: np.ndarray, aspect: float = 1.0) -> np.ndarray:
     return rgb
 
 
-def constant_rate_frames(cap, fps: float, convert=None):
+def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None):
     """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps:
     grid slot j (time j / fps) shows the decoded frame nearest that time (halfway: the later one), and the
     clip ends half a slot after its last frame. A constant-rate file gives each frame once, in order; a
     variable-rate one (a screen recording, a browser's MediaRecorder webm, a phone's) has its frames
     repeated over long gaps and thinned in bursts, so that it keeps its own speed and length wherever it is
     then taken to be at ``fps``. A frame without a usable timestamp (none, or not at least half a
-    millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last. ``convert`` is applied once to each decoded frame (not per slot)."""
-    j, prev, prev_t, t0 = 0, None, None, None
+    millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last.
+    ``convert`` is applied once to each decoded frame (not per slot). ``counts``, when a dict is given,
+    counts the slots that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far:
+    both 0 for a constant rate."""
+    j, prev, prev_t, t0, shown = 0, None, None, None, False
+    counts = {} if counts is None else counts
+    counts.update(repeated=0, dropped=0)
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -189,11 +194,16 @@ def constant_rate_frames(cap, fps: float, convert=None):
         if prev is not None:
             mid = (prev_t + t) / 2
             while j < mid * fps - 1e-6:  # slot j is nearer the previous frame
+                counts["repeated"] += shown
+                shown = True
                 yield prev
                 j += 1
-        prev, prev_t = frame, t
+            counts["dropped"] += not shown
+        prev, prev_t, shown = frame, t, False
     if prev is not None:
         while j < (prev_t + 0.5 / fps) * fps - 1e-6 or j == 0:
+            counts["repeated"] += shown
+            shown = True
             yield prev
             j += 1
 

@@ -792,3 +792,5 @@ def test_an_upload_with_a_variable_frame_rate_keeps_its_length(rt, tmp_path):
     clip = rt.add_clip(str(tmp_path / "vfr.webm"))
     seconds = len(clip.frames) / rt.tok.fps
     assert abs(seconds - times[-1]) <= 4 / rt.tok.fps, (len(clip.frames), times[-1])  # to a valid length 1 + 4n
+    assert "a variable frame rate, read at 25 fps" in clip.source and "repeated over gaps" in clip.source
+    assert "variable" not in rt.add_clip(str(REPO / "assets" / "examples" / "shapes_one_object.mp4")).source
