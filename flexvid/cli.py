@@ -125,7 +125,8 @@ def reconstruct_main(argv=None) -> int:
         first, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, the clip's size and frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
         need = math.ceil((args.max_frames + 1) * fps / tok.fps) + 1
-        frames, fps = video_io.read_video(args.clip, max_frames=need, shrink_to=tok.size)
+        counts: dict = {}
+        frames, fps = video_io.read_video(args.clip, max_frames=need, shrink_to=tok.size, counts=counts)
         n_read = len(frames)
         frames = video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size, max_frames=args.max_frames)
         x = video_io.to_model(frames)
@@ -144,6 +145,10 @@ def reconstruct_main(argv=None) -> int:
     elapsed = time.time() - t0
     h0, w0 = first.shape[1:3]
     said = [f"{os.path.basename(args.clip)}: {w0}x{h0} at {fps:g} fps, {n_read} frames read"]
+    if counts["repeated"] or counts["dropped"]:
+        said[0] = (f"{os.path.basename(args.clip)}: {w0}x{h0} at a variable frame rate, read at {fps:g} fps by its "
+                   f"timestamps: {n_read} frames ({counts['repeated']} repeated over gaps, {counts['dropped']} "
+                   "dropped in bursts)")
     if n_read >= need:
         said.append(f"cut to its first {len(frames)} frames at {tok.fps:g} fps (--max-frames {args.max_frames})")
     else:

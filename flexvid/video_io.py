@@ -210,7 +210,7 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
 
 def read_video(
     path: str | os.PathLike, max_frames: int | None = None, max_bytes: int | None = None,
-    shrink_to: int | None = None,
+    shrink_to: int | None = None, counts: dict | None = None,
 ) -> tuple[np.ndarray, float]:
     """Decode a video file with OpenCV into (frames uint8 [T, H, W, 3] RGB, fps).
 
@@ -218,7 +218,7 @@ def read_video(
     ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0, nan or
     more than ``MAX_SOURCE_FPS``), ``DEFAULT_FPS`` (8.0) is returned. A variable frame rate is laid on a
     constant grid at the reported rate by the file's timestamps (``constant_rate_frames``), so that the clip
-    keeps its speed and length. Raises ``VideoError`` for missing, empty, corrupt,
+    keeps its speed and length; ``counts`` (a dict) receives how many frames that repeated and dropped. Raises ``VideoError`` for missing, empty, corrupt,
     non-video or too-large files. ``shrink_to`` downscales each frame as it is decoded so that its short
     side is that many pixels (as ``resize_center_crop`` would, before its crop): a long or large clip
     then never sits in memory at full resolution.
@@ -260,7 +260,7 @@ def read_video(
                 else rgb
 
         frames: list[np.ndarray] = []
-        for rgb in constant_rate_frames(cap, fps, convert):  # a variable frame rate keeps its speed at fps
+        for rgb in constant_rate_frames(cap, fps, convert, counts):  # a variable frame rate keeps its speed
             if max_frames is not None and len(frames) >= max_frames:
                 break
             if frames and rgb.shape != frames[0].shape:

@@ -104,6 +104,17 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     assert f"--k must lie in [1, {tok.n_tokens}]" in capsys.readouterr().err  # the k, before the missing clip
 
 
+def test_reconstruct_says_it_read_a_variable_frame_rate_by_its_timestamps(folder, tmp_path, capsys):
+    from test_video_io import _vfr_webm
+    _vfr_webm(tmp_path / "vfr.webm", [40] * 4 + [2000] + [40] * 4)
+    assert cli.main(["reconstruct", str(tmp_path / "vfr.webm"), "--model", folder, "--steps", "1", "--upscale", "1",
+                     "--k", "1", "--out", str(tmp_path / "r")]) == 0
+    said = capsys.readouterr().out
+    assert "at a variable frame rate, read at 25 fps by its timestamps" in said and "repeated over gaps" in said
+    frames, fps = video_io.read_video(tmp_path / "r" / "original.mp4")
+    assert abs(len(frames) / fps - 2.32) <= 0.5  # its 2.3 s, not 10 frames at 25 fps
+
+
 def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
     (tmp_path / "s_1.mp4").mkdir()  # the second sample's name is taken by a folder
     assert cli.main(["generate", "--class-label", "3", "--num-samples", "2", "--k", "1", "--frames", "1",
