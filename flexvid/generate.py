@@ -31,7 +31,7 @@ import torch
 from . import sampling, shapes
 from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
-from .hub import config_dict, config_from_dict, load_weights, read_json, resolve, save_weights, write_json
+from .hub import config_dict, config_from_dict, load_model, read_json, resolve, save_weights, write_json
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import (add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype,
                        set_threads)
@@ -50,6 +50,11 @@ def frames_to_steps(frames: int, max_t: int) -> int:
     if not is_int(frames) or not 1 <= frames <= max_frames or (frames - 1) % TEMPORAL_FACTOR:
         raise ValueError(f"frames must be 1 + 4n in [1, {max_frames}] (1, 5, 9, ..., 17, ..., 81), got {frames!r}")
     return 1 + (int(frames) - 1) // TEMPORAL_FACTOR
+
+
+def _check_callback(callback, signature: str = "callback(done, total)") -> None:
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be a function {signature} or None, got {type(callback).__name__}")
 
 
 def _seed_list(seed) -> list[int] | None:
@@ -172,8 +177,11 @@ class VideoGenerator:
         weights = os.path.join(folder, "model.safetensors")
         if not os.path.exists(weights):  # before building the model
             raise ValueError(f"missing weights file {weights}")
-        model = Generator(config_from_dict(GeneratorConfig, meta["generator"]), verbose=False)
-        load_weights(model, weights)
+        try:
+            gcfg = config_from_dict(GeneratorConfig, meta["generator"])
+        except ValueError as e:
+            raise ValueError(f"{path_or_repo_id!r}: {e}") from None
+        model = load_model(Generator, gcfg, weights)  # checked against the file's header before it is built
         gen = cls(model, tokenizer if tokenizer is not None else trained_with,
                   text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
@@ -290,6 +298,7 @@ class VideoGenerator:
         seeds = _seed_list(seed)
         if not isinstance(compile, (bool, np.bool_)):  # "yes" would be true, and cost half a minute of compiling
             raise ValueError(f"compile must be True or False, got {compile!r}")
+        _check_callback(callback)
         cond = self.condition(condition)
         if seeds is not None and cond.shape[0] % len(seeds):
             raise ValueError(f"{len(seeds)} seeds for {cond.shape[0]} conditions: give one seed, or one per equal "
@@ -326,6 +335,7 @@ class VideoGenerator:
         callback(stage, done, total), stage "tokens" then "decode" (then "final" with a preview)."""
         k = self.cfg.K if k is None else k
         frames_to_steps(frames, self.cfg.max_t)  # cheap checks before loading the tokenizer
+        _check_callback(callback, "callback(stage, done, total)")
         if isinstance(best_of, bool) or not is_int(best_of) or not 1 <= int(best_of) <= MAX_BATCH:
             raise ValueError(f"best_of must be an integer in [1, {MAX_BATCH}], got {best_of!r}")
         best_of = int(best_of)

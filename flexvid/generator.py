@@ -67,6 +67,17 @@ class GeneratorConfig:
             raise ValueError(f"cond must be 'class' or 'text', got {self.cond!r}")
         if self.nested not in ("pow2", "uniform"):
             raise ValueError(f"nested must be 'pow2' or 'uniform', got {self.nested!r}")
+        for name, lo, hi in (("dim", 4, 65536), ("n_layers", 1, 1024), ("n_heads", 1, 1024), ("K", 1, 4096),
+                             ("max_t", 1, 65536), ("codebook_size", 2, 2**24), ("n_classes", 1, 2**24),
+                             ("text_dim", 1, 65536), ("n_cond", 1, 4096), ("top_k", 0, 2**24)):
+            v = getattr(self, name)  # before any size is built from it (a config from a file or a repo)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        for name, lo, hi in (("rope_base", 1.0, 1e12), ("p_null", 0.0, 1.0), ("temperature", 1e-6, 100.0),
+                             ("top_p", 1e-6, 1.0), ("guidance", 0.0, 100.0)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:  # NaN fails too
+                raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {v!r}")
         if self.dim % self.n_heads:
             raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
         if self.decode_guidance is not None and not (isinstance(self.decode_guidance, (int, float))

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .flow import euler_sample
-from .hub import config_dict, config_from_dict, load_model, read_json, resolve, save_weights, write_json
+from .hub import (check_output, config_dict, config_from_dict, load_model, read_json, resolve, save_weights,
+                  write_json)
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
 from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
@@ -69,6 +70,7 @@ INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, to
 
 # tokenize refuses values beyond this (a decoded video may overshoot [-1, 1] a little; 0..255 is a mistake)
 OUT_OF_RANGE = 1.5
+MAX_VIDEO_BYTES = 8 * 2**30  # the frames one call may take in or give out (as float32), all clips together
 
 
 class VideoFlexTok:
@@ -115,6 +117,10 @@ class VideoFlexTok:
         """Latent time steps for a clip of T frames."""
         return 1 + (T - 1) // self.vae.cfg.temporal_factor
 
+    def num_frames(self, t: int) -> int:
+        """Frames a grid of t time steps decodes to (the first step is one frame)."""
+        return 1 + (t - 1) * self.vae.cfg.temporal_factor
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
@@ -150,6 +156,9 @@ class VideoFlexTok:
             tok_cfg = config_from_dict(TokenizerConfig, cfg["tokenizer"])
         except ValueError as e:
             raise ValueError(f"{path_or_repo_id!r}: {e}") from None
+        if not vae_cfg.latent_mean or not vae_cfg.latent_std:  # the tokens would be of other latents
+            raise ValueError(f"{path_or_repo_id!r}: config.json's vae has no latent_mean / latent_std (the latent "
+                             "statistics train-vae measures); without them every token is different")
         if vae_cfg.z_channels != tok_cfg.z_channels:
             raise ValueError(f"{path_or_repo_id!r}: the VAE has {vae_cfg.z_channels} latent channels, the "
                              f"tokenizer expects {tok_cfg.z_channels}")
@@ -161,6 +170,11 @@ class VideoFlexTok:
     def save_pretrained(self, folder: str, half: bool = False) -> None:
         """Write config.json, vae.safetensors and tokenizer.safetensors (from_pretrained reads them);
         half stores the tokenizer's weights in fp16 (the embedded model's files stay under 20 MB)."""
+        if not isinstance(half, bool):
+            raise ValueError(f"half must be True or False, got {half!r}")
+        if not isinstance(folder, (str, os.PathLike)) or not str(folder).strip():
+            raise ValueError(f"folder must be a non-empty path to a folder, got {folder!r}")
+        folder = str(check_output(folder, folder=True, name="folder"))
         write_json(os.path.join(folder, "config.json"),
                    {"format": FORMAT, "fps": self.fps, "size": self.size, "chunk_frames": self.chunk_frames,
                     "vae": config_dict(self.vae.cfg), "tokenizer": config_dict(self.tokenizer.cfg)})
@@ -168,6 +182,22 @@ class VideoFlexTok:
         save_weights(self.tokenizer, os.path.join(folder, "tokenizer.safetensors"), half=half)
 
     # ------------------------------------------------------------------ input checks
+    @property
+    def max_frames(self) -> int:
+        """The most frames one tokenize or detokenize call takes or gives, all clips together: MAX_VIDEO_BYTES
+        of float32 frames at this model's size (about 43,000 at 64 px, 91 minutes at 8 fps)."""
+        return max(self.chunk_frames, MAX_VIDEO_BYTES // (3 * self.size * self.size * 4))
+
+    def _check_length(self, frames: int, what: str) -> None:
+        if frames > self.max_frames:
+            raise ValueError(f"{what} {frames} frames, more than the {self.max_frames} one call takes "
+                             f"(MAX_VIDEO_BYTES of float32 frames at {self.size} px): split it into several calls")
+
+    @staticmethod
+    def _check_callback(callback) -> None:
+        if callback is not None and not callable(callback):
+            raise ValueError(f"callback must be a function callback(done, total) or None, got {type(callback).__name__}")
+
     def _as_batch(self, video) -> list[torch.Tensor]:
         if isinstance(video, torch.Tensor):
             if video.ndim == 4:
@@ -181,12 +211,16 @@ class VideoFlexTok:
         out = []
         for v in video:
             if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
-                raise ValueError(f"each video must be a tensor (3, T, H, W), got {getattr(v, 'shape', type(v).__name__)}")
+                what = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(f"each video must be a torch tensor (3, T, H, W), got {what}")
             T, H, W = v.shape[1:]
             if (H, W) != (self.size, self.size):
                 raise ValueError(f"video is {H}x{W}, the model takes {self.size}x{self.size}: use video_io.prepare_video")
             if (T - 1) % self.vae.cfg.temporal_factor:
                 raise ValueError(f"video has {T} frames; need 1 + {self.vae.cfg.temporal_factor}n (video_io.fit_length)")
+            self._check_length(T + sum(u.shape[1] for u in out), "the videos have")  # before a pass over values
+            if v.device.type == "meta":
+                raise ValueError("video is on the meta device: it has no values")
             if not v.is_floating_point() or not torch.isfinite(v).all():
                 raise ValueError("video must be a finite float tensor in [-1, 1]")
             lo, hi = torch.aminmax(v)
@@ -259,6 +293,10 @@ class VideoFlexTok:
                 raise ValueError(f"a token grid must be an integer array, got {type(g).__name__}") from None
             if g.ndim != 2 or g.shape[1] != self.n_tokens or g.shape[0] < 1:
                 raise ValueError(f"token grid must be (t, {self.n_tokens}), got {tuple(g.shape)}")
+            if g.device.type == "meta":
+                raise ValueError("token grid is on the meta device: it has no values")
+            frames = sum(self.num_frames(u.shape[0]) for u in out) + self.num_frames(g.shape[0])
+            self._check_length(frames, "the token grids decode to")  # before a frame is decoded
             if g.dtype not in INT_DTYPES:
                 raise ValueError(f"tokens must be integers in [0, {self.codebook_size}), got dtype {g.dtype}")
             g = g.long()
@@ -295,6 +333,7 @@ class VideoFlexTok:
         noise depends only on the seed, so equal seeds compare k values on the same noise. noise_scale
         (default the model's, 1) scales that noise: below 1 the decode leans to the mean reconstruction.
         callback(done, total) is called after each sampler step (progress bars)."""
+        self._check_callback(callback)
         grids = self._check_tokens(tokens)
         ks = self._per_grid(k if k is not None else self.n_tokens, len(grids), "k")
         for kk in ks:
@@ -425,13 +464,20 @@ class VideoFlexTok:
         elif is_int(ks):
             ks = [int(ks)]
         elif isinstance(ks, (list, tuple, range)):
+            if len(ks) > self.n_tokens and len(set(ks) if not isinstance(ks, range) else ks) > self.n_tokens:
+                raise ValueError(f"ks names {len(ks)} values; this model has {self.n_tokens} (k in [1, "
+                                 f"{self.n_tokens}])")
             if not all(is_int(k) for k in ks):
-                raise ValueError(f"ks must be integers, got {list(ks)!r}")
+                raise ValueError(f"ks must be integers, got {list(ks)[:8]!r}")
             ks = list(dict.fromkeys(int(k) for k in ks))  # each k once, in the order given
         else:
             raise ValueError(f"ks must be an integer or a list of integers, got {type(ks).__name__}")
         if not ks:
             raise ValueError("ks must name at least one k")
+        bad = [k for k in ks if not 1 <= k <= self.n_tokens]
+        if bad:  # before the clip is tokenized
+            raise ValueError(f"ks must be integers in [1, {self.n_tokens}], got {bad[0]!r}")
+        self._check_callback(callback)
         videos = None if tokens is not None and video is None else self._as_batch(video)
         if videos is not None and len(videos) != 1:
             raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")

@@ -351,6 +351,11 @@ def metrics_figure(metrics: dict[int, Decoded], k: int, title: str = ""):
     return fig
 
 
+def _check_progress(progress) -> None:
+    if progress is not None and not callable(progress):
+        raise UserError(f"progress must be a function or None, got {type(progress).__name__}")
+
+
 def _file_hash(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -663,7 +668,10 @@ class Runtime:
         if not isinstance(path, (str, os.PathLike)):
             raise UserError(f"expected a video file path, got {type(path).__name__}")
         path = str(path)
-        name = name or os.path.basename(path)
+        if name is not None and not isinstance(name, str):
+            raise UserError(f"name must be a string (the clip's file name), got {type(name).__name__}")
+        # a name is shown and goes into output file names: its last part, at most 100 characters
+        name = os.path.basename((name or "").strip().replace("\\", "/"))[:100] or os.path.basename(path)
         if not os.path.isfile(path):
             raise UserError(f"could not read video: file not found: {name!r}")
         if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20:
@@ -735,6 +743,8 @@ class Runtime:
         return str(out) if out.is_file() else None
 
     def clip(self, clip_id) -> Clip:
+        if isinstance(clip_id, Clip):
+            raise UserError("expected a clip id (add_clip(...).id), got a Clip")
         if not isinstance(clip_id, str) or not clip_id:
             raise UserError("no clip: upload a video file or pick an example first")
         with self._lock:
@@ -823,6 +833,7 @@ class Runtime:
              progress: Progress | None = None) -> View:
         """Decode (cached) and render the Reconstruct tab for a clip at k with these decoder settings.
         The ladder 1, 2, 4, ..., K and k are decoded together in one batched call."""
+        _check_progress(progress)
         clip = self.clip(clip_id)
         k = self.defaults()["k"] if k is None else self.check_k(k)
         sampler = self.sampler(steps, guidance, mode, seed)
@@ -1028,6 +1039,7 @@ class Runtime:
                  progress: GenProgress | None = None, best_of=None) -> Generation:
         """One clip from a prompt (kind "text") or a class (kind "class": 0..89 or "red circle left") with a
         budget of k tokens per time step (None = the default). Cached; progress(stage, done, total)."""
+        _check_progress(progress)
         req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed, best_of)
         k = self.defaults()["k"] if k is None else self.check_k(k)
         results, cached = self._generate(req, [k], progress)
@@ -1054,6 +1066,7 @@ class Runtime:
                         progress: GenProgress | None = None, best_of=None) -> Generation:
         """The same request at every budget k = 1, 2, 4, ..., K with the same seed, as one labelled grid
         video: what a few tokens buy. Budgets already generated (e.g. by generate) are cache hits."""
+        _check_progress(progress)
         req = self.gen_request(kind, condition, frames, steps, guidance, temperature, seed, best_of)
         ks = self.tok.ladder()
         results, cached = self._generate(req, ks, progress)

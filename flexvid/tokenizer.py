@@ -24,8 +24,9 @@ from .quantizer import FSQuantizer, nested_dropout
 MAX_CODEBOOK = 2 ** 20
 
 
-def _int_in(v, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+def _int_in(v, lo: int, hi: int = 2**20) -> bool:
+    """An int (not a bool) in [lo, hi]: a size from a config file bounded before anything is built from it."""
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
 
 
 @dataclass
@@ -89,8 +90,9 @@ class TokenizerConfig:
         self.attr_classes, self.attr_temporal = tuple(self.attr_classes), tuple(self.attr_temporal)
         for name in ("z_channels", "latent_size", "patch", "max_t", "n_registers", "enc_dim", "enc_layers",
                      "enc_heads", "dec_dim", "dec_layers", "dec_heads", "sample_steps"):
-            if not _int_in(getattr(self, name), 1):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+            hi = 1024 if name.endswith(("_layers", "_heads")) else 2**16
+            if not _int_in(getattr(self, name), 1, hi):
+                raise ValueError(f"{name} must be an integer in [1, {hi}], got {getattr(self, name)!r}")
         for name in ("pixel_clips", "repa_layer", "repa_dim"):
             if not _int_in(getattr(self, name), 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")

@@ -39,10 +39,10 @@ class VAEConfig:
         self.dims, self.temporal_down = tuple(self.dims), tuple(self.temporal_down)
         self.spatial_down = tuple(self.spatial_down)
         for name in ("in_channels", "z_channels", "patch", "n_res"):
-            if not _positive_int(getattr(self, name)):
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not self.dims or not all(_positive_int(d) for d in self.dims):
-            raise ValueError(f"dims must be positive integers, got {self.dims}")
+            if not _positive_int(getattr(self, name)) or getattr(self, name) > 4096:
+                raise ValueError(f"{name} must be an integer in [1, 4096], got {getattr(self, name)!r}")
+        if not self.dims or len(self.dims) > 16 or not all(_positive_int(d) and d <= 65536 for d in self.dims):
+            raise ValueError(f"dims must be 1 to 16 integers in [1, 65536], got {self.dims}")
         if not len(self.dims) == len(self.temporal_down) == len(self.spatial_down):
             raise ValueError(f"dims {self.dims}, spatial_down {self.spatial_down} and temporal_down "
                              f"{self.temporal_down} differ in length")

@@ -52,6 +52,12 @@ def test_truncated_weights_are_a_clear_error(folder, tmp_path):
     (lambda c: {**c, "tokenizer": {**c["tokenizer"], "levels": ["a", "b"]}}, "levels"),
     (lambda c: {**c, "tokenizer": {**c["tokenizer"], "register_causal": 1}}, "register_causal"),
     (lambda c: {**c, "tokenizer": [1]}, "JSON object"),
+    # without its latent statistics every token would differ: refused, not loaded as another model
+    (lambda c: {**c, "vae": {k: v for k, v in c["vae"].items() if k not in ("latent_mean", "latent_std")}},
+     "no latent_mean / latent_std"),
+    (lambda c: {**c, "tokenizer": {**c["tokenizer"], "enc_layers": 100_000}}, r"enc_layers must be an integer in "
+                                                                              r"\[1, 1024\]"),  # at once, not built
+    (lambda c: {**c, "vae": {**c["vae"], "dims": [16] * 40}}, "dims must be 1 to 16 integers"),
 ])
 def test_bad_config_is_a_clear_error(folder, tmp_path, edit, message):
     bad = _copy(folder, tmp_path)
@@ -413,3 +419,91 @@ def test_a_device_this_machine_lacks_is_refused_before_loading(folder, monkeypat
                 load(folder, device="cuda")
         with pytest.raises(ValueError, match="dtype"):
             load(folder, device="cpu", dtype="fp8")
+
+
+def test_absurd_arguments_straight_to_the_api_are_refused_before_any_work(pipe, tmp_path, monkeypatch):
+    """What a script can send that the page never does: each refused with a message naming it, before the
+    work (a huge grid is not decoded, a long clip's values are not even read)."""
+    import time
+    t0 = time.time()
+    with pytest.raises(ValueError, match=r"decode to \d+ frames, more than the \d+ one call takes"):
+        pipe.detokenize(torch.zeros(10**6, pipe.n_tokens, dtype=torch.long), k=1, steps=1)
+    big = torch.zeros(3, 1, pipe.size, pipe.size).expand(3, 4 * 10**6 + 1, pipe.size, pipe.size)  # no memory
+    with pytest.raises(ValueError, match="more than the"):
+        pipe.tokenize(big)
+    assert time.time() - t0 < 5
+    clip = torch.zeros(3, 17, pipe.size, pipe.size)
+    calls = []
+    monkeypatch.setattr(pipe, "tokenize", lambda *a, **k: calls.append(1))
+    for ks, message in ((range(1, 10**7), "ks names 9999999 values"), ([pipe.n_tokens + 1], "ks must be integers in"),
+                        ([0], "ks must be integers in")):
+        with pytest.raises(ValueError, match=message):
+            pipe.reconstruct(clip, ks=ks, steps=1)
+    with pytest.raises(ValueError, match="callback must be a function"):
+        pipe.reconstruct(clip, ks=[1], steps=1, callback=5)
+    assert not calls  # all of it before the clip was tokenized
+    monkeypatch.undo()
+    grid = pipe.tokenize(clip)[0]
+    with pytest.raises(ValueError, match="callback must be a function"):
+        pipe.detokenize(grid, k=1, steps=1, callback=5)
+    with pytest.raises(ValueError, match="meta device"):
+        pipe.detokenize(grid.to("meta"), k=1, steps=1)
+    with pytest.raises(ValueError, match="torch tensor"):
+        pipe.tokenize([clip.numpy()])
+    # saving: a folder, said as such
+    (tmp_path / "afile").write_text("x")
+    for folder, message in (("", "non-empty path"), (None, "non-empty path"), (str(tmp_path / "afile"), "afile")):
+        with pytest.raises(ValueError, match=message):
+            pipe.save_pretrained(folder)
+    with pytest.raises(ValueError, match="half must be True or False"):
+        pipe.save_pretrained(str(tmp_path / "s"), half="no")
+    assert not (tmp_path / "s").exists() and (tmp_path / "afile").read_text() == "x"
+
+
+@pytest.mark.parametrize("edit, message", [
+    ({"n_heads": 0}, r"n_heads must be an integer in \[1, 1024\]"),
+    ({"n_heads": -3}, "n_heads must be"),
+    ({"max_t": 10**9}, r"max_t must be an integer in \[1, 65536\]"),
+    ({"rope_base": 0}, "rope_base must be a number"),
+    ({"temperature": -1}, "temperature must be a number"),
+    ({"top_k": 10**9}, "top_k must be an integer"),
+    ({"dim": 4096, "n_heads": 32, "n_layers": 8}, "does not match the model"),  # from the file's header, not built
+])
+def test_a_generator_config_is_checked_before_its_model_is_built(pipe, tmp_path, edit, message):
+    import time
+
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                                   codebook_size=pipe.codebook_size, cond="class")),
+                         tokenizer=pipe, device="cpu")
+    gen.save_pretrained(str(tmp_path / "g"))
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    cfg["generator"].update(edit)
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg))
+    t0 = time.time()
+    with pytest.raises(ValueError, match=message):
+        VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
+    assert time.time() - t0 < 5
+    with pytest.raises(ValueError, match="callback must be a function"):
+        gen.sample_tokens(0, k=1, frames=5, callback=5)
+    with pytest.raises(ValueError, match=r"callback\(stage, done, total\)"):
+        gen.generate(0, k=1, frames=5, callback="x")
+
+
+def test_runtime_names_and_callbacks(tmp_path):
+    from flexvid.runtime import Runtime, Settings, UserError
+    rt = Runtime(Settings(), pipeline=small_pipeline(), out_dir=str(tmp_path / "out"))
+    path = tmp_path / "c.mp4"
+    from flexvid import shapes
+    video_io.write_video(path, shapes.make_clip(0, 1, 9).video, fps=8)
+    for name in (123, ["a"], b"x", 1.5):
+        with pytest.raises(UserError, match="name must be a string"):
+            rt.add_clip(str(path), name=name)
+    clip = rt.add_clip(str(path), name="x" * 5000)  # shown and put in file names: cut, not an OSError later
+    assert clip.name == "x" * 100
+    assert rt.view(clip.id, k=1, steps=1).compare  # the outputs, named after it, are written
+    with pytest.raises(UserError, match="progress must be a function"):
+        rt.view(clip.id, k=1, steps=1, progress=5)
+    with pytest.raises(UserError, match="expected a clip id"):
+        rt.view(clip, k=1, steps=1)
