@@ -156,9 +156,10 @@ class VideoFlexTok:
             tok_cfg = config_from_dict(TokenizerConfig, cfg["tokenizer"])
         except ValueError as e:
             raise ValueError(f"{path_or_repo_id!r}: {e}") from None
-        if not vae_cfg.latent_mean or not vae_cfg.latent_std:  # the tokens would be of other latents
+        if not {"latent_mean", "latent_std"} <= set(cfg["vae"]):  # the tokens would be of other latents
             raise ValueError(f"{path_or_repo_id!r}: config.json's vae has no latent_mean / latent_std (the latent "
-                             "statistics train-vae measures); without them every token is different")
+                             "statistics train-vae measures, [] where not measured); without them every token "
+                             "is different")
         if vae_cfg.z_channels != tok_cfg.z_channels:
             raise ValueError(f"{path_or_repo_id!r}: the VAE has {vae_cfg.z_channels} latent channels, the "
                              f"tokenizer expects {tok_cfg.z_channels}")
@@ -185,7 +186,7 @@ class VideoFlexTok:
     @property
     def max_frames(self) -> int:
         """The most frames one tokenize or detokenize call takes or gives, all clips together: MAX_VIDEO_BYTES
-        of float32 frames at this model's size (about 43,000 at 64 px, 91 minutes at 8 fps)."""
+        of float32 frames at this model's size (174,762 at 64 px, 6 hours at 8 fps)."""
         return max(self.chunk_frames, MAX_VIDEO_BYTES // (3 * self.size * self.size * 4))
 
     def _check_length(self, frames: int, what: str) -> None:
