@@ -465,9 +465,14 @@ class VideoFlexTok:
         elif is_int(ks):
             ks = [int(ks)]
         elif isinstance(ks, (list, tuple, range)):
-            if len(ks) > self.n_tokens and len(set(ks) if not isinstance(ks, range) else ks) > self.n_tokens:
-                raise ValueError(f"ks names {len(ks)} values; this model has {self.n_tokens} (k in [1, "
-                                 f"{self.n_tokens}])")
+            if len(ks) > self.n_tokens:  # a huge list is refused before each of its values is checked
+                try:
+                    distinct = len(ks) if isinstance(ks, range) else len(set(ks))
+                except TypeError:  # unhashable values: not integers, said just below
+                    distinct = 0
+                if distinct > self.n_tokens:
+                    raise ValueError(f"ks names {distinct} values; this model has {self.n_tokens} (k in [1, "
+                                     f"{self.n_tokens}])")
             if not all(is_int(k) for k in ks):
                 raise ValueError(f"ks must be integers, got {list(ks)[:8]!r}")
             ks = list(dict.fromkeys(int(k) for k in ks))  # each k once, in the order given

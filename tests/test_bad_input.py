@@ -436,7 +436,7 @@ def test_absurd_arguments_straight_to_the_api_are_refused_before_any_work(pipe, 
     calls = []
     monkeypatch.setattr(pipe, "tokenize", lambda *a, **k: calls.append(1))
     for ks, message in ((range(1, 10**7), "ks names 9999999 values"), ([pipe.n_tokens + 1], "ks must be integers in"),
-                        ([0], "ks must be integers in")):
+                        ([0], "ks must be integers in"), ([[1]] * 40, "ks must be integers, got")):
         with pytest.raises(ValueError, match=message):
             pipe.reconstruct(clip, ks=ks, steps=1)
     with pytest.raises(ValueError, match="callback must be a function"):
