@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from contextlib import nullcontext
 
 import torch
@@ -25,7 +23,7 @@ import torch.utils.flop_counter as flop_counter
 
 from flexvid import shapes
 from flexvid.pipeline import VideoFlexTok
-from flexvid.benchmarking import sync, timed
+from flexvid.benchmarking import timed
 
 
 def nine_ks(K: int) -> list[int]:

@@ -475,11 +475,6 @@ def main(argv=None):
         freeze_encoder(model)
     vae.to(torch.device("cuda") if tcfg.device == "auto" and torch.cuda.is_available() else tcfg.device if tcfg.device != "auto" else "cpu")
 
-    def batches(start, b, rank, world):
-        return source.stream(b, args.frames, start * tcfg.batch_size, rank, world)
-
-    if cfg.attr_weight > 0:
-        batches = attribute_batches(args.frames)
     if args.latent_cache:
         z = latent_cache(vae, os.path.join(tcfg.out_dir, f"latents_{args.frames}f.safetensors"), args.latent_cache,
                          args.frames, source=source)
@@ -491,6 +486,11 @@ def main(argv=None):
                                   os.path.join(tcfg.out_dir, f"repa_{args.frames}f.safetensors"), args.latent_cache,
                                   args.frames, source=source)
         batches = cached_batches(z, tcfg.batch_size, feats, attrs)
+    elif cfg.attr_weight > 0:
+        batches = attribute_batches(args.frames)
+    else:
+        def batches(start, b, rank, world):
+            return source.stream(b, args.frames, start * tcfg.batch_size, rank, world)
 
     if new_head and args.init and not os.path.exists(os.path.join(tcfg.out_dir, "ckpt.pt")):
         # a trained encoder and a new head: the head first learns what the first tokens already say

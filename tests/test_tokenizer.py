@@ -297,8 +297,6 @@ def test_attribute_loss_trains_the_first_token_to_name_the_clip(tmp_path):
     """--set attr_weight: the training-only head reads the first token of every step; its loss reaches
     the encoder through FSQ, a motion-like attribute is not asked of the first step, missing labels are
     a clear error, the head survives save/load, and the field leaves token caches valid."""
-    import dataclasses
-
     from flexvid.train_generator import fingerprint
     from flexvid.train_tokenizer import attribute_loss, tokenizer_loss
     from flexvid.training import StepRandom
