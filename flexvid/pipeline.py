@@ -57,6 +57,8 @@ def release_host_memory(device: torch.device) -> None:
 
 def chunk_bounds(T: int, chunk: int) -> list[tuple[int, int]]:
     """Frame ranges [a, b] (inclusive) of chunks of `chunk` frames overlapping by one frame."""
+    if chunk < 2:
+        raise ValueError(f"chunks overlap by one frame, so they need at least 2 frames, got {chunk}")
     out, a = [], 0
     while True:
         b = min(a + chunk - 1, T - 1)

@@ -93,6 +93,8 @@ class TokenizerConfig:
             hi = 1024 if name.endswith(("_layers", "_heads")) else 2**16
             if not _int_in(getattr(self, name), 1, hi):
                 raise ValueError(f"{name} must be an integer in [1, {hi}], got {getattr(self, name)!r}")
+        if self.max_t < 2:  # chunks overlap by one frame, so a chunk of one frame would never move on
+            raise ValueError(f"max_t must be at least 2 (a chunk holds 1 + 4 (max_t - 1) frames), got {self.max_t}")
         for name in ("pixel_clips", "repa_layer", "repa_dim"):
             if not _int_in(getattr(self, name), 0):
                 raise ValueError(f"{name} must be an integer >= 0, got {getattr(self, name)!r}")

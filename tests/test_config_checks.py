@@ -50,6 +50,7 @@ def _set(section, **values):
     (_set("tokenizer", n_registers=0), "n_registers"),
     (_set("tokenizer", enc_heads=None), "enc_heads"),
     (_set("tokenizer", sample_steps=0), "sample_steps"),
+    (_set("tokenizer", max_t=1), "max_t must be at least 2"),  # one-frame chunks: chunking never moved on
     (_set("tokenizer", guidance=math.nan), "guidance"),
     (_set("tokenizer", guidance_mode="xyz"), "guidance_mode"),
     (_set("tokenizer", z_channels=8), "16 latent channels, the tokenizer expects 8"),

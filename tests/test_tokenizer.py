@@ -113,6 +113,9 @@ def test_load_refuses_bad_folders(tmp_path):
 def test_long_video_chunks(pipe):
     assert chunk_bounds(81, 17) == [(0, 16), (16, 32), (32, 48), (48, 64), (64, 80)]
     assert chunk_bounds(21, 17) == [(0, 16), (16, 20)]
+    assert chunk_bounds(5, 2) == [(0, 1), (1, 2), (2, 3), (3, 4)]
+    with pytest.raises(ValueError, match="at least 2 frames"):  # a one-frame chunk would never move on
+        chunk_bounds(5, 1)
     x = clip(6, 81)
     g = pipe.tokenize(x)[0]
     assert g.shape == (21, 8)
