@@ -1,7 +1,8 @@
 """Rectified flow: the decoder's objective, time schedule, Euler sampler and guidance.
 
 Objective (rectified flow, Liu et al. arXiv 2209.03003; SD3, arXiv 2403.03206):
-    x_s = s * noise + (1 - s) * x0,   target v = noise - x0,   s ~ logit-normal(m, sd): SD3 uses (0, 1); TokenizerConfig.time_mean / time_std (default (1, 1)) shift it towards noise.
+    x_s = s * noise + (1 - s) * x0,   target v = noise - x0,   s ~ logit-normal(m, sd).
+SD3 draws s from logit-normal(0, 1); TokenizerConfig.time_mean / time_std (default (1, 1)) shift it towards noise.
 Sampling: Euler from s = 1 to s = 0. Guidance replaces the registers with the null condition:
 plain classifier-free guidance (Ho & Salimans, arXiv 2207.12598) or adaptive projected guidance
 (APG, Sadat et al., arXiv 2410.02416), which keeps only the part of the guidance update orthogonal to
