@@ -130,7 +130,8 @@ def _trained_with(folder: str, where) -> str | None:
 
 class VideoGenerator:
     """A class- or text-conditioned Generator, its text encoder, and (loaded on first use) the
-    VideoFlexTok that decodes its tokens."""
+    VideoFlexTok that decodes its tokens. Sampling runs under torch.no_grad; wrapping a model moves it to
+    `device` and to float32 in place and leaves its training mode and requires_grad alone."""
 
     def __init__(self, model: Generator, tokenizer=None, text_model: str = DEFAULT_TEXT_MODEL,
                  device: str | torch.device = "auto", dtype: str | torch.dtype | None = None):
@@ -141,7 +142,7 @@ class VideoGenerator:
             # 3.5 s for 16 prompts at k = 32 on a CPU with bf16 kernels, docs/training-notes.md), while the decoder gains
             dtype = "fp32"
         self.dtype = resolve_dtype(dtype, self.device)  # compute dtype (autocast); weights, rotary tables, norms fp32
-        self.model = model.to(self.device).float().eval().requires_grad_(False)
+        self.model = model.to(self.device).float()  # in place; its training mode and requires_grad are left alone
         self.cfg: GeneratorConfig = model.cfg
         self.text_model = text_model
         self.text_encoder = TextEncoder(text_model, tokens=self.cfg.text_tokens) if self.cfg.cond == "text" else None
@@ -181,7 +182,7 @@ class VideoGenerator:
             gcfg = config_from_dict(GeneratorConfig, meta["generator"])
         except ValueError as e:
             raise ValueError(f"{path_or_repo_id!r}: {e}") from None
-        model = load_model(Generator, gcfg, weights)  # checked against the file's header before it is built
+        model = load_model(Generator, gcfg, weights).eval().requires_grad_(False)  # header checked before the build
         gen = cls(model, tokenizer if tokenizer is not None else trained_with,
                   text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")

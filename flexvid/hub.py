@@ -213,7 +213,8 @@ def load_model(cls, cfg, path: str) -> torch.nn.Module:
         raise ValueError(f"{path} does not match the model: size mismatch for {k}: the file has "
                          f"{list(shapes[k])}, the config gives {list(want[k])} ({len(wrong)} tensors differ)")
     try:
-        model = cls(cfg, verbose=False)  # loading says nothing; training prints the size
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: the caller's RNG is kept
+            model = cls(cfg, verbose=False)  # loading says nothing; training prints the size
     except BUILD_ERRORS as e:
         raise ValueError(f"{path}: bad {cls.__name__} config: {e}") from None
     load_weights(model, path)

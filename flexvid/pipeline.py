@@ -19,6 +19,7 @@ import ctypes.util
 import functools
 import math
 import os
+import warnings
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
@@ -76,15 +77,19 @@ MAX_VIDEO_BYTES = 8 * 2**30  # the frames one call may take in or give out (as f
 
 
 class VideoFlexTok:
-    """A video VAE and a FlexTokenizer, on one device, with tokenize / detokenize / reconstruct."""
+    """A video VAE and a FlexTokenizer, on one device, with tokenize / detokenize / reconstruct.
+
+    Every call runs under torch.no_grad. Wrapping modules moves them to `device` in place (as
+    nn.Module.to does) and leaves their training mode and requires_grad alone, so a model being trained
+    can be wrapped to look at its reconstructions and go on training. To change device or dtype, load
+    again: from_pretrained(path, device=..., dtype=...); casting the modules by hand is not supported."""
 
     def __init__(self, vae: VideoVAE, tokenizer: FlexTokenizer, fps: float = 8.0, device: str | torch.device = "auto",
                  dtype: str | torch.dtype | None = None, max_batch: int = 16):
         self.device = pick_device(str(device))
         dtype = resolve_dtype(dtype, self.device)
         self.dtype = dtype
-        self.vae = vae.to(self.device).eval().requires_grad_(False)
-        self.tokenizer = tokenizer.to(self.device).eval().requires_grad_(False)
+        self.vae, self.tokenizer = vae.to(self.device), tokenizer.to(self.device)
         if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         if not is_int(max_batch) or not 1 <= max_batch <= 4096:
@@ -166,8 +171,8 @@ class VideoFlexTok:
             raise ValueError(f"{path_or_repo_id!r}: the VAE has {vae_cfg.z_channels} latent channels, the "
                              f"tokenizer expects {tok_cfg.z_channels}")
         # each checked against its file's header before it is built: a corrupt size costs nothing
-        vae = load_model(VideoVAE, vae_cfg, files[0])
-        tok = load_model(FlexTokenizer, tok_cfg, files[1])
+        vae = load_model(VideoVAE, vae_cfg, files[0]).eval().requires_grad_(False)
+        tok = load_model(FlexTokenizer, tok_cfg, files[1]).eval().requires_grad_(False)
         return cls(vae, tok, fps=fps, device=device, dtype=dtype)
 
     def save_pretrained(self, folder: str, half: bool = False) -> None:
@@ -211,7 +216,7 @@ class VideoFlexTok:
                 raise ValueError(f"expected a video (3, T, H, W) or a batch (B, 3, T, H, W), got shape {tuple(video.shape)}")
         if not isinstance(video, (list, tuple)) or not video:
             raise ValueError(f"expected a video tensor or a non-empty list of them, got {type(video).__name__}")
-        out = []
+        out, dark_free = [], False
         for v in video:
             if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
                 what = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
@@ -224,13 +229,21 @@ class VideoFlexTok:
             self._check_length(T + sum(u.shape[1] for u in out), "the videos have")  # before a pass over values
             if v.device.type == "meta":
                 raise ValueError("video is on the meta device: it has no values")
-            if not v.is_floating_point() or not torch.isfinite(v).all():
+            if not v.is_floating_point():
+                raise ValueError(f"video must be a float tensor in [-1, 1], got {v.dtype}: convert uint8 frames "
+                                 "with video_io.to_model")
+            if not torch.isfinite(v).all():
                 raise ValueError("video must be a finite float tensor in [-1, 1]")
             lo, hi = torch.aminmax(v)
             if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. pixel values 0..255: video_io.to_model maps them
                 raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: "
                                  "convert uint8 frames with video_io.to_model")
+            dark_free = dark_free or lo >= 0
             out.append(v)
+        if dark_free:  # every pixel at mid-grey or brighter: most likely frames scaled to [0, 1]
+            warnings.warn("a video has no value below 0: the model takes [-1, 1] (black is -1), so frames in [0, 1] "
+                          "give wrong tokens; map them with x * 2 - 1 (video_io.to_model does it for uint8 frames)",
+                          stacklevel=4)  # _as_batch, the method, no_grad, the caller
         return out
 
     # ------------------------------------------------------------------ tokenize
@@ -289,6 +302,10 @@ class VideoFlexTok:
             raise ValueError("expected a (t, K) token grid, a (B, t, K) batch or a non-empty list of grids "
                              f"(tensors or NumPy arrays), got {type(tokens).__name__}")
         out = []
+        if all(is_int(v) for v in tokens[:1]) or (isinstance(tokens[0], (list, tuple)) and tokens[0]
+                                                 and all(is_int(v) for v in tokens[0][:1])):
+            raise ValueError("tokens look like one grid as nested Python lists, but a list is read as a list of "
+                             "grids: pass torch.tensor(tokens), or [tokens]")
         for g in tokens:
             try:
                 g = torch.as_tensor(np.asarray(g) if not isinstance(g, torch.Tensor) else g)
@@ -333,7 +350,10 @@ class VideoFlexTok:
 
         k: tokens kept per step (one for all, or one per grid; default K). steps, guidance and
         guidance_mode default to the model's measured settings. seed: one per call or one per grid; the
-        noise depends only on the seed, so equal seeds compare k values on the same noise. noise_scale
+        noise depends only on the seed and the grid's length, so equal seeds compare k values on the same
+        noise (the noise is drawn per chunk of max_t steps: a time prefix of a grid decodes to the full
+        decode's first frames only in whole chunks). A grid's video does not depend on the other grids of
+        the call beyond float rounding (about 1e-5). Videos of one call may share storage. noise_scale
         (default the model's, 1) scales that noise: below 1 the decode leans to the mean reconstruction.
         callback(done, total) is called after each sampler step (progress bars)."""
         self._check_callback(callback)
@@ -460,8 +480,20 @@ class VideoFlexTok:
                     tokens: torch.Tensor | None = None, callback=None,
                     noise_scale: float | None = None) -> dict[int, torch.Tensor]:
         """The prefix ladder of one video in one batched decode: {k: video (3, T, H, W)}. Every k uses
-        the same noise (the same seed), so the ladder shows what the extra tokens add. Pass tokens to
+        the same noise (the same seed), so the ladder shows what the extra tokens add; each video is
+        detokenize's at that k and seed up to float rounding (about 1e-5). Pass tokens to
         skip re-tokenizing (video may then be None; a video given with them must be the clip they are of)."""
+        if isinstance(ks, (torch.Tensor, np.ndarray)):  # as detokenize's k: an array of integers reads as a list
+            if isinstance(ks, torch.Tensor):
+                if ks.device.type == "meta":
+                    raise ValueError("ks is on the meta device: it has no values")
+                ks = ks.detach().cpu().numpy() if ks.dtype in INT_DTYPES else ks
+            if ks.ndim > 1:
+                raise ValueError(f"ks must be an integer or a list of integers, got an array of shape "
+                                 f"{tuple(ks.shape)}")
+            if not isinstance(ks, np.ndarray) or not np.issubdtype(ks.dtype, np.integer):
+                raise ValueError(f"ks must be integers, got an array of {ks.dtype}")
+            ks = np.unique(ks).tolist() if ks.size > self.n_tokens else ks.tolist()  # distinct first: the check below
         if ks is None:
             ks = self.ladder()
         elif is_int(ks):

@@ -131,15 +131,17 @@ class Reranker:
         cfg = read_json(cfg_path)
         if cfg.get("format") != FORMAT:
             raise ValueError(f"{folder!r} is not a flexvid reranker (config format {cfg.get('format')!r})")
-        try:
+        try:  # the modules' initial weights are overwritten: the caller's RNG is left as it was
             state = load_file(os.path.join(folder, "model.safetensors"))
-            teacher = ShapesTeacher(TeacherConfig(dims=tuple(cfg["teacher"]["dims"]), cell=cfg["teacher"]["cell"],
-                                                  window=cfg["teacher"]["window"]))
+            with torch.random.fork_rng(devices=[]):
+                teacher = ShapesTeacher(TeacherConfig(dims=tuple(cfg["teacher"]["dims"]), cell=cfg["teacher"]["cell"],
+                                                      window=cfg["teacher"]["window"]))
             teacher.load_state_dict({k[8:]: v.float() for k, v in state.items() if k.startswith("teacher.")})
             kind, tokens = cfg.get("reader", "linear"), int(cfg.get("reader_tokens", 0))
             if kind not in READERS or (kind == "attention") != (tokens > 0):
                 raise ValueError(f"unknown prompt reader {kind!r} with {tokens} word pieces")
-            reader = AttentionReader(cfg["text_dim"], tokens) if tokens else PromptReader(cfg["text_dim"])
+            with torch.random.fork_rng(devices=[]):
+                reader = AttentionReader(cfg["text_dim"], tokens) if tokens else PromptReader(cfg["text_dim"])
             reader.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("reader.")})
         except Exception as e:  # noqa: BLE001 - a missing, truncated, foreign or mismatched file
             raise ValueError(f"{folder!r} does not hold a loadable reranker: {e}") from None

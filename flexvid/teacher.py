@@ -137,7 +137,8 @@ def load_teacher(path: str) -> ShapesTeacher:
     cfg = read_json(os.path.join(path, "config.json"))
     if cfg.get("format") != "flexvid-shapes-teacher":
         raise ValueError(f"{path} is not a shapes teacher (config format {cfg.get('format')!r})")
-    model = ShapesTeacher(TeacherConfig(dims=tuple(cfg["dims"]), cell=cfg["cell"], window=cfg["window"]))
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: the caller's RNG is kept
+        model = ShapesTeacher(TeacherConfig(dims=tuple(cfg["dims"]), cell=cfg["cell"], window=cfg["window"]))
     model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
     return model.eval().requires_grad_(False)
 

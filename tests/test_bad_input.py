@@ -104,6 +104,39 @@ def test_pixel_values_are_refused(pipe):
     assert pipe.tokenize(ok)[0].shape == (2, pipe.n_tokens)
 
 
+def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
+    x = torch.rand(3, 5, 64, 64)  # the [0, 1] of torchvision's ToTensor: wrong tokens, said by a warning
+    with pytest.warns(UserWarning, match=r"no value below 0.*x \* 2 - 1") as seen:
+        pipe.tokenize(x)
+    assert seen[0].filename == __file__  # the warning points at the caller's line
+    with pytest.warns(UserWarning, match="no value below 0"):
+        pipe.reconstruct(x, ks=[1], steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing
+    with pytest.raises(ValueError, match="got torch.uint8: convert uint8 frames with video_io.to_model"):
+        pipe.tokenize((x * 255).to(torch.uint8))
+
+
+def test_reconstruct_takes_ks_as_an_integer_array_and_grids_as_nested_lists_are_said(pipe):
+    x = torch.rand(3, 5, 64, 64) * 2 - 1
+    want = pipe.reconstruct(x, ks=[2, 1], steps=1, seed=1)
+    for ks in (np.array([2, 1]), torch.tensor([2, 1]), torch.tensor([2, 1, 2], dtype=torch.int32)):
+        got = pipe.reconstruct(x, ks=ks, steps=1, seed=1)
+        assert list(got) == [2, 1] and all(torch.equal(got[k], want[k]) for k in want)
+    for ks, message in ((torch.tensor([1.0, 2.0]), "must be integers"), (np.ones((2, 2), int), "shape"),
+                        (np.arange(10**6), "names 1000000 values"), (np.array([0]), r"in \[1, 8\]"),
+                        (torch.tensor([1]).to("meta"), "meta")):
+        with pytest.raises(ValueError, match=message):
+            pipe.reconstruct(x, ks=ks, steps=1)
+    g = pipe.tokenize(x)[0]
+    for nested in (g.tolist(), g[0].tolist()):  # read as a list of grids, said as such
+        with pytest.raises(ValueError, match=r"nested Python lists.*torch.tensor\(tokens\)"):
+            pipe.detokenize(nested, steps=1)
+    assert torch.equal(pipe.detokenize([g.tolist()], k=2, steps=1, seed=3)[0],
+                       pipe.detokenize(g, k=2, steps=1, seed=3)[0])
+
+
 def test_reconstruct_arguments(pipe):
     x = torch.rand(3, 5, 64, 64) * 2 - 1
     with pytest.raises(ValueError, match="one video"):

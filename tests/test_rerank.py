@@ -201,3 +201,19 @@ def test_eval_best_of_reports_first_reranked_and_oracle(text_gen):
     for part in ("first", "reranked"):
         assert set(res[part]) == {*NAMES, "all"} and all(0 <= v <= 1 for v in res[part].values())
     assert res["oracle_all"] >= max(res["first"]["all"], res["reranked"]["all"])
+
+
+def test_loading_models_leaves_the_callers_rng_as_it_was():
+    """Loading builds each model with random initial weights, then overwrites them: that used to draw the
+    caller's global RNG, so a first generate(best_of=N) (which loads the reranker) changed the numbers a
+    seeded script drew after it, and later calls did not."""
+    def draws(load):
+        torch.manual_seed(0)
+        load()
+        return torch.rand(4)
+
+    torch.manual_seed(0)
+    want = torch.rand(4)
+    for load in (lambda: Reranker.from_pretrained(DEFAULT_RERANKER),
+                 lambda: VideoGenerator.from_pretrained(DEFAULT_MODELS["class"], device="cpu").tokenizer):
+        assert torch.equal(draws(load), want)

@@ -101,6 +101,29 @@ def test_save_load_round_trip(tmp_path, pipe):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "tokenizer.safetensors", "vae.safetensors"]
 
 
+def test_wrapping_leaves_a_model_in_training_trainable_and_loading_leaves_the_callers_rng(tmp_path):
+    """VideoFlexTok(vae, tokenizer) used to freeze the modules it was given (requires_grad_(False)), so a
+    model wrapped mid-training to look at its reconstructions stopped training; and loading drew the
+    caller's global RNG (random initial weights, then overwritten)."""
+    pipe = small_pipeline()
+    pipe.tokenizer.train()
+    pipe.reconstruct(clip(1, 9), ks=[1, 8], steps=1)
+    assert pipe.tokenizer.training and all(p.requires_grad for p in pipe.tokenizer.parameters())
+    z = pipe.vae.encode(clip(1, 9)[None]).detach()
+    v, _ = pipe.tokenizer(z, torch.randn_like(z), torch.rand(1, z.shape[2]), torch.full((1,), 8),
+                          torch.zeros(1, dtype=torch.bool))
+    v.pow(2).mean().backward()  # "element 0 of tensors does not require grad" before
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.tokenizer.parameters())
+    pipe.save_pretrained(str(tmp_path / "m"))
+    torch.manual_seed(0)
+    want = torch.rand(4)
+    torch.manual_seed(0)
+    loaded = VideoFlexTok.from_pretrained(str(tmp_path / "m"), device="cpu")
+    assert torch.equal(torch.rand(4), want)
+    assert not loaded.tokenizer.training and not any(p.requires_grad for p in loaded.tokenizer.parameters())
+    assert not any(p.requires_grad for p in loaded.vae.parameters())
+
+
 def test_load_refuses_bad_folders(tmp_path):
     with pytest.raises(ValueError):
         VideoFlexTok.from_pretrained(str(tmp_path / "missing"))
