@@ -30,7 +30,8 @@ def small_pipeline(seed: int = 0, **tok_overrides) -> VideoFlexTok:
     with torch.no_grad():
         vae.set_latent_stats([0.0] * 8, [0.2] * 8)
         calibrate(tok.quantizer, tok.encoder(vae.encode(x)))
-    return VideoFlexTok(vae, tok, device="cpu")
+    # frozen, as from_pretrained returns them (VideoFlexTok itself leaves requires_grad alone)
+    return VideoFlexTok(vae.eval().requires_grad_(False), tok.eval().requires_grad_(False), device="cpu")
 
 
 @pytest.fixture

@@ -105,8 +105,8 @@ def test_wrapping_leaves_a_model_in_training_trainable_and_loading_leaves_the_ca
     """VideoFlexTok(vae, tokenizer) used to freeze the modules it was given (requires_grad_(False)), so a
     model wrapped mid-training to look at its reconstructions stopped training; and loading drew the
     caller's global RNG (random initial weights, then overwritten)."""
-    pipe = small_pipeline()
-    pipe.tokenizer.train()
+    frozen = small_pipeline()
+    pipe = VideoFlexTok(frozen.vae, frozen.tokenizer.train().requires_grad_(True), device="cpu")
     pipe.reconstruct(clip(1, 9), ks=[1, 8], steps=1)
     assert pipe.tokenizer.training and all(p.requires_grad for p in pipe.tokenizer.parameters())
     z = pipe.vae.encode(clip(1, 9)[None]).detach()
