@@ -238,7 +238,7 @@ class VideoFlexTok:
             if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. pixel values 0..255: video_io.to_model maps them
                 raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: "
                                  "convert uint8 frames with video_io.to_model")
-            dark_free = dark_free or lo >= 0
+            dark_free = dark_free or (lo >= 0 and hi > 0)  # (all zeros, mid-grey, is a common dummy clip)
             out.append(v)
         if dark_free:  # every pixel at mid-grey or brighter: most likely frames scaled to [0, 1]
             warnings.warn("a video has no value below 0: the model takes [-1, 1] (black is -1), so frames in [0, 1] "

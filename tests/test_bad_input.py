@@ -113,7 +113,8 @@ def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
         pipe.reconstruct(x, ks=[1], steps=1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing
+        pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing, nor an all-zero (mid-grey) one
+        pipe.tokenize(torch.zeros_like(x))
     with pytest.raises(ValueError, match="got torch.uint8: convert uint8 frames with video_io.to_model"):
         pipe.tokenize((x * 255).to(torch.uint8))
 
