@@ -13,11 +13,14 @@ Endpoints (gradio_client): /tokenize, /decode, /resample, /generate, /generate_l
 from __future__ import annotations
 
 import argparse
+import contextvars
 import functools
 import logging
 import math
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -116,23 +119,75 @@ def examples(folder: Path) -> tuple[list[list[str]], list[str]]:
 
 
 # ----------------------------------------------------------------------------- errors
+class Cancelled(Exception):
+    """The request was cancelled, or its page went away: its model work stops at its next step."""
+
+
+_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("flexvid_stop", default=None)
+
+
+def _event_alive() -> bool:
+    """False once Gradio has marked this request's event dead (its page disconnected). This reads Gradio's
+    queue, which has no public API for it; anything unexpected counts as alive."""
+    try:
+        from gradio.context import LocalContext
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        if blocks is None or event_id is None:
+            return True
+        for job in list(blocks._queue.active_jobs):
+            for event in job or ():
+                if event._id == event_id:
+                    return bool(event.alive)
+    except Exception:  # noqa: BLE001 - another gradio version: never cancel rather than fail
+        pass
+    return True
+
+
+def check_wanted() -> None:
+    """Raise Cancelled where this request was cancelled or its page closed (called at every progress step)."""
+    stop = _stop.get()
+    if (stop is not None and stop.is_set()) or not _event_alive():
+        raise Cancelled
+
+
 def page_errors(fn):
-    """UserError -> gr.Error with its message; anything else -> a generic gr.Error, the traceback only in
-    the server log. The server keeps running either way."""
+    """A page event: fn runs in a worker thread; UserError -> gr.Error with its message; anything else -> a
+    generic gr.Error, the traceback only in the server log. The server keeps running either way. A request
+    cancelled while it runs (or whose page closes) stops at its next progress step and frees the model,
+    where Gradio alone would let the thread run to its end. Each request is logged with its time."""
+    import anyio
     import gradio as gr
 
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
+    def run(*args, **kwargs):
+        start = time.perf_counter()
         try:
-            return fn(*args, **kwargs)
+            out = fn(*args, **kwargs)
         except gr.Error:
             raise
+        except Cancelled:
+            log.info("%s: cancelled after %.1f s; its work stopped", fn.__name__, time.perf_counter() - start)
+            raise gr.Error("cancelled", visible=False, print_exception=False) from None
         except UserError as e:
+            log.info("%s: refused after %.1f s: %s", fn.__name__, time.perf_counter() - start, e)
             raise gr.Error(str(e), print_exception=False) from None
         except Exception:
             log.exception("flexvid app: unexpected error in %s", fn.__name__)
             raise gr.Error("internal error while processing this request (logged on the server); "
                            "try again, or another clip", print_exception=False) from None
+        log.info("%s: %.2f s", fn.__name__, time.perf_counter() - start)
+        return out
+
+    @functools.wraps(fn)
+    async def wrapped(*args, **kwargs):
+        stop = threading.Event()
+        token = _stop.set(stop)  # the worker thread runs in a copy of this context
+        try:
+            return await anyio.to_thread.run_sync(functools.partial(run, *args, **kwargs), abandon_on_cancel=True)
+        except anyio.get_cancelled_exc_class():
+            stop.set()  # the abandoned thread raises Cancelled at its next step
+            raise
+        finally:
+            _stop.reset(token)
     return wrapped
 
 
@@ -234,11 +289,18 @@ def build_demo(rt: Runtime):
     K, lim = info["n_tokens"], rt.settings.limits
 
     def progress_cb(progress):
-        return lambda done, total: progress((done, total), desc="decoding", unit="steps")
+        def step(done, total):
+            check_wanted()
+            progress((done, total), desc="decoding", unit="steps")
+        return step
 
     def gen_progress(progress):
         stages = {"tokens": ("sampling tokens", "tokens"), "decode": ("decoding", "steps")}
-        return lambda stage, done, total: progress((done, total), desc=stages[stage][0], unit=stages[stage][1])
+
+        def step(stage, done, total):
+            check_wanted()
+            progress((done, total), desc=stages[stage][0], unit=stages[stage][1])
+        return step
 
     def outputs(v):
         return [v.compare, v.heatmap, v.ladder, v.figure, v.token_image, v.token_caption, v.summary, v.downloads]

@@ -683,6 +683,10 @@ class Runtime:
             digest = self._previews.get(digest, digest)
         key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
         clip_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        with self._lock:  # a cache hit waits for nobody (the clip's lock may be held by a decode waiting for the model)
+            if clip_id in self._clips:
+                self._clips.move_to_end(clip_id)
+                return self._clips[clip_id]
         with self._clip_lock(clip_id):
             with self._lock:
                 if clip_id in self._clips:
@@ -763,6 +767,11 @@ class Runtime:
         ONE batched detokenize call (the same noise for every k, as in VideoFlexTok.reconstruct)."""
         ks = sorted({self.check_k(k) for k in ks})
         key = lambda k: (clip.id, k, sampler.steps, sampler.guidance, sampler.mode, sampler.seed)  # noqa: E731
+        with self._lock:  # all cached: no lock to wait for (another request may hold the clip's, waiting for the model)
+            if all(key(k) in self._decodes for k in ks):
+                for k in ks:
+                    self._decodes.move_to_end(key(k))
+                return {k: self._decodes[key(k)] for k in ks}
         with self._clip_lock(clip.id):
             with self._lock:
                 have = {k: self._decodes[key(k)] for k in ks if key(k) in self._decodes}
@@ -988,6 +997,11 @@ class Runtime:
         batched detokenize call with the same noise for every k: candidate j of best_of decodes with
         seed + j, as in VideoGenerator.generate, which gives the same video for a single k."""
         keys = {k: req.key(k) for k in ks}
+        with self._lock:  # all cached: no lock to wait for (another request may hold the generator's for minutes)
+            if all(keys[k] in self._generated for k in ks):
+                for k in ks:
+                    self._generated.move_to_end(keys[k])
+                return {k: self._generated[keys[k]] for k in ks}, True
         # one request per generator at a time: its KV cache is state of the model, and an identical
         # request waiting here finds the result in the cache
         with self._generation_lock(req.kind):

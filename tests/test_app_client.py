@@ -304,3 +304,68 @@ def test_bad_generation_inputs_come_back_as_errors(client, K, app, endpoint, arg
     assert "Traceback" not in str(e.value) and str(Path(app[2]).parent) not in str(e.value)
     assert "Traceback" not in Path(app[2]).read_text()
     assert client.predict(api_name="/info")["n_tokens"] == K  # still serving
+
+
+SLOW_DECODER = """
+import time
+import flexvid.tokenizer as _t
+_velocity = _t.FlexTokenizer.velocity
+def _slow(self, *a, **kw):
+    print("decoder step", flush=True)
+    time.sleep(0.3)
+    return _velocity(self, *a, **kw)
+_t.FlexTokenizer.velocity = _slow
+"""
+
+
+def test_a_cancelled_request_stops_its_work_and_frees_the_model(tmp_path):
+    """Gradio cancels the request's task but would let its worker thread run to the end, holding the model
+    for every other page: the work now stops at its next sampler step. A decoder step takes 0.3 s here, so
+    the cancelled decode (50 steps per chunk) would hold the model for 15 s or more."""
+    from gradio_client import Client, handle_file
+
+    with running_app(tmp_path / "app", before=SLOW_DECODER) as (url, _, log_path):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        cid = client.predict(handle_file(str(EXAMPLE)), 1, 1, 1.0, "cfg", 0, api_name="/tokenize")[0]
+        steps = log_path.read_text().count("decoder step")
+        job = client.submit(cid, 8, 50, 1.0, "cfg", 5, api_name="/decode")
+        deadline = time.time() + 60
+        while log_path.read_text().count("decoder step") < steps + 5 and time.time() < deadline:
+            time.sleep(0.1)  # the decode runs
+        job.cancel()
+        start = time.time()
+        out = client.predict(cid, 2, 1, 1.0, "cfg", 6, api_name="/decode")  # waits for the model slot
+        waited = time.time() - start
+        assert out[0] is not None
+        deadline = time.time() + 10
+        while "decode: cancelled after" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        log = log_path.read_text()
+        assert "decode: cancelled after" in log and "Traceback" not in log, log[-2000:]
+        assert waited < 12, f"the next request waited {waited:.1f} s for the cancelled one"
+        assert re.search(r"decode: \d+\.\d\d s", log)  # requests are logged with their time
+
+
+def test_a_request_whose_page_goes_away_stops_its_work(tmp_path):
+    """A client that disconnects mid-request (a closed tab) is not cancelled by Gradio, only marked dead:
+    the work checks that at every step and stops."""
+    from gradio_client import Client, handle_file
+
+    with running_app(tmp_path / "app", before=SLOW_DECODER) as (url, _, log_path):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        cid = client.predict(handle_file(str(EXAMPLE)), 1, 1, 1.0, "cfg", 0, api_name="/tokenize")[0]
+        code = (f"from gradio_client import Client\nc = Client({url!r}, verbose=False)\n"
+                f"c.predict({cid!r}, 8, 50, 1.0, 'cfg', 7, api_name='/decode')\n")
+        steps = log_path.read_text().count("decoder step")
+        other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.time() + 60
+            while log_path.read_text().count("decoder step") < steps + 5 and time.time() < deadline:
+                time.sleep(0.2)  # the decode runs
+        finally:
+            other.kill()
+            other.wait(10)
+        deadline = time.time() + 20  # 15 s or more of work were left
+        while "decode: cancelled after" not in log_path.read_text() and time.time() < deadline:
+            time.sleep(0.2)
+        assert "decode: cancelled after" in log_path.read_text(), log_path.read_text()[-2000:]

@@ -18,8 +18,8 @@ import yaml
 
 from conftest import small_pipeline
 from flexvid import shapes, video_io
-from flexvid.runtime import (Limits, ModelMissing, Runtime, Settings, UserError, bits_and_bitrate, error_heatmap,
-                             load_settings, resolve_model, token_image)
+from flexvid.runtime import (Limits, ModelMissing, Runtime, Sampler, Settings, UserError, bits_and_bitrate,
+                             error_heatmap, load_settings, resolve_model, token_image)
 from test_app_client import small_generators
 
 REPO = Path(__file__).resolve().parent.parent
@@ -794,3 +794,63 @@ def test_an_upload_with_a_variable_frame_rate_keeps_its_length(rt, tmp_path):
     assert abs(seconds - times[-1]) <= 4 / rt.tok.fps, (len(clip.frames), times[-1])  # to a valid length 1 + 4n
     assert "a variable frame rate, read at 25 fps" in clip.source and "repeated over gaps" in clip.source
     assert "variable" not in rt.add_clip(str(REPO / "assets" / "examples" / "shapes_one_object.mp4")).source
+
+
+def test_work_stopped_by_its_progress_callback_leaves_the_runtime_as_it_was(grt, clip_file, tmp_path):
+    """The app stops a cancelled request by raising from its progress callback (app_ui.check_wanted), mid
+    sampling or mid decoding: nothing half-made is cached, the model slot is free, and the same request then
+    gives what it gives uninterrupted (the generator's KV cache holds nothing of the stopped one)."""
+    class Stop(Exception):
+        pass
+
+    def stop_at(stage, n):
+        calls = []
+
+        def cb(*args):
+            calls.append(args)
+            if (args[0] if len(args) == 3 else "decode") == stage and len(calls) >= n:
+                raise Stop
+        return cb
+
+    seed = 31337
+    ask = dict(k=4, frames=17, steps=2, seed=seed)
+    for stage in ("tokens", "decode"):
+        with pytest.raises(Stop):
+            grt.generate("text", "a large red circle moving left", progress=stop_at(stage, 3), **ask)
+    clip = grt.add_clip(clip_file)
+    sampler = Sampler(2, 1.0, "cfg", seed)
+    with pytest.raises(Stop):
+        grt.decode(clip, [3], sampler, progress=stop_at("decode", 1))
+    assert not grt.decoded(clip, sampler)
+    assert grt._model.acquire(timeout=1)  # the slot was given back
+    grt._model.release()
+    got = grt.generate("text", "a large red circle moving left", **ask)
+    assert not got.cached
+    fresh = Runtime(grt.settings, pipeline=grt.tok, out_dir=str(tmp_path / "fresh"))
+    fresh.load_generators()
+    again = fresh.generate("text", "a large red circle moving left", **ask)
+    assert torch.equal(again.results[4].tokens, got.results[4].tokens)
+    assert np.array_equal(again.results[4].video, got.results[4].video)
+    assert list(grt.decode(clip, [3], sampler)) == [3] and list(grt.decoded(clip, sampler)) == [3]
+
+
+def test_cache_hits_wait_for_no_lock(grt, clip_file):
+    """Another page's request may hold a clip's or a generator's lock for minutes while it waits for the
+    model; a request the caches already answer used to wait behind it (a text-generation cache hit took
+    342 s in a review), and now returns at once."""
+    ask = dict(k=2, frames=17, steps=2, seed=4242)
+    grt.generate("text", "a small blue square moving up", **ask)
+    clip = grt.add_clip(clip_file)
+    sampler = Sampler(2, 1.0, "cfg", 4242)
+    grt.decode(clip, [1, 2], sampler)
+    done = {}
+    with grt._generation_lock("text"), grt._clip_lock(clip.id):
+        calls = {"generate": lambda: grt.generate("text", "a small blue square moving up", **ask).cached,
+                 "decode": lambda: sorted(grt.decode(clip, [2, 1], sampler)),
+                 "add_clip": lambda: grt.add_clip(clip_file).id}
+        threads = [threading.Thread(target=lambda n=n, f=f: done.__setitem__(n, f())) for n, f in calls.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert done == {"generate": True, "decode": [1, 2], "add_clip": clip.id}
