@@ -18,6 +18,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -508,22 +509,26 @@ def build_demo(rt: Runtime):
 
         view_out = [compare, heatmap, ladder, plot, tokens_img, token_caption, summary, downloads]
         settings_in = [k, steps, guidance, mode, seed]
+        # the events that do work share one group, so that queue_concurrency bounds them all together
+        # (Gradio's default_concurrency_limit bounds each event on its own: 4 + 4 ran at once before)
+        page = dict(concurrency_id="page")
         # progress on the upload box too: on a phone the outputs are a screen further down
         clip_in.change(tokenize, [clip_in, *settings_in], [clip_id, *view_out], api_name="tokenize",
-                       trigger_mode="always_last", show_progress_on=[clip_in, compare])
+                       trigger_mode="always_last", show_progress_on=[clip_in, compare], **page)
         # an upload the browser cannot play (OpenCV's mp4v, avi, mov) is swapped for a playable copy, at the
         # same time as it is tokenized; the swap's change event then finds the clip in the cache
         # and the browser's "Video not playable" notice about the upload it could not play is closed
         # (the copy replaces the upload only if the box still holds it when the copy is ready)
         clip_in.upload(preview, clip_in, None, api_visibility="private", show_progress="hidden",
-                       trigger_mode="always_last") \
+                       trigger_mode="always_last", **page) \
             .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden", queue=False) \
             .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.
         gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode,
-              [clip_id, *settings_in], view_out, api_name="decode", trigger_mode="always_last")
-        resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample")
+              [clip_id, *settings_in], view_out, api_name="decode", trigger_mode="always_last", **page)
+        resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample",
+                           **page)
 
         # the clip first, then its ladder (budgets already made are cache hits); no ladder after an error
         gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed, best_of], \
@@ -540,11 +545,11 @@ def build_demo(rt: Runtime):
         gate = dict(fn=ladder_wanted, inputs=with_ladder, outputs=None, queue=False, api_visibility="private")
 
         def chain(start, clip_fn, clip_in, clip_api, ladder_fn, ladder_in, ladder_api):
-            clip = start.then(clip_fn, clip_in, gen_out, api_name=clip_api)
+            clip = start.then(clip_fn, clip_in, gen_out, api_name=clip_api, **page)
             clip.failure(**idle)
             wanted = clip.success(**gate)
             wanted.failure(**idle)
-            wanted.success(ladder_fn, ladder_in, ladder_out, api_name=ladder_api).then(**idle)
+            wanted.success(ladder_fn, ladder_in, ladder_out, api_name=ladder_api, **page).then(**idle)
 
         chain(gr.on([gen_btn.click, prompt.submit], **clear), generate_text, [prompt, *gen_in], "generate",
               generate_text_ladder, [prompt, *gen_in[1:]], "generate_ladder")
@@ -613,6 +618,10 @@ def main(argv=None) -> int:
     print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st}"
                                                    f"{', trained for another tokenizer' if n in unfit else ''})"
                                                    for n, st in status.items()) or "none configured"), flush=True)
+    def stop(signum, frame):  # a container's stop (SIGTERM) closes the app as Ctrl-C does: its files are removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     demo = build_demo(rt)
     demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),

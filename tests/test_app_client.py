@@ -369,3 +369,45 @@ def test_a_request_whose_page_goes_away_stops_its_work(tmp_path):
         while "decode: cancelled after" not in log_path.read_text() and time.time() < deadline:
             time.sleep(0.2)
         assert "decode: cancelled after" in log_path.read_text(), log_path.read_text()[-2000:]
+
+
+def test_sigterm_closes_the_app_and_removes_its_files(tmp_path):
+    """A container stops the app with SIGTERM; it used to die there and leave its output folder and Gradio's
+    cache behind (a self-hosted server piles them up). Now it closes as on Ctrl-C."""
+    from gradio_client import Client, handle_file
+
+    with running_app(tmp_path / "app") as (url, proc, log_path):
+        cache = tmp_path / "app" / "gradio"
+        at_start = {p for p in cache.rglob("*") if p.is_file()}  # Gradio's copy of an example, kept by Gradio
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        client.predict(handle_file(str(EXAMPLE)), 2, 1, 1.0, "cfg", 0, api_name="/tokenize")
+        out_dir = Path(re.search(r"outputs in (\S+)", log_path.read_text()).group(1))
+        made = {p for p in cache.rglob("*") if p.is_file()} - at_start
+        assert any(out_dir.rglob("*.mp4")) and made
+        proc.terminate()
+        assert proc.wait(30) == 0
+    assert not out_dir.exists()
+    assert not [p for p in made if p.exists()]
+
+
+def test_queue_concurrency_bounds_all_page_events_together(tmp_path):
+    """space.yaml's queue_concurrency is the number of page events running at once, across endpoints; as
+    Gradio's default_concurrency_limit it bounded each endpoint alone (4 decodes and 4 generations ran at once
+    in a review). With 2, six decodes and six generations submitted at once run two at a time."""
+    from gradio_client import Client, handle_file
+
+    config = tmp_path / "space.yaml"
+    config.write_text(f"app:\n  examples: {REPO / 'assets' / 'examples'}\n  defaults:\n    best_of: 1\n"
+                      "  runtime:\n    queue_concurrency: 2\n")
+    with running_app(tmp_path / "app", config=config, before=SLOW_DECODER) as (url, _, log_path):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        cid = client.predict(handle_file(str(EXAMPLE)), 1, 1, 1.0, "cfg", 0, api_name="/tokenize")[0]
+        jobs = [client.submit(cid, 8, 3, 1.0, "cfg", 100 + i, api_name="/decode") for i in range(6)]
+        jobs += [client.submit(PROMPT, 2, 17, 2, 1.0, 1.0, 200 + i, 1, api_name="/generate") for i in range(6)]
+        most, deadline = 0, time.time() + 30
+        while time.time() < deadline and not all(j.done() for j in jobs):
+            most = max(most, sum(j.status().code.value == "PROCESSING" for j in jobs))
+            time.sleep(0.2)
+        for j in jobs:
+            j.cancel()
+        assert most == 2, most
