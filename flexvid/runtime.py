@@ -245,6 +245,11 @@ class Clip:
     fps: float
     source: str  # what was uploaded, in words
     notes: list[str] = field(default_factory=list)
+    content: str = ""  # the id of what was read (file content and reading settings): uploads of the same file
+    # under other names are other clips (each shows its own name) that share its tokens and decodes
+
+    def __post_init__(self):
+        self.content = self.content or self.id
 
     @property
     def duration(self) -> float:
@@ -682,30 +687,38 @@ class Runtime:
         with self._lock:  # the playable copy of an upload (playable_preview) is that upload's clip
             digest = self._previews.get(digest, digest)
         key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
-        clip_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+        content = hashlib.sha256(key.encode()).hexdigest()[:16]
+        # the name is part of the clip: another page's upload of the same file under another name must not
+        # show that name (its summary, its downloads); the tokens and decodes are shared through `content`
+        clip_id = hashlib.sha256(f"{key}|{name}".encode()).hexdigest()[:16]
         with self._lock:  # a cache hit waits for nobody (the clip's lock may be held by a decode waiting for the model)
             if clip_id in self._clips:
                 self._clips.move_to_end(clip_id)
                 return self._clips[clip_id]
-        with self._clip_lock(clip_id):
+        with self._clip_lock(content):
             with self._lock:
                 if clip_id in self._clips:
                     self._clips.move_to_end(clip_id)
                     return self._clips[clip_id]
-            frames, source, notes = self._read(path, name)
-            with self.model_slot():
-                tokens = tok.tokenize(video_io.to_model(frames))[0]
-                with self._lock:
-                    self.stats["tokenize"] += 1
-            clip = Clip(clip_id, name, frames, tokens, tok.fps, source, notes)
+                same = next((c for c in self._clips.values() if c.content == content), None)
+            if same is not None:  # read and tokenized already, under another name: no model work
+                frames, tokens, source, notes = same.frames, same.tokens, same.source, same.notes
+            else:
+                frames, source, notes = self._read(path, name)
+                with self.model_slot():
+                    tokens = tok.tokenize(video_io.to_model(frames))[0]
+                    with self._lock:
+                        self.stats["tokenize"] += 1
+            clip = Clip(clip_id, name, frames, tokens, tok.fps, source, notes, content)
             folder = self.out_dir / clip_id
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock:
                 self._clips[clip_id] = clip
                 while len(self._clips) > self.settings.cache_clips:
-                    old, _ = self._clips.popitem(last=False)
-                    self._clip_locks.pop(old, None)
-                    self._decodes = OrderedDict((k, v) for k, v in self._decodes.items() if k[0] != old)
+                    old, gone = self._clips.popitem(last=False)
+                    if all(c.content != gone.content for c in self._clips.values()):
+                        self._clip_locks.pop(gone.content, None)
+                        self._decodes = OrderedDict((k, v) for k, v in self._decodes.items() if k[0] != gone.content)
                     self._views = OrderedDict((k, v) for k, v in self._views.items() if k[0] != old)
                     shutil.rmtree(self.out_dir / old, ignore_errors=True)
             return clip
@@ -722,7 +735,7 @@ class Runtime:
         if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20 or video_io.browser_playable(path):
             return None
         digest = _file_hash(path)
-        out = self.out_dir / "previews" / f"{digest[:16]}.mp4"
+        out = self._preview_path(path, digest)
         try:
             video_io.write_playable(path, out, max_side=PREVIEW_SIDE, max_seconds=self.settings.limits.max_seconds)
         except ValueError as e:  # VideoError included: not a video; add_clip reports it
@@ -735,15 +748,21 @@ class Runtime:
             while len(self._previews) > 4 * self.settings.cache_clips:  # gradio keeps its own copy
                 _, old = self._previews.popitem(last=False)
                 if old != digest:
-                    (self.out_dir / "previews" / f"{old[:16]}.mp4").unlink(missing_ok=True)
+                    shutil.rmtree(self.out_dir / "previews" / old[:16], ignore_errors=True)
         return str(out)
+
+    def _preview_path(self, path: str, digest: str | None = None) -> Path:
+        """Where the playable copy of the upload at path goes: named as the upload (the clip's name, shown on
+        the page and in its downloads), in a folder of its content."""
+        stem = Path(os.path.basename(path)).stem[:96] or "clip"
+        return self.out_dir / "previews" / (digest or _file_hash(path))[:16] / f"{stem}.mp4"
 
     def preview_of(self, path) -> str | None:
         """The playable copy that playable_preview made of this file (by content), or None: no copy (yet), a
         file that plays as it is, or no file."""
         if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
             return None
-        out = self.out_dir / "previews" / f"{_file_hash(str(path))[:16]}.mp4"
+        out = self._preview_path(str(path))
         return str(out) if out.is_file() else None
 
     def clip(self, clip_id) -> Clip:
@@ -766,13 +785,13 @@ class Runtime:
         """Decodes of clip at every k in ks. Cached ones cost nothing; the missing ones are decoded in
         ONE batched detokenize call (the same noise for every k, as in VideoFlexTok.reconstruct)."""
         ks = sorted({self.check_k(k) for k in ks})
-        key = lambda k: (clip.id, k, sampler.steps, sampler.guidance, sampler.mode, sampler.seed)  # noqa: E731
+        key = lambda k: (clip.content, k, sampler.steps, sampler.guidance, sampler.mode, sampler.seed)  # noqa: E731
         with self._lock:  # all cached: no lock to wait for (another request may hold the clip's, waiting for the model)
             if all(key(k) in self._decodes for k in ks):
                 for k in ks:
                     self._decodes.move_to_end(key(k))
                 return {k: self._decodes[key(k)] for k in ks}
-        with self._clip_lock(clip.id):
+        with self._clip_lock(clip.content):
             with self._lock:
                 have = {k: self._decodes[key(k)] for k in ks if key(k) in self._decodes}
                 for k in have:
@@ -806,7 +825,7 @@ class Runtime:
         settings = (sampler.steps, sampler.guidance, sampler.mode, sampler.seed)
         with self._lock:
             return dict(sorted((key[1], d) for key, d in self._decodes.items()
-                               if key[0] == clip.id and key[2:] == settings))
+                               if key[0] == clip.content and key[2:] == settings))
 
     def metrics_csv(self, clip: Clip, metrics: dict[int, Decoded], path: Path) -> str:
         """k, tokens, bits, PSNR and SSIM of every decoded k, for a researcher's own plots (rewritten as more

@@ -280,9 +280,12 @@ def test_a_slow_playable_copy_never_replaces_what_was_picked_meanwhile(browser, 
             assert pg.input_value(clip_id) == "" and pg.locator("#clip-in video").count() == 0
 
             pg.set_input_files("#clip-in input[type=file]", str(src))  # left alone, the copy does take its place
+            pg.wait_for_function(f"() => document.querySelector({clip_id!r}).value.length == 16", timeout=60_000)
+            upload = pg.evaluate(src_now)
             make_the_copy(pg)
             shown = wait_playing(pg, "#clip-in video", timeout=60_000)
-            assert "opencv_mp4v" not in shown["src"] and shown["width"] == 128  # the copy (the upload does not play)
+            # the copy (the upload does not play), named as the upload
+            assert shown["src"] != upload and "opencv_mp4v" in shown["src"] and shown["width"] == 128
         finally:
             pg.close()
         assert "Traceback" not in log.read_text()

@@ -84,7 +84,9 @@ def test_tokenize_once_and_slider_moves_hit_the_cache(rt, clip_file, tmp_path):
     again = rt.add_clip(clip_file)
     copy = tmp_path / "same_content.mp4"
     copy.write_bytes(Path(clip_file).read_bytes())
-    assert rt.add_clip(str(copy)).id == clip.id == again.id  # keyed by content, not name
+    named = rt.add_clip(str(copy))  # the same file under another name (another page's upload, say)
+    assert clip.id == again.id != named.id and named.name == "same_content.mp4" != clip.name
+    assert named.content == clip.content and named.tokens is clip.tokens  # read and tokenized once
     assert rt.stats["tokenize"] == 1
     assert clip.tokens.shape == (5, rt.tok.n_tokens) and clip.frames.shape == (17, 64, 64, 3)
 
@@ -101,6 +103,12 @@ def test_tokenize_once_and_slider_moves_hit_the_cache(rt, clip_file, tmp_path):
     rt.view(clip.id, k=3, steps=2, seed=1)  # another seed: the ladder and k again, in one call
     assert rt.counter.calls == 3 and rt.counter.ks[-1] == sorted(set(ladder) | {3})
     assert rt.stats["detokenize"] == 3
+    # the other name's page: the same decodes, its own name on the page and on every download
+    mine, theirs = rt.view(named.id, k=3, steps=2, seed=1), rt.view(clip.id, k=3, steps=2, seed=1)
+    assert rt.counter.calls == 3
+    assert "same_content" in mine.summary and Path(clip.name).stem not in mine.summary
+    assert all("same_content" in Path(f).name for f in mine.downloads if f.endswith(".mp4"))
+    assert not any("same_content" in str(f) for f in theirs.downloads)
 
 
 def test_decode_cache_is_bounded(pipe, clip_file, tmp_path):
@@ -757,12 +765,16 @@ def test_an_unplayable_upload_gets_a_playable_copy_that_is_the_same_clip(rt, cli
     # the page asks by what its box holds: the upload (any path with its content) finds its copy; anything else none
     same = tmp_path / "same_upload_elsewhere.mp4"
     same.write_bytes(mp4v.read_bytes())
-    assert rt.preview_of(str(mp4v)) == rt.preview_of(str(same)) == copy
+    assert rt.preview_of(str(mp4v)) == copy and Path(copy).name == "opencv.mp4"  # named as the upload
+    assert rt.preview_of(str(same)) is None  # another name: its own copy, made at its own upload
+    other = rt.playable_preview(str(same))
+    assert rt.preview_of(str(same)) == other and Path(other).name == "same_upload_elsewhere.mp4"
     assert rt.preview_of(clip_file) is None and rt.preview_of(copy) is None and rt.preview_of(None) is None
     assert copy is not None and video_io.browser_playable(copy) and Path(copy).is_relative_to(rt.out_dir)
     assert video_io.read_video(copy)[0].shape == (17, 64, 64, 3)
     clip = rt.add_clip(str(mp4v))
     assert rt.add_clip(copy).id == clip.id and rt.add_clip(copy).name == "opencv.mp4"
+    assert rt.add_clip(other).content == clip.content and rt.add_clip(other).name == "same_upload_elsewhere.mp4"
     assert rt.stats["tokenize"] == 1
     # the copies kept are the newest uploads': one made again moves to the front, and stays the same clip
     small = Runtime(Settings(cache_clips=1), pipeline=rt.tok, out_dir=str(tmp_path / "small"))  # 4 copies kept
@@ -854,3 +866,18 @@ def test_cache_hits_wait_for_no_lock(grt, clip_file):
         for t in threads:
             t.join(10)
         assert done == {"generate": True, "decode": [1, 2], "add_clip": clip.id}
+
+
+def test_clips_sharing_a_file_share_decodes_until_the_last_of_them_goes(pipe, clip_file, tmp_path):
+    rt = Runtime(Settings(cache_clips=1), pipeline=pipe, out_dir=str(tmp_path / "out"))
+    sampler = Sampler(1, 1.0, "cfg", 0)
+    first = rt.add_clip(clip_file)
+    rt.decode(first, [2], sampler)
+    renamed = tmp_path / "renamed.mp4"
+    renamed.write_bytes(Path(clip_file).read_bytes())
+    second = rt.add_clip(str(renamed))  # the only clip kept now; the first one's folder is gone
+    assert not (rt.out_dir / first.id).exists() and list(rt.decoded(second, sampler)) == [2]
+    other = tmp_path / "other.mp4"
+    video_io.write_video(other, shapes.make_clip(2, 5, 17).video, fps=8)
+    rt.add_clip(str(other))
+    assert not rt.decoded(second, sampler) and rt.stats["tokenize"] == 2
