@@ -276,8 +276,7 @@ IDLE = '{"__type__": "update", "interactive": true}'
 def embedded(rt: Runtime) -> bool:
     """Whether the app runs the embedded default tokenizer (assets/tokenizer), whose domain the page should say."""
     from .generate import DEFAULT_TOKENIZER
-    where = Path(rt.settings.tokenizer)
-    where = where if where.is_absolute() else Path(rt.settings.base_dir) / where
+    where = rt.settings.local(rt.settings.tokenizer)
     return where.is_dir() and os.path.samefile(where, DEFAULT_TOKENIZER)
 
 
@@ -413,7 +412,7 @@ def build_demo(rt: Runtime):
                 with gr.Column(scale=2, min_width=300):
                     clip_in = gr.Video(label="clip (mp4, webm, mov, avi, ...)", sources=["upload"], height=260,
                                        include_audio=True, elem_id="clip-in")
-                    ex, ex_labels = examples(Path(rt.settings.base_dir) / rt.settings.examples)
+                    ex, ex_labels = examples(rt.settings.local(rt.settings.examples))
                     if ex:
                         gr.Examples(ex, inputs=clip_in, example_labels=ex_labels, cache_examples=False,
                                     preload=False, label="examples")
@@ -625,7 +624,7 @@ def main(argv=None) -> int:
     demo = build_demo(rt)
     demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),
-                allowed_paths=[str(rt.out_dir), str(Path(settings.base_dir) / settings.examples)],
+                allowed_paths=[str(rt.out_dir), str(settings.local(settings.examples))],
                 footer_links=["api", "gradio"], show_error=True, css=CSS)
     return 0
 

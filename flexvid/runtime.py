@@ -104,7 +104,15 @@ class Settings:
     cache_clips: int = 16
     cache_decodes: int = 256
     cache_generations: int = 64  # generated videos kept (LRU); an 81-frame 64 px clip is 1 MB
-    base_dir: str = str(REPO_ROOT)  # relative paths resolve here (the folder of space.yaml)
+    base_dir: str = str(REPO_ROOT)  # relative paths resolve here (the folder of space.yaml), else in the checkout
+
+    def local(self, path: str | os.PathLike) -> Path:
+        """A relative path next to the settings file where it exists there, else in this checkout (a settings
+        file kept elsewhere still finds the bundled assets/), else next to the settings file (to be refused)."""
+        p = Path(path).expanduser()
+        if p.is_absolute():
+            return p
+        return next((b / p for b in (Path(self.base_dir), REPO_ROOT) if (b / p).exists()), Path(self.base_dir) / p)
 
 
 def _section(d: dict | None, known, where: str) -> dict:
@@ -156,6 +164,8 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
                 or s.generators.get(name))
         if spec is None and (base / "assets" / f"generator-{name}" / "config.json").is_file():
             spec = f"assets/generator-{name}"
+        elif spec is None and (REPO_ROOT / "assets" / f"generator-{name}" / "config.json").is_file():
+            spec = str(REPO_ROOT / "assets" / f"generator-{name}")  # a settings file kept outside the checkout
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
     s.generators = {k: v for k, v in s.generators.items() if v}
     s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
@@ -183,9 +193,9 @@ def resolve_model(spec: str, base_dir: str, kind: str = "tokenizer") -> str:
     path, so a missing local model gives a clear error instead of a Hub lookup."""
     setting, env, files = MODEL_KINDS[kind]
     p = Path(spec).expanduser()
-    local = p if p.is_absolute() else Path(base_dir) / p
+    local = Settings(base_dir=str(base_dir)).local(p)  # next to the settings file, else in this checkout
     looks_local = p.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1 or \
-        (Path(base_dir) / p.parts[0]).exists()
+        any((b / p.parts[0]).exists() for b in (Path(base_dir), REPO_ROOT))
     if local.is_dir():
         if not (local / "config.json").exists():
             run = (local / "export" / "config.json").exists()

@@ -407,14 +407,17 @@ def test_settings(tmp_path, monkeypatch):
 
 
 def test_generator_settings(tmp_path, monkeypatch):
-    """Generators: the environment, else the file, else the bundled folders next to the file, else none."""
+    """Generators: the environment, else the file, else the bundled folders next to the file, else this
+    checkout's, else none."""
+    from flexvid.generate import DEFAULT_MODELS
     for name in ("FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR"):
         monkeypatch.delenv(name, raising=False)
     config = tmp_path / "space.yaml"
     config.write_text("app:\n  generators:\n    text: null\n    class: someone/class-model\n")
-    assert load_settings(config).generators == {"class": "someone/class-model"}
+    checkout = {"text": str(Path(DEFAULT_MODELS["text"]).resolve()), "class": "someone/class-model"}
+    assert load_settings(config).generators == checkout
     (tmp_path / "assets" / "generator-text").mkdir(parents=True)
-    assert "text" not in load_settings(config).generators  # a folder without config.json is not a model
+    assert load_settings(config).generators == checkout  # a folder without config.json is not a model
     (tmp_path / "assets" / "generator-text" / "config.json").write_text("{}")
     assert load_settings(config).generators == {"text": "assets/generator-text", "class": "someone/class-model"}
     monkeypatch.setenv("FLEXVID_TEXT_GENERATOR", "none")
@@ -881,3 +884,24 @@ def test_clips_sharing_a_file_share_decodes_until_the_last_of_them_goes(pipe, cl
     video_io.write_video(other, shapes.make_clip(2, 5, 17).video, fps=8)
     rt.add_clip(str(other))
     assert not rt.decoded(second, sampler) and rt.stats["tokenize"] == 2
+
+
+def test_a_settings_file_kept_elsewhere_still_finds_the_bundled_models_and_examples(tmp_path, monkeypatch):
+    """Relative paths resolve next to the settings file, else in this checkout: a file outside the repo (an
+    operator's own limits, say) used to turn both generators off without a word."""
+    from flexvid.app_ui import embedded
+    from flexvid.generate import DEFAULT_MODELS
+    for var in ("FLEXVID_TOKENIZER", "FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR", "FLEXVID_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "mine.yaml"
+    config.write_text("app:\n  limits:\n    max_upload_mb: 5\n")
+    s = load_settings(config)
+    assert s.base_dir == str(tmp_path) and s.limits.max_upload_mb == 5
+    assert {k: Path(v) for k, v in s.generators.items()} == {k: Path(v) for k, v in DEFAULT_MODELS.items()}
+    assert s.local(s.examples).is_dir() and any(s.local(s.examples).glob("*.mp4"))
+    rt = Runtime(s, out_dir=str(tmp_path / "out"))
+    assert rt.tok.n_tokens == 32 and embedded(rt)
+    (tmp_path / "assets" / "examples").mkdir(parents=True)  # one next to the file comes first
+    assert s.local("assets/examples") == tmp_path / "assets" / "examples"
+    with pytest.raises(ModelMissing, match="folder not found"):
+        resolve_model("assets/no-such-model", str(tmp_path))
