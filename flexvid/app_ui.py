@@ -398,7 +398,8 @@ def build_demo(rt: Runtime):
         return quiet(gr.Dropdown(*a, **kw))
 
     device = f"{info['device']} ({info['dtype']})"
-    with gr.Blocks(title="VideoFlexTok", delete_cache=(3600, 3600), analytics_enabled=False) as demo:
+    age = rt.settings.file_max_age_s
+    with gr.Blocks(title="VideoFlexTok", delete_cache=(age, age), analytics_enabled=False) as demo:
         gr.Markdown(HEADER)
         if embedded(rt):
             gr.Markdown(EMBEDDED_NOTE, elem_id="embedded-note")
@@ -622,7 +623,7 @@ def main(argv=None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     demo = build_demo(rt)
-    demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=64)
+    demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=settings.queue_size)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),
                 allowed_paths=[str(rt.out_dir), str(settings.local(settings.examples))],
                 footer_links=["api", "gradio"], show_error=True, css=CSS)

@@ -104,6 +104,8 @@ class Settings:
     cache_clips: int = 16
     cache_decodes: int = 256
     cache_generations: int = 64  # generated videos kept (LRU); an 81-frame 64 px clip is 1 MB
+    queue_size: int = 64  # requests waiting at most; more are told the app is busy
+    file_max_age_s: int = 3600  # Gradio's copies of uploads and outputs older than this are deleted (checked as often)
     base_dir: str = str(REPO_ROOT)  # relative paths resolve here (the folder of space.yaml), else in the checkout
 
     def local(self, path: str | os.PathLike) -> Path:
@@ -125,7 +127,7 @@ def _section(d: dict | None, known, where: str) -> dict:
 
 DEFAULT_KEYS = ("k", "steps", "guidance", "guidance_mode", "seed", "best_of")
 RUNTIME_KEYS = ("device", "dtype", "model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes",
-                "cache_generations")
+                "cache_generations", "queue_size", "file_max_age_s")
 GENERATOR_NAMES = ("text", "class")
 OFF = ("none", "off", "null")  # FLEXVID_TEXT_GENERATOR=none turns a generator off
 
@@ -171,8 +173,11 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
     s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
     if s.dtype not in (None, "auto", "bf16", "fp32"):
         raise ValueError(f"app.runtime.dtype must be auto, bf16, fp32 or null, got {s.dtype!r}")
-    if min(s.model_concurrency, s.queue_concurrency, s.cache_clips, s.cache_decodes, s.cache_generations) < 1:
-        raise ValueError("app.runtime concurrency and cache sizes must be >= 1")
+    for name in ("model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes", "cache_generations",
+                 "queue_size", "file_max_age_s"):
+        value = getattr(s, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"app.runtime.{name} must be a whole number >= 1, got {value!r}")
     if isinstance(s.best_of, bool) or not isinstance(s.best_of, int) or not 1 <= s.best_of <= s.limits.max_best_of:
         raise ValueError(f"app.defaults.best_of must be a whole number from 1 to app.limits.max_best_of "
                          f"({s.limits.max_best_of}), got {s.best_of!r}")

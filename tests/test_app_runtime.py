@@ -404,6 +404,13 @@ def test_settings(tmp_path, monkeypatch):
             load_settings(bad)
     bad.write_text("app:\n  runtime:\n    dtype: auto\n")
     assert load_settings(bad).dtype == "auto"
+    for name, value in (("queue_size", "0"), ("file_max_age_s", "2.5"), ("cache_clips", "true"),
+                        ("model_concurrency", '"2"')):
+        bad.write_text(f"app:\n  runtime:\n    {name}: {value}\n")
+        with pytest.raises(ValueError, match=f"app.runtime.{name} must be a whole number"):
+            load_settings(bad)
+    bad.write_text("app:\n  runtime:\n    queue_size: 8\n    file_max_age_s: 600\n")
+    assert (load_settings(bad).queue_size, load_settings(bad).file_max_age_s) == (8, 600)
 
 
 def test_generator_settings(tmp_path, monkeypatch):
@@ -905,3 +912,13 @@ def test_a_settings_file_kept_elsewhere_still_finds_the_bundled_models_and_examp
     assert s.local("assets/examples") == tmp_path / "assets" / "examples"
     with pytest.raises(ModelMissing, match="folder not found"):
         resolve_model("assets/no-such-model", str(tmp_path))
+
+
+def test_the_page_takes_its_file_age_and_queue_size_from_the_settings(pipe, tmp_path):
+    from flexvid.app_ui import build_demo
+    rt = Runtime(Settings(generators={}, file_max_age_s=600), pipeline=pipe, out_dir=str(tmp_path / "out"))
+    demo = build_demo(rt)
+    assert demo.delete_cache == (600, 600)
+    groups = {fn.concurrency_id for fn in demo.fns.values() if fn.queue and fn.api_name in ("tokenize", "decode",
+                                                                                         "resample")}
+    assert groups == {"page"}  # one concurrency group (tests/test_app_client.py runs it)
