@@ -565,12 +565,19 @@ class Runtime:
         return sorted(name for name, gen in loaded.items() if hasattr(gen, "fits") and not gen.fits(self.tok))
 
     def load_generators(self) -> dict[str, str]:
-        """Load every registered generator now (the app does at start); returns generator_status()."""
+        """Load every registered generator now (the app does at start), and its best-of reranker where the
+        default best of N is above 1 (else the first request would load it); returns generator_status()."""
         for name in list(self.generators):
             try:
-                self.generator(name)
+                gen = self.generator(name)
             except UserError:
-                pass  # logged; the Generate tab and the endpoint say it could not be loaded
+                continue  # logged; the Generate tab and the endpoint say it could not be loaded
+            if self.settings.best_of > 1:
+                try:  # one per generator: a generator's requests run one at a time, so its reranker's caches do
+                    _ = gen.reranker
+                except ValueError as e:
+                    log.warning("no reranker for the %s generator (%s): generations fall back from the default "
+                                "best of %d to 1", name, e, self.settings.best_of)
         return self.generator_status()
 
     def generator_status(self) -> dict[str, str]:

@@ -922,3 +922,15 @@ def test_the_page_takes_its_file_age_and_queue_size_from_the_settings(pipe, tmp_
     groups = {fn.concurrency_id for fn in demo.fns.values() if fn.queue and fn.api_name in ("tokenize", "decode",
                                                                                          "resample")}
     assert groups == {"page"}  # one concurrency group (tests/test_app_client.py runs it)
+
+
+def test_rerankers_load_with_the_generators_where_the_default_best_of_uses_them(pipe, generator_folders, tmp_path):
+    """The first generation used to load the reranker (and its text model) while its page waited."""
+    one = Runtime(Settings(generators={"class": generator_folders["class"]}, best_of=1), pipeline=pipe,
+                  out_dir=str(tmp_path / "a"))
+    one.load_generators()
+    assert getattr(one.generator("class"), "_reranker", None) is None
+    four = Runtime(Settings(generators={"class": generator_folders["class"]}, best_of=4), pipeline=pipe,
+                   out_dir=str(tmp_path / "b"))
+    assert four.load_generators() == {"class": "ready"}
+    assert four.generator("class")._reranker is not None
