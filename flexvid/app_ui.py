@@ -340,6 +340,25 @@ def build_demo(rt: Runtime):
         seed = rt.new_seed()
         return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
+    def recovered(clip_id, video):
+        """The page's clip id, or, where the server has forgotten that clip (it keeps cache_clips of them, so
+        a busy Space forgets within minutes) and the box still holds the video, the video read again."""
+        if video is not None and not rt.has_clip(clip_id):
+            return rt.add_clip(video).id
+        return clip_id
+
+    @page_errors
+    def decode_page(clip_id, video, k, steps, guidance, mode, seed, progress=gr.Progress()):
+        """decode, for the page: a forgotten clip is read again from the box."""
+        clip_id = recovered(clip_id, video)
+        return [clip_id] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
+    @page_errors
+    def resample_page(clip_id, video, k, steps, guidance, mode, progress=gr.Progress()):
+        """resample, for the page: a forgotten clip is read again from the box."""
+        clip_id, seed = recovered(clip_id, video), rt.new_seed()
+        return [clip_id, seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+
     @page_errors
     def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
         """Text to video: one clip from the prompt with k tokens per time step (cached); best_of > 1
@@ -429,6 +448,8 @@ def build_demo(rt: Runtime):
                     # for API clients and tests: the page keeps it out of sight
                     clip_id = gr.Textbox(label="clip id", interactive=False, max_lines=1, elem_id="clip-id",
                                          visible="hidden")
+                    # the API's /decode and /resample (the page's own events also read the box, see recovered)
+                    api_decode, api_resample = gr.Button(visible=False), gr.Button(visible=False)
                 with gr.Column(scale=3, min_width=300):
                     compare = gr.Video(label="original | reconstruction", autoplay=True, loop=True,
                                        interactive=False, elem_id="compare")
@@ -525,9 +546,13 @@ def build_demo(rt: Runtime):
             .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.
-        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode,
-              [clip_id, *settings_in], view_out, api_name="decode", trigger_mode="always_last", **page)
-        resample_btn.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample",
+        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode_page,
+              [clip_id, clip_in, *settings_in], [clip_id, *view_out], api_visibility="private",
+              trigger_mode="always_last", **page)
+        resample_btn.click(resample_page, [clip_id, clip_in, k, steps, guidance, mode], [clip_id, seed, *view_out],
+                           api_visibility="private", **page)
+        api_decode.click(decode, [clip_id, *settings_in], view_out, api_name="decode", **page)
+        api_resample.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample",
                            **page)
 
         # the clip first, then its ladder (budgets already made are cache hits); no ladder after an error

@@ -53,6 +53,10 @@ class UserError(ValueError):
     """Bad input from a user or an API caller; the message is shown on the page as is."""
 
 
+class UnknownClip(UserError):
+    """A clip id the runtime does not hold (never made, or forgotten: it keeps cache_clips clips)."""
+
+
 class ModelMissing(ValueError):
     """The configured tokenizer folder (or repo) could not be found or loaded."""
 
@@ -794,9 +798,13 @@ class Runtime:
             raise UserError("no clip: upload a video file or pick an example first")
         with self._lock:
             if clip_id not in self._clips:
-                raise UserError(f"unknown clip {clip_id!r} (the server forgets old clips): upload it again")
+                raise UnknownClip(f"unknown clip {clip_id!r} (the server forgets old clips): upload it again")
             self._clips.move_to_end(clip_id)
             return self._clips[clip_id]
+
+    def has_clip(self, clip_id) -> bool:
+        with self._lock:
+            return isinstance(clip_id, str) and clip_id in self._clips
 
     def _clip_lock(self, clip_id: str) -> threading.Lock:
         with self._lock:

@@ -289,3 +289,34 @@ def test_a_slow_playable_copy_never_replaces_what_was_picked_meanwhile(browser, 
         finally:
             pg.close()
         assert "Traceback" not in log.read_text()
+
+
+def test_a_clip_the_server_forgot_is_read_again_from_the_box(browser, tmp_path_factory, tmp_path):
+    """A busy Space keeps cache_clips clips: the page's clip was forgotten once that many others came, and
+    moving the slider said "unknown clip ... upload it again" though the video was still in the box. Now
+    the page reads it again from the box (the API's /decode still says unknown clip)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    config = tmp_path / "space.yaml"
+    config.write_text(f"app:\n  examples: {REPO / 'assets' / 'examples'}\n  runtime:\n    cache_clips: 1\n")
+    with running_app(tmp_path_factory.mktemp("forget"), config=config, generators=False) as (url, proc, log):
+        pg = browser.new_page(viewport={"width": 1400, "height": 1800})
+        try:
+            pg.goto(url, wait_until="networkidle", timeout=120_000)
+            pg.set_input_files("#clip-in input[type=file]", str(EXAMPLE))
+            first = wait_playing(pg, "#compare video", timeout=120_000)
+            mine = pg.input_value("#clip-id textarea, #clip-id input")
+            other = REPO / "assets" / "examples" / "shapes_one_object.mp4"
+            client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+            client.predict(handle_file(str(other)), 2, 1, 1.0, "cfg", 0, api_name="/tokenize")  # mine is forgotten
+            with pytest.raises(AppError, match="unknown clip"):
+                client.predict(mine, 2, 1, 1.0, "cfg", 0, api_name="/decode")
+            box = pg.locator("#k-slider input[type=range]").bounding_box()
+            pg.mouse.click(box["x"] + 2, box["y"] + box["height"] / 2)  # k = 1
+            moved = wait_playing(pg, "#compare video", not_src=first["src"])
+            assert "compare_k1_" in moved["src"] and pg.input_value("#clip-id textarea, #clip-id input") == mine
+            assert "unknown clip" not in pg.inner_text("body")
+        finally:
+            pg.close()
+        assert "Traceback" not in log.read_text()
