@@ -124,7 +124,16 @@ class Cancelled(Exception):
     """The request was cancelled, or its page went away: its model work stops at its next step."""
 
 
-_stop: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar("flexvid_stop", default=None)
+class _Request:
+    """What check_wanted reads for the request running in this context."""
+
+    def __init__(self, max_seconds: float | None):
+        self.stop = threading.Event()
+        self.max_seconds = max_seconds
+        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
+
+
+_current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("flexvid_request", default=None)
 
 
 def _event_alive() -> bool:
@@ -145,19 +154,27 @@ def _event_alive() -> bool:
 
 
 def check_wanted() -> None:
-    """Raise Cancelled where this request was cancelled or its page closed (called at every progress step)."""
-    stop = _stop.get()
-    if (stop is not None and stop.is_set()) or not _event_alive():
+    """Called at every progress step: raise Cancelled where this request was cancelled or its page closed, and
+    a UserError where it has run longer than app.limits.max_request_s."""
+    req = _current.get()
+    if (req is not None and req.stop.is_set()) or not _event_alive():
         raise Cancelled
+    if req is not None and req.deadline is not None and time.monotonic() > req.deadline:
+        raise UserError(f"stopped after {req.max_seconds:g} s, the longest a request may run here "
+                        "(app.limits.max_request_s): ask for fewer frames, steps, budgets or candidates")
 
 
-def page_errors(fn):
+def page_errors(fn=None, *, max_seconds: float | None = None):
     """A page event: fn runs in a worker thread; UserError -> gr.Error with its message; anything else -> a
     generic gr.Error, the traceback only in the server log. The server keeps running either way. A request
     cancelled while it runs (or whose page closes) stops at its next progress step and frees the model,
-    where Gradio alone would let the thread run to its end. Each request is logged with its time."""
+    where Gradio alone would let the thread run to its end; one still working after max_seconds is stopped
+    the same way and told so. Each request is logged with its time."""
     import anyio
     import gradio as gr
+
+    if fn is None:
+        return functools.partial(page_errors, max_seconds=max_seconds)
 
     def run(*args, **kwargs):
         start = time.perf_counter()
@@ -180,15 +197,15 @@ def page_errors(fn):
 
     @functools.wraps(fn)
     async def wrapped(*args, **kwargs):
-        stop = threading.Event()
-        token = _stop.set(stop)  # the worker thread runs in a copy of this context
+        req = _Request(max_seconds)
+        token = _current.set(req)  # the worker thread runs in a copy of this context
         try:
             return await anyio.to_thread.run_sync(functools.partial(run, *args, **kwargs), abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
-            stop.set()  # the abandoned thread raises Cancelled at its next step
+            req.stop.set()  # the abandoned thread raises Cancelled at its next step
             raise
         finally:
-            _stop.reset(token)
+            _current.reset(token)
     return wrapped
 
 
@@ -287,6 +304,7 @@ def build_demo(rt: Runtime):
     status = rt.load_generators()
     info, d, gd = rt.info(), rt.defaults(), rt.generate_defaults()
     K, lim = info["n_tokens"], rt.settings.limits
+    guarded = page_errors(max_seconds=lim.max_request_s)  # page events that run the model
 
     def progress_cb(progress):
         def step(done, total):
@@ -305,7 +323,7 @@ def build_demo(rt: Runtime):
     def outputs(v):
         return [v.compare, v.heatmap, v.ladder, v.figure, v.token_image, v.token_caption, v.summary, v.downloads]
 
-    @page_errors
+    @guarded
     def tokenize(video, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """Tokenize a clip (once; cached by file content) and show it at k."""
         if video is None:  # the input was cleared
@@ -329,12 +347,12 @@ def build_demo(rt: Runtime):
         copy = rt.preview_of(current)
         return gr.skip() if copy is None else copy
 
-    @page_errors
+    @guarded
     def decode(clip_id, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """Decode the tokenized clip at k with these decoder settings (cached)."""
         return outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
-    @page_errors
+    @guarded
     def resample(clip_id, k, steps, guidance, mode, progress=gr.Progress()):
         """Decode again with a new random seed: another sample of the same tokens."""
         seed = rt.new_seed()
@@ -347,19 +365,19 @@ def build_demo(rt: Runtime):
             return rt.add_clip(video).id
         return clip_id
 
-    @page_errors
+    @guarded
     def decode_page(clip_id, video, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """decode, for the page: a forgotten clip is read again from the box."""
         clip_id = recovered(clip_id, video)
         return [clip_id] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
-    @page_errors
+    @guarded
     def resample_page(clip_id, video, k, steps, guidance, mode, progress=gr.Progress()):
         """resample, for the page: a forgotten clip is read again from the box."""
         clip_id, seed = recovered(clip_id, video), rt.new_seed()
         return [clip_id, seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
-    @page_errors
+    @guarded
     def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
         """Text to video: one clip from the prompt with k tokens per time step (cached); best_of > 1
         samples that many and keeps the one the reranker scores best."""
@@ -367,14 +385,14 @@ def build_demo(rt: Runtime):
                         best_of)
         return g.video, g.summary
 
-    @page_errors
+    @guarded
     def generate_text_ladder(prompt, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
         """The prompt at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
         g = rt.generate_ladder("text", prompt, frames, steps, guidance, temperature, seed, gen_progress(progress),
                                best_of)
         return g.video, g.summary
 
-    @page_errors
+    @guarded
     def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, best_of=None,
                        progress=gr.Progress()):
         """Class to video: one clip of a shapes-world class (colour, shape, motion) with k tokens per step."""
@@ -382,7 +400,7 @@ def build_demo(rt: Runtime):
                         gen_progress(progress), best_of)
         return g.video, g.summary
 
-    @page_errors
+    @guarded
     def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed, best_of=None,
                               progress=gr.Progress()):
         """The class at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""

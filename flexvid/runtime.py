@@ -74,6 +74,7 @@ class Limits:
     max_gen_frames: int = 81  # longest generated clip (1 + 4n frames; 81 = 21 time steps, 10 s at 8 fps)
     max_temperature: float = 3.0  # generator sampling temperature
     max_best_of: int = 8  # candidates a generation may sample and rerank (N times the work)
+    max_request_s: float = 300.0  # a page request still working after this long is stopped, and told why
 
     def __post_init__(self):
         for f in fields(self):
