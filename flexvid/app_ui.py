@@ -23,12 +23,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import shapes
 from .cli import HelpFormatter
-from .runtime import GEN_MIN_FRAMES, MIN_TEMPERATURE, SHAPES_WORDS, ModelMissing, Runtime, UserError, load_settings
+from .runtime import (GEN_MIN_FRAMES, MIN_TEMPERATURE, MODEL_HELD_SINCE, SHAPES_WORDS, WANTED, ModelMissing, Runtime,
+                      UserError, load_settings)
 
 log = logging.getLogger("flexvid.app")
 
@@ -130,7 +132,6 @@ class _Request:
     def __init__(self, max_seconds: float | None):
         self.stop = threading.Event()
         self.max_seconds = max_seconds
-        self.deadline = None if max_seconds is None else time.monotonic() + max_seconds
 
 
 _current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("flexvid_request", default=None)
@@ -154,13 +155,16 @@ def _event_alive() -> bool:
 
 
 def check_wanted() -> None:
-    """Called at every progress step: raise Cancelled where this request was cancelled or its page closed, and
-    a UserError where it has run longer than app.limits.max_request_s."""
+    """Called once a model slot is had and at every progress step: raise Cancelled where this request was
+    cancelled or its page closed, and a UserError where it has held the model longer than max_request_s (the
+    time it waited for the model does not count)."""
     req = _current.get()
     if (req is not None and req.stop.is_set()) or not _event_alive():
         raise Cancelled
-    if req is not None and req.deadline is not None and time.monotonic() > req.deadline:
-        raise UserError(f"stopped after {req.max_seconds:g} s, the longest a request may run here "
+    since = MODEL_HELD_SINCE.get()
+    if req is not None and req.max_seconds is not None and since is not None and \
+            time.monotonic() - since > req.max_seconds:
+        raise UserError(f"stopped after {req.max_seconds:g} s of model work, the most one request may have here "
                         "(app.limits.max_request_s): ask for fewer frames, steps, budgets or candidates")
 
 
@@ -197,15 +201,26 @@ def page_errors(fn=None, *, max_seconds: float | None = None):
 
     @functools.wraps(fn)
     async def wrapped(*args, **kwargs):
-        req = _Request(max_seconds)
-        token = _current.set(req)  # the worker thread runs in a copy of this context
+        req, done = _Request(max_seconds), threading.Event()
+
+        def work():
+            try:
+                return run(*args, **kwargs)
+            finally:
+                done.set()
+
+        tokens = _current.set(req), WANTED.set(check_wanted)  # the worker thread runs in a copy of this context
         try:
-            return await anyio.to_thread.run_sync(functools.partial(run, *args, **kwargs), abandon_on_cancel=True)
+            return await anyio.to_thread.run_sync(work, abandon_on_cancel=True)
         except anyio.get_cancelled_exc_class():
-            req.stop.set()  # the abandoned thread raises Cancelled at its next step
+            req.stop.set()  # the thread raises Cancelled at its next step (or once it has the model) ...
+            with anyio.CancelScope(shield=True):  # ... and until then the request keeps its place in the queue's
+                while not done.is_set():  # concurrency, so cancelled work cannot pile up behind Gradio's back
+                    await anyio.sleep(0.05)
             raise
         finally:
-            _current.reset(token)
+            WANTED.reset(tokens[1])
+            _current.reset(tokens[0])
     return wrapped
 
 
@@ -358,24 +373,27 @@ def build_demo(rt: Runtime):
         seed = rt.new_seed()
         return [seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
-    def recovered(clip_id, video):
-        """The page's clip id, or, where the server has forgotten that clip (it keeps cache_clips of them, so
-        a busy Space forgets within minutes) and the box still holds the video, the video read again."""
+    def recovered(clip_id, video) -> tuple[str, Any]:
+        """The clip to show and the value for the page's clip id box: where the server has forgotten the page's
+        clip (it keeps cache_clips of them, so a busy Space forgets within minutes) and the box still holds the
+        video, the video read again and its id; else the page's clip and gr.skip() (a request that ends after
+        the page moved to another clip must not put the old id back)."""
         if video is not None and not rt.has_clip(clip_id):
-            return rt.add_clip(video).id
-        return clip_id
+            again = rt.add_clip(video).id
+            return again, again
+        return clip_id, gr.skip()
 
     @guarded
     def decode_page(clip_id, video, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """decode, for the page: a forgotten clip is read again from the box."""
-        clip_id = recovered(clip_id, video)
-        return [clip_id] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+        clip_id, box = recovered(clip_id, video)
+        return [box] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
     @guarded
     def resample_page(clip_id, video, k, steps, guidance, mode, progress=gr.Progress()):
         """resample, for the page: a forgotten clip is read again from the box."""
-        clip_id, seed = recovered(clip_id, video), rt.new_seed()
-        return [clip_id, seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
+        (clip_id, box), seed = recovered(clip_id, video), rt.new_seed()
+        return [box, seed] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
     @guarded
     def generate_text(prompt, k, frames, steps, guidance, temperature, seed, best_of=None, progress=gr.Progress()):
@@ -603,6 +621,8 @@ def build_demo(rt: Runtime):
                            api_visibility="private")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")
         gr.api(model_info, api_name="info")
+    # handlers run on anyio's default thread limiter (40 threads, Gradio's default max_threads), see page_errors
+    demo.queue(default_concurrency_limit=rt.settings.queue_concurrency, max_size=rt.settings.queue_size)
     return demo
 
 
@@ -665,11 +685,14 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    demo = build_demo(rt)
-    demo.queue(default_concurrency_limit=settings.queue_concurrency, max_size=settings.queue_size)
-    demo.launch(server_name=args.host, server_port=args.port, max_file_size=int(settings.limits.max_upload_mb * 2**20),
-                allowed_paths=[str(rt.out_dir), str(settings.local(settings.examples))],
-                footer_links=["api", "gradio"], show_error=True, css=CSS)
+    try:
+        demo = build_demo(rt)
+        demo.launch(server_name=args.host, server_port=args.port,
+                    max_file_size=int(settings.limits.max_upload_mb * 2**20),
+                    allowed_paths=[str(rt.out_dir), str(settings.local(settings.examples))],
+                    footer_links=["api", "gradio"], show_error=True, css=CSS)
+    except KeyboardInterrupt:  # stopped while it started (once serving, launch closes the app itself)
+        print("flexvid app: stopped", file=sys.stderr)
     return 0
 
 

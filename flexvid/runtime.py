@@ -19,6 +19,7 @@ raises UserError, a ValueError whose message is meant for the page.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import hashlib
 import logging
@@ -28,6 +29,7 @@ import secrets
 import shutil
 import tempfile
 import threading
+import time
 import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -47,6 +49,13 @@ DEFAULT_CONFIG = REPO_ROOT / "space.yaml"
 Progress = Callable[[int, int], None]  # (done, total) decoder steps
 GenProgress = Callable[[str, int, int], None]  # (stage "tokens" or "decode", done, total), as VideoGenerator.generate
 log = logging.getLogger("flexvid.app")
+
+
+# the app's hooks, per request (context variables reach the worker thread that runs it):
+# WANTED is asked once a model slot is had (it raises to stop a request cancelled while it waited), and
+# MODEL_HELD_SINCE is when this request's slot was had (the app's max_request_s counts model time only)
+WANTED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar("flexvid_wanted", default=None)
+MODEL_HELD_SINCE: contextvars.ContextVar[float | None] = contextvars.ContextVar("flexvid_model_since", default=None)
 
 
 class UserError(ValueError):
@@ -204,8 +213,11 @@ def resolve_model(spec: str, base_dir: str, kind: str = "tokenizer") -> str:
     setting, env, files = MODEL_KINDS[kind]
     p = Path(spec).expanduser()
     local = Settings(base_dir=str(base_dir)).local(p)  # next to the settings file, else in this checkout
+    # owner/name is a repo id unless its first part is a folder here (assets/, runs/: a missing model there
+    # is said as such, not looked up on the Hub); a Python package (this checkout's flexvid/) is no such folder
     looks_local = p.is_absolute() or spec.startswith((".", "~")) or spec.count("/") != 1 or \
-        any((b / p.parts[0]).exists() for b in (Path(base_dir), REPO_ROOT))
+        any((b / p.parts[0]).is_dir() and not (b / p.parts[0] / "__init__.py").exists()
+            for b in (Path(base_dir), REPO_ROOT))
     if local.is_dir():
         if not (local / "config.json").exists():
             run = (local / "export" / "config.json").exists()
@@ -579,7 +591,8 @@ class Runtime:
                 continue  # logged; the Generate tab and the endpoint say it could not be loaded
             if self.settings.best_of > 1:
                 try:  # one per generator: a generator's requests run one at a time, so its reranker's caches do
-                    _ = gen.reranker
+                    if gen.reranker.text_encoder is not None:  # its text model too (shared with the text generator)
+                        gen.reranker.text_encoder.load()
                 except ValueError as e:
                     log.warning("no reranker for the %s generator (%s): generations fall back from the default "
                                 "best of %d to 1", name, e, self.settings.best_of)
@@ -593,9 +606,16 @@ class Runtime:
 
     @contextmanager
     def model_slot(self):
-        """Hold one of the model_concurrency slots (tokenize, decode, generate)."""
+        """Hold one of the model_concurrency slots (tokenize, decode, generate); see WANTED and MODEL_HELD_SINCE."""
         with self._model:
-            yield
+            token = MODEL_HELD_SINCE.set(time.monotonic())
+            try:
+                wanted = WANTED.get()
+                if wanted is not None:
+                    wanted()
+                yield
+            finally:
+                MODEL_HELD_SINCE.reset(token)
 
     def info(self) -> dict:
         """The loaded tokenizer, defaults, limits and generators (what /info returns); no server paths."""
@@ -712,7 +732,11 @@ class Runtime:
         tok, lim = self.tok, self.settings.limits
         digest = _file_hash(path)
         with self._lock:  # the playable copy of an upload (playable_preview) is that upload's clip
-            digest = self._previews.get(digest, digest)
+            upload = self._previews.get(digest)
+        if upload is not None:
+            digest = upload
+            if name.lower().endswith(".mp4") and Path(name[:-4]).suffix:  # the copy of x.avi is x.avi.mp4
+                name = name[:-4]
         key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
         content = hashlib.sha256(key.encode()).hexdigest()[:16]
         # the name is part of the clip: another page's upload of the same file under another name must not
@@ -781,8 +805,9 @@ class Runtime:
     def _preview_path(self, path: str, digest: str | None = None) -> Path:
         """Where the playable copy of the upload at path goes: named as the upload (the clip's name, shown on
         the page and in its downloads), in a folder of its content."""
-        stem = Path(os.path.basename(path)).stem[:96] or "clip"
-        return self.out_dir / "previews" / (digest or _file_hash(path))[:16] / f"{stem}.mp4"
+        name = os.path.basename(path)[:100] or "clip"  # x.avi -> x.avi.mp4 (add_clip reads it as x.avi)
+        copy = name if name.lower().endswith(".mp4") else f"{name}.mp4"
+        return self.out_dir / "previews" / (digest or _file_hash(path))[:16] / copy
 
     def preview_of(self, path) -> str | None:
         """The playable copy that playable_preview made of this file (by content), or None: no copy (yet), a

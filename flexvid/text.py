@@ -77,11 +77,16 @@ class TextEncoder:
         self._model = None
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
+    def load(self):
+        """Load the text model now (else the first encode does); one instance per model and device is shared."""
+        return self._load()
+
     def _load(self):
         if self._model is not None:
             return self._model
-        if (self.model_name, self.device) in _LOADED:
-            self._model = _LOADED[(self.model_name, self.device)]
+        key = (DEFAULT_TEXT_MODEL if self.model_name == "default" else self.model_name, self.device)
+        if key in _LOADED:
+            self._model = _LOADED[key]
             return self._model
         try:
             from sentence_transformers import SentenceTransformer
@@ -105,7 +110,7 @@ class TextEncoder:
                 else:
                     os.environ["HF_HUB_OFFLINE"] = old
         self._model.eval()
-        _LOADED[(self.model_name, self.device)] = self._model
+        _LOADED[key] = self._model
         return self._model
 
     @property

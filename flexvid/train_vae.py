@@ -44,7 +44,8 @@ def vae_loss(model, batch, rand, kl_weight: float = 1e-6, latent_noise: float = 
 
 
 # ----------------------------------------------------------------------------- fitting the decoder to the resampler
-RESAMPLED_BASE = 30_000_000  # train-split clip indices of the resampler-latent cache (apart from video_data's ranges)
+RESAMPLED_BASE = 20_000_000  # train-split clip indices of the resampler-latent cache: the same clips as the FSQ
+# calibration's (video_data's "calib"), both training-side; kept, as a resumed run's cache file does not record it
 
 
 @torch.no_grad()

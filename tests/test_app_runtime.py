@@ -338,6 +338,8 @@ def test_missing_model_gives_a_clear_error(tmp_path, capsys):
     with pytest.raises(ModelMissing, match=r"a training run's folder: its model is in run/export"):
         resolve_model("run", str(tmp_path))
     assert resolve_model("someone/some-model", str(tmp_path)) == "someone/some-model"  # a Hub repo id
+    # an owner named as this checkout's package is still one (assets/ and runs/ are folders, flexvid/ code)
+    assert resolve_model("flexvid/videoflextok-128", str(REPO)) == "flexvid/videoflextok-128"
     rt = Runtime(Settings(tokenizer=str(tmp_path / "nope")), out_dir=str(tmp_path / "out"))
     with pytest.raises(ModelMissing, match="FLEXVID_TOKENIZER"):
         rt.load()
@@ -866,7 +868,7 @@ def test_cache_hits_wait_for_no_lock(grt, clip_file):
     sampler = Sampler(2, 1.0, "cfg", 4242)
     grt.decode(clip, [1, 2], sampler)
     done = {}
-    with grt._generation_lock("text"), grt._clip_lock(clip.id):
+    with grt._generation_lock("text"), grt._clip_lock(clip.content):
         calls = {"generate": lambda: grt.generate("text", "a small blue square moving up", **ask).cached,
                  "decode": lambda: sorted(grt.decode(clip, [2, 1], sampler)),
                  "add_clip": lambda: grt.add_clip(clip_file).id}
@@ -917,11 +919,13 @@ def test_a_settings_file_kept_elsewhere_still_finds_the_bundled_models_and_examp
 def test_the_page_takes_its_file_age_and_queue_size_from_the_settings(pipe, tmp_path):
     from flexvid.app_ui import build_demo
     rt = Runtime(Settings(generators={}, file_max_age_s=600), pipeline=pipe, out_dir=str(tmp_path / "out"))
+    rt.settings.queue_size = 7
     demo = build_demo(rt)
-    assert demo.delete_cache == (600, 600)
-    groups = {fn.concurrency_id for fn in demo.fns.values() if fn.queue and fn.api_name in ("tokenize", "decode",
-                                                                                         "resample")}
-    assert groups == {"page"}  # one concurrency group (tests/test_app_client.py runs it)
+    assert demo.delete_cache == (600, 600) and demo._queue.max_size == 7
+    work = {"tokenize", "decode", "resample", "decode_page", "resample_page", "preview", "generate_text",
+            "generate_text_ladder", "generate_class", "generate_class_ladder"}
+    names = {fn.name: fn.concurrency_id for fn in demo.fns.values() if fn.queue}
+    assert work <= set(names) and {names[n] for n in work} == {"page"}  # tests/test_app_client.py runs it
 
 
 def test_rerankers_load_with_the_generators_where_the_default_best_of_uses_them(pipe, generator_folders, tmp_path):
@@ -930,7 +934,57 @@ def test_rerankers_load_with_the_generators_where_the_default_best_of_uses_them(
                   out_dir=str(tmp_path / "a"))
     one.load_generators()
     assert getattr(one.generator("class"), "_reranker", None) is None
-    four = Runtime(Settings(generators={"class": generator_folders["class"]}, best_of=4), pipeline=pipe,
-                   out_dir=str(tmp_path / "b"))
-    assert four.load_generators() == {"class": "ready"}
-    assert four.generator("class")._reranker is not None
+    four = Runtime(Settings(generators=generator_folders, best_of=4), pipeline=pipe, out_dir=str(tmp_path / "b"))
+    assert four.load_generators() == {"class": "ready", "text": "ready"}
+    for name in ("class", "text"):  # with its text model, the one the text generator reads prompts with
+        reader = four.generator(name)._reranker.text_encoder
+        assert reader._model is not None and reader._model is four.generator("text").text_encoder.load()
+
+
+def test_the_playable_copy_of_an_avi_is_the_uploads_clip(rt, tmp_path):
+    """The copy of x.avi is x.avi.mp4, which add_clip reads as x.avi: the page's swap to the copy finds the
+    upload's clip (same id and name), where a copy named x.mp4 made a second clip."""
+    import cv2
+    avi = tmp_path / "holiday.avi"
+    w = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 8, (64, 64))
+    for f in shapes.make_clip(3, 4, 17).video:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    copy = rt.playable_preview(str(avi))
+    assert copy is not None and Path(copy).name == "holiday.avi.mp4"
+    upload = rt.add_clip(str(avi))
+    again = rt.add_clip(copy)
+    assert (again.id, again.name) == (upload.id, "holiday.avi") and rt.stats["tokenize"] == 1
+    gradio_copy = tmp_path / "g" / "holiday.avi.mp4"  # the page holds Gradio's copy of the copy
+    gradio_copy.parent.mkdir()
+    gradio_copy.write_bytes(Path(copy).read_bytes())
+    assert rt.add_clip(str(gradio_copy)).id == upload.id
+    plain = tmp_path / "plain.mp4"  # a real .mp4 upload keeps its name
+    plain.write_bytes(Path(copy).read_bytes())
+    assert rt.add_clip(str(plain)).name == "plain.mp4"
+
+
+def test_a_request_unwanted_by_the_time_it_has_the_model_does_no_model_work(rt, clip_file):
+    """runtime.WANTED (the app's check_wanted) is asked once a model slot is had: a request cancelled while it
+    waited for the model stops there, and MODEL_HELD_SINCE says when the slot was had."""
+    import contextvars
+
+    from flexvid import runtime as runtime_module
+
+    class Gone(Exception):
+        pass
+
+    def unwanted():
+        assert runtime_module.MODEL_HELD_SINCE.get() is not None
+        raise Gone
+
+    ctx = contextvars.copy_context()
+    ctx.run(runtime_module.WANTED.set, unwanted)
+    with pytest.raises(Gone):
+        ctx.run(rt.add_clip, clip_file)
+    assert rt.stats["tokenize"] == 0 and not rt._clips
+    clip = rt.add_clip(clip_file)
+    with pytest.raises(Gone):
+        ctx.run(rt.decode, clip, [2], Sampler(1, 1.0, "cfg", 0))
+    assert rt.counter.calls == 0 and runtime_module.MODEL_HELD_SINCE.get() is None
+    assert list(rt.decode(clip, [2], Sampler(1, 1.0, "cfg", 0))) == [2] and rt.counter.calls == 1
