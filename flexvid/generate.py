@@ -410,7 +410,8 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--best-of", type=int, default=1,
                    help="sample N candidates per output and keep the one the reranker scores best (N times the work; "
-                        "the app uses 4: prompts are followed more often, see the README)")
+                        "the app uses 4: prompts are followed more often, see the README; --best-of 4 --dtype auto "
+                        "gives the app's clip for the same prompt and seed)")
     p.add_argument("--preview-steps", type=int, default=None,
                    help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept "
                         "one in full (default: none, every candidate decoded in full)")
@@ -493,7 +494,8 @@ def main(argv=None) -> int:
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
     k = gen.cfg.K if args.k is None else args.k
     seeds = "" if args.num_samples == 1 else f"; seeds {args.seed}..{args.seed + args.num_samples - 1} in order"
-    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step, seed {args.seed}{seeds})")
+    best = f", best of {args.best_of}" if args.best_of > 1 else ""
+    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step{best}, seed {args.seed}{seeds})")
     return 0
 
 

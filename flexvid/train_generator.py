@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import string
 import time
 
 import numpy as np
@@ -98,6 +99,10 @@ def unseen_words(prompt: str) -> list[str]:
     for w in re.findall(r"[^\W\d_]+", prompt.lower()):
         if w not in vocab and w not in out:
             out.append(w)
+    for sym in re.findall(r"[^\w\s]+", prompt):  # emoji and other symbols, which no caption has either
+        sym = sym.strip(string.punctuation)
+        if sym and sym not in out:
+            out.append(sym)
     return out
 
 

@@ -536,6 +536,11 @@ def test_a_prompt_outside_the_training_words_is_said(grt):
     assert "circle, square or triangle" in g.summary
     c = grt.generate("class", "green square down", k=1, frames=17, steps=1, seed=0)
     assert "Words no training caption used" not in c.summary
+    # emoji say nothing to the generators either (a prompt of emoji alone used to get no note at all)
+    g = grt.generate("text", "🔴 ➡️", k=1, frames=17, steps=1, seed=0)
+    assert "Words no training caption used: **🔴, ➡️**" in g.summary
+    g = grt.generate("text", "a large red circle, moving left!", k=1, frames=17, steps=1, seed=0)
+    assert "Words no training caption used" not in g.summary  # punctuation is no word
 
 
 def test_generation_matches_the_pipeline(grt):
@@ -988,3 +993,20 @@ def test_a_request_unwanted_by_the_time_it_has_the_model_does_no_model_work(rt, 
         ctx.run(rt.decode, clip, [2], Sampler(1, 1.0, "cfg", 0))
     assert rt.counter.calls == 0 and runtime_module.MODEL_HELD_SINCE.get() is None
     assert list(rt.decode(clip, [2], Sampler(1, 1.0, "cfg", 0))) == [2] and rt.counter.calls == 1
+
+
+def test_the_library_at_best_of_4_and_dtype_auto_gives_the_apps_clip(tmp_path, monkeypatch):
+    """A speaker rehearses with `flexvid generate --best-of 4 --dtype auto --seed S` and shows the app's clip
+    for the same prompt and seed (the embedded models, the shipped space.yaml)."""
+    from flexvid.generate import DEFAULT_MODELS, VideoGenerator
+    for var in ("FLEXVID_TOKENIZER", "FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR", "FLEXVID_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    s = load_settings(REPO / "space.yaml")
+    assert s.best_of == 4 and s.dtype == "auto"
+    s.generators = {"text": s.generators["text"]}
+    rt = Runtime(s, out_dir=str(tmp_path / "out"))
+    rt.load_generators()
+    g = rt.generate("text", "a large red circle moving left", seed=0)
+    gen = VideoGenerator.from_pretrained(DEFAULT_MODELS["text"], dtype="auto")
+    video = gen.generate(["a large red circle moving left"], k=g.ks[0], seed=0, best_of=4)[0]
+    assert np.array_equal(video_io.from_model(video), g.results[g.ks[0]].video)

@@ -278,3 +278,17 @@ def test_a_command_leaves_the_warning_format_as_it_found_it(tmp_path, capsys):
     assert cli.main(["train-vae", "--frames", "6", "--out-dir", str(tmp_path / "v")]) == 2
     assert warnings.formatwarning is before
     assert "--frames must be 1 + 4n" in capsys.readouterr().err
+
+
+def test_python_dash_m_flexvid_runs_the_command(tmp_path):
+    """`python -m flexvid` (a checkout on PYTHONPATH, not installed) is the `flexvid` command."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo}
+    out = subprocess.run([sys.executable, "-m", "flexvid", "generate", "--help"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "usage: flexvid generate" in out.stdout, out.stderr[-2000:]
+    bad = subprocess.run([sys.executable, "-m", "flexvid", "no-such-command"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
