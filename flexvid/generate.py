@@ -31,7 +31,8 @@ import torch
 from . import sampling, shapes
 from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
-from .hub import config_dict, config_from_dict, load_model, read_json, resolve, save_weights, write_json
+from .hub import (config_dict, config_from_dict, load_model, read_json, resolve, save_weights, warn_unread,
+                  write_json)
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import (add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype,
                        set_threads)
@@ -193,6 +194,8 @@ class VideoGenerator:
             raise ValueError(f"{path_or_repo_id!r}: config.json's measured_with must map tokenizer fingerprints "
                              "to notes (strings)")
         gen.measured_with = dict(measured)
+        warn_unread(meta, ("format", "generator", "text_model", "tokenizer_fingerprint", "tokenizer", "measured_with"),
+                    repr(path_or_repo_id))
         return gen
 
     def save_pretrained(self, folder: str) -> None:
@@ -474,7 +477,7 @@ def main(argv=None) -> int:
 
         def progress(stage, done, total):
             if stage not in bars:  # one bar per stage (a default argument would build one per call)
-                bars[stage] = tqdm(total=total, desc=stage, leave=False)
+                bars[stage] = tqdm(total=total, desc=stage, leave=False, disable=None)  # no bars when piped
             bars[stage].update(done - bars[stage].n)
 
         # one batch, a seed per sample: sample i draws the tokens --seed SEED+i draws alone (and decodes with

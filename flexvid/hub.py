@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,6 +74,16 @@ def config_from_dict(cls, d: dict):
         return cls(**d)
     except (TypeError, ValueError, AssertionError, ArithmeticError) as e:
         raise ValueError(f"bad {cls.__name__} config: {e}") from None
+
+
+def warn_unread(meta: dict, known, where: str) -> None:
+    """Warn about top-level config.json keys this version does not read: a misspelt "fsp" would otherwise
+    change nothing without a word. (Unknown fields inside a model's section are refused by config_from_dict.)
+    The warning points at the caller of from_pretrained."""
+    unread = sorted(set(meta) - set(known))
+    if unread:
+        warnings.warn(f"{where}: config.json keys {unread} are not read and change nothing (the keys read: "
+                      f"{', '.join(sorted(known))})", stacklevel=3)
 
 
 def _like(v, default) -> bool:

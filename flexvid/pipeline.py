@@ -28,7 +28,7 @@ import torch
 
 from .flow import euler_sample
 from .hub import (check_output, config_dict, config_from_dict, load_model, read_json, resolve, save_weights,
-                  write_json)
+                  warn_unread, write_json)
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
 from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
@@ -170,6 +170,16 @@ class VideoFlexTok:
         if vae_cfg.z_channels != tok_cfg.z_channels:
             raise ValueError(f"{path_or_repo_id!r}: the VAE has {vae_cfg.z_channels} latent channels, the "
                              f"tokenizer expects {tok_cfg.z_channels}")
+        # size and chunk_frames are written for readers of the file; the model's sections decide them, so a
+        # value edited by hand would change nothing: refused rather than ignored
+        implied = {"size": tok_cfg.latent_size * vae_cfg.spatial_factor,
+                   "chunk_frames": 1 + vae_cfg.temporal_factor * (tok_cfg.max_t - 1)}
+        for key, value in implied.items():
+            if key in cfg and cfg[key] != value:
+                raise ValueError(f"{path_or_repo_id!r}: config.json says {key} {cfg[key]!r}, but its vae and tokenizer "
+                                 f"sections make it {value} (size: latent_size x the VAE's spatial factor; "
+                                 "chunk_frames: 1 + the temporal factor x (max_t - 1)); fix or remove the key")
+        warn_unread(cfg, ("format", "fps", "size", "chunk_frames", "vae", "tokenizer"), repr(path_or_repo_id))
         # each checked against its file's header before it is built: a corrupt size costs nothing
         vae = load_model(VideoVAE, vae_cfg, files[0]).eval().requires_grad_(False)
         tok = load_model(FlexTokenizer, tok_cfg, files[1]).eval().requires_grad_(False)

@@ -174,10 +174,13 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
     millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last.
     ``convert`` is applied once to each decoded frame (not per slot). ``counts``, when a dict is given,
     counts the slots that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far:
-    both 0 for a constant rate."""
+    both 0 for a constant rate; and, once the file is read to its end, where its frames ended against the
+    length its header gives (``ended_s``, ``header_s``: see ``ended_early``)."""
     j, prev, prev_t, t0, shown = 0, None, None, None, False
     counts = {} if counts is None else counts
     counts.update(repeated=0, dropped=0)
+    declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # the container's count: from its index, or duration x rate
+    header_s = declared / fps if math.isfinite(declared) and declared > 0 else math.nan
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -206,6 +209,19 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             shown = True
             yield prev
             j += 1
+        counts.update(ended_s=t0 + prev_t + 1.0 / fps, header_s=header_s)  # read to its end
+
+
+def ended_early(counts: dict) -> str:
+    """A note when a file read to its end (``constant_rate_frames``'s counts) stopped well before the length
+    its header gives: a download or copy cut short, or damaged data, which decodes to its first part only.
+    By time, not by frame count, since a variable-rate file's header count is an estimate from its mean
+    rate; '' when nothing is amiss, or when the file was not read to its end."""
+    ended, header = counts.get("ended_s", math.nan), counts.get("header_s", math.nan)
+    if not (math.isfinite(ended) and math.isfinite(header)) or header - ended <= max(0.1 * header, 0.25):
+        return ""
+    return (f"the file ends at {ended:.2f} s though its header says {header:.2f} s (cut short or damaged?): "
+            f"only what could be decoded was read")
 
 
 def read_video(

@@ -825,6 +825,24 @@ def test_an_upload_with_a_variable_frame_rate_keeps_its_length(rt, tmp_path):
     assert "variable" not in rt.add_clip(str(REPO / "assets" / "examples" / "shapes_one_object.mp4")).source
 
 
+def test_an_upload_cut_short_or_a_still_image_is_said(rt, tmp_path):
+    """A clip whose download was cut short is read as far as it decodes, and the page says so; an image
+    renamed to .mp4 is a one-frame clip, said as such."""
+    from flexvid import shapes
+    video_io.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])
+    clip = rt.add_clip(str(tmp_path / "cut.mp4"))
+    assert any("though its header says 8.12 s (cut short or damaged?)" in n for n in clip.notes), clip.notes
+    assert len(clip.frames) < 65
+    assert not any("cut short" in n for n in rt.add_clip(str(tmp_path / "whole.mp4")).notes)
+    import cv2
+    cv2.imwrite(str(tmp_path / "still.png"), np.full((48, 64, 3), 90, np.uint8))
+    (tmp_path / "still.mp4").write_bytes((tmp_path / "still.png").read_bytes())
+    still = rt.add_clip(str(tmp_path / "still.mp4"))
+    assert "a single frame (a still image?)" in "; ".join(still.notes) and len(still.frames) == 1
+
+
 def test_work_stopped_by_its_progress_callback_leaves_the_runtime_as_it_was(grt, clip_file, tmp_path):
     """The app stops a cancelled request by raising from its progress callback (app_ui.check_wanted), mid
     sampling or mid decoding: nothing half-made is cached, the model slot is free, and the same request then

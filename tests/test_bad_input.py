@@ -67,6 +67,41 @@ def test_bad_config_is_a_clear_error(folder, tmp_path, edit, message):
         VideoFlexTok.from_pretrained(str(bad), device="cpu")
 
 
+def test_config_keys_that_change_nothing_are_said(pipe, folder, tmp_path):
+    """size and chunk_frames follow from the model's sections: edited by hand they are refused, not ignored;
+    a top-level key nobody reads (a misspelt fps) is warned about, naming the caller's line."""
+    for key, value, implied in (("size", 128, pipe.size), ("chunk_frames", 33, pipe.chunk_frames)):
+        bad = _copy(folder, tmp_path, f"bad_{key}")
+        cfg = json.loads((bad / "config.json").read_text())
+        assert cfg[key] == implied
+        (bad / "config.json").write_text(json.dumps({**cfg, key: value}))
+        with pytest.raises(ValueError, match=f"says {key} {value}, but its vae and tokenizer sections make it {implied}"):
+            VideoFlexTok.from_pretrained(str(bad), device="cpu")
+    bad = _copy(folder, tmp_path, "typo")
+    cfg = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**cfg, "fsp": 24}))
+    with pytest.warns(UserWarning, match=r"keys \['fsp'\] are not read") as caught:
+        loaded = VideoFlexTok.from_pretrained(str(bad), device="cpu")
+    assert caught[0].filename == __file__ and loaded.fps == pipe.fps
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a file save_pretrained wrote loads without a word
+        VideoFlexTok.from_pretrained(folder, device="cpu")
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                                   codebook_size=pipe.codebook_size, cond="class")),
+                         tokenizer=pipe, device="cpu")
+    gen.tokenizer_fingerprint, gen.measured_with = "f" * 16, {"e" * 16: "measured"}
+    gen.save_pretrained(str(tmp_path / "g"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    (tmp_path / "g" / "config.json").write_text(json.dumps({**cfg, "text_modle": "x/y"}))
+    with pytest.warns(UserWarning, match=r"keys \['text_modle'\] are not read"):
+        VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
+
+
 def test_config_that_is_not_json(tmp_path):
     (tmp_path / "config.json").write_bytes(b"\xff\xfe not json")
     with pytest.raises(ValueError, match="not a readable JSON file"):

@@ -115,6 +115,17 @@ def test_reconstruct_says_it_read_a_variable_frame_rate_by_its_timestamps(folder
     assert abs(len(frames) / fps - 2.32) <= 0.5  # its 2.3 s, not 10 frames at 25 fps
 
 
+def test_reconstruct_says_a_clip_was_cut_short(folder, tmp_path, capsys):
+    from flexvid import shapes
+    video_io.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) // 2])
+    assert cli.main(["reconstruct", str(tmp_path / "cut.mp4"), "--model", folder, "--steps", "1", "--upscale", "1",
+                     "--k", "1", "--out", str(tmp_path / "r")]) == 0
+    said = capsys.readouterr().out
+    assert "though its header says 8.12 s (cut short or damaged?)" in said, said
+
+
 def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
     (tmp_path / "s_1.mp4").mkdir()  # the second sample's name is taken by a folder
     assert cli.main(["generate", "--class-label", "3", "--num-samples", "2", "--k", "1", "--frames", "1",
@@ -292,3 +303,18 @@ def test_python_dash_m_flexvid_runs_the_command(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "flexvid", "no-such-command"], cwd=tmp_path, env=env,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_generate_piped_prints_no_progress_bars(tmp_path):
+    """Output piped to a file or another program (a script, a CI log) gets the command's lines, not the
+    progress bars' carriage returns and escape codes; a terminal still gets the bars."""
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-m", "flexvid", "generate", "--class-label", "3", "--k", "1", "--frames",
+                          "5", "--decode-steps", "2", "--out", str(tmp_path / "g.mp4")],
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": repo, "TQDM_DISABLE": ""},
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert os.path.getsize(tmp_path / "g.mp4") > 0 and "wrote" in out.stdout
+    assert "\r" not in out.stderr and "\x1b" not in out.stderr and "it/s" not in out.stderr, out.stderr[-500:]

@@ -168,6 +168,31 @@ def test_a_variable_frame_rate_keeps_its_speed(tmp_path):
     assert abs(len(again) / afps - len(frames) / fps) <= 1 / fps
 
 
+def test_a_file_cut_short_is_said(tmp_path):
+    """A download cut short decodes to its first part: said, by time against the header's length, for an mp4
+    with its index in front and for a webm; not for whole files (a variable rate's header count is only
+    an estimate, so the 6.7 s webm above must not look short), nor for a read stopped by max_frames."""
+    from flexvid import shapes
+    vio.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
+    _vfr_webm(tmp_path / "vfr.webm", [40] * 9 + [6000] + [40] * 9)
+    for name in ("whole.mp4", "vfr.webm"):
+        data = (tmp_path / name).read_bytes()
+        (tmp_path / f"cut_{name}").write_bytes(data[:int(len(data) * 0.7)])
+        counts = {}
+        whole, fps = vio.read_video(tmp_path / name, counts=counts)
+        assert vio.ended_early(counts) == "", (name, counts)
+        counts = {}
+        cut, fps = vio.read_video(tmp_path / f"cut_{name}", counts=counts)
+        assert 0 < len(cut) < len(whole)
+        said = vio.ended_early(counts)
+        header = len(whole) / fps
+        assert f"though its header says {header:.2f} s (cut short or damaged?)" in said, (name, counts)
+        assert f"the file ends at {len(cut) / fps:.2f} s" in said
+        counts = {}
+        vio.read_video(tmp_path / f"cut_{name}", counts=counts, max_frames=2)
+        assert vio.ended_early(counts) == ""
+
+
 def test_non_square_pixels_are_read_as_a_player_shows_them(tmp_path):
     """An anamorphic file (320 x 180 stored, pixel aspect 4:3) is read at the 427 x 180 a player shows, so that
     its centre crop is the player's; its playable copy keeps that shape."""
