@@ -9,7 +9,8 @@ Starts `python app.py` as bench_app.py does, tokenizes assets/examples/shapes_lo
   2. times the next /decode that needs the model (a new seed, --steps steps): it waits for whatever the
      cancelled request still holds;
   3. times the same decode again with the model free (another seed), for reference.
-Prints the three numbers and the server's own log line for the cancelled request.
+Prints the three numbers and the server's own log line for the cancelled request; --json FILE writes them
+too (benchmarks/results/app_cancel_cpu.json holds the last run on this project's 2-core CPU).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main(argv=None) -> int:
     p.add_argument("--long-steps", type=int, default=50, help="decoder steps of the request that is cancelled")
     p.add_argument("--steps", type=int, default=10, help="decoder steps of the requests timed after it")
     p.add_argument("--cancel-after", type=float, default=5.0, help="seconds before the cancel")
+    p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
     from gradio_client import Client, handle_file
 
@@ -58,7 +60,17 @@ def main(argv=None) -> int:
     print(f"cancelled: a {args.long_steps}-step ladder decode, {args.cancel_after:g} s in")
     print(f"next decode ({args.steps} steps, the ladder): {after:.1f} s")
     print(f"the same decode with the model free: {free:.1f} s")
-    print("server: " + (lines[0].split(" INFO ", 1)[-1] if lines else "no cancellation logged"))
+    server = lines[0].split(" INFO ", 1)[-1] if lines else "no cancellation logged"
+    print("server: " + server)
+    if args.json:
+        import json
+        import os
+
+        import torch
+        with open(args.json, "w") as f:
+            json.dump({"clip": os.path.basename(args.clip), "long_steps": args.long_steps, "steps": args.steps,
+                       "cancel_after_s": args.cancel_after, "next_decode_s": after, "free_decode_s": free,
+                       "server": server, "cpus": os.cpu_count(), "torch": torch.__version__}, f, indent=1)
     return 0
 
 

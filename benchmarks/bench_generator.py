@@ -11,6 +11,9 @@
 (b) Time to the first decoded frame for a prompt: text encoding of a prompt not seen before, the
     first chunk's tokens (5 steps x K) and the decoding of that chunk (the decoder produces a chunk's
     frames together), each timed.
+(c) With --best-of N ...: one whole generation, as the app and `flexvid generate` make it
+    (VideoGenerator.generate(best_of=N): N candidates sampled and decoded in one batch, the reranker
+    keeps one), for each clip length of --frames, the median of --repeats after a warm-up.
 Uses the embedded models when present (assets/generator-text, assets/tokenizer), else random ones
 of the 'tiny' presets, and says which: random weights measure speed only. Timings follow STYLE.md:
 warm-up first, torch.no_grad, synchronize before reading the clock. Prints numbers, asserts nothing.
@@ -131,6 +134,16 @@ def bench_first_frame(gen: VideoGenerator, repeats: int) -> dict:
     return res
 
 
+# ----------------------------------------------------------------------------- (c) best of N
+def bench_best_of(gen: VideoGenerator, frames: int, best_of: int, repeats: int) -> dict:
+    """One generation at the model's defaults (k = K), best of N, a new seed per run."""
+    prompt = "a large red circle moving left" if gen.cfg.cond == "text" else 0
+    runs = iter(range(10**6))
+    seconds = timed(lambda: gen.generate([prompt], frames=frames, best_of=best_of, seed=next(runs)), gen.device,
+                    repeats)
+    return {"frames": frames, "best_of": best_of, "seconds": seconds, "cond": gen.cfg.cond, "repeats": repeats}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="generator folder (default: the embedded text model, else random)")
@@ -140,8 +153,13 @@ def main(argv=None):
     p.add_argument("--frames", type=int, nargs="+", default=[17, 81], help="clip lengths for (a)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the cached sampler and of (b)")
     p.add_argument("--ref-repeats", type=int, default=1, help="timed runs of the cache-free sampler (slow)")
+    p.add_argument("--best-of", type=int, nargs="*", default=[], metavar="N",
+                   help="(c): time whole generations at best of each N (e.g. 1 4 8); none: skip (c)")
+    p.add_argument("--skip-cache", action="store_true", help="skip (a) and (b), e.g. to time (c) alone")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
+    if any(n < 1 for n in args.best_of):
+        p.error(f"--best-of values must be >= 1, got {args.best_of}")
     if args.repeats < 1 or args.ref_repeats < 1:
         p.error(f"--repeats and --ref-repeats must be >= 1, got {args.repeats}, {args.ref_repeats}")
     if args.threads:
@@ -156,6 +174,25 @@ def main(argv=None):
           f"tokenizer: {tok_name}")
     print(f"device {res['device']}, dtype {res['dtype']}, {res['threads']} threads, torch {torch.__version__}")
 
+    if not args.skip_cache:
+        bench_a_b(gen, args, res)
+    if args.best_of:
+        print(f"\n(c) one generation (VideoGenerator.generate, k = K, default sampler), median of {args.repeats}")
+        res["best_of"] = []
+        for frames in args.frames:
+            for n in args.best_of:
+                r = bench_best_of(gen, frames, n, args.repeats)
+                res["best_of"].append(r)
+                print(f"    {frames:>3} frames, best of {n:>2}: {r['seconds']:.2f} s")
+    if res["random_weights"]:
+        print("\n(random weights: these numbers measure speed only)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return res
+
+
+def bench_a_b(gen: VideoGenerator, args, res: dict) -> None:
     print(f"\n(a) sampling at k = K = {gen.cfg.K}, batch 1, guidance {gen.cfg.guidance}: KV cache vs cache-free")
     print(f"    {'frames':>6} {'steps':>5} {'tokens':>6} {'cached s':>9} {'no cache s':>10} {'ratio':>7} {'tok/s':>8} same")
     res["cache"] = []
@@ -171,12 +208,6 @@ def main(argv=None):
           f"decode of {ff['frames']} frames at {ff['decode_steps']} Euler steps), median of {ff['repeats']}")
     print(f"    encode {ff['encode_s']:.3f} s, tokens {ff['tokens_s']:.3f} s, decode {ff['decode_s']:.3f} s: "
           f"total {ff['total_s']:.3f} s")
-    if res["random_weights"]:
-        print("\n(random weights: these numbers measure speed only)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(res, f, indent=1)
-    return res
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 TOK_A=${TOK_A:-0}         # seconds: whole resampler (0: the tokens stay the embedded tokenizer's)
+TOK_SET=${TOK_SET:-time_mean=2.0 time_std=1.2}  # its config overrides (--set), e.g. add pixel_weight=30 pixel_clips=4
 DEADLINE=${DEADLINE:-520} # seconds from the start by which the side-by-side stage ends (call limit 600)
 CLIPS=${CLIPS:-65536}     # 17-frame training clips: latents for the tokenizer, tokens for the generators
 LONG=${LONG:-1536}        # 81-frame clips for the generators
@@ -60,7 +61,7 @@ fp() { python3 -c "import sys; from flexvid.pipeline import VideoFlexTok; from f
 print(fingerprint(VideoFlexTok.from_pretrained(sys.argv[1], device='cpu')))" "$1" 2>/dev/null | tail -n 1; }
 common=(--device "$DEVICE" --threads "$THREADS" --eval-every 0 --log-every 25)
 
-log "start: device $DEVICE, whole resampler ${TOK_A} s, side-by-side stage until +${DEADLINE} s, $CLIPS clips"
+log "start: device $DEVICE, whole resampler ${TOK_A} s ($TOK_SET), side-by-side stage until +${DEADLINE} s, $CLIPS clips"
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; df -h /dev/shm 2>&1; nproc
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"; } >> "$R/device.log"
 
@@ -82,7 +83,7 @@ if [ "$TOK_A" -gt 0 ]; then
   log "tokenizer, whole resampler: $TOK_A s"
   python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir "$W/tok_a" \
     --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$TOK_A" --lr 5e-4 --min-lr 5e-5 \
-    --warmup 100 --ema-decay 0.999 "${common[@]}" --ckpt-every 1000000 --set time_mean=2.0 time_std=1.2 \
+    --warmup 100 --ema-decay 0.999 "${common[@]}" --ckpt-every 1000000 --set $TOK_SET \
     > "$R/tok_a.log" 2>&1
   log "tokenizer, whole resampler: $(grep -m1 'time limit' "$R/tok_a.log")"
   cp "$W/tok_a/log.jsonl" "$R/tok_a_log.jsonl" 2>/dev/null
