@@ -65,12 +65,12 @@ def main(argv=None) -> int:
     if args.json:
         import json
         import os
-
-        import torch
+        from importlib.metadata import version
         with open(args.json, "w") as f:
             json.dump({"clip": os.path.basename(args.clip), "long_steps": args.long_steps, "steps": args.steps,
                        "cancel_after_s": args.cancel_after, "next_decode_s": after, "free_decode_s": free,
-                       "server": server, "cpus": os.cpu_count(), "torch": torch.__version__}, f, indent=1)
+                       "server": server, "cpus": os.cpu_count(), "torch": version("torch"),
+                       "gradio": version("gradio")}, f, indent=1)
     return 0
 
 

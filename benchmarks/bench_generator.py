@@ -158,8 +158,9 @@ def main(argv=None):
     p.add_argument("--skip-cache", action="store_true", help="skip (a) and (b), e.g. to time (c) alone")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
-    if any(n < 1 for n in args.best_of):
-        p.error(f"--best-of values must be >= 1, got {args.best_of}")
+    from flexvid.generate import MAX_BATCH
+    if any(not 1 <= n <= MAX_BATCH for n in args.best_of):
+        p.error(f"--best-of values must lie in [1, {MAX_BATCH}], got {args.best_of}")
     if args.repeats < 1 or args.ref_repeats < 1:
         p.error(f"--repeats and --ref-repeats must be >= 1, got {args.repeats}, {args.ref_repeats}")
     if args.threads:

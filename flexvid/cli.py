@@ -149,8 +149,9 @@ def reconstruct_main(argv=None) -> int:
         said[0] = (f"{os.path.basename(args.clip)}: {w0}x{h0} at a variable frame rate, read at {fps:g} fps by its "
                    f"timestamps: {n_read} frames ({counts['repeated']} repeated over gaps, {counts['dropped']} "
                    "dropped in bursts)")
-    if video_io.ended_early(counts):
-        said.append(video_io.ended_early(counts))
+    cut_short = video_io.ended_early(counts, args.clip)
+    if cut_short:
+        said.append(cut_short)
     elif n_read == 1:
         said.append("a single frame (a still image?)")
     if n_read >= need:

@@ -704,8 +704,9 @@ class Runtime:
         if counts["repeated"] or counts["dropped"]:  # its timestamps, laid on a constant grid
             source = (f"{w}x{h} at a variable frame rate, read at {src_fps:g} fps: {n} frames ({n / src_fps:.2f} s; "
                       f"{counts['repeated']} repeated over gaps, {counts['dropped']} dropped in bursts)")
-        notes = [video_io.ended_early(counts)] if video_io.ended_early(counts) else []
-        if n == 1 and not notes:
+        cut_short = video_io.ended_early(counts, path)
+        notes = [cut_short] if cut_short else []
+        if n == 1 and not notes and not more:
             notes.append("a single frame (a still image?): tokenized as a one-frame clip")
         if more:
             notes.append(f"trimmed to the first {n / src_fps:.2f} s (limits: {lim.max_seconds:g} s, "

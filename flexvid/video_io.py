@@ -174,13 +174,12 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
     millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last.
     ``convert`` is applied once to each decoded frame (not per slot). ``counts``, when a dict is given,
     counts the slots that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far:
-    both 0 for a constant rate; and, once the file is read to its end, where its frames ended against the
-    length its header gives (``ended_s``, ``header_s``: see ``ended_early``)."""
+    both 0 for a constant rate; and, once the file is read to its end, how long its frames lasted from the
+    first (``read_s``: see ``ended_early``)."""
     j, prev, prev_t, t0, shown = 0, None, None, None, False
     counts = {} if counts is None else counts
+    counts.pop("read_s", None)  # a dict used before: only this read's
     counts.update(repeated=0, dropped=0)
-    declared = cap.get(cv2.CAP_PROP_FRAME_COUNT)  # the container's count: from its index, or duration x rate
-    header_s = declared / fps if math.isfinite(declared) and declared > 0 else math.nan
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
@@ -209,18 +208,43 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             shown = True
             yield prev
             j += 1
-        counts.update(ended_s=t0 + prev_t + 1.0 / fps, header_s=header_s)  # read to its end
+        counts["read_s"] = prev_t + 1.0 / fps  # read to its end
 
 
-def ended_early(counts: dict) -> str:
-    """A note when a file read to its end (``constant_rate_frames``'s counts) stopped well before the length
-    its header gives: a download or copy cut short, or damaged data, which decodes to its first part only.
-    By time, not by frame count, since a variable-rate file's header count is an estimate from its mean
-    rate; '' when nothing is amiss, or when the file was not read to its end."""
-    ended, header = counts.get("ended_s", math.nan), counts.get("header_s", math.nan)
-    if not (math.isfinite(ended) and math.isfinite(header)) or header - ended <= max(0.1 * header, 0.25):
+def header_seconds(path: str | os.PathLike) -> float:
+    """How long a file's header says its video lasts: the video stream's own duration where the container
+    records one (mp4, mov, mpeg-ts; after an mp4's edit list, so a stream-copied trim is its trimmed
+    length), else the container's duration where the video is its only stream (a webm or mkv without
+    audio); nan where neither says the video's length: audio that may outlast the video, a live recording
+    without a duration, a GIF (whose length counts its last frame's hold), an image."""
+    try:
+        import av  # PyAV: its demuxer reads the header OpenCV does not expose
+        with av.open(str(path)) as c:
+            videos = [st for st in c.streams if st.type == "video"]
+            if len(videos) != 1 or c.format.name == "gif" or c.format.name.endswith("_pipe"):
+                return math.nan
+            st = videos[0]
+            if st.duration and st.time_base:
+                return float(st.duration * st.time_base)
+            if len(c.streams) == 1 and c.duration:
+                return c.duration / av.time_base
+    except Exception:  # noqa: BLE001 - no PyAV, or a file PyAV cannot open that OpenCV could: no claim
+        pass
+    return math.nan
+
+
+def ended_early(counts: dict, path: str | os.PathLike) -> str:
+    """A note when the frames of a file read to its end (``constant_rate_frames``'s counts) stop well before
+    the length its header gives (``header_seconds``): a download or copy cut short, or damaged data, which
+    decodes to its first part only. '' when nothing is amiss, when the header gives no video length, or when
+    the file was not read to its end."""
+    read = counts.get("read_s", math.nan)
+    if not math.isfinite(read):
         return ""
-    return (f"the file ends at {ended:.2f} s though its header says {header:.2f} s (cut short or damaged?): "
+    header = header_seconds(path)
+    if not math.isfinite(header) or header - read <= max(0.1 * header, 0.25):
+        return ""
+    return (f"its frames end at {read:.2f} s though its header says {header:.2f} s (cut short or damaged?): "
             f"only what could be decoded was read")
 
 

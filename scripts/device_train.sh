@@ -5,7 +5,7 @@
 #   1. the CUDA checks (tests/test_cuda.py: tokens, reconstruction, KV cache and a training step in bf16
 #      against the CPU in fp32); BENCH=1 adds the GPU benchmarks (session 21 ran them);
 #   2. optional (TOK_A seconds, default 0): the whole resampler trained further from the embedded one
-#      (logit-normal(2, 1.2)). It changes the tokens, so the generators then start over on new tokens
+#      (logit-normal(2, 1.2); TOK_SET changes its config overrides). It changes the tokens, so the generators then start over on new tokens
 #      (session 21: 167 s gave +0.9 dB but left the generators on old tokens). Its fp16 export is BASE;
 #      without it BASE is assets/tokenizer and every token stays as shipped;
 #   3. the latent cache of CLIPS training clips (BASE's VAE) and, from those latents, the generators'
@@ -31,7 +31,9 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 TOK_A=${TOK_A:-0}         # seconds: whole resampler (0: the tokens stay the embedded tokenizer's)
-TOK_SET=${TOK_SET:-time_mean=2.0 time_std=1.2}  # its config overrides (--set), e.g. add pixel_weight=30 pixel_clips=4
+TOK_SET=${TOK_SET-time_mean=2.0 time_std=1.2}  # its config overrides (--set KEY=VALUE ...; set, it replaces
+                          # these defaults: TOK_SET="time_mean=2.0 time_std=1.2 pixel_weight=30 pixel_clips=4")
+read -r -a TOK_SET_ARGS <<< "$TOK_SET"
 DEADLINE=${DEADLINE:-520} # seconds from the start by which the side-by-side stage ends (call limit 600)
 CLIPS=${CLIPS:-65536}     # 17-frame training clips: latents for the tokenizer, tokens for the generators
 LONG=${LONG:-1536}        # 81-frame clips for the generators
@@ -83,7 +85,7 @@ if [ "$TOK_A" -gt 0 ]; then
   log "tokenizer, whole resampler: $TOK_A s"
   python3 -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir "$W/tok_a" \
     --latent-cache "$CLIPS" --batch-size "$BATCH" --steps 1000000 --time-limit "$TOK_A" --lr 5e-4 --min-lr 5e-5 \
-    --warmup 100 --ema-decay 0.999 "${common[@]}" --ckpt-every 1000000 --set $TOK_SET \
+    --warmup 100 --ema-decay 0.999 "${common[@]}" --ckpt-every 1000000 --set "${TOK_SET_ARGS[@]}" \
     > "$R/tok_a.log" 2>&1
   log "tokenizer, whole resampler: $(grep -m1 'time limit' "$R/tok_a.log")"
   cp "$W/tok_a/log.jsonl" "$R/tok_a_log.jsonl" 2>/dev/null

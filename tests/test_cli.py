@@ -115,7 +115,7 @@ def test_reconstruct_says_it_read_a_variable_frame_rate_by_its_timestamps(folder
     assert abs(len(frames) / fps - 2.32) <= 0.5  # its 2.3 s, not 10 frames at 25 fps
 
 
-def test_reconstruct_says_a_clip_was_cut_short(folder, tmp_path, capsys):
+def test_reconstruct_says_a_clip_was_cut_short_or_a_still_image(folder, tmp_path, capsys):
     from flexvid import shapes
     video_io.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
     data = (tmp_path / "whole.mp4").read_bytes()
@@ -124,6 +124,13 @@ def test_reconstruct_says_a_clip_was_cut_short(folder, tmp_path, capsys):
                      "--k", "1", "--out", str(tmp_path / "r")]) == 0
     said = capsys.readouterr().out
     assert "though its header says 8.12 s (cut short or damaged?)" in said, said
+    import cv2
+    cv2.imwrite(str(tmp_path / "still.png"), np.full((48, 64, 3), 90, np.uint8))
+    (tmp_path / "still.mp4").write_bytes((tmp_path / "still.png").read_bytes())  # an image renamed
+    assert cli.main(["reconstruct", str(tmp_path / "still.mp4"), "--model", folder, "--steps", "1", "--upscale", "1",
+                     "--k", "1", "--out", str(tmp_path / "s")]) == 0
+    said = capsys.readouterr().out
+    assert "a single frame (a still image?)" in said and "cut short" not in said, said
 
 
 def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
@@ -307,7 +314,7 @@ def test_python_dash_m_flexvid_runs_the_command(tmp_path):
 
 def test_generate_piped_prints_no_progress_bars(tmp_path):
     """Output piped to a file or another program (a script, a CI log) gets the command's lines, not the
-    progress bars' carriage returns and escape codes; a terminal still gets the bars."""
+    progress bars' carriage returns and escape codes (tqdm's disable=None: bars on a terminal only)."""
     import subprocess
     import sys
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -170,8 +170,8 @@ def test_a_variable_frame_rate_keeps_its_speed(tmp_path):
 
 def test_a_file_cut_short_is_said(tmp_path):
     """A download cut short decodes to its first part: said, by time against the header's length, for an mp4
-    with its index in front and for a webm; not for whole files (a variable rate's header count is only
-    an estimate, so the 6.7 s webm above must not look short), nor for a read stopped by max_frames."""
+    with its index in front and for a webm; not for whole files (nor for a variable rate's webm, whose
+    frame count is only an estimate), nor for a read stopped by max_frames, nor for a dict used before."""
     from flexvid import shapes
     vio.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
     _vfr_webm(tmp_path / "vfr.webm", [40] * 9 + [6000] + [40] * 9)
@@ -180,17 +180,78 @@ def test_a_file_cut_short_is_said(tmp_path):
         (tmp_path / f"cut_{name}").write_bytes(data[:int(len(data) * 0.7)])
         counts = {}
         whole, fps = vio.read_video(tmp_path / name, counts=counts)
-        assert vio.ended_early(counts) == "", (name, counts)
-        counts = {}
-        cut, fps = vio.read_video(tmp_path / f"cut_{name}", counts=counts)
+        assert vio.ended_early(counts, tmp_path / name) == "", (name, counts)
+        cut_counts = {}
+        cut, fps = vio.read_video(tmp_path / f"cut_{name}", counts=cut_counts)
         assert 0 < len(cut) < len(whole)
-        said = vio.ended_early(counts)
+        said = vio.ended_early(cut_counts, tmp_path / f"cut_{name}")
         header = len(whole) / fps
-        assert f"though its header says {header:.2f} s (cut short or damaged?)" in said, (name, counts)
-        assert f"the file ends at {len(cut) / fps:.2f} s" in said
+        assert f"though its header says {header:.2f} s (cut short or damaged?)" in said, (name, cut_counts)
+        assert f"its frames end at {len(cut) / fps:.2f} s" in said
+        vio.read_video(tmp_path / f"cut_{name}", counts=cut_counts, max_frames=2)  # the same dict again
+        assert vio.ended_early(cut_counts, tmp_path / f"cut_{name}") == ""
+
+
+def _frame(i):
+    return av.VideoFrame.from_ndarray(np.full((48, 64, 3), (7 * i) % 255, np.uint8), format="rgb24")
+
+
+def test_whole_files_whose_header_outlasts_their_video_are_not_called_cut_short(tmp_path):
+    """Where a container's length is not its video's, nothing is said: a webm whose audio runs 5 s past its
+    3 s of video, an mp4 trimmed by stream copy (`ffmpeg -ss 2.5 -c copy`: an edit list hides the frames
+    before the cut, which its frame count still counts), a GIF whose last frame is held."""
+    with av.open(str(tmp_path / "audio.webm"), "w") as c:
+        v, a = c.add_stream("libvpx", rate=10), c.add_stream("libopus", rate=48000)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        for i in range(30):
+            f = _frame(i)
+            f.pts, f.time_base = i, Fraction(1, 10)
+            for pk in v.encode(f):
+                c.mux(pk)
+        for pk in v.encode():
+            c.mux(pk)
+        for t in range(0, 8 * 48000, 960):
+            af = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="flt", layout="mono")
+            af.sample_rate, af.pts, af.time_base = 48000, t, Fraction(1, 48000)
+            for pk in a.encode(af):
+                c.mux(pk)
+        for pk in a.encode():
+            c.mux(pk)
+    with av.open(str(tmp_path / "src.mp4"), "w") as c:  # one keyframe: the trim keeps the frames before 2.5 s
+        v = c.add_stream("libx264", rate=10)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        v.options = {"g": "100", "bf": "3", "keyint_min": "100", "sc_threshold": "0"}
+        for i in range(60):
+            f = _frame(i)
+            f.pts, f.time_base = i, Fraction(1, 10)
+            for pk in v.encode(f):
+                c.mux(pk)
+        for pk in v.encode():
+            c.mux(pk)
+    with av.open(str(tmp_path / "src.mp4")) as i, av.open(str(tmp_path / "trim.mp4"), "w") as o:
+        s = i.streams.video[0]
+        out = o.add_stream_from_template(s)
+        shift = int(round(2.5 / s.time_base))
+        for pk in i.demux(s):
+            if pk.dts is None:
+                continue
+            pk.pts -= shift
+            pk.dts -= shift
+            pk.stream = out
+            o.mux(pk)
+    frames = [np.full((48, 64, 3), 25 * i, np.uint8) for i in range(10)]
+    import PIL.Image
+    PIL.Image.fromarray(frames[0]).save(tmp_path / "held.gif", save_all=True, duration=[100] * 9 + [3000],
+                                         append_images=[PIL.Image.fromarray(f) for f in frames[1:]])
+    cap = cv2.VideoCapture(str(tmp_path / "trim.mp4"))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 60  # the count a frame-count check would have trusted
+    cap.release()
+    for name, seconds in (("audio.webm", 3.0), ("trim.mp4", 3.5), ("held.gif", None)):
         counts = {}
-        vio.read_video(tmp_path / f"cut_{name}", counts=counts, max_frames=2)
-        assert vio.ended_early(counts) == ""
+        frames, fps = vio.read_video(tmp_path / name, counts=counts)
+        if seconds is not None:
+            assert abs(len(frames) / fps - seconds) <= 1 / fps, (name, len(frames), fps)
+        assert vio.ended_early(counts, tmp_path / name) == "", (name, counts, vio.header_seconds(tmp_path / name))
 
 
 def test_non_square_pixels_are_read_as_a_player_shows_them(tmp_path):
