@@ -175,15 +175,17 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
     ``convert`` is applied once to each decoded frame (not per slot). ``counts``, when a dict is given,
     counts the slots that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far:
     both 0 for a constant rate; and, once the file is read to its end, how long its frames lasted from the
-    first (``read_s``: see ``ended_early``)."""
+    first and how many it had (``read_s``, ``decoded``: see ``ended_early``)."""
     j, prev, prev_t, t0, shown = 0, None, None, None, False
     counts = {} if counts is None else counts
     counts.pop("read_s", None)  # a dict used before: only this read's
     counts.update(repeated=0, dropped=0)
+    decoded = 0
     while True:
         ok, frame = cap.read()
         if not ok or frame is None:
             break
+        decoded += 1
         t = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         if t0 is None:
             t0 = t if math.isfinite(t) else 0.0
@@ -208,41 +210,46 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             shown = True
             yield prev
             j += 1
-        counts["read_s"] = prev_t + 1.0 / fps  # read to its end
+        counts.update(read_s=prev_t + 1.0 / fps, decoded=decoded)  # read to its end
 
 
-def header_seconds(path: str | os.PathLike) -> float:
-    """How long a file's header says its video lasts: the video stream's own duration where the container
-    records one (mp4, mov, mpeg-ts; after an mp4's edit list, so a stream-copied trim is its trimmed
-    length), else the container's duration where the video is its only stream (a webm or mkv without
-    audio); nan where neither says the video's length: audio that may outlast the video, a live recording
-    without a duration, a GIF (whose length counts its last frame's hold), an image."""
+def header_length(path: str | os.PathLike) -> tuple[float, int]:
+    """How long a file's header says its video lasts, and how many frames it says it has (0: not said).
+    The seconds are the video stream's own duration where the container records one (mp4, mov, mpeg-ts;
+    after an mp4's edit list, so a stream-copied trim is its trimmed length), else the container's duration
+    where the video is its only stream (a webm or mkv without audio); nan where neither says the video's
+    length: audio that may outlast the video, a live recording without a duration, a GIF (whose length
+    counts its last frame's hold), an image. The frames are the stream's exact count (mp4, mov)."""
     try:
         import av  # PyAV: its demuxer reads the header OpenCV does not expose
         with av.open(str(path)) as c:
             videos = [st for st in c.streams if st.type == "video"]
             if len(videos) != 1 or c.format.name == "gif" or c.format.name.endswith("_pipe"):
-                return math.nan
+                return math.nan, 0
             st = videos[0]
+            frames = max(0, int(st.frames or 0))
             if st.duration and st.time_base:
-                return float(st.duration * st.time_base)
+                return float(st.duration * st.time_base), frames
             if len(c.streams) == 1 and c.duration:
-                return c.duration / av.time_base
+                return c.duration / av.time_base, frames
     except Exception:  # noqa: BLE001 - no PyAV, or a file PyAV cannot open that OpenCV could: no claim
         pass
-    return math.nan
+    return math.nan, 0
 
 
 def ended_early(counts: dict, path: str | os.PathLike) -> str:
     """A note when the frames of a file read to its end (``constant_rate_frames``'s counts) stop well before
-    the length its header gives (``header_seconds``): a download or copy cut short, or damaged data, which
-    decodes to its first part only. '' when nothing is amiss, when the header gives no video length, or when
-    the file was not read to its end."""
+    the length its header gives (``header_length``), and, where the header counts its frames, fewer were
+    decoded (so that a last frame held long is no gap): a download or copy cut short, or damaged data,
+    which decodes to its first part only. '' when nothing is amiss, when the header gives no video length,
+    or when the file was not read to its end."""
     read = counts.get("read_s", math.nan)
     if not math.isfinite(read):
         return ""
-    header = header_seconds(path)
+    header, frames = header_length(path)
     if not math.isfinite(header) or header - read <= max(0.1 * header, 0.25):
+        return ""
+    if frames and counts.get("decoded", 0) >= frames:
         return ""
     return (f"its frames end at {read:.2f} s though its header says {header:.2f} s (cut short or damaged?): "
             f"only what could be decoded was read")

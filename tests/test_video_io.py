@@ -247,7 +247,7 @@ def test_whole_files_whose_header_outlasts_their_video_are_not_called_cut_short(
         frames, fps = vio.read_video(tmp_path / name, counts=counts)
         if seconds is not None:
             assert abs(len(frames) / fps - seconds) <= 1 / fps, (name, len(frames), fps)
-        assert vio.ended_early(counts, tmp_path / name) == "", (name, counts, vio.header_seconds(tmp_path / name))
+        assert vio.ended_early(counts, tmp_path / name) == "", (name, counts, vio.header_length(tmp_path / name))
 
 
 def test_non_square_pixels_are_read_as_a_player_shows_them(tmp_path):
