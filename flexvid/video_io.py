@@ -44,6 +44,7 @@ __all__ = [
     "source_fps",
     "pixel_aspect",
     "constant_rate_frames",
+    "source_timing",
     "resample_fps",
     "resize_center_crop",
     "valid_length",
@@ -138,6 +139,30 @@ def source_fps(cap) -> float:
     return fps if math.isfinite(fps) and 0 < fps <= MAX_SOURCE_FPS else DEFAULT_FPS
 
 
+def source_timing(cap, path: str | os.PathLike) -> tuple[float, float]:
+    """The grid an open cv2.VideoCapture of ``path`` is read on: (frame rate, seconds its last frame lasts
+    until, or nan where only the frames' own times say). ``source_fps`` for every file but a GIF, whose
+    reported rate is its frame count over its length: a GIF that holds a frame for seconds would be read on
+    a grid too coarse for its motion, and its last frame's hold (the end of a slide show, a pause before a
+    loop) would be lost. A GIF is read at the rate of its typical (median) frame delay instead, and its last
+    frame is held to the end of the GIF's length (PyAV reads the delays from the packets, with no decode)."""
+    fps = source_fps(cap)
+    try:
+        import av
+        with av.open(str(path)) as c:
+            if c.format.name != "gif" or not c.streams.video:
+                return fps, math.nan
+            st = c.streams.video[0]
+            delays = [float(pk.duration * st.time_base) for pk in c.demux(st)
+                      if pk.duration and pk.duration > 0 and st.time_base]
+    except Exception:  # noqa: BLE001 - no PyAV, or a file it cannot open that OpenCV could: the reported rate
+        return fps, math.nan
+    if not delays:
+        return fps, math.nan
+    rate = 1.0 / float(np.median(delays))
+    return (rate if math.isfinite(rate) and 0 < rate <= MAX_SOURCE_FPS else fps), math.fsum(delays)
+
+
 def pixel_aspect(cap) -> float:
     """The sample (pixel) aspect ratio an open cv2.VideoCapture reports: 1.0 for square pixels or none said.
     OpenCV decodes the stored picture; a player shows it stretched by this (anamorphic video, some DV and
@@ -164,19 +189,21 @@ def to_rgb(bgr: np.ndarray, aspect: float = 1.0) -> np.ndarray:
     return rgb
 
 
-def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None):
+def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None, end_s: float = math.nan):
     """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps:
-    grid slot j (time j / fps) shows the decoded frame nearest that time (halfway: the later one), and the
-    clip ends half a slot after its last frame. A constant-rate file gives each frame once, in order; a
-    variable-rate one (a screen recording, a browser's MediaRecorder webm, a phone's) has its frames
-    repeated over long gaps and thinned in bursts, so that it keeps its own speed and length wherever it is
-    then taken to be at ``fps``. A frame without a usable timestamp (none, or not at least half a
-    millisecond after the last one: faster than MAX_SOURCE_FPS) is placed one slot after the last.
-    ``convert`` is applied once to each decoded frame (not per slot). ``counts``, when a dict is given,
-    counts the slots that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far:
-    both 0 for a constant rate; and, once the file is read to its end, how long its frames lasted from the
-    first and how many it had (``read_s``, ``decoded``: see ``ended_early``)."""
-    j, prev, prev_t, t0, shown = 0, None, None, None, False
+    grid slot j (time j / fps) shows the decoded frame nearest that time (halfway: the later one), and the clip
+    ends half a slot after its last frame. Where ``end_s`` is given (a GIF: ``source_timing``), the times are
+    when frames start to show, as a GIF's are: slot j shows the last frame that started by its time, and the
+    clip ends at ``end_s`` seconds from the first frame, so that a held last frame keeps its hold. A constant-
+    rate file gives each frame once, in order; a variable-rate one (a screen recording, a browser's
+    MediaRecorder webm, a phone's) has its frames repeated over long gaps and thinned in bursts, so that it
+    keeps its own speed and length wherever it is then taken to be at ``fps``. A frame without a usable
+    timestamp (none, or not at least half a millisecond after the last one: faster than MAX_SOURCE_FPS) is
+    placed one slot after the last. ``convert`` is applied once to each decoded frame (not per slot).
+    ``counts``, when a dict is given, counts the slots that repeat a frame (``repeated``) and the frames no slot
+    shows (``dropped``) so far: both 0 for a constant rate; and, once the file is read to its end, how long its
+    frames lasted from the first and how many it had (``read_s``, ``decoded``: see ``ended_early``)."""
+    j, prev, prev_t, t0, shown, hold = 0, None, None, None, False, math.isfinite(end_s)
     counts = {} if counts is None else counts
     counts.pop("read_s", None)  # a dict used before: only this read's
     counts.update(repeated=0, dropped=0)
@@ -196,8 +223,8 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             t = 0.0
         frame = convert(frame) if convert is not None else frame
         if prev is not None:
-            mid = (prev_t + t) / 2
-            while j < mid * fps - 1e-6:  # slot j is nearer the previous frame
+            mid = t if hold else (prev_t + t) / 2
+            while j < mid * fps - 1e-6:  # slot j is nearer the previous frame (or before this one's time)
                 counts["repeated"] += shown
                 shown = True
                 yield prev
@@ -205,12 +232,13 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             counts["dropped"] += not shown
         prev, prev_t, shown = frame, t, False
     if prev is not None:
-        while j < (prev_t + 0.5 / fps) * fps - 1e-6 or j == 0:
+        end = max(prev_t + 0.5 / fps, end_s) if hold else prev_t + 0.5 / fps
+        while j < end * fps - 1e-6 or j == 0:
             counts["repeated"] += shown
             shown = True
             yield prev
             j += 1
-        counts.update(read_s=prev_t + 1.0 / fps, decoded=decoded)  # read to its end
+        counts.update(read_s=end if hold else end + 0.5 / fps, decoded=decoded)  # read to its end
 
 
 def header_length(path: str | os.PathLike) -> tuple[float, int]:
@@ -299,7 +327,7 @@ def read_video(
             )
         if _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) in _TEXT_CODEC_TAGS:
             raise VideoError(f"could not read video: the file is text, not a video: {str(path)!r}")
-        fps, aspect = source_fps(cap), pixel_aspect(cap)
+        (fps, end_s), aspect = source_timing(cap, p), pixel_aspect(cap)
 
         def convert(bgr):
             rgb = to_rgb(bgr, aspect)
@@ -307,7 +335,7 @@ def read_video(
                 else rgb
 
         frames: list[np.ndarray] = []
-        for rgb in constant_rate_frames(cap, fps, convert, counts):  # a variable frame rate keeps its speed
+        for rgb in constant_rate_frames(cap, fps, convert, counts, end_s):  # a variable rate keeps its speed
             if max_frames is not None and len(frames) >= max_frames:
                 break
             if frames and rgb.shape != frames[0].shape:
@@ -628,7 +656,7 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
     try:
         if not cap.isOpened():
             raise VideoError(f"could not read video: the file is not a video or is corrupt: {src!r}")
-        fps, aspect = source_fps(cap), pixel_aspect(cap)
+        (fps, end_s), aspect = source_timing(cap, src), pixel_aspect(cap)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w < 1 or h < 1:
             raise VideoError(f"could not read video: no frame size: {src!r}")
@@ -644,7 +672,7 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
 
         def frames():
             nonlocal count
-            for rgb in constant_rate_frames(cap, fps, convert):  # a variable frame rate keeps its speed
+            for rgb in constant_rate_frames(cap, fps, convert, end_s=end_s):  # a variable rate keeps its speed
                 if limit is not None and count >= limit:
                     return
                 count += 1

@@ -823,6 +823,10 @@ def test_an_upload_with_a_variable_frame_rate_keeps_its_length(rt, tmp_path):
     assert abs(seconds - times[-1]) <= 4 / rt.tok.fps, (len(clip.frames), times[-1])  # to a valid length 1 + 4n
     assert "a variable frame rate, read at 25 fps" in clip.source and "repeated over gaps" in clip.source
     assert "variable" not in rt.add_clip(str(REPO / "assets" / "examples" / "shapes_one_object.mp4")).source
+    from test_video_io import _gif  # a GIF whose last frame is held 3 s plays 3.9 s
+    _gif(tmp_path / "held.gif", [100] * 9 + [3000])
+    held = rt.add_clip(str(tmp_path / "held.gif"))
+    assert abs(len(held.frames) / rt.tok.fps - 3.9) <= 4 / rt.tok.fps and "read at 10 fps: 39 frames" in held.source
 
 
 def test_an_upload_cut_short_or_a_still_image_is_said(rt, tmp_path):

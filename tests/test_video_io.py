@@ -1,6 +1,7 @@
 """Tests for flexvid.video_io: reading, preprocessing, model conversion, writing and tiling."""
 from __future__ import annotations
 
+import math
 import os
 import re
 import tracemalloc
@@ -166,6 +167,44 @@ def test_a_variable_frame_rate_keeps_its_speed(tmp_path):
     copy = vio.write_playable(tmp_path / "vfr.webm", tmp_path / "copy.mp4")
     again, afps = vio.read_video(copy)
     assert abs(len(again) / afps - len(frames) / fps) <= 1 / fps
+
+
+def _gif(path, delays_ms: list[int]) -> None:
+    """A 64 x 48 GIF of len(delays_ms) grey frames, frame i at level 25 i, each shown for its delay."""
+    import PIL.Image
+    frames = [PIL.Image.fromarray(np.full((48, 64, 3), 25 * i, np.uint8)) for i in range(len(delays_ms))]
+    frames[0].save(path, save_all=True, duration=delays_ms, append_images=frames[1:], loop=0)
+
+
+def test_a_gif_is_read_by_its_frame_delays(tmp_path):
+    """A GIF's frames are shown for their delays: one whose last frame is held 3 s (OpenCV reports its
+    average rate, 10 frames over 3.9 s, 2.56 fps) is read at its typical delay's 10 fps for its whole 3.9 s,
+    every frame once and the last one held; one with uneven delays shows each frame from its own time to the
+    next's; the playable copy and the app's reading keep the same length."""
+    _gif(tmp_path / "held.gif", [100] * 9 + [3000])
+    cap = cv2.VideoCapture(str(tmp_path / "held.gif"))
+    assert abs(cap.get(cv2.CAP_PROP_FPS) - 10 / 3.9) < 1e-6  # what OpenCV says of it
+    assert abs(vio.source_timing(cap, tmp_path / "held.gif")[0] - 10) < 1e-6
+    cap.release()
+    counts = {}
+    frames, fps = vio.read_video(tmp_path / "held.gif", counts=counts)
+    levels = frames[:, 24, 32, 0].astype(int)
+    assert fps == 10 and len(frames) == 39, (fps, len(frames))
+    assert np.all(np.abs(levels - np.minimum(np.arange(39), 9) * 25) <= 2), levels
+    assert counts["dropped"] == 0 and counts["repeated"] == 29
+    _gif(tmp_path / "uneven.gif", [100, 500, 100, 500] + [100] * 6)
+    frames, fps = vio.read_video(tmp_path / "uneven.gif")
+    shown = [0] + [1] * 5 + [2] + [3] * 5 + [4, 5, 6, 7, 8, 9]  # 0.1 s slots: frame 1 from 0.1 s to 0.6 s
+    assert fps == 10 and np.all(np.abs(frames[:, 24, 32, 0].astype(int) - np.array(shown) * 25) <= 2)
+    copy = vio.write_playable(tmp_path / "held.gif", tmp_path / "held.mp4")
+    again, afps = vio.read_video(copy)
+    assert afps == 10 and len(again) == 39
+    # a video's timing is what OpenCV reports, with no end of its own
+    vio.write_video(tmp_path / "cfr.mp4", np.zeros((5, 48, 64, 3), np.uint8), fps=25)
+    cap = cv2.VideoCapture(str(tmp_path / "cfr.mp4"))
+    fps, end = vio.source_timing(cap, tmp_path / "cfr.mp4")
+    cap.release()
+    assert fps == 25 and math.isnan(end)
 
 
 def test_a_file_cut_short_is_said(tmp_path):
