@@ -200,7 +200,9 @@ python scripts/compare_tokenizers.py runs/tok_attr_hi/export --n 32 --ks 1 2 4 3
 # 3.3 s a step instead of 1.9). First why: no fixed weighting of the latent channels counts like pixels
 # (the VAE decoder's own 16 x 16 pixel metric leaves the background's share of the latents' variation at 0.42)
 python scripts/latent_variance.py --n 64 --metric 16
-# (1) the whole resampler from the shipped weights (changes the tokens); stopped at step 600 of 1,288, not yet evaluated
+# (1) the whole resampler from the shipped weights (changes the tokens); stopped at step 600 of 1,288 in session 13.
+#     Session 35 ran it with --time-limit 4000 (2,726 steps) and compared it on 64 validation clips (--n 64):
+#     colour and motion at k = 1 up by 5 and 4 clips, shape at K down by 4; not shipped (docs/training-notes.md)
 mkdir -p runs/tok_px
 python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer --out-dir runs/tok_px \
     --latent-cache 6144 --steps 100000 --time-limit 4200 --threads 2 --no-bf16 --ema-decay 0.995 --lr 3e-4 \
