@@ -20,7 +20,6 @@ import numbers
 import os
 import re
 import sys
-import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable, Sequence
@@ -31,8 +30,8 @@ import torch
 from . import sampling, shapes
 from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
-from .hub import (config_dict, config_from_dict, load_model, read_json, resolve, save_weights, warn_unread,
-                  write_json)
+from .hub import (config_dict, config_from_dict, load_model, read_json, resolve, save_weights, warn_caller,
+                  warn_unread, write_json)
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import (add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype,
                        set_threads)
@@ -212,10 +211,10 @@ class VideoGenerator:
                                                            dtype=self._dtype_request)
         tok = self._tokenizer
         if getattr(self, "_checked", None) is not tok and not self.check_tokenizer(tok):
-            warnings.warn("this generator was trained on the tokens of another tokenizer (fingerprint "
-                          f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will "
-                          "decode to something other than what it was trained to write; load it with the one it "
-                          "was trained on (tokenizer=..., --tokenizer)", stacklevel=2)
+            warn_caller("this generator was trained on the tokens of another tokenizer (fingerprint "
+                        f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will decode to "
+                        "something other than what it was trained to write; load it with the one it was trained "
+                        "on (tokenizer=..., --tokenizer)")
         return tok
 
     def check_tokenizer(self, tok) -> bool:

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import warnings
 from pathlib import Path
 
@@ -76,14 +77,27 @@ def config_from_dict(cls, d: dict):
         raise ValueError(f"bad {cls.__name__} config: {e}") from None
 
 
+_OWN_FILES = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
+
+
+def warn_caller(message: str) -> None:
+    """warnings.warn pointed at the first line outside flexvid and torch (torch.no_grad's wrappers), so that a
+    warning names the user's own call however deep inside the library it arose: a tokenizer loaded lazily
+    by the generator's first decode names the line that decoded. (Python 3.12's skip_file_prefixes, by hand.)"""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_OWN_FILES):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, stacklevel=level)
+
+
 def warn_unread(meta: dict, known, where: str) -> None:
     """Warn about top-level config.json keys this version does not read: a misspelt "fsp" would otherwise
     change nothing without a word. (Unknown fields inside a model's section are refused by config_from_dict.)
-    The warning points at the caller of from_pretrained."""
+    The warning points at the user's call."""
     unread = sorted(set(meta) - set(known))
     if unread:
-        warnings.warn(f"{where}: config.json keys {unread} are not read and change nothing (the keys read: "
-                      f"{', '.join(sorted(known))})", stacklevel=3)
+        warn_caller(f"{where}: config.json keys {unread} are not read and change nothing (the keys read: "
+                    f"{', '.join(sorted(known))})")
 
 
 def _like(v, default) -> bool:

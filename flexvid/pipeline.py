@@ -19,7 +19,6 @@ import ctypes.util
 import functools
 import math
 import os
-import warnings
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
@@ -28,7 +27,7 @@ import torch
 
 from .flow import euler_sample
 from .hub import (check_output, config_dict, config_from_dict, load_model, read_json, resolve, save_weights,
-                  warn_unread, write_json)
+                  warn_caller, warn_unread, write_json)
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
 from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
@@ -175,7 +174,7 @@ class VideoFlexTok:
         implied = {"size": tok_cfg.latent_size * vae_cfg.spatial_factor,
                    "chunk_frames": 1 + vae_cfg.temporal_factor * (tok_cfg.max_t - 1)}
         for key, value in implied.items():
-            if key in cfg and cfg[key] != value:
+            if key in cfg and (type(cfg[key]) is not int or cfg[key] != value):  # 64.0 or true is no size
                 raise ValueError(f"{path_or_repo_id!r}: config.json says {key} {cfg[key]!r}, but its vae and tokenizer "
                                  f"sections make it {value} (size: latent_size x the VAE's spatial factor; "
                                  "chunk_frames: 1 + the temporal factor x (max_t - 1)); fix or remove the key")
@@ -251,9 +250,8 @@ class VideoFlexTok:
             dark_free = dark_free or (lo >= 0 and hi > 0)  # (all zeros, mid-grey, is a common dummy clip)
             out.append(v)
         if dark_free:  # every pixel at mid-grey or brighter: most likely frames scaled to [0, 1]
-            warnings.warn("a video has no value below 0: the model takes [-1, 1] (black is -1), so frames in [0, 1] "
-                          "give wrong tokens; map them with x * 2 - 1 (video_io.to_model does it for uint8 frames)",
-                          stacklevel=4)  # _as_batch, the method, no_grad, the caller
+            warn_caller("a video has no value below 0: the model takes [-1, 1] (black is -1), so frames in [0, 1] "
+                        "give wrong tokens; map them with x * 2 - 1 (video_io.to_model does it for uint8 frames)")
         return out
 
     # ------------------------------------------------------------------ tokenize

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import shapes, video_io
+from .hub import warn_caller
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mov", ".mkv", ".m4v")
 MAX_FRAMES = 400_000  # about 4.9 GB of frames at 64 x 64
@@ -119,8 +119,7 @@ class VideoFolder:
         if self.skipped:
             listed = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5])
             more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
-            warnings.warn(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}{more}",
-                          stacklevel=2)
+            warn_caller(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}{more}")
         if not self.videos:
             raise ValueError(f"none of the {len(files)} video files under {str(root)!r} gives a {T}-frame clip: "
                              + "; ".join(f"{name}: {why}" for name, why in self.skipped[:3]))

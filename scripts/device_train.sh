@@ -5,7 +5,7 @@
 #   1. the CUDA checks (tests/test_cuda.py: tokens, reconstruction, KV cache and a training step in bf16
 #      against the CPU in fp32); BENCH=1 adds the GPU benchmarks (session 21 ran them);
 #   2. optional (TOK_A seconds, default 0): the whole resampler trained further from the embedded one
-#      (logit-normal(2, 1.2); TOK_SET changes its config overrides). It changes the tokens, so the generators then start over on new tokens
+#      (logit-normal(2, 1.2) and the pixel loss on 4 clips of each batch; TOK_SET changes its config overrides). It changes the tokens, so the generators then start over on new tokens
 #      (session 21: 167 s gave +0.9 dB but left the generators on old tokens). Its fp16 export is BASE;
 #      without it BASE is assets/tokenizer and every token stays as shipped;
 #   3. the latent cache of CLIPS training clips (BASE's VAE) and, from those latents, the generators'
@@ -31,8 +31,9 @@ cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:-out}
 TOK_A=${TOK_A:-0}         # seconds: whole resampler (0: the tokens stay the embedded tokenizer's)
-TOK_SET=${TOK_SET-time_mean=2.0 time_std=1.2}  # its config overrides (--set KEY=VALUE ...; set, it replaces
-                          # these defaults: TOK_SET="time_mean=2.0 time_std=1.2 pixel_weight=30 pixel_clips=4")
+TOK_SET=${TOK_SET-time_mean=2.0 time_std=1.2 pixel_weight=30 pixel_clips=4}  # its config overrides (--set
+                          # KEY=VALUE ...); the pixel term is what session 35's CPU runs support (it and its control
+                          # in docs/training-notes.md); TOK_SET="time_mean=2.0 time_std=1.2" leaves it out
 read -r -a TOK_SET_ARGS <<< "$TOK_SET"
 DEADLINE=${DEADLINE:-520} # seconds from the start by which the side-by-side stage ends (call limit 600)
 CLIPS=${CLIPS:-65536}     # 17-frame training clips: latents for the tokenizer, tokens for the generators

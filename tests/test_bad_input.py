@@ -1,6 +1,8 @@
 """Bad input sent straight to the library and the commands: a clear error, nothing changed, no traceback."""
 import json
 import os
+import re
+import sys
 import warnings
 
 import numpy as np
@@ -70,12 +72,14 @@ def test_bad_config_is_a_clear_error(folder, tmp_path, edit, message):
 def test_config_keys_that_change_nothing_are_said(pipe, folder, tmp_path):
     """size and chunk_frames follow from the model's sections: edited by hand they are refused, not ignored;
     a top-level key nobody reads (a misspelt fps) is warned about, naming the caller's line."""
-    for key, value, implied in (("size", 128, pipe.size), ("chunk_frames", 33, pipe.chunk_frames)):
-        bad = _copy(folder, tmp_path, f"bad_{key}")
+    for key, value, implied in (("size", 128, pipe.size), ("chunk_frames", 33, pipe.chunk_frames),
+                                ("size", float(pipe.size), pipe.size), ("chunk_frames", "17", pipe.chunk_frames)):
+        bad = _copy(folder, tmp_path, f"bad_{key}_{value!r}")
         cfg = json.loads((bad / "config.json").read_text())
         assert cfg[key] == implied
         (bad / "config.json").write_text(json.dumps({**cfg, key: value}))
-        with pytest.raises(ValueError, match=f"says {key} {value}, but its vae and tokenizer sections make it {implied}"):
+        with pytest.raises(ValueError, match=f"says {key} {re.escape(repr(value))}, but its vae and tokenizer sections "
+                                             f"make it {implied}"):
             VideoFlexTok.from_pretrained(str(bad), device="cpu")
     bad = _copy(folder, tmp_path, "typo")
     cfg = json.loads((bad / "config.json").read_text())
@@ -98,8 +102,18 @@ def test_config_keys_that_change_nothing_are_said(pipe, folder, tmp_path):
         VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
     cfg = json.loads((tmp_path / "g" / "config.json").read_text())
     (tmp_path / "g" / "config.json").write_text(json.dumps({**cfg, "text_modle": "x/y"}))
-    with pytest.warns(UserWarning, match=r"keys \['text_modle'\] are not read"):
+    with pytest.warns(UserWarning, match=r"keys \['text_modle'\] are not read") as caught:
         VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=pipe, device="cpu")
+    assert caught[0].filename == __file__
+    # a tokenizer loaded lazily, by the generator's first use of it, names the line that used it
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg))
+    gen = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=str(bad), device="cpu")
+    with pytest.warns(UserWarning) as caught:
+        gen.tokenizer
+    line = sys._getframe().f_lineno - 1
+    assert [(w.filename, w.lineno) for w in caught] == [(__file__, line)] * 2
+    assert "keys ['fsp'] are not read" in str(caught[0].message)
+    assert "trained on the tokens of another tokenizer" in str(caught[1].message)
 
 
 def test_config_that_is_not_json(tmp_path):
@@ -144,8 +158,9 @@ def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
     with pytest.warns(UserWarning, match=r"no value below 0.*x \* 2 - 1") as seen:
         pipe.tokenize(x)
     assert seen[0].filename == __file__  # the warning points at the caller's line
-    with pytest.warns(UserWarning, match="no value below 0"):
+    with pytest.warns(UserWarning, match="no value below 0") as seen:
         pipe.reconstruct(x, ks=[1], steps=1)
+    assert seen[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing, nor an all-zero (mid-grey) one

@@ -32,6 +32,7 @@ def data(folder):
         d = VideoFolder(str(folder), T=17, size=32, fps=8.0)
     message = str(record[0].message)
     assert "broken.mp4" in message and "short.mp4" in message and "notes.txt" not in message
+    assert record[0].filename == __file__  # the line that built the folder, not one inside flexvid
     return d
 
 
