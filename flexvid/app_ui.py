@@ -227,12 +227,23 @@ def page_errors(fn=None, *, max_seconds: float | None = None):
 def quiet(component):
     """component (a gradio input) with its own refusals of a value (out of its bounds, not one of its choices)
     reaching the page and API clients as before but without the traceback that gradio prints in the server
-    log for each: an API client sending absurd values would otherwise fill the Space's log. Patched on the
-    instance: a subclass would make gradio write a .pyi stub beside this module."""
+    log for each: an API client sending absurd values would otherwise fill the Space's log. A slider or a
+    number box also refuses a value that is no number ("4", null for a slider: gradio's own check fails on it
+    with a TypeError, shown as "Could not preprocess input component"), and a whole-number box (precision 0)
+    one with a fraction, which gradio would round (a seed of 1.5 read as 2). Patched on the instance: a
+    subclass would make gradio write a .pyi stub beside this module."""
     import gradio as gr
     own = component.preprocess
+    numeric = isinstance(component, (gr.Slider, gr.Number))
+    whole = isinstance(component, gr.Number) and component.precision == 0
 
     def preprocess(payload):
+        if numeric and not (payload is None and isinstance(component, gr.Number)):  # a number box may be empty
+            what = f"{component.label or 'this value'} must be a {'whole ' if whole else ''}number"
+            if isinstance(payload, bool) or not isinstance(payload, (int, float)):
+                raise gr.Error(f"{what}, got {str(repr(payload))[:40]}", print_exception=False)
+            if whole and math.isfinite(payload) and payload != int(payload):
+                raise gr.Error(f"{what}, got {payload!r}", print_exception=False)
         try:
             return own(payload)
         except gr.Error as e:
@@ -245,7 +256,8 @@ def quiet(component):
 
 
 # ----------------------------------------------------------------------------- the page
-# gradio's toast for a video the browser could not play, closed once a playable copy has taken its place
+# gradio's toast for a video the browser could not play, closed once a playable copy has taken its place (only
+# then: the toast may hold the upload's own error as well)
 CLOSE_NOT_PLAYABLE = """() => { for (const t of document.querySelectorAll('[data-testid="toast-body"]'))
     if (t.innerText.includes('Video not playable')) t.querySelector('[data-testid="toast-close"]')?.click(); }"""
 PROMPTS = ["a large red circle moving left", "a small blue square moving up",
@@ -358,9 +370,13 @@ def build_demo(rt: Runtime):
     def swap(current):
         """Show the playable copy of what the box holds once the copy is made (read then, not at the upload), if
         there is one: while the copy was made, the person may have picked an example, cleared the box or uploaded
-        another clip, and that stays."""
+        another clip, and that stays. Without a copy the chain stops here, quietly: the browser's "Video not
+        playable" notice then stays true, and gradio shows it in one toast with the upload's own error (a file
+        that is no video), which closing it would close too."""
         copy = rt.preview_of(current)
-        return gr.skip() if copy is None else copy
+        if copy is None:
+            raise gr.Error("no playable copy", visible=False, print_exception=False)
+        return copy
 
     @guarded
     def decode(clip_id, k, steps, guidance, mode, seed, progress=gr.Progress()):
@@ -579,7 +595,7 @@ def build_demo(rt: Runtime):
         clip_in.upload(preview, clip_in, None, api_visibility="private", show_progress="hidden",
                        trigger_mode="always_last", **page) \
             .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden", queue=False) \
-            .then(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
+            .success(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only.
         gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode_page,

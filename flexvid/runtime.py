@@ -393,6 +393,26 @@ def _check_progress(progress) -> None:
         raise UserError(f"progress must be a function or None, got {type(progress).__name__}")
 
 
+NAME_BYTES = 120  # a clip's name at most (UTF-8): it goes into file names, which hold 255 bytes
+
+
+def short_name(name: str, limit: int = NAME_BYTES) -> str:
+    """A file name cut to at most `limit` UTF-8 bytes, its extension kept: "bbb...b.mp4" -> "bbb....mp4"."""
+    if len(name.encode()) <= limit:
+        return name
+    stem, ext = os.path.splitext(name)
+    if len(ext.encode()) > 16:  # not an extension
+        stem, ext = name, ""
+    return stem.encode()[:limit - 3 - len(ext.encode())].decode("utf-8", "ignore") + "..." + ext
+
+
+def _copy_name(upload_name: str) -> str:
+    """The file name of the playable copy of an upload: x.avi -> x.avi.mp4 (add_clip reads it as x.avi); an .mp4
+    keeps its name."""
+    name = upload_name or "clip"
+    return name if name.lower().endswith(".mp4") else f"{name}.mp4"
+
+
 def _file_hash(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -501,8 +521,8 @@ class Runtime:
         self._generator_lock = threading.Lock()  # loading a generator must not block the caches
         self._generation_locks: dict[str, threading.Lock] = {}  # name -> one request at a time (see _generate)
         self._generated: OrderedDict[tuple, Generated] = OrderedDict()
-        # playable copies of uploads a browser cannot play: the copy's sha256 -> the upload's, newest last
-        self._previews: OrderedDict[str, str] = OrderedDict()
+        # playable copies of uploads a browser cannot play: the copy's sha256 -> the upload's and its name, newest last
+        self._previews: OrderedDict[str, tuple[str, str]] = OrderedDict()
         self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0, "sample_tokens": 0, "generated_videos": 0}
         for name, spec in self.settings.generators.items():
             self.register_generator(name, functools.partial(self._load_generator, name, spec))
@@ -697,7 +717,11 @@ class Runtime:
             cap.release()
         if not out:
             raise UserError(f"could not read video: no frames could be decoded: {name!r}")
-        out = out[:max(1, math.floor(n * tok.fps / src_fps + 1e-9))]  # as resample_fps: frames inside the clip
+        # as resample_fps: the frames that start inside the clip, the last source frame held to its end (the
+        # grid above stops at round(j * src / dst) = n, half a source frame early)
+        want = min(max(1, math.floor(n * tok.fps / src_fps + 1e-9)), lim.max_frames)
+        out = out[:want] + [out[-1]] * (want - len(out))
+        kept_s = len(out) / tok.fps
         frames = video_io.prepare_video(np.stack(out), tok.fps, target_fps=tok.fps, size=tok.size,
                                         max_frames=lim.max_frames)
         source = f"{w}x{h} at {src_fps:g} fps, {n} frames read ({n / src_fps:.2f} s)"
@@ -709,7 +733,7 @@ class Runtime:
         if n == 1 and not notes and not more:
             notes.append("a single frame (a still image?): tokenized as a one-frame clip")
         if more:
-            notes.append(f"trimmed to the first {n / src_fps:.2f} s (limits: {lim.max_seconds:g} s, "
+            notes.append(f"trimmed to the first {min(kept_s, n / src_fps):.2f} s (limits: {lim.max_seconds:g} s, "
                          f"{lim.max_frames} frames at {tok.fps:g} fps)")
         if (w, h) != (tok.size, tok.size):
             notes.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
@@ -725,8 +749,8 @@ class Runtime:
         path = str(path)
         if name is not None and not isinstance(name, str):
             raise UserError(f"name must be a string (the clip's file name), got {type(name).__name__}")
-        # a name is shown and goes into output file names: its last part, at most 100 characters
-        name = os.path.basename((name or "").strip().replace("\\", "/"))[:100] or os.path.basename(path)
+        # a name is shown and goes into output file names: its last part, at most NAME_BYTES bytes
+        name = short_name(os.path.basename((name or "").strip().replace("\\", "/")) or os.path.basename(path))
         if not os.path.isfile(path):
             raise UserError(f"could not read video: file not found: {name!r}")
         if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20:
@@ -736,10 +760,10 @@ class Runtime:
         digest = _file_hash(path)
         with self._lock:  # the playable copy of an upload (playable_preview) is that upload's clip
             upload = self._previews.get(digest)
-        if upload is not None:
-            digest = upload
-            if name.lower().endswith(".mp4") and Path(name[:-4]).suffix:  # the copy of x.avi is x.avi.mp4
-                name = name[:-4]
+        if upload is not None:  # the copy, under its own name, goes by the upload's (x.avi's copy is x.avi.mp4)
+            digest, upload_name = upload
+            if name == _copy_name(upload_name):
+                name = upload_name
         key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
         content = hashlib.sha256(key.encode()).hexdigest()[:16]
         # the name is part of the clip: another page's upload of the same file under another name must not
@@ -797,10 +821,10 @@ class Runtime:
             return None
         key = _file_hash(str(out))
         with self._lock:
-            self._previews[key] = digest
+            self._previews[key] = (digest, short_name(os.path.basename(path)))
             self._previews.move_to_end(key)  # an upload made again is the newest, not the next to go
             while len(self._previews) > 4 * self.settings.cache_clips:  # gradio keeps its own copy
-                _, old = self._previews.popitem(last=False)
+                _, (old, _) = self._previews.popitem(last=False)
                 if old != digest:
                     shutil.rmtree(self.out_dir / "previews" / old[:16], ignore_errors=True)
         return str(out)
@@ -808,9 +832,8 @@ class Runtime:
     def _preview_path(self, path: str, digest: str | None = None) -> Path:
         """Where the playable copy of the upload at path goes: named as the upload (the clip's name, shown on
         the page and in its downloads), in a folder of its content."""
-        name = os.path.basename(path)[:100] or "clip"  # x.avi -> x.avi.mp4 (add_clip reads it as x.avi)
-        copy = name if name.lower().endswith(".mp4") else f"{name}.mp4"
-        return self.out_dir / "previews" / (digest or _file_hash(path))[:16] / copy
+        folder = self.out_dir / "previews" / (digest or _file_hash(path))[:16]
+        return folder / _copy_name(short_name(os.path.basename(path)))
 
     def preview_of(self, path) -> str | None:
         """The playable copy that playable_preview made of this file (by content), or None: no copy (yet), a

@@ -112,6 +112,10 @@ def test_bad_file_shows_its_message(page, artifacts, tmp_path):
     pg.set_input_files("#clip-in input[type=file]", str(bad))
     pg.wait_for_selector("text=not a video or is corrupt", timeout=60_000)
     assert "corrupt.mp4" in pg.inner_text("body")
+    # and it stays up to be read: the browser's "Video not playable" notice shares its toast, and closing that
+    # notice (as once a playable copy takes an upload's place) used to close the message within 0.2 s
+    pg.wait_for_timeout(3000)
+    assert "not a video or is corrupt" in pg.inner_text("body")
     pg.screenshot(path=str(artifacts / "app_bad_file.png"), full_page=True)
     assert "Traceback" not in pg.content()
 

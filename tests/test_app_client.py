@@ -178,6 +178,11 @@ def test_cleared_input_clears_the_outputs(client):
     ((2, 2, -3.0, "cfg", 0), "less than minimum"),
     ((2, 2, 1.0, "magic", 0), "not in the list of choices"),
     ((2, 2, 1.0, "cfg", -1), "less than minimum"),
+    # values of the wrong type: gradio's own check fails on them with a TypeError and a traceback in the log
+    (("4", 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got '4'"),
+    ((None, 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got None"),
+    ((2, 2, 1.0, "cfg", "abc"), "seed must be a whole number, got 'abc'"),
+    ((2, 2, 1.0, "cfg", 1.5), "seed must be a whole number, got 1.5"),  # gradio would round it to 2
 ])
 def test_absurd_values_come_back_as_errors(client, app, clip_id, K, args, message):
     from gradio_client.exceptions import AppError
@@ -202,6 +207,38 @@ def test_bad_files_come_back_as_errors(client, clip_id, tmp_path):
         client.predict("0123456789abcdef", 2, 2, 1.0, "cfg", 0, api_name="/decode")
     out = client.predict(clip_id, 1, 2, 1.0, "cfg", 0, api_name="/decode")  # the server still serves
     assert "k = 1" in out[6]
+
+
+def test_a_long_file_name_is_shortened(client, tmp_path):
+    """A name of 200 characters (or 60 four-byte ones) is shown shortened, its extension kept, and goes into
+    the downloads' names shortened: in full it made those names longer than a file system's 255 bytes."""
+    from gradio_client import handle_file
+    for stem in ("b" * 200, "\U0001F3A5" * 60):
+        src = tmp_path / f"{stem}.mp4"
+        src.write_bytes(EXAMPLE.read_bytes())
+        out = client.predict(handle_file(str(src)), 4, 2, 1.0, "cfg", 0, api_name="/tokenize")
+        shown = re.search(r"\*\*(.+?)\*\*", out[7]).group(1)
+        assert shown.endswith("....mp4") and shown.startswith(stem[:10]) and len(shown.encode()) <= 120
+        assert all(len(Path(p).name.encode()) < 255 for p in out[8]) and len(out[8]) > 2
+
+
+def test_a_path_on_the_server_is_not_read(tmp_path):
+    """The clip box takes uploads only: a FileData naming a server file, sent as it is over HTTP, is refused
+    (by gradio, which prints a traceback for it: hence an app of its own) the same way whether or not the
+    file exists. (gradio_client would upload a path it can read itself, as handle_file does, so the request
+    is made by hand.)"""
+    import json
+    video = tmp_path / "server_side.mp4"  # a video on the server, outside gradio's upload folder
+    video.write_bytes(EXAMPLE.read_bytes())
+    with running_app(tmp_path / "app", generators=False) as (url, _, log):
+        for path in (str(video), str(tmp_path / "missing.mp4"), str(log)):
+            body = {"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}, 4, 2, 1.0, "cfg", 0]}
+            req = urllib.request.Request(url + "gradio_api/call/tokenize", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            event = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+            answer = urllib.request.urlopen(f"{url}gradio_api/call/tokenize/{event}", timeout=60).read().decode()
+            assert answer.startswith("event: error") and "it was not uploaded by a user" in answer, answer[:300]
+        assert "flexvid app: unexpected error" not in log.read_text()  # nothing of it reached the app's code
 
 
 def test_concurrent_clients(app, clip_id):

@@ -249,6 +249,14 @@ def test_resolution_and_fps_are_handled_like_video_io(rt, tmp_path):
     expected = video_io.prepare_video(frames, fps, target_fps=8, size=64, max_frames=161)
     assert clip.frames.shape == expected.shape and np.array_equal(clip.frames, expected)
     assert "256x192 at 30 fps" in clip.source and any("resized" in n for n in clip.notes)
+    # a rate under the model's: each source frame shown for its whole time, the last one too (5 frames at 1
+    # fps are 5 s, 40 frames at 8 fps, 41 as a valid length; the reader once stopped half a frame early, 37)
+    for fps, n in ((1, 5), (3, 9), (0.5, 5)):
+        path = video_io.write_video(tmp_path / f"slow_{fps}.mp4", shapes.make_clip(3, 2, n).video, fps=fps)
+        frames, src = video_io.read_video(path)
+        expected = video_io.prepare_video(frames, src, target_fps=8, size=64, max_frames=161)
+        clip = rt.add_clip(path)
+        assert clip.frames.shape == expected.shape and np.array_equal(clip.frames, expected), (fps, len(clip.frames))
 
 
 def test_long_clips_are_trimmed(pipe, tmp_path):
@@ -258,6 +266,10 @@ def test_long_clips_are_trimmed(pipe, tmp_path):
     assert len(clip.frames) == 9 and any("trimmed" in n for n in clip.notes)
     rt = Runtime(Settings(limits=Limits(max_frames=13)), pipeline=pipe, out_dir=str(tmp_path / "out2"))
     assert len(rt.add_clip(path).frames) == 13
+    # the note gives the length kept: 13 frames at 8 fps of a 1 fps clip are 1.62 s, though 3 s were read
+    slow = video_io.write_video(tmp_path / "slow.mp4", shapes.make_clip(2, 4, 5).video, fps=1)
+    clip = rt.add_clip(slow)
+    assert len(clip.frames) == 13 and "trimmed to the first 1.62 s" in "; ".join(clip.notes), clip.notes
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -968,15 +980,21 @@ def test_rerankers_load_with_the_generators_where_the_default_best_of_uses_them(
         assert reader._model is not None and reader._model is four.generator("text").text_encoder.load()
 
 
+def _opencv_clip(path, fourcc: str, frames) -> str:
+    """frames (T, 64, 64, 3 RGB) written by OpenCV with the codec `fourcc` (MJPG, mp4v: none plays in a browser)."""
+    import cv2
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 8, (64, 64))
+    for f in frames:
+        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    w.release()
+    return str(path)
+
+
 def test_the_playable_copy_of_an_avi_is_the_uploads_clip(rt, tmp_path):
     """The copy of x.avi is x.avi.mp4, which add_clip reads as x.avi: the page's swap to the copy finds the
     upload's clip (same id and name), where a copy named x.mp4 made a second clip."""
-    import cv2
     avi = tmp_path / "holiday.avi"
-    w = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 8, (64, 64))
-    for f in shapes.make_clip(3, 4, 17).video:
-        w.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    w.release()
+    _opencv_clip(avi, "MJPG", shapes.make_clip(3, 4, 17).video)
     copy = rt.playable_preview(str(avi))
     assert copy is not None and Path(copy).name == "holiday.avi.mp4"
     upload = rt.add_clip(str(avi))
@@ -989,6 +1007,21 @@ def test_the_playable_copy_of_an_avi_is_the_uploads_clip(rt, tmp_path):
     plain = tmp_path / "plain.mp4"  # a real .mp4 upload keeps its name
     plain.write_bytes(Path(copy).read_bytes())
     assert rt.add_clip(str(plain)).name == "plain.mp4"
+    # an .mp4 the browser cannot play, with dots in its name: its copy keeps the name, and is the same clip
+    dotted = _opencv_clip(tmp_path / "my.clip.v2.mp4", "mp4v", shapes.make_clip(3, 5, 9).video)
+    copy = rt.playable_preview(dotted)
+    upload, again = rt.add_clip(dotted), rt.add_clip(copy)
+    assert Path(copy).name == "my.clip.v2.mp4" and (again.id, again.name) == (upload.id, "my.clip.v2.mp4")
+
+
+def test_long_names_are_shortened_to_fit_file_names():
+    from flexvid.runtime import short_name
+    assert short_name("clip.mp4") == "clip.mp4"
+    long = short_name("b" * 300 + ".mp4")
+    assert long == "b" * 113 + "....mp4" and len(long.encode()) == 120
+    wide = short_name("\U0001F3A5" * 100 + ".webm")  # 4 bytes a character: cut at a character, not inside one
+    assert wide.endswith("....webm") and len(wide.encode()) <= 120 and wide[:-8] == "\U0001F3A5" * 28
+    assert short_name("x" * 200 + "." + "y" * 30) == "x" * 117 + "..."  # a long "extension" is no extension
 
 
 def test_a_request_unwanted_by_the_time_it_has_the_model_does_no_model_work(rt, clip_file):
