@@ -121,6 +121,10 @@ def reconstruct_main(argv=None) -> int:
         if args.k is not None and not all(1 <= k <= tok.n_tokens for k in args.k):  # before reading the clip
             raise ValueError(f"--k must lie in [1, {tok.n_tokens}] (this model's tokens per time step), got "
                              f"{' '.join(map(str, args.k))}")
+        ks = sorted(set(args.k or tok.ladder()))
+        names = ["original.mp4", *(f"k{k:03d}.mp4" for k in ks), "metrics.csv", "side_by_side.mp4", "tokens.npz"]
+        for name in names:  # each file too, before the work: a folder of its name in --out would refuse it after
+            video_io.check_output(os.path.join(args.out, name), name="--out")
         t0 = time.time()
         first, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, the clip's size and frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
@@ -131,7 +135,6 @@ def reconstruct_main(argv=None) -> int:
         frames = video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size, max_frames=args.max_frames)
         x = video_io.to_model(frames)
         grid = tok.tokenize(x)[0]
-        ks = sorted(set(args.k or tok.ladder()))
         layout = _side_by_side_layout(1 + len(ks), frames.shape[1], frames.shape[2], args.upscale)
         recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
@@ -189,9 +192,10 @@ def reconstruct_main(argv=None) -> int:
     video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale // pre)
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
              n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
+    listed = ", ".join(names[1:1 + min(len(ks), 3)]) + (" ..." if len(ks) > 3 else "")
     print(f"{len(frames)} frames -> tokens {tuple(grid.shape)} in {elapsed:.1f} s; wrote original.mp4, "
-          f"{len(recon)} reconstructions (k001.mp4 ...), side_by_side.mp4 (labelled, k ascending), metrics.csv and "
-          f"tokens.npz to {args.out}")
+          f"{len(ks)} reconstruction{'s' if len(ks) > 1 else ''} ({listed}), side_by_side.mp4 (labelled, k "
+          f"ascending), metrics.csv and tokens.npz to {args.out}")
     return 0
 
 

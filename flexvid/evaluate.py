@@ -478,14 +478,14 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
 def _folder_windows(data: str, frames: int, tok: VideoFlexTok, n: int):
     """The VideoFolder of `data` at the model's size and fps, and n distinct windows spread over its videos
     (fewer where it has fewer), said in one line."""
-    from .video_data import VideoFolder
+    from .video_data import TooShort, VideoFolder
     try:
         folder = VideoFolder(data, T=frames, size=tok.size, fps=tok.fps)
-    except ValueError as e:
-        if "gives a" in str(e) and "shorter than one" in str(e) and frames > 5:  # too short: say how to go on
-            shorter = " or ".join(str(f) for f in range(frames - 4, 4, -4)[:3])
-            raise ValueError(f"{e} (for shorter clips give --frames {shorter})") from None
-        raise
+    except TooShort as e:  # say how to go on: the --frames (1 + 4n, at least 5) that the longest video gives
+        top = min(frames - 4, 1 + 4 * ((e.longest - 1) // 4)) if e.longest else 0
+        if top < 5:
+            raise
+        raise ValueError(f"{e}; give --frames {' or '.join(str(f) for f in range(top, 4, -4)[:3])}") from None
     picks = folder.spread(n)
     files = len({v for v, _ in picks})
     print(f"measuring on {len(picks)} distinct {frames}-frame windows from {files} of the {len(folder.files)} usable "

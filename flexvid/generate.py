@@ -461,6 +461,10 @@ def main(argv=None) -> int:
         gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[cond], tokenizer=args.tokenizer,
                                              device=args.device, dtype=args.dtype)
         condition = args.prompt if cond == "text" else parse_label(args.class_label)
+        if gen.cfg.cond != cond:  # before anything is printed as if it would be made
+            raise ValueError(f"--model is a {gen.cfg.cond}-to-video model: give "
+                             + ("a text prompt, not --class-label" if gen.cfg.cond == "text" else
+                                "--class-label, not a text prompt"))
         if cond == "class":
             colour, shape, motion = shapes.class_attributes(condition)
             print(f"class {condition}: {colour} {shape} {'standing still' if motion == 'still' else 'moving ' + motion}")

@@ -68,7 +68,7 @@ def chunk_bounds(T: int, chunk: int) -> list[tuple[int, int]]:
         a = b
 
 
-INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32)
+INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.uint16, torch.uint32, torch.uint64)
 
 # tokenize refuses values beyond this (a decoded video may overshoot [-1, 1] a little; 0..255 is a mistake)
 OUT_OF_RANGE = 1.5
@@ -327,7 +327,7 @@ class VideoFlexTok:
             self._check_length(frames, "the token grids decode to")  # before a frame is decoded
             if g.dtype not in INT_DTYPES:
                 raise ValueError(f"tokens must be integers in [0, {self.codebook_size}), got dtype {g.dtype}")
-            g = g.long()
+            g = g.long()  # a uint64 of 2 ** 63 or more wraps below 0: refused as out of range
             if g.min() < 0 or g.max() >= self.codebook_size:
                 raise ValueError(f"tokens must be integers in [0, {self.codebook_size})")
             out.append(g)

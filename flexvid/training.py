@@ -361,7 +361,9 @@ def data_identity(data: str | None, size: int, fps: float) -> dict:
     with what it holds (its video files' names and sizes, listed without decoding any), size and frame rate."""
     if not data:
         return {"data": "shapes world", "size": int(size), "fps": float(fps)}
-    from .video_data import folder_listing
+    from .video_data import MAX_SIZE, MIN_SIZE, folder_listing
+    if not is_int(size) or not MIN_SIZE <= size <= MAX_SIZE:  # said before a checkpoint is compared with it
+        raise ValueError(f"--size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
     return {"data": os.path.realpath(data), "files": folder_listing(data), "size": int(size), "fps": float(fps)}
 
 
@@ -441,7 +443,9 @@ def fit(model: nn.Module,
             raise ValueError(f"{ckpt_path} holds another model's training state ({first}); resume with the "
                              "settings that wrote it, or use another --out-dir") from None
         if rank == 0:
-            print(f"resumed from {ckpt_path} at step {step}")
+            past = (f", past --steps {cfg.steps}: nothing is trained, and the export is that step's"
+                    if step > cfg.steps else "")
+            print(f"resumed from {ckpt_path} at step {step}{past}")
 
     net = model
     if world > 1:

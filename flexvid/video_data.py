@@ -66,6 +66,17 @@ def folder_listing(root: str) -> str:
     return f"{len(files)} video files, {digest.hexdigest()[:12]}"
 
 
+MIN_SIZE, MAX_SIZE = 8, 1024  # the side a folder's clips may be resized to
+
+
+class TooShort(ValueError):
+    """No file of a folder gives a clip; `longest`: the most frames one of them gives (0: none was readable)."""
+
+    def __init__(self, message: str, longest: int):
+        super().__init__(message)
+        self.longest = longest
+
+
 class VideoFolder:
     """Every video under `root`, decoded once at `size` x `size` and `fps`; clips are T-frame windows."""
 
@@ -79,8 +90,8 @@ class VideoFolder:
             raise ValueError(f"--data {str(root)!r} is not a folder")
         if not shapes.valid_length(T):
             raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
-        if isinstance(size, bool) or not isinstance(size, int) or not 8 <= size <= 1024:
-            raise ValueError(f"size must be an integer in [8, 1024], got {size!r}")
+        if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
+            raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
         if not files:
             raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(root)!r}")
@@ -88,6 +99,7 @@ class VideoFolder:
         self.videos: list[np.ndarray] = []
         self.files: list[str] = []
         self.skipped: list[tuple[str, str]] = []
+        shorter: list[int] = []  # the frames of each file too short for a clip
         total = 0
         for f in files:
             try:
@@ -106,6 +118,7 @@ class VideoFolder:
                 self.skipped.append((str(f.relative_to(folder)), str(e)))
                 continue
             if len(frames) < T:
+                shorter.append(len(frames))
                 self.skipped.append((str(f.relative_to(folder)),
                                      f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
                 continue
@@ -116,13 +129,14 @@ class VideoFolder:
                                  f"{size * size * 3} bytes each)")
             self.videos.append(frames)
             self.files.append(str(f.relative_to(folder)))
+        listed = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5]) \
+            + (f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else "")
+        if not self.videos:  # one message, every file in it (a warning first would say the same again)
+            longest = max(shorter, default=0)
+            raise TooShort(f"none of the {len(files)} video files under {str(root)!r} gives a {T}-frame clip: "
+                           f"{listed}" + (f" (the longest gives {longest} frames)" if longest else ""), longest)
         if self.skipped:
-            listed = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5])
-            more = f" (and {len(self.skipped) - 5} more)" if len(self.skipped) > 5 else ""
-            warn_caller(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}{more}")
-        if not self.videos:
-            raise ValueError(f"none of the {len(files)} video files under {str(root)!r} gives a {T}-frame clip: "
-                             + "; ".join(f"{name}: {why}" for name, why in self.skipped[:3]))
+            warn_caller(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}")
         counts = np.array([len(v) - T + 1 for v in self.videos])
         self._ends = np.cumsum(counts)  # clip i is window i - ends[v-1] of video v
         digest = hashlib.sha1("\n".join(f"{n}:{len(v)}" for n, v in zip(self.files, self.videos)).encode()).hexdigest()

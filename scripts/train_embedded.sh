@@ -208,6 +208,13 @@ python -m flexvid.train_tokenizer --vae assets/tokenizer --init assets/tokenizer
     --latent-cache 6144 --steps 100000 --time-limit 4200 --threads 2 --no-bf16 --ema-decay 0.995 --lr 3e-4 \
     --min-lr 3e-5 --warmup 50 --ckpt-every 200 --eval-every 0 --set pixel_weight=30.0 pixel_clips=4 time_mean=2.0 time_std=1.2
 python scripts/compare_tokenizers.py runs/tok_px/export --n 32 --ks 1 2 4 32 --guidance 3
+# (1b) session 36: that run's decoder side alone (tokens unchanged; its config's pixel term kept), to win back
+#      PSNR at K; 746 steps in 2,300 s, no gain (docs/training-notes.md)
+mkdir -p runs/tok_pxd && ln -sf ../tok_px/latents_17f.safetensors runs/tok_pxd/latents_17f.safetensors
+python -m flexvid.train_tokenizer --vae runs/tok_px/export --init runs/tok_px/export --freeze-encoder --out-dir runs/tok_pxd \
+    --latent-cache 6144 --steps 100000 --time-limit 2300 --threads 2 --no-bf16 --ema-decay 0.995 --lr 2e-4 --min-lr 2e-5 \
+    --warmup 20 --ckpt-every 200 --eval-every 0 --set time_mean=1.0 time_std=1.6
+python scripts/compare_tokenizers.py runs/tok_px/export runs/tok_pxd/export --n 64 --ks 1 2 4 32 --guidance 3
 # (2) its decoder side alone (tokens unchanged). Session 14 ran it again from the shipped weights (2,103 steps
 #     in 2,300 s at 2 threads, its own 6,144-clip latent cache) and evaluated it: not shipped (docs/training-notes.md)
 mkdir -p runs/tok_pxdec && ln -sf ../tok_px/latents_17f.safetensors runs/tok_pxdec/latents_17f.safetensors

@@ -364,9 +364,11 @@ def test_generate_checks_every_seed_and_decoder_setting_before_sampling(pipe):
 def test_token_grids_as_numpy_and_bad_dtypes(pipe):
     g = pipe.tokenize(torch.rand(3, 5, 64, 64) * 2 - 1)[0]
     a = pipe.detokenize(g, k=2, steps=1, seed=3)[0]
-    for same in (g.numpy(), g.numpy().astype(np.int32), g.numpy().astype(np.uint16)[None]):
+    for same in (g.numpy(), g.numpy().astype(np.int32), g.numpy().astype(np.uint16)[None], g.numpy().astype(np.uint64)):
         assert torch.equal(pipe.detokenize(same, k=2, steps=1, seed=3)[0], a)  # e.g. reconstruct's tokens.npz
-    for bad, message in ((g.numpy().astype(np.uint64), "dtype"), (g.bool(), "dtype"), (g.float(), "dtype"),
+    huge = g.numpy().astype(np.uint64)
+    huge[0, 0] = 2**63 + 5  # wraps below 0 as an int64: still refused as out of range
+    for bad, message in ((huge, r"integers in \[0, "), (g.bool(), "dtype"), (g.float(), "dtype"),
                          (g.to(torch.complex64), "dtype"), (["abc"], "integer array"), ("abc", "token grid")):
         with pytest.raises(ValueError, match=message):
             pipe.detokenize(bad, steps=1)
@@ -585,7 +587,7 @@ def test_runtime_names_and_callbacks(tmp_path):
         with pytest.raises(UserError, match="name must be a string"):
             rt.add_clip(str(path), name=name)
     clip = rt.add_clip(str(path), name="x" * 5000)  # shown and put in file names: cut, not an OSError later
-    assert clip.name == "x" * 100
+    assert clip.name == "x" * 117 + "..."  # 120 bytes
     assert rt.view(clip.id, k=1, steps=1).compare  # the outputs, named after it, are written
     with pytest.raises(UserError, match="progress must be a function"):
         rt.view(clip.id, k=1, steps=1, progress=5)

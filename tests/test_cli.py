@@ -133,6 +133,26 @@ def test_reconstruct_says_a_clip_was_cut_short_or_a_still_image(folder, tmp_path
     assert "a single frame (a still image?)" in said and "cut short" not in said, said
 
 
+def test_reconstruct_checks_every_file_it_will_write_before_the_work(folder, tmp_path, capsys, monkeypatch):
+    """A folder named as one of the files in --out is refused before the clip is tokenized, in one line, and
+    nothing is written; the closing line names the files this run wrote."""
+    from flexvid.pipeline import VideoFlexTok
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, shapes.make_clip(0, 1, 9).video, fps=8)
+    common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--k", "4"]
+    for taken in ("metrics.csv", "k004.mp4"):
+        out = tmp_path / f"out_{taken}"
+        (out / taken).mkdir(parents=True)
+        monkeypatch.setattr(VideoFlexTok, "tokenize", lambda *a, **k: pytest.fail("tokenized before the check"))
+        assert cli.main(["reconstruct", *common, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"the output file '{out / taken}' is a folder" in err and err.count("\n") == 1
+        assert os.listdir(out) == [taken]
+        monkeypatch.undo()
+    assert cli.main(["reconstruct", *common, "--out", str(tmp_path / "ok")]) == 0
+    assert "wrote original.mp4, 1 reconstruction (k004.mp4), side_by_side.mp4" in capsys.readouterr().out
+
+
 def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, capsys):
     (tmp_path / "s_1.mp4").mkdir()  # the second sample's name is taken by a folder
     assert cli.main(["generate", "--class-label", "3", "--num-samples", "2", "--k", "1", "--frames", "1",
@@ -140,6 +160,17 @@ def test_generate_checks_every_file_it_will_write_before_the_work(tmp_path, caps
     err = capsys.readouterr().err
     assert "s_1.mp4" in err and "Traceback" not in err and err.count("\n") == 1
     assert sorted(os.listdir(tmp_path)) == ["s_1.mp4"]  # no first sample written before the failure
+
+
+def test_generate_refuses_a_condition_of_the_other_kind_in_one_line(tmp_path, capsys):
+    for args, message in ((["--class-label", "3", "--model", str(REPO_ROOT / "assets" / "generator-text")],
+                           "--model is a text-to-video model: give a text prompt, not --class-label"),
+                          (["a red circle", "--model", str(REPO_ROOT / "assets" / "generator-class")],
+                           "--model is a class-to-video model: give --class-label, not a text prompt")):
+        assert cli.main(["generate", *args, "--out", str(tmp_path / "o.mp4")]) == 2
+        said = capsys.readouterr()
+        assert said.err == f"flexvid generate: {message}\n" and said.out == ""  # no "class 3: ..." line first
+    assert not os.listdir(tmp_path)
 
 
 def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monkeypatch):

@@ -310,13 +310,18 @@ def test_a_broken_or_foreign_checkpoint_is_a_clear_error(tmp_path):
             fit(small_vae(), vae_loss, batches_for(other), other)
 
 
-def test_a_run_resumed_at_its_end_writes_its_export_again(tmp_path):
+def test_a_run_resumed_at_its_end_writes_its_export_again(tmp_path, capsys):
     cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, warmup=1, ckpt_every=1, bf16=False)
     exported = []
     fit(small_vae(), vae_loss, batches_for(cfg), cfg, on_checkpoint=lambda ema, step: exported.append(step))
     assert exported == [1, 2]
     fit(small_vae(), vae_loss, batches_for(cfg), cfg, on_checkpoint=lambda ema, step: exported.append(step))
     assert exported == [1, 2, 2]  # nothing trained, the export at step 2 written again (it may have been cut short)
+    assert "past --steps" not in capsys.readouterr().out
+    cfg.steps = 1  # fewer steps than the checkpoint's: said, not passed over
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg, on_checkpoint=lambda ema, step: exported.append(step))
+    assert exported == [1, 2, 2, 2]
+    assert "at step 2, past --steps 1: nothing is trained, and the export is that step's" in capsys.readouterr().out
 
 
 def test_latent_cache_is_rebuilt_for_another_encoder_or_a_cut_short_file(tmp_path, capsys):

@@ -63,10 +63,20 @@ def test_eval_tokenizer_says_how_to_measure_short_videos(trained, tmp_path, caps
     short = tmp_path / "short"
     short.mkdir()
     video_io.write_video(short / "s.mp4", shapes.make_clip(0, 3, 13).video, fps=8)  # 1.6 s
-    with pytest.warns(UserWarning, match="skipped"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # one message, not a warning listing the same files first
         assert cli.main(["eval-tokenizer", "--model", model, "--data", str(short), "--out", str(tmp_path / "e"),
                          "--threads", "1", "--no-long"]) == 2
-    assert "give --frames 13 or 9 or 5" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "s.mp4: 13 frames at 8 fps" in err and "(the longest gives 13 frames); give --frames 13 or 9 or 5" in err
+    # what it suggests is what the longest video gives, not --frames less 4 (10 frames: 9, not 13)
+    shorter = tmp_path / "shorter"
+    shorter.mkdir()
+    video_io.write_video(shorter / "s.mp4", np.concatenate([shapes.make_clip(0, 3, 9).video] * 2)[:10], fps=8)
+    for frames, hint in (("17", "give --frames 9 or 5"), ("201", "give --frames 9 or 5")):
+        assert cli.main(["eval-tokenizer", "--model", model, "--data", str(shorter), "--frames", frames,
+                         "--out", str(tmp_path / "e"), "--threads", "1", "--no-long"]) == 2
+        assert hint in capsys.readouterr().err
     assert cli.main(["eval-tokenizer", "--model", model, "--data", str(short), "--frames", "9", "--n", "2", "--ks", "1",
                      "--steps", "1", "--no-long", "--out", str(tmp_path / "e"), "--threads", "1"]) == 0
     res = json.loads((tmp_path / "e" / "eval.json").read_text())
@@ -95,7 +105,11 @@ def test_bad_folders_are_clear_errors(tmp_path, folder):
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.mp4").write_bytes(b"\0" * 100)
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="none of the 1 video files"):
+    with pytest.raises(ValueError, match="none of the 1 video files"):
+        VideoFolder(str(bad))
+    for i in range(6):  # seven files: five named, the rest counted
+        (bad / f"y{i}.mp4").write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match=r"none of the 7 video files.*\(and 2 more\)$"):
         VideoFolder(str(bad))
     with pytest.raises(ValueError, match="more than 30 frames"):
         VideoFolder(str(folder), max_frames=30)
@@ -269,13 +283,16 @@ def test_resuming_on_a_changed_folder_and_other_mistakes_are_said_before_any_wor
         # a size the VAE cannot take, before the folder is decoded
         with pytest.raises(SystemExit, match="--size 36 is not a multiple of the VAE's spatial factor"):
             train_vae.main(["--out-dir", str(tmp_path / "v36"), "--data", str(folder), *COMMON[2:], "--size", "36"])
+        # an impossible size is said as such, not as a difference from the checkpoint's
+        with pytest.raises(ValueError, match=r"^--size must be an integer in \[8, 1024\], got 0$"):
+            train_vae.main(["--init", str(trained / "init"), "--out-dir", str(run), "--steps", "2", "--frames",
+                            "9", "--data", str(changed), *COMMON[2:], "--size", "0"])
     assert (run / "ckpt.pt").read_bytes() == ckpt
     # videos too short for a training clip: said with why 17 frames, whatever --frames
     short = tmp_path / "short"
     short.mkdir()
     video_io.write_video(short / "s.mp4", shapes.make_clip(0, 5, 13).video, fps=8)
-    with pytest.warns(UserWarning, match="skipped 1 of 1 files"), \
-            pytest.raises(SystemExit, match="its evaluation and the latent statistics use one whole 17-frame chunk"):
+    with pytest.raises(SystemExit, match="its evaluation and the latent statistics use one whole 17-frame chunk"):
         train_vae.main(["--out-dir", str(tmp_path / "vs"), "--frames", "9", "--data", str(short), *COMMON])
     # --freeze-encoder keeps every token: a --vae that encodes otherwise than --init's is refused, and left
     # out, --vae is --init's
