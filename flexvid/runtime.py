@@ -521,8 +521,9 @@ class Runtime:
         self._generator_lock = threading.Lock()  # loading a generator must not block the caches
         self._generation_locks: dict[str, threading.Lock] = {}  # name -> one request at a time (see _generate)
         self._generated: OrderedDict[tuple, Generated] = OrderedDict()
-        # playable copies of uploads a browser cannot play: the copy's sha256 -> the upload's and its name, newest last
-        self._previews: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        # playable copies of uploads a browser cannot play: the copy's sha256 -> the upload's, and the name of each
+        # copy made of it -> the name of its upload (the same file uploaded as a.avi and b.avi), newest last
+        self._previews: OrderedDict[str, tuple[str, dict[str, str]]] = OrderedDict()
         self.stats = {"tokenize": 0, "detokenize": 0, "decoded_videos": 0, "sample_tokens": 0, "generated_videos": 0}
         for name, spec in self.settings.generators.items():
             self.register_generator(name, functools.partial(self._load_generator, name, spec))
@@ -721,9 +722,9 @@ class Runtime:
         # grid above stops at round(j * src / dst) = n, half a source frame early)
         want = min(max(1, math.floor(n * tok.fps / src_fps + 1e-9)), lim.max_frames)
         out = out[:want] + [out[-1]] * (want - len(out))
-        kept_s = len(out) / tok.fps
         frames = video_io.prepare_video(np.stack(out), tok.fps, target_fps=tok.fps, size=tok.size,
                                         max_frames=lim.max_frames)
+        kept_s = len(frames) / tok.fps  # (a valid length, 1 + 4n, may be shorter than max_frames)
         source = f"{w}x{h} at {src_fps:g} fps, {n} frames read ({n / src_fps:.2f} s)"
         if counts["repeated"] or counts["dropped"]:  # its timestamps, laid on a constant grid
             source = (f"{w}x{h} at a variable frame rate, read at {src_fps:g} fps: {n} frames ({n / src_fps:.2f} s; "
@@ -750,7 +751,8 @@ class Runtime:
         if name is not None and not isinstance(name, str):
             raise UserError(f"name must be a string (the clip's file name), got {type(name).__name__}")
         # a name is shown and goes into output file names: its last part, at most NAME_BYTES bytes
-        name = short_name(os.path.basename((name or "").strip().replace("\\", "/")) or os.path.basename(path))
+        given = os.path.basename((name or "").strip().replace("\\", "/")) or os.path.basename(path)
+        name = short_name(given)
         if not os.path.isfile(path):
             raise UserError(f"could not read video: file not found: {name!r}")
         if os.path.getsize(path) > self.settings.limits.max_upload_mb * 2**20:
@@ -761,9 +763,8 @@ class Runtime:
         with self._lock:  # the playable copy of an upload (playable_preview) is that upload's clip
             upload = self._previews.get(digest)
         if upload is not None:  # the copy, under its own name, goes by the upload's (x.avi's copy is x.avi.mp4)
-            digest, upload_name = upload
-            if name == _copy_name(upload_name):
-                name = upload_name
+            digest, names = upload
+            name = names.get(given, name)
         key = f"{digest}|{self.settings.tokenizer}|{tok.size}|{tok.fps}|{lim.max_frames}|{lim.max_seconds}"
         content = hashlib.sha256(key.encode()).hexdigest()[:16]
         # the name is part of the clip: another page's upload of the same file under another name must not
@@ -821,7 +822,8 @@ class Runtime:
             return None
         key = _file_hash(str(out))
         with self._lock:
-            self._previews[key] = (digest, short_name(os.path.basename(path)))
+            names = self._previews[key][1] if key in self._previews else {}
+            self._previews[key] = (digest, {**names, out.name: short_name(os.path.basename(path))})
             self._previews.move_to_end(key)  # an upload made again is the newest, not the next to go
             while len(self._previews) > 4 * self.settings.cache_clips:  # gradio keeps its own copy
                 _, (old, _) = self._previews.popitem(last=False)

@@ -220,7 +220,7 @@ def training_source(data: str | None, frames: int, size: int, fps: float):
         return clip_source(data, T=max(17, frames), size=size, fps=fps)
     except ValueError as e:
         hint = ""
-        if data and frames < 17 and "shorter than one 17-frame clip" in str(e):
+        if data and frames < 17 and isinstance(e, TooShort) and e.longest:  # some were read, none made 17 frames
             hint = (f" (training takes its --frames {frames} clips from videos of at least 17 frames at {fps:g} fps: "
                     "its evaluation and the latent statistics use one whole 17-frame chunk)")
         raise SystemExit(f"{e}{hint}") from None

@@ -183,6 +183,7 @@ def test_cleared_input_clears_the_outputs(client):
     ((None, 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got None"),
     ((2, 2, 1.0, "cfg", "abc"), "seed must be a whole number, got 'abc'"),
     ((2, 2, 1.0, "cfg", 1.5), "seed must be a whole number, got 1.5"),  # gradio would round it to 2
+    ((2, 2, 1.0, "cfg", 10**400), "greater than maximum"),  # an int too large for a float
 ])
 def test_absurd_values_come_back_as_errors(client, app, clip_id, K, args, message):
     from gradio_client.exceptions import AppError

@@ -4,6 +4,7 @@ for the embedded ones."""
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import threading
 import time
@@ -269,6 +270,9 @@ def test_long_clips_are_trimmed(pipe, tmp_path):
     # the note gives the length kept: 13 frames at 8 fps of a 1 fps clip are 1.62 s, though 3 s were read
     slow = video_io.write_video(tmp_path / "slow.mp4", shapes.make_clip(2, 4, 5).video, fps=1)
     clip = rt.add_clip(slow)
+    assert len(clip.frames) == 13 and "trimmed to the first 1.62 s" in "; ".join(clip.notes), clip.notes
+    rt = Runtime(Settings(limits=Limits(max_frames=15)), pipeline=pipe, out_dir=str(tmp_path / "out3"))
+    clip = rt.add_clip(slow)  # 15 frames cut to a valid 13: the note gives the 13
     assert len(clip.frames) == 13 and "trimmed to the first 1.62 s" in "; ".join(clip.notes), clip.notes
 
 
@@ -1012,6 +1016,36 @@ def test_the_playable_copy_of_an_avi_is_the_uploads_clip(rt, tmp_path):
     copy = rt.playable_preview(dotted)
     upload, again = rt.add_clip(dotted), rt.add_clip(copy)
     assert Path(copy).name == "my.clip.v2.mp4" and (again.id, again.name) == (upload.id, "my.clip.v2.mp4")
+    # the same file uploaded under two names (two pages): each copy is its own upload's clip; and a name too
+    # long to keep whole is the same shortened name for the upload and for its copy
+    for first, second in (("a.avi", "b.avi"), ("c" * 114 + ".avi", "d" * 200 + ".mov")):
+        one = _opencv_clip(tmp_path / first, "MJPG", shapes.make_clip(3, 6, 9).video)
+        two = tmp_path / second
+        two.write_bytes(Path(one).read_bytes())
+        copies = [rt.playable_preview(one), rt.playable_preview(str(two))]
+        for upload, copy in zip((one, str(two)), copies):
+            clip, again = rt.add_clip(upload), rt.add_clip(copy)
+            assert (again.id, again.name) == (clip.id, clip.name) and clip.name.endswith(Path(upload).suffix)
+
+
+def test_the_apps_number_inputs_refuse_what_is_no_number_in_one_message():
+    """flexvid.app_ui.quiet on a slider and a whole-number box: a value of the wrong type, NaN (raw JSON may
+    carry it; gradio_client may not) or a fraction for a whole number is a gr.Error that prints no traceback;
+    what the page sends passes as gradio would pass it."""
+    import gradio as gr
+    from flexvid.app_ui import quiet
+    k = quiet(gr.Slider(1, 32, value=4, step=1, label="k"))
+    seed = quiet(gr.Number(0, label="seed", precision=0, minimum=0, maximum=2**31 - 1))
+    for box, value, said in ((k, "4", "k must be a number, got '4'"), (k, None, "k must be a number, got None"),
+                             (k, float("nan"), "k must be a number, got nan"), (k, True, "k must be a number"),
+                             (seed, 1.5, "seed must be a whole number, got 1.5"),
+                             (seed, float("nan"), "seed must be a whole number, got nan"),
+                             (seed, 10**400, "greater than maximum")):
+        with pytest.raises(gr.Error, match=re.escape(said)) as e:
+            box.preprocess(value)
+        assert e.value.print_exception is False
+    assert k.preprocess(4) == 4 and k.preprocess(2.0) == 2.0 and seed.preprocess(3.0) == 3
+    assert seed.preprocess(None) is None
 
 
 def test_long_names_are_shortened_to_fit_file_names():
