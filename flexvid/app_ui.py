@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import functools
+import json
 import logging
 import math
 import os
@@ -556,8 +557,8 @@ def build_demo(rt: Runtime):
                                      info="N times the work; the reranker reads the decoded videos")
                     with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
                                               label="then the ladder: the same request at k = 1, 2, 4, ..., K",
-                                              info="one more sample per budget below the clip's, each decoded "
-                                                   "(best of N: N each); the clip comes first either way")
+                                              info="one more sample for each budget other than the clip's, each "
+                                                   "decoded (best of N: N each); the clip comes first either way")
                     with gr.Accordion("sampling", open=False):
                         gen_steps = Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
                         gen_guidance = Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
@@ -574,10 +575,12 @@ def build_demo(rt: Runtime):
                     gen_video = gr.Video(label="generated clip", autoplay=True, loop=True, interactive=False,
                                          height=400, elem_id="gen-video")
                     gen_summary = gr.Markdown(elem_id="gen-summary")
-                    gen_ladder = gr.Video(label="the same request and seed sampled again at each budget "
-                                                "k = 1, 2, 4, ..., K", autoplay=True,
+                    gen_ladder = gr.Video(label="the same request and seed at k = 1, 2, 4, ..., K", autoplay=True,
                                           loop=True, interactive=False, elem_id="gen-ladder")
                     gen_ladder_summary = gr.Markdown(elem_id="gen-ladder-summary")
+                    # the page's ladder request, as JSON, copied from the controls at the click (they may change
+                    # while the clip is made); in the page, not a gr.State, which would hold a connection open
+                    asked = gr.Textbox(visible="hidden", elem_id="gen-asked")
 
         view_out = [compare, heatmap, ladder, plot, tokens_img, token_caption, summary, downloads]
         settings_in = [k, steps, guidance, mode, seed]
@@ -610,28 +613,52 @@ def build_demo(rt: Runtime):
         gen_in, gen_out, ladder_out = [gen_k, frames, gen_steps, gen_guidance, temperature, gen_seed, best_of], \
             [gen_video, gen_summary], [gen_ladder, gen_ladder_summary]
         # the last request's outputs are cleared in the browser first: after a refused request (an empty
-        # prompt, say) they would otherwise stay on screen and pass for its answer. Both buttons wait until
-        # the request and its ladder are done, so that two requests' clips and ladders never mix on the page.
-        buttons = [gen_btn, class_btn]
-        clear = dict(fn=None, js=f"() => [null, '', null, '', {IDLE.replace('true', 'false')}, "
-                                 f"{IDLE.replace('true', 'false')}]",
-                     outputs=[*gen_out, *ladder_out, *buttons], queue=False)
-        idle = dict(fn=None, js=f"() => [{IDLE}, {IDLE}]", outputs=buttons, queue=False)
+        # prompt, say) they would otherwise stay on screen and pass for its answer. Both buttons, and the
+        # prompt's Enter, wait until the request and its ladder are done, so that two requests' clips and
+        # ladders never mix on the page. In the same step the request is copied from the controls, and the clip
+        # and its ladder are made of that copy: the controls may change while they are made.
+        buttons = [gen_btn, class_btn, prompt]
+        busy = IDLE.replace("true", "false")
+        idle = dict(fn=None, js=f"() => [{IDLE}, {IDLE}, {IDLE}]", outputs=buttons, queue=False)
         # the ladder only where its box is ticked: the gate stops the chain, quietly, where it is not
         gate = dict(fn=ladder_wanted, inputs=with_ladder, outputs=None, queue=False, api_visibility="private")
 
-        def chain(start, clip_fn, clip_in, clip_api, ladder_fn, ladder_in, ladder_api):
-            clip = start.then(clip_fn, clip_in, gen_out, api_name=clip_api, **page)
+        def chain(triggers, clip_fn, clip_in, clip_api, ladder_fn, ladder_api):
+            at = clip_in.index(gen_k)  # the ladder's request is the clip's without k
+            ladder_in = clip_in[:at] + clip_in[at + 1:]
+            start = gr.on(triggers, fn=None, inputs=clip_in, outputs=[*gen_out, *ladder_out, *buttons, asked],
+                          js=f"(...a) => [null, '', null, '', {busy}, {busy}, {busy}, "
+                             f"JSON.stringify(a.slice(0, {len(clip_in)}))]", queue=False)
+
+            def request(raw) -> list:
+                try:
+                    values = json.loads(raw)
+                except (TypeError, ValueError):
+                    values = None
+                if not isinstance(values, list) or len(values) != len(clip_in):
+                    raise gr.Error("the request was lost on its way: generate again", print_exception=False)
+                return values
+
+            async def clip_page(raw: str, progress=gr.Progress()):
+                return await clip_fn(*request(raw), progress=progress)
+
+            async def ladder_page(raw: str, progress=gr.Progress()):
+                values = request(raw)
+                return await ladder_fn(*values[:at], *values[at + 1:], progress=progress)
+            clip = start.then(clip_page, asked, gen_out, api_visibility="private", **page)
             clip.failure(**idle)
             wanted = clip.success(**gate)
             wanted.failure(**idle)
-            wanted.success(ladder_fn, ladder_in, ladder_out, api_name=ladder_api, **page).then(**idle)
+            wanted.success(ladder_page, asked, ladder_out, api_visibility="private", **page).then(**idle)
+            # the API's endpoints: the same functions on the values sent
+            gr.Button(visible=False).click(clip_fn, clip_in, gen_out, api_name=clip_api, **page)
+            gr.Button(visible=False).click(ladder_fn, ladder_in, ladder_out, api_name=ladder_api, **page)
 
-        chain(gr.on([gen_btn.click, prompt.submit], **clear), generate_text, [prompt, *gen_in], "generate",
-              generate_text_ladder, [prompt, *gen_in[1:]], "generate_ladder")
+        chain([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], "generate",
+              generate_text_ladder, "generate_ladder")
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
-        chain(class_btn.click(**clear), generate_class, [colour, shape, motion, *class_in], "generate_class",
-              generate_class_ladder, [colour, shape, motion, *class_in[1:]], "generate_class_ladder")
+        chain([class_btn.click], generate_class, [colour, shape, motion, *class_in], "generate_class",
+              generate_class_ladder, "generate_class_ladder")
         with_ladder.change(lambda want: [gr.update(visible=want)] * 2, with_ladder, ladder_out, queue=False,
                            api_visibility="private")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")

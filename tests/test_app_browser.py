@@ -150,10 +150,14 @@ def test_generate_from_a_prompt(page, artifacts):
     assert float(pg.input_value("#gen-guidance input[type=range]")) == 4.0
     assert float(pg.input_value("#gen-class-guidance input[type=range]")) == 2.5
     pg.fill("#gen-prompt input", "a large red circle moving left")
+    pg.fill("#gen-seed input", "7")
     pg.press("#gen-prompt input", "Enter")  # Enter generates
     # both buttons wait while the request and its ladder run, so two requests never mix on the page
     pg.wait_for_function("() => document.querySelector('#gen-button').disabled", timeout=10_000)
     assert pg.is_disabled("#gen-class-button")
+    assert pg.is_disabled("#gen-prompt input")  # nor can Enter start one: it once mixed two on the page
+    pg.click("#gen-new-seed")  # a control changed while the clip is made: the ladder is still the clip's request
+    pg.wait_for_function("() => document.querySelector('#gen-seed input').value !== '7'", timeout=10_000)
     clip = wait_playing(pg, "#gen-video video", timeout=120_000)
     assert clip["readyState"] >= 2 and clip["duration"] > 0 and clip["width"] == 256 and "text_k" in clip["src"]
     K = int(pg.get_attribute("#gen-k input[type=range]", "max"))
@@ -162,8 +166,9 @@ def test_generate_from_a_prompt(page, artifacts):
     assert ladder["readyState"] >= 2 and "text_ladder" in ladder["src"]
     assert "| k | tokens | bits |" not in pg.inner_text("#gen-ladder-summary")  # rendered as a table
     assert pg.locator("#gen-ladder-summary table").count() == 1
+    assert "seed 7," in pg.inner_text("#gen-summary") and "seed 7," in pg.inner_text("#gen-ladder-summary")
     pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=30_000)
-    assert pg.is_enabled("#gen-class-button")
+    assert pg.is_enabled("#gen-class-button") and pg.is_enabled("#gen-prompt input")
     pg.screenshot(path=str(artifacts / "app_generate.png"), full_page=True)
 
     pg.uncheck("#gen-with-ladder input")  # the clip alone: the ladder leaves the page, and no message
