@@ -623,7 +623,7 @@ def build_demo(rt: Runtime):
         # the ladder only where its box is ticked: the gate stops the chain, quietly, where it is not
         gate = dict(fn=ladder_wanted, inputs=with_ladder, outputs=None, queue=False, api_visibility="private")
 
-        def chain(triggers, clip_fn, clip_in, clip_api, ladder_fn, ladder_api):
+        def chain(triggers, clip_fn, clip_in, clip_api, ladder_fn, ladder_api, near):
             at = clip_in.index(gen_k)  # the ladder's request is the clip's without k
             ladder_in = clip_in[:at] + clip_in[at + 1:]
             start = gr.on(triggers, fn=None, inputs=clip_in, outputs=[*gen_out, *ladder_out, *buttons, asked],
@@ -645,20 +645,23 @@ def build_demo(rt: Runtime):
             async def ladder_page(raw: str, progress=gr.Progress()):
                 values = request(raw)
                 return await ladder_fn(*values[:at], *values[at + 1:], progress=progress)
-            clip = start.then(clip_page, asked, gen_out, api_visibility="private", **page)
+            # progress beside the button too: on a phone the clip is two screens further down
+            clip = start.then(clip_page, asked, gen_out, api_visibility="private", show_progress_on=[gen_video, near],
+                              **page)
             clip.failure(**idle)
             wanted = clip.success(**gate)
             wanted.failure(**idle)
-            wanted.success(ladder_page, asked, ladder_out, api_visibility="private", **page).then(**idle)
+            wanted.success(ladder_page, asked, ladder_out, api_visibility="private",
+                           show_progress_on=[gen_ladder, near], **page).then(**idle)
             # the API's endpoints: the same functions on the values sent
             gr.Button(visible=False).click(clip_fn, clip_in, gen_out, api_name=clip_api, **page)
             gr.Button(visible=False).click(ladder_fn, ladder_in, ladder_out, api_name=ladder_api, **page)
 
         chain([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], "generate",
-              generate_text_ladder, "generate_ladder")
+              generate_text_ladder, "generate_ladder", prompt)
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
         chain([class_btn.click], generate_class, [colour, shape, motion, *class_in], "generate_class",
-              generate_class_ladder, "generate_class_ladder")
+              generate_class_ladder, "generate_class_ladder", colour)
         with_ladder.change(lambda want: [gr.update(visible=want)] * 2, with_ladder, ladder_out, queue=False,
                            api_visibility="private")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")

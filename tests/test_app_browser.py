@@ -218,6 +218,25 @@ def test_on_a_phone_the_results_follow_the_upload(page, artifacts):
         pg.set_viewport_size({"width": 1400, "height": 1800})
 
 
+def test_on_a_phone_generate_shows_its_progress_beside_the_button(page, artifacts):
+    """At 390 x 844 the generated clip is screens below the button: the progress shows in the prompt box too,
+    within a screen of the button."""
+    pg = page
+    pg.set_viewport_size({"width": 390, "height": 844})
+    try:
+        pg.reload(wait_until="networkidle")
+        pg.get_by_role("tab", name="Generate").click()
+        pg.fill("#gen-prompt input", "a small green square moving up")
+        pg.click("#gen-button")
+        progress = pg.wait_for_selector("#gen-prompt .progress-text", timeout=60_000).bounding_box()
+        button = pg.locator("#gen-button").bounding_box()
+        assert abs(progress["y"] - button["y"]) < 844 / 2, (progress, button)
+        pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=120_000)
+        pg.screenshot(path=str(artifacts / "app_phone_generate.png"), full_page=True)
+    finally:
+        pg.set_viewport_size({"width": 1400, "height": 1800})
+
+
 GATED_PREVIEW = """import os, time
 from flexvid import runtime
 _made = runtime.Runtime.playable_preview
