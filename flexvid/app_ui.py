@@ -249,7 +249,10 @@ def quiet(component):
         except gr.Error as e:
             if not e.print_exception:
                 raise
-            raise gr.Error(e.message, duration=e.duration, visible=e.visible, title=e.title,
+            message = e.message  # gradio's own ("Value 11 is greater than maximum value 10.") names no field
+            if component.label and not message.startswith(component.label):
+                message = f"{component.label}: {message[:1].lower()}{message[1:]}"
+            raise gr.Error(message, duration=e.duration, visible=e.visible, title=e.title,
                            print_exception=False) from None
     component.preprocess = preprocess
     return component

@@ -978,7 +978,7 @@ class Runtime:
         summary = (f"**{clip.name}**: {clip.source} -> {len(clip.frames)} frames {self.tok.size}x{self.tok.size} "
                    f"at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
                    f"{'; '.join(clip.notes) + '. ' if clip.notes else ''}"
-                   f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (steps {sampler.steps}, guidance "
+                   f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling steps, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
         fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
@@ -1164,10 +1164,10 @@ class Runtime:
         t, K = results[k].tokens.shape
         duration = req.frames / self.tok.fps
         bits, rate = bits_and_bitrate(k, t, self.tok.codebook_size, duration)
-        summary = (f"{req.describe()} at **k = {k} of {K}** tokens per time step: {t} steps x {k} = "
+        summary = (f"{req.describe()} at **k = {k} of {K}** tokens per time step: {t} time steps x {k} = "
                    f"**{t * k} tokens**, {bits:,.0f} bits ({rate:,.0f} bit/s) for {req.frames} frames ({duration:.2f} s) at "
                    f"{self.tok.size}x{self.tok.size}. Guidance {req.guidance:g}, temperature {req.temperature:g}, "
-                   f"seed {req.seed}, decoder {req.steps} steps"
+                   f"seed {req.seed}, decoder {req.steps} sampling steps"
                    f"{f', best of {req.best_of} by the reranker' if req.best_of > 1 else ''}"
                    f"{' (from the cache)' if cached else ''}.")
         if req.kind == "text":

@@ -172,12 +172,12 @@ def test_cleared_input_clears_the_outputs(client):
 
 
 @pytest.mark.parametrize("args, message", [
-    ((10**4, 2, 1.0, "cfg", 0), "greater than maximum"),  # k beyond K, refused by the slider's bounds
+    ((10**4, 2, 1.0, "cfg", 0), "tokens per time step (k): value 10000 is greater than maximum"),  # k beyond K, refused by the slider's bounds
     ((2.5, 2, 1.0, "cfg", 0), "k (tokens per time step) must be an integer"),
     ((2, 10**6, 1.0, "cfg", 0), "greater than maximum"),
     ((2, 2, -3.0, "cfg", 0), "less than minimum"),
     ((2, 2, 1.0, "magic", 0), "not in the list of choices"),
-    ((2, 2, 1.0, "cfg", -1), "less than minimum"),
+    ((2, 2, 1.0, "cfg", -1), "seed: value -1 is less than minimum"),
     # values of the wrong type: gradio's own check fails on them with a TypeError and a traceback in the log
     (("4", 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got '4'"),
     ((None, 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got None"),

@@ -1040,7 +1040,8 @@ def test_the_apps_number_inputs_refuse_what_is_no_number_in_one_message():
                              (k, float("nan"), "k must be a number, got nan"), (k, True, "k must be a number"),
                              (seed, 1.5, "seed must be a whole number, got 1.5"),
                              (seed, float("nan"), "seed must be a whole number, got nan"),
-                             (seed, 10**400, "greater than maximum")):
+                             (seed, 10**400, "seed: value 10"), (seed, -1, "seed: value -1 is less than minimum"),
+                             (k, 40, "k: value 40 is greater than maximum value 32")):  # gradio's own, named
         with pytest.raises(gr.Error, match=re.escape(said)) as e:
             box.preprocess(value)
         assert e.value.print_exception is False
