@@ -698,14 +698,15 @@ class Runtime:
             raise UserError(clean(str(e))) from None
         cap = cv2.VideoCapture(path)
         try:
-            (src_fps, end_s), aspect = video_io.source_timing(cap, path), video_io.pixel_aspect(cap)
+            timing, aspect = video_io.source_timing(cap, path), video_io.pixel_aspect(cap)
+            src_fps = timing.fps
             w, h = video_io.display_size(int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                                          int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), aspect)
             max_src = max(1, math.ceil(lim.max_seconds * src_fps))
             out, n, j, more = [], 0, 0, False
             # source frames on a constant grid at src_fps by their timestamps: a variable rate keeps its speed
             counts: dict = {}
-            for frame in video_io.constant_rate_frames(cap, src_fps, counts=counts, end_s=end_s):
+            for frame in video_io.constant_rate_frames(cap, counts=counts, **timing._asdict()):
                 if n >= max_src or len(out) >= lim.max_frames:
                     more = True
                     break

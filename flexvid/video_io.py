@@ -23,6 +23,7 @@ import os
 import threading
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -45,6 +46,7 @@ __all__ = [
     "pixel_aspect",
     "constant_rate_frames",
     "source_timing",
+    "Timing",
     "resample_fps",
     "resize_center_crop",
     "valid_length",
@@ -121,6 +123,7 @@ def _check_path(path: str | os.PathLike, name: str = "path") -> str:
 # is 1.5 GiB), which a crafted frame rate or size would otherwise take to hundreds of GiB.
 MAX_OUTPUT_BYTES = 2**30
 MAX_RAW_BYTES = 16 * 2**30
+MAX_READ_BYTES = 8 * 2**30  # read_video's frames (a gap in a file's timestamps repeats a frame over it)
 
 
 def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hint: str,
@@ -139,28 +142,105 @@ def source_fps(cap) -> float:
     return fps if math.isfinite(fps) and 0 < fps <= MAX_SOURCE_FPS else DEFAULT_FPS
 
 
-def source_timing(cap, path: str | os.PathLike) -> tuple[float, float]:
-    """The grid an open cv2.VideoCapture of ``path`` is read on: (frame rate, seconds its last frame lasts
-    until, or nan where only the frames' own times say). ``source_fps`` for every file but a GIF, whose
-    reported rate is its frame count over its length: a GIF that holds a frame for seconds would be read on
-    a grid too coarse for its motion, and its last frame's hold (the end of a slide show, a pause before a
-    loop) would be lost. A GIF is read at the rate of its typical (median) frame delay instead, and its last
-    frame is held to the end of the GIF's length (PyAV reads the delays from the packets, with no decode)."""
+class Timing(NamedTuple):
+    """The grid ``source_timing`` reads a file on (see there)."""
+    fps: float  # the grid's rate
+    end_s: float  # seconds from its first frame to when its last frame stops showing; nan: not known
+    hold: bool  # a frame shows from its own time until the next frame's (GIF, APNG, WebP), else nearest
+    max_gap_s: float  # a jump forward longer than this is a break in the timestamps (MPEG-TS), not a pause
+
+
+TIMING_PACKETS = 4096  # packets source_timing reads from a file's start (then its end, by a seek)
+MAX_GAP_S = 10.0  # FFmpeg's dts_delta_threshold: the jump in a discontinuous format's timestamps that is a break
+_DELAY_FORMATS = {"gif", "apng", "webp_pipe"}  # formats whose frames carry display delays
+
+
+def _delays_webp(path: str | os.PathLike) -> list[float]:
+    """The frame delays (s) of an animated WebP, which FFmpeg's demuxer gives as one packet (PIL reads them)."""
+    import PIL.Image
+    with PIL.Image.open(str(path)) as im:
+        delays = []
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            im.load()  # sets the frame's duration
+            delays.append(float(im.info.get("duration") or 0) / 1000.0)
+    return delays
+
+
+def source_timing(cap, path: str | os.PathLike) -> Timing:
+    """The grid an open cv2.VideoCapture of ``path`` is read on (``Timing``), from the video stream's packet
+    timestamps (PyAV demuxes them, no decode: the first TIMING_PACKETS and those after a seek to the end):
+
+    - the rate: ``source_fps`` (the rate the header gives), unless the timestamps' typical (median) spacing
+      says a rate over 1.5 times higher or lower. A browser's MediaRecorder webm has no rate in its header
+      and a millisecond time base, which OpenCV reports as 1000 fps (33 times the frames of a 30 fps
+      recording in memory); a header saying 1 fps of a 30 fps file would drop 29 frames in 30.
+    - the end: when its last frame stops showing, from the last timestamp and its packet's duration, so that
+      a last frame held for seconds (a screen recording's, a slide show's) keeps its hold; nan where the
+      packets do not say.
+    - a GIF, an animated PNG or WebP carry a display delay per frame: read at the rate of the typical delay,
+      each frame shown from its own time to the next's, and the last held to the end of its delay
+      (``hold``). Their reported rate is the frame count over the length, a grid too coarse for the motion
+      of one that holds a frame for seconds.
+    - in a format whose timestamps may jump (MPEG-TS: two recordings joined), a jump forward of more than
+      MAX_GAP_S is a break, not a pause (``max_gap_s``): the next frame follows the last.
+
+    Where PyAV cannot read the file (OpenCV could), the header's rate, with no end, nearest frames, no break.
+    """
     fps = source_fps(cap)
+    plain = Timing(fps, math.nan, False, math.inf)
     try:
         import av
         with av.open(str(path)) as c:
-            if c.format.name != "gif" or not c.streams.video:
-                return fps, math.nan
+            if not c.streams.video:
+                return plain
             st = c.streams.video[0]
-            delays = [float(pk.duration * st.time_base) for pk in c.demux(st)
-                      if pk.duration and pk.duration > 0 and st.time_base]
-    except Exception:  # noqa: BLE001 - no PyAV, or a file it cannot open that OpenCV could: the reported rate
-        return fps, math.nan
-    if not delays:
-        return fps, math.nan
-    rate = 1.0 / float(np.median(delays))
-    return (rate if math.isfinite(rate) and 0 < rate <= MAX_SOURCE_FPS else fps), math.fsum(delays)
+            name, tb = c.format.name, st.time_base
+            gap = MAX_GAP_S if c.format.flags & 0x200 else math.inf  # AVFMT_TS_DISCONT
+            if name == "webp_pipe":
+                delays = _delays_webp(path)
+            else:
+                packets, whole = [], True
+                for pk in c.demux(st):
+                    if pk.size and pk.pts is not None:
+                        packets.append((pk.pts, pk.duration or 0))
+                    if len(packets) >= TIMING_PACKETS and name not in _DELAY_FORMATS:
+                        whole = False
+                        break
+                if not whole and c.duration:  # the end's packets, after a seek to the last keyframe
+                    with contextlib.suppress(Exception):
+                        c.seek(c.duration + (c.start_time or 0), backward=True, any_frame=False)
+                        last = [(pk.pts, pk.duration or 0) for pk in c.demux(st) if pk.size and pk.pts is not None]
+                        whole = 0 < len(last) < TIMING_PACKETS
+                        packets = packets[:TIMING_PACKETS // 2] + (last if whole else [])
+                if not packets or not tb:
+                    return plain
+                delays = [float(d * tb) for _, d in packets if d > 0]
+    except Exception:  # noqa: BLE001 - no PyAV (or PIL), or a file it cannot open that OpenCV could
+        return plain
+    if name in _DELAY_FORMATS:
+        if not delays:
+            return plain
+        rate = 1.0 / float(np.median(delays)) if float(np.median(delays)) > 0 else math.nan
+        return Timing(rate if math.isfinite(rate) and 0 < rate <= MAX_SOURCE_FPS else fps, math.fsum(delays),
+                      True, math.inf)
+    packets.sort()
+    times = np.array([float(p * tb) for p, _ in packets])
+    spacing = np.diff(times)
+    spacing = spacing[(spacing >= 0.5 / MAX_SOURCE_FPS) & (spacing <= gap)]
+    typical = float(np.median(spacing)) if len(spacing) else math.nan
+    if len(spacing):  # the mean of the typical spacings: a 1/16000 time base's 528 and 544 ticks are 30 fps
+        rate = 1.0 / float(spacing[(spacing >= 0.5 * typical) & (spacing <= 2 * typical)].mean())
+        if 0 < rate <= MAX_SOURCE_FPS and max(rate / fps, fps / rate) > 1.5:
+            fps = rate
+    durations = [d * tb for _, d in packets[:-1] if d > 0]
+    end_s = math.nan  # the last packet's duration is a hold only where the others' durations are their spacing
+    if whole and packets[-1][1] > 0 and durations and abs(math.log(float(np.median(durations)) / typical)) < 0.4:
+        base = times[times >= 0].min() if (times >= 0).any() else times.min()  # after an mp4's edit list
+        end_s = float(times[-1] + packets[-1][1] * tb - base)
+        if gap < math.inf or not end_s > 0:  # a break makes the timestamps' span no length
+            end_s = math.nan
+    return Timing(fps, end_s, False, gap)
 
 
 def pixel_aspect(cap) -> float:
@@ -169,6 +249,8 @@ def pixel_aspect(cap) -> float:
     broadcast files)."""
     num, den = cap.get(cv2.CAP_PROP_SAR_NUM), cap.get(cv2.CAP_PROP_SAR_DEN)
     ratio = num / den if num > 0 and den > 0 and math.isfinite(num / den) else 1.0
+    if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) and round(cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90:
+        ratio = 1.0 / ratio  # OpenCV turned the picture a quarter: its stored width, which the ratio stretches, is up
     return ratio if 0.1 <= ratio <= 10 and abs(ratio - 1) > 1e-3 else 1.0
 
 
@@ -189,21 +271,23 @@ def to_rgb(bgr: np.ndarray, aspect: float = 1.0) -> np.ndarray:
     return rgb
 
 
-def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None, end_s: float = math.nan):
-    """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps:
-    grid slot j (time j / fps) shows the decoded frame nearest that time (halfway: the later one), and the clip
-    ends half a slot after its last frame. Where ``end_s`` is given (a GIF: ``source_timing``), the times are
-    when frames start to show, as a GIF's are: slot j shows the last frame that started by its time, and the
-    clip ends at ``end_s`` seconds from the first frame, so that a held last frame keeps its hold. A constant-
-    rate file gives each frame once, in order; a variable-rate one (a screen recording, a browser's
-    MediaRecorder webm, a phone's) has its frames repeated over long gaps and thinned in bursts, so that it
-    keeps its own speed and length wherever it is then taken to be at ``fps``. A frame without a usable
-    timestamp (none, or not at least half a millisecond after the last one: faster than MAX_SOURCE_FPS) is
-    placed one slot after the last. ``convert`` is applied once to each decoded frame (not per slot).
-    ``counts``, when a dict is given, counts the slots that repeat a frame (``repeated``) and the frames no slot
-    shows (``dropped``) so far: both 0 for a constant rate; and, once the file is read to its end, how long its
-    frames lasted from the first and how many it had (``read_s``, ``decoded``: see ``ended_early``)."""
-    j, prev, prev_t, t0, shown, hold = 0, None, None, None, False, math.isfinite(end_s)
+def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None, end_s: float = math.nan,
+                         hold: bool = False, max_gap_s: float = math.inf):
+    """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps
+    (``source_timing`` gives the grid, as a ``Timing``): grid slot j (time j / fps) shows the decoded frame
+    nearest that time (halfway: the later one), or, with ``hold`` (a GIF's timing), the last frame that
+    started by its time. The clip ends half a slot after its last frame, or at ``end_s`` seconds from its
+    first frame where that is later, so that a held last frame keeps its hold. A constant-rate file gives
+    each frame once, in order; a variable-rate one (a screen recording, a browser's MediaRecorder webm, a
+    phone's) has its frames repeated over long gaps and thinned in bursts, so that it keeps its own speed and
+    length wherever it is then taken to be at ``fps``. A frame without a usable timestamp (none, or not at
+    least half a millisecond after the last one: faster than MAX_SOURCE_FPS), or more than ``max_gap_s``
+    after the last one (a break in an MPEG-TS's timestamps), is placed one slot after the last. ``convert``
+    is applied once to each decoded frame (not per slot). ``counts``, when a dict is given, counts the slots
+    that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far: both 0 for a
+    constant rate; and, once the file is read to its end, how long its frames lasted from the first and how
+    many it had (``read_s``, ``decoded``: see ``ended_early``)."""
+    j, prev, prev_t, t0, shown = 0, None, None, None, False
     counts = {} if counts is None else counts
     counts.pop("read_s", None)  # a dict used before: only this read's
     counts.update(repeated=0, dropped=0)
@@ -217,6 +301,9 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
         if t0 is None:
             t0 = t if math.isfinite(t) else 0.0
         t = t - t0 if math.isfinite(t) else math.nan
+        if prev_t is not None and t > prev_t + max_gap_s:  # a break: later frames keep their spacing from here
+            t0 += t - prev_t - 1.0 / fps
+            t = prev_t + 1.0 / fps
         if prev_t is not None and not t >= prev_t + 0.5 / MAX_SOURCE_FPS:  # nan, or not after the last frame
             t = prev_t + 1.0 / fps
         elif prev_t is None:
@@ -232,13 +319,15 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             counts["dropped"] += not shown
         prev, prev_t, shown = frame, t, False
     if prev is not None:
-        end = max(prev_t + 0.5 / fps, end_s) if hold else prev_t + 0.5 / fps
+        last = prev_t + 0.5 / fps
+        end = max(last, end_s) if math.isfinite(end_s) else last
         while j < end * fps - 1e-6 or j == 0:
             counts["repeated"] += shown
             shown = True
             yield prev
             j += 1
-        counts.update(read_s=end if hold else end + 0.5 / fps, decoded=decoded)  # read to its end
+        read_s = end if hold or end > last else end + 0.5 / fps
+        counts.update(read_s=read_s, decoded=decoded)  # read to its end
 
 
 def header_length(path: str | os.PathLike) -> tuple[float, int]:
@@ -291,10 +380,12 @@ def read_video(
 
     Reading stops after ``max_frames`` frames, so memory stays bounded on long clips. Files larger than
     ``max_bytes`` are refused before decoding. If the container reports no usable frame rate (<= 0, nan or
-    more than ``MAX_SOURCE_FPS``), ``DEFAULT_FPS`` (8.0) is returned. A variable frame rate is laid on a
-    constant grid at the reported rate by the file's timestamps (``constant_rate_frames``), so that the clip
-    keeps its speed and length; ``counts`` (a dict) receives how many frames that repeated and dropped. Raises ``VideoError`` for missing, empty, corrupt,
-    non-video or too-large files. ``shrink_to`` downscales each frame as it is decoded so that its short
+    more than ``MAX_SOURCE_FPS``), ``DEFAULT_FPS`` (8.0) is returned; where its timestamps say another rate
+    (``source_timing``), theirs. A variable frame rate is laid on a constant grid at that rate by the file's
+    timestamps (``constant_rate_frames``), so that the clip keeps its speed and length; ``counts`` (a dict)
+    receives how many frames that repeated and dropped. Raises ``VideoError`` for missing, empty, corrupt,
+    non-video or too-large files, and for frames that would take more than ``MAX_READ_BYTES`` (8 GiB).
+    ``shrink_to`` downscales each frame as it is decoded so that its short
     side is that many pixels (as ``resize_center_crop`` would, before its crop): a long or large clip
     then never sits in memory at full resolution.
     """
@@ -327,7 +418,8 @@ def read_video(
             )
         if _fourcc(cap.get(cv2.CAP_PROP_FOURCC)) in _TEXT_CODEC_TAGS:
             raise VideoError(f"could not read video: the file is text, not a video: {str(path)!r}")
-        (fps, end_s), aspect = source_timing(cap, p), pixel_aspect(cap)
+        timing, aspect = source_timing(cap, p), pixel_aspect(cap)
+        fps = timing.fps
 
         def convert(bgr):
             rgb = to_rgb(bgr, aspect)
@@ -335,9 +427,14 @@ def read_video(
                 else rgb
 
         frames: list[np.ndarray] = []
-        for rgb in constant_rate_frames(cap, fps, convert, counts, end_s):  # a variable rate keeps its speed
+        for rgb in constant_rate_frames(cap, convert=convert, counts=counts, **timing._asdict()):  # keeps its speed
             if max_frames is not None and len(frames) >= max_frames:
                 break
+            if (len(frames) + 1) * rgb.nbytes > MAX_READ_BYTES:
+                raise VideoError(
+                    f"could not read video: its frames would take more than {MAX_READ_BYTES / 2**30:g} GiB "
+                    f"({len(frames)} frames of {rgb.shape[1]} x {rgb.shape[0]} at {fps:.3g} fps so far); read its "
+                    f"start (max_frames) or smaller frames (shrink_to): {str(path)!r}")
             if frames and rgb.shape != frames[0].shape:
                 raise VideoError(
                     f"could not read video: frame size changed from {frames[0].shape[:2]} to "
@@ -656,7 +753,8 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
     try:
         if not cap.isOpened():
             raise VideoError(f"could not read video: the file is not a video or is corrupt: {src!r}")
-        (fps, end_s), aspect = source_timing(cap, src), pixel_aspect(cap)
+        timing, aspect = source_timing(cap, src), pixel_aspect(cap)
+        fps = timing.fps
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if w < 1 or h < 1:
             raise VideoError(f"could not read video: no frame size: {src!r}")
@@ -672,7 +770,7 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
 
         def frames():
             nonlocal count
-            for rgb in constant_rate_frames(cap, fps, convert, end_s=end_s):  # a variable rate keeps its speed
+            for rgb in constant_rate_frames(cap, convert=convert, **timing._asdict()):  # keeps its speed
                 if limit is not None and count >= limit:
                     return
                 count += 1

@@ -124,6 +124,14 @@ def test_read_video_fps_fallback(tmp_path, monkeypatch, clip_files):
             return getattr(self._cap, name)
 
     monkeypatch.setattr(vio.cv2, "VideoCapture", NanFps)
+    assert vio.source_fps(cv2.VideoCapture(clip_files["avi"])) == 8.0
+    frames, fps = vio.read_video(clip_files["avi"], max_frames=2)  # the timestamps say the rate
+    assert abs(fps - FPS_CLIP) < 1e-6 and frames.shape[0] == 2
+
+    def no_pyav(*args, **kwargs):
+        raise av.error.InvalidDataError(1, "no")
+
+    monkeypatch.setattr(av, "open", no_pyav)  # nor do they: the default rate
     frames, fps = vio.read_video(clip_files["avi"], max_frames=2)
     assert fps == 8.0 and frames.shape[0] == 2
 
@@ -199,12 +207,137 @@ def test_a_gif_is_read_by_its_frame_delays(tmp_path):
     copy = vio.write_playable(tmp_path / "held.gif", tmp_path / "held.mp4")
     again, afps = vio.read_video(copy)
     assert afps == 10 and len(again) == 39
-    # a video's timing is what OpenCV reports, with no end of its own
+    # a video's timing: the rate OpenCV reports, its end by its last frame's duration, nearest frames
     vio.write_video(tmp_path / "cfr.mp4", np.zeros((5, 48, 64, 3), np.uint8), fps=25)
     cap = cv2.VideoCapture(str(tmp_path / "cfr.mp4"))
-    fps, end = vio.source_timing(cap, tmp_path / "cfr.mp4")
+    timing = vio.source_timing(cap, tmp_path / "cfr.mp4")
     cap.release()
-    assert fps == 25 and math.isnan(end)
+    assert timing.fps == 25 and abs(timing.end_s - 5 / 25) < 1e-6 and not timing.hold
+
+
+def _timed_h264(path, times_s, size=(64, 48), rate=30, durations=None, fmt=None, rotation=None, aspect=None,
+                tb=Fraction(1, 1000)):
+    """An H.264 file of len(times_s) grey frames (frame i at level 2 i), frame i at times_s[i] by its timestamp,
+    the stream's header saying `rate`; `durations` (s) set the packets' own."""
+    w, h = size
+    with av.open(str(path), "w", format=fmt) as c:
+        s = c.add_stream("libx264", rate=rate)
+        s.width, s.height, s.pix_fmt, s.options = w, h, "yuv420p", {"bf": "0"}
+        s.time_base = s.codec_context.time_base = tb
+        if aspect:
+            s.codec_context.sample_aspect_ratio = aspect
+        if rotation:
+            s.set_display_rotation(rotation)
+        packets = []
+        for i, t in enumerate(times_s):
+            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 2 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t / tb), tb
+            packets += s.encode(f)
+        packets += s.encode()
+        for p, d in zip(packets, durations or [None] * len(packets)):
+            if d is not None:
+                p.duration = round(d / tb)
+            c.mux(p)
+
+
+def test_the_timestamps_say_the_rate_where_the_header_is_wrong(tmp_path):
+    """A browser's MediaRecorder webm (a 1 ms time base, jittered frames about 33 ms apart, no frame duration:
+    OpenCV reports 1000 fps) is read at its timestamps' 30 fps, each frame once; a header saying 1 fps of
+    30 fps frames drops none; a header near the timestamps' rate stays (a phone's 29.97 is not made 30)."""
+    jitter = np.cumsum([0] + list(np.random.default_rng(0).integers(30, 37, 59))) / 1000
+    with av.open(str(tmp_path / "rec.webm"), "w", options={"live": "1"}) as c:
+        s = c.add_stream("libvpx", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.time_base = s.codec_context.time_base = Fraction(1, 1000)
+        for i, t in enumerate(jitter):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), Fraction(1, 1000)
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    data = bytearray((tmp_path / "rec.webm").read_bytes())  # Chrome writes no DefaultDuration (EBML 0x23E383)
+    i = data.find(b"\x23\xe3\x83")
+    n = 4 + (data[i + 3] & 0x7F)
+    data[i:i + n] = bytes([0xEC, 0x80 | (n - 2)]) + bytes(n - 2)  # a Void element in its place
+    (tmp_path / "rec.webm").write_bytes(data)
+    assert cv2.VideoCapture(str(tmp_path / "rec.webm")).get(cv2.CAP_PROP_FPS) == 1000  # what OpenCV says of it
+    counts = {}
+    frames, fps = vio.read_video(tmp_path / "rec.webm", counts=counts)
+    assert abs(fps - 1 / np.diff(jitter).mean()) < 0.5 and 57 <= len(frames) <= 63, (fps, len(frames))
+    assert counts["dropped"] + counts["repeated"] <= 6, counts  # jitter: a frame or two repeated or passed over
+    _timed_h264(tmp_path / "low.mkv", np.arange(90) / 30, rate=1)
+    counts = {}
+    frames, fps = vio.read_video(tmp_path / "low.mkv", counts=counts)
+    assert abs(fps - 30) < 0.1 and len(frames) == 90 and counts["dropped"] == 0, (fps, len(frames), counts)
+    _timed_h264(tmp_path / "ntsc.mp4", np.arange(30) * 1001 / 30000, rate=Fraction(30000, 1001),
+                tb=Fraction(1, 30000))
+    assert vio.read_video(tmp_path / "ntsc.mp4")[1] == pytest.approx(30000 / 1001)
+
+
+def test_a_held_last_frame_keeps_its_hold(tmp_path, monkeypatch):
+    """A screen recording's last frame shown 5 s (its packet's duration) after 61 frames at 30 fps: 7 s read,
+    in an mp4 and an mkv, with no "cut short" note; a file longer than the packets read from its start
+    finds its end's after a seek; a constant-rate file gains no frame; a header rate that set the packets'
+    durations (all 1 s of 30 fps frames) holds nothing."""
+    times = list(np.arange(61) / 30)
+    for name in ("hold.mp4", "hold.mkv"):
+        _timed_h264(tmp_path / name, times, durations=[1 / 30] * 60 + [5.0])
+        counts = {}
+        frames, fps = vio.read_video(tmp_path / name, counts=counts)
+        assert abs(fps - 30) < 0.1 and abs(len(frames) / fps - 7) < 0.05, (name, fps, len(frames))
+        assert counts["dropped"] == 0 and vio.ended_early(counts, tmp_path / name) == ""
+        assert np.all(frames[60:, 24, 32, 0] == frames[-1, 24, 32, 0])
+        assert len(vio.prepare_video(frames, fps, 8.0, 32)) == 57
+    monkeypatch.setattr(vio, "TIMING_PACKETS", 16)  # the seek to the end
+    assert abs(len(vio.read_video(tmp_path / "hold.mp4")[0]) / 30 - 7) < 0.05
+    monkeypatch.undo()
+    _timed_h264(tmp_path / "cfr.mp4", times, durations=[1 / 30] * 61)
+    assert len(vio.read_video(tmp_path / "cfr.mp4")[0]) == 61
+    _timed_h264(tmp_path / "low.mkv", times, rate=1, durations=[1.0] * 61)
+    assert len(vio.read_video(tmp_path / "low.mkv")[0]) == 61
+
+
+def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_path):
+    """Delays 0.1 s x 3, 1 s, 0.05 s x 4 and a last frame held 2 s: 3.5 s at the typical delay's 10 fps
+    from a GIF, an APNG and an animated WebP alike (OpenCV reports 4 frames at 2.12 fps of the last two)."""
+    import PIL.Image
+    images = [PIL.Image.fromarray(np.full((32, 48, 3), 25 * i, np.uint8)) for i in range(9)]
+    delays = [100, 100, 100, 1000, 50, 50, 50, 50, 2000]
+    read = {}
+    for name in ("a.gif", "a.png", "a.webp"):
+        images[0].save(tmp_path / name, save_all=True, append_images=images[1:], duration=delays, loop=0,
+                       **({"lossless": True} if name.endswith("webp") else {}))
+        frames, fps = vio.read_video(tmp_path / name)
+        read[name] = (fps, len(frames), [round(v / 25) for v in frames[:, 16, 24, 0]])
+    shown = [0, 1, 2] + [3] * 10 + [4, 6] + [8] * 20  # 0.1 s slots: a 0.05 s frame between two is passed over
+    assert read["a.gif"] == (10, 35, shown) and read["a.png"] == read["a.gif"] == read["a.webp"], read
+
+
+def test_a_break_in_an_mpeg_ts_timestamps_is_no_pause(tmp_path, monkeypatch):
+    """Two 2 s MPEG-TS recordings joined (the second's timestamps start at 600 s) read as 4 s, not 602 s of
+    one frozen frame; a read that would still take more than MAX_READ_BYTES is refused in one line."""
+    parts = []
+    for name, start in (("a.ts", 0), ("b.ts", 600)):
+        _timed_h264(tmp_path / name, start + np.arange(50) / 25, rate=25, fmt="mpegts", tb=Fraction(1, 90000))
+        parts.append((tmp_path / name).read_bytes())
+    (tmp_path / "joined.ts").write_bytes(b"".join(parts))
+    counts = {}
+    frames, fps = vio.read_video(tmp_path / "joined.ts", counts=counts)
+    assert fps == 25 and len(frames) == 100 and counts["repeated"] == 0, (fps, len(frames), counts)
+    monkeypatch.setattr(vio, "MAX_READ_BYTES", 60 * 64 * 48 * 3)
+    with pytest.raises(VideoError, match=r"more than .* GiB \(60 frames of 64 x 48 at 25 fps so far\).*max_frames"):
+        vio.read_video(tmp_path / "joined.ts")
+
+
+def test_a_turned_video_with_wide_pixels_is_stretched_on_its_right_side(tmp_path):
+    """A 96 x 48 picture of 2:1 pixels shows 192 x 48; turned a quarter, 48 x 192 (the stored width is up)."""
+    for rotation, shape in ((None, (48, 192)), (90, (192, 48))):
+        _timed_h264(tmp_path / "sar.mp4", np.arange(5) / 8, size=(96, 48), rate=8, aspect=Fraction(2, 1),
+                    rotation=rotation)
+        assert vio.read_video(tmp_path / "sar.mp4")[0].shape[1:3] == shape
+        copy, _ = vio.read_video(vio.write_playable(tmp_path / "sar.mp4", tmp_path / "copy.mp4"))
+        assert copy.shape[1:3] == shape
 
 
 def test_a_file_cut_short_is_said(tmp_path):
