@@ -37,14 +37,17 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
     @staticmethod
     def _shows_default(action) -> bool:
-        d = action.default  # 0 is shown; None, False (a flag), "" and [] say nothing
-        return bool(action.option_strings) and not (d is None or d is False or isinstance(d, (str, list)) and (
-            not d or d == argparse.SUPPRESS))
+        d = action.default  # 0 is shown; None, False (a store_true flag), "" and [] say nothing
+        on_off = isinstance(action, argparse.BooleanOptionalAction)  # --x / --no-x: on or off
+        return bool(action.option_strings) and (on_off or not (d is None or d is False or isinstance(
+            d, (str, list)) and (not d or d == argparse.SUPPRESS)))
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if self._shows_default(action) and "default" not in text:
-            text += (" " if text else "") + "(default: %(default)s)"
+        if self._shows_default(action) and "(default" not in text:
+            shown = ("on" if action.default else "off") if isinstance(action, argparse.BooleanOptionalAction) \
+                else "%(default)s"
+            text += (" " if text else "") + f"(default: {shown})"
         return text
 
     def _format_action(self, action):

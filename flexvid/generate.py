@@ -2,7 +2,8 @@
 
     gen = VideoGenerator.from_pretrained("assets/generator-text")         # or a Hugging Face repo id
     videos = gen.generate("a large red circle moving left", k=8, frames=17, seed=0)
-    grids = gen.sample_tokens([3, 41], k=2, frames=81)                   # class model: labels
+    cls = VideoGenerator.from_pretrained("assets/generator-class")
+    grids = cls.sample_tokens([3, 41], k=2, frames=81)                   # class model: labels
 
     flexvid generate "a small blue square moving up" --k 8 --frames 17 --out clip.mp4
     flexvid generate --class-label "red circle left" --k 4 --out clip.mp4
@@ -319,7 +320,7 @@ class VideoGenerator:
     @torch.no_grad()
     def generate(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
-                 seed: int = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
+                 seed: int | Sequence[int] = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
                  decode_guidance_mode: str | None = None,
                  callback: Callable[[str, int, int], None] | None = None, compile: bool = False,
                  best_of: int = 1, preview_steps: int | None = None) -> list[torch.Tensor]:

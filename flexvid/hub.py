@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -261,7 +262,7 @@ def write_json(path: str, obj: dict) -> None:
 def check_output(path: str | os.PathLike, folder: bool = False, name: str | None = None) -> Path:
     """Check, before any work, that ``path`` can be written: a file (``folder=False``) that is not a
     folder, or a folder that is not a file, under an existing writable folder or one that can be made.
-    Creates nothing; raises ValueError with what is wrong (after ``name``, e.g. the option, when given)."""
+    Leaves nothing behind; raises ValueError with what is wrong (after ``name``, e.g. the option, when given)."""
     def fail(message):
         raise ValueError(f"{name}: {message}" if name else message)
 
@@ -283,6 +284,11 @@ def check_output(path: str | os.PathLike, folder: bool = False, name: str | None
         fail(f"cannot write the output {what} {text!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         fail(f"cannot write the output {what} {text!r}: no permission to write in {str(parent)!r}")
+    try:  # what os.access cannot judge (root on a read-only mount or /proc): a file made and gone at once
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        fail(f"cannot write the output {what} {text!r}: {str(parent)!r} cannot be written in ({e.strerror or e})")
     return p
 
 

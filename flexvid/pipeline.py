@@ -483,9 +483,9 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()
-    def reconstruct(self, video, ks: Sequence[int] | None = None, steps: int | None = None,
+    def reconstruct(self, video, ks: int | Sequence[int] | np.ndarray | None = None, steps: int | None = None,
                     guidance: float | None = None, guidance_mode: str | None = None, seed: int = 0,
-                    tokens: torch.Tensor | None = None, callback=None,
+                    tokens: torch.Tensor | np.ndarray | None = None, callback=None,
                     noise_scale: float | None = None) -> dict[int, torch.Tensor]:
         """The prefix ladder of one video in one batched decode: {k: video (3, T, H, W)}. Every k uses
         the same noise (the same seed), so the ladder shows what the extra tokens add; each video is

@@ -195,6 +195,18 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
     if isinstance(s.best_of, bool) or not isinstance(s.best_of, int) or not 1 <= s.best_of <= s.limits.max_best_of:
         raise ValueError(f"app.defaults.best_of must be a whole number from 1 to app.limits.max_best_of "
                          f"({s.limits.max_best_of}), got {s.best_of!r}")
+    lim = s.limits  # the defaults the page starts from are requests the limits allow (k above K is K)
+    for name, check in (("k", lambda v, n: _integer(v, n, 1, 2**31 - 1)),
+                        ("steps", lambda v, n: _integer(v, n, 1, lim.max_steps)),
+                        ("guidance", lambda v, n: _number(v, n, 0.0, lim.max_guidance)),
+                        ("seed", lambda v, n: _integer(v, n, 0, lim.max_seed))):
+        if getattr(s, name) is not None:
+            try:
+                setattr(s, name, check(getattr(s, name), f"app.defaults.{name}"))
+            except UserError as e:
+                raise ValueError(str(e)) from None
+    if s.guidance_mode not in (None, "cfg", "apg"):
+        raise ValueError(f"app.defaults.guidance_mode must be cfg, apg or null, got {s.guidance_mode!r}")
     return s
 
 

@@ -458,7 +458,8 @@ def resample_fps(frames: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarr
     frames (every output frame starts inside the clip; at least one frame is kept). Output frame ``i``
     shows time ``t = i / dst_fps`` and takes source frame ``round(t * src_fps)`` (halves round up),
     clipped to ``[0, T - 1]``. Equal rates return a copy of the input. An output larger than both the
-    input and ``MAX_RAW_BYTES`` is refused (ValueError).
+    input and ``MAX_RAW_BYTES``, or of more than ``MAX_RESAMPLED_FRAMES`` (100,000) frames, is refused
+    (ValueError; ``prepare_video``'s ``max_frames`` keeps the start of a longer clip).
     """
     frames = _check_frames(frames)
     src = _check_fps(src_fps, "src_fps")
@@ -482,7 +483,8 @@ def _resample_index(t_in: int, src: float, dst: float, limit: int | None = None)
         t_out = min(t_out, limit)
     elif t_out > MAX_RESAMPLED_FRAMES:
         raise ValueError(f"resampling {t_in} frames from {src:g} to {dst:g} fps would give {t_out} frames "
-                         f"(more than {MAX_RESAMPLED_FRAMES}); pass max_frames or check the frame rates")
+                         f"(more than {MAX_RESAMPLED_FRAMES}); check the frame rates, or keep the start "
+                         "(prepare_video's max_frames)")
     idx = np.floor(np.arange(t_out, dtype=np.float64) * (src / dst) + 0.5 + 1e-9).astype(np.int64)
     return np.clip(idx, 0, t_in - 1)
 

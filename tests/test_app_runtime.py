@@ -429,6 +429,17 @@ def test_settings(tmp_path, monkeypatch):
             load_settings(bad)
     bad.write_text("app:\n  runtime:\n    queue_size: 8\n    file_max_age_s: 600\n")
     assert (load_settings(bad).queue_size, load_settings(bad).file_max_age_s) == (8, 600)
+    # the defaults the page starts from are requests the limits allow
+    for name, value, said in (("steps", "500", "from 1 to 50, got 500"), ("steps", "2.5", "got 2.5"),
+                              ("k", "0", "from 1"), ("seed", "-3", "from 0 to 2147483647, got -3"),
+                              ("guidance", "31", "from 0 to 30, got 31"), ("guidance", '"3"', "got '3'"),
+                              ("guidance_mode", "xyz", "cfg, apg or null, got 'xyz'")):
+        bad.write_text(f"app:\n  defaults:\n    {name}: {value}\n")
+        with pytest.raises(ValueError, match=f"app.defaults.{name} must be .*{re.escape(said)}"):
+            load_settings(bad)
+    bad.write_text("app:\n  defaults:\n    steps: 20.0\n    guidance: 2\n    guidance_mode: apg\n    k: 99\n")
+    s = load_settings(bad)
+    assert (s.steps, s.guidance, s.guidance_mode, s.k) == (20, 2.0, "apg", 99)  # k above K is K (defaults())
 
 
 def test_generator_settings(tmp_path, monkeypatch):

@@ -47,6 +47,10 @@ def test_every_command_help_shows_its_defaults(capsys):
     # an option whose help already names its default is not given a second one
     flat = " ".join(texts["reconstruct"].split())
     assert flat.count("default: the model's") == 4 and "(default: None)" not in flat  # steps, guidance, mode, noise
+    # an on/off flag says which; "(0: torch's default)" is no default shown
+    teacher, vae = (" ".join(texts[c].split()) for c in ("train-teacher", "train-vae"))
+    assert "else fp32 (default: off)" in teacher and "else fp32 (default: on)" in vae
+    assert "(0: torch's default) (default: 0)" in teacher and "(default: 0)" in " ".join(texts["app"].split())
 
 
 def test_reconstruct_replaces_an_earlier_runs_prefixes_and_takes_threads(folder, tmp_path, capsys, threads):

@@ -118,6 +118,16 @@ def test_output_paths_with_a_nul_byte_are_refused(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_place_that_cannot_be_written_in_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A folder that os.access calls writable but that is not (root on a read-only mount, /proc) is found
+    out by a file made and removed at once; a writable one is left as it was."""
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: True)  # as it answers root
+    for folder in (False, True):
+        with pytest.raises(ValueError, match=r"--out: cannot write the output .*'/proc' cannot be written in"):
+            check_output("/proc/flexvid-none/out.mp4", folder=folder, name="--out")
+    assert check_output(tmp_path / "a" / "b.mp4") == tmp_path / "a" / "b.mp4" and os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
 def test_weights_are_written_with_the_umask_mode(tmp_path, mask):
     """safetensors 0.8 creates its files 0600 whatever the umask; others must be able to read exports."""

@@ -1,7 +1,6 @@
 """Tests for flexvid.video_io: reading, preprocessing, model conversion, writing and tiling."""
 from __future__ import annotations
 
-import math
 import os
 import re
 import tracemalloc
