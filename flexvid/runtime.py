@@ -175,8 +175,14 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
     if not isinstance(s.generators, dict):
         raise ValueError(f"app.generators must map text / class to a folder or repo id, got {s.generators!r}")
     s.generators = _section(s.generators, GENERATOR_NAMES, "app.generators")
+    def given(spec):  # a folder given on the command line or in the environment is where the user stands
+        p = Path(spec).expanduser() if spec else None
+        if p is None or p.is_absolute() or not p.exists():
+            return spec
+        return spec if s.local(p).resolve() == p.resolve() else str(p.resolve())
+
     for name in GENERATOR_NAMES:
-        spec = ((generators or {}).get(name) or os.environ.get(f"FLEXVID_{name.upper()}_GENERATOR")
+        spec = (given((generators or {}).get(name) or os.environ.get(f"FLEXVID_{name.upper()}_GENERATOR"))
                 or s.generators.get(name))
         if spec is None and (base / "assets" / f"generator-{name}" / "config.json").is_file():
             spec = f"assets/generator-{name}"
@@ -184,7 +190,7 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
             spec = str(REPO_ROOT / "assets" / f"generator-{name}")  # a settings file kept outside the checkout
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
     s.generators = {k: v for k, v in s.generators.items() if v}
-    s.tokenizer = tokenizer or os.environ.get("FLEXVID_TOKENIZER") or s.tokenizer
+    s.tokenizer = given(tokenizer or os.environ.get("FLEXVID_TOKENIZER")) or s.tokenizer
     if s.dtype not in (None, "auto", "bf16", "fp32"):
         raise ValueError(f"app.runtime.dtype must be auto, bf16, fp32 or null, got {s.dtype!r}")
     for name in ("model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes", "cache_generations",

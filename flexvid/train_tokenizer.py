@@ -331,6 +331,17 @@ def freeze_encoder(model: FlexTokenizer) -> None:
 
 def parse_overrides(items: list[str], base: dict) -> dict:
     """["time_mean=2.0", "levels=8,5,5,5"] -> typed values for the fields of base; unknown keys fail."""
+    import typing
+
+    hints = typing.get_type_hints(TokenizerConfig)
+
+    def one(text: str, kind: type):
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        return kind(text)
+
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -338,15 +349,12 @@ def parse_overrides(items: list[str], base: dict) -> dict:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(base)}")
         old = base[key]
         try:
-            if isinstance(old, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                out[key] = value.lower() in ("true", "1")
-            elif isinstance(old, (list, tuple)):
-                out[key] = [type(old[0])(v) for v in value.split(",")]
+            if isinstance(old, (list, tuple)):  # its elements' type from the field's (an empty default has none)
+                kind = (typing.get_args(hints.get(key)) or [type(old[0]) if old else int])[0]
+                out[key] = [one(v, kind) for v in value.split(",")] if value else []
             else:
-                out[key] = type(old)(value)
-        except ValueError:
+                out[key] = one(value, type(old))
+        except (ValueError, TypeError):
             raise SystemExit(f"--set {item!r}: {value!r} is not a valid {type(old).__name__}") from None
     return out
 
@@ -373,8 +381,9 @@ def main(argv=None):
     p.add_argument("--freeze-encoder", action="store_true",
                    help="train the decoder side only (needs --init): the encoder and FSQ stay fixed, so every clip "
                         "keeps its tokens and generators trained on them stay valid")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override fields of the tokenizer config, e.g. --set time_mean=2.0 var_weight=0.5")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="override fields of the tokenizer config, e.g. --set time_mean=2.0 var_weight=0.5 (may be "
+                        "given more than once)")
     TrainConfig.add_args(p, out_dir="runs/tokenizer", steps=4000, batch_size=16, lr=5e-4, min_lr=5e-5,
                          warmup=200, ema_decay=0.999, ckpt_every=250, eval_every=250)
     args = p.parse_args(argv)
@@ -382,6 +391,8 @@ def main(argv=None):
         raise SystemExit(f"--fps must be a positive number, got {args.fps}")
     if args.latent_cache < 0:
         raise SystemExit(f"--latent-cache must be >= 0, got {args.latent_cache}")
+    if not (args.repa_weight >= 0 and math.isfinite(args.repa_weight)):  # NaN or < 0 turned REPA off unsaid
+        raise SystemExit(f"--repa-weight must be a number >= 0, got {args.repa_weight}")
     tcfg = TrainConfig.from_args(args)
     tcfg.start()  # threads (the caches and checks before fit() run at it too) and the seed
     if args.freeze_encoder and not args.init:

@@ -143,6 +143,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if not (args.fps > 0 and math.isfinite(args.fps)):
         raise SystemExit(f"--fps must be a positive number, got {args.fps}")
+    for name in ("kl_weight", "latent_noise"):  # NaN trained a NaN model; a negative weight rewards the loss
+        if not (getattr(args, name) >= 0 and math.isfinite(getattr(args, name))):
+            raise SystemExit(f"--{name.replace('_', '-')} must be a number >= 0, got {getattr(args, name)}")
     cfg = TrainConfig.from_args(args)
     cfg.start()  # threads (the caches and checks before fit() run at it too) and the seed
     if not shapes.valid_length(args.frames):

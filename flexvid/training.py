@@ -310,8 +310,12 @@ def save_checkpoint(path: str, state: dict) -> None:
     """Atomic: write a temporary file, then rename over the old checkpoint."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:  # stopped mid-write (ctrl-C, a full disk): no partial file left behind under a new name each run
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint(path: str, mmap: bool = False) -> dict:

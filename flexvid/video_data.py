@@ -21,7 +21,6 @@ measures fitting, not generalisation.
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 
 import numpy as np
@@ -102,31 +101,20 @@ class VideoFolder:
         shorter: list[int] = []  # the frames of each file too short for a clip
         total = 0
         for f in files:
-            try:
-                # read no more source frames than the frames left under max_frames can use, so that one very
-                # long file is refused without ever sitting whole in memory
-                _, src_fps = video_io.read_video(f, max_frames=1)
-                # enough to overflow the budget and to make a clip: a file cut at `cap` is then too long for
-                # the budget, and one that is not was read whole (and may still be shorter than a clip)
-                need = max(max_frames - total + 1, T)
-                cap = math.ceil(need * max(src_fps, self.fps) / self.fps) + 1
-                frames, src_fps = video_io.read_video(f, shrink_to=size, max_frames=cap)
-                cut = len(frames) == cap  # the file goes on: more than the frames left
-                # cropped before resampling: the same frames, and a frame rate raised in time is built at model size
-                frames = video_io.resample_fps(video_io.resize_center_crop(frames, size), src_fps, self.fps)
+            try:  # frame by frame, holding only the frames kept: at most those left under max_frames (or a clip's)
+                frames, _, more = video_io.read_resampled(f, self.fps, size, max(max_frames - total, T))
             except (video_io.VideoError, ValueError) as e:
                 self.skipped.append((str(f.relative_to(folder)), str(e)))
                 continue
-            if len(frames) < T:
+            if len(frames) < T and not more:
                 shorter.append(len(frames))
                 self.skipped.append((str(f.relative_to(folder)),
                                      f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
                 continue
             total += len(frames)
-            if cut or total > max_frames:
+            if more or total > max_frames:
                 raise ValueError(f"the videos under {str(root)!r} hold more than {max_frames} frames at {self.fps:g} fps; "
-                                 f"train on a smaller folder (or raise max_frames: frames stay in memory, "
-                                 f"{size * size * 3} bytes each)")
+                                 f"train on a smaller folder (the frames stay in memory, {size * size * 3} bytes each)")
             self.videos.append(frames)
             self.files.append(str(f.relative_to(folder)))
         listed = "; ".join(f"{name}: {why}" for name, why in self.skipped[:5]) \
@@ -137,24 +125,36 @@ class VideoFolder:
                            f"{listed}" + (f" (the longest gives {longest} frames)" if longest else ""), longest)
         if self.skipped:
             warn_caller(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}")
-        counts = np.array([len(v) - T + 1 for v in self.videos])
-        self._ends = np.cumsum(counts)  # clip i is window i - ends[v-1] of video v
-        digest = hashlib.sha1("\n".join(f"{n}:{len(v)}" for n, v in zip(self.files, self.videos)).encode()).hexdigest()
-        self.name = f"folder:{digest[:12]}:{size}px:{self.fps:g}fps"
+        # what the frames are, not only their files' names: a latent cache made from another folder laid out
+        # the same way (0001.mp4, ...) or from re-encoded files is made again (train_tokenizer.latent_cache)
+        digest = hashlib.blake2b(digest_size=8)
+        for n, v in zip(self.files, self.videos):
+            digest.update(f"{n}:{v.shape}\n".encode())
+            digest.update(memoryview(np.ascontiguousarray(v)).cast("B"))
+        self.name = f"folder:{digest.hexdigest()}:{size}px:{self.fps:g}fps"
+        self._ends: dict[int, np.ndarray] = {}
+
+    def ends(self, T: int | None = None) -> np.ndarray:
+        """Cumulative counts of the T-frame windows of the videos: window i is window i - ends[v-1] of video v."""
+        T = self.T if T is None else T
+        if T not in self._ends:
+            self._ends[T] = np.cumsum([max(len(v) - T + 1, 0) for v in self.videos])
+        return self._ends[T]
 
     def __len__(self) -> int:
         """Distinct T-frame windows."""
-        return int(self._ends[-1])
+        return int(self.ends()[-1])
 
     def clip(self, i: int, T: int | None = None) -> torch.Tensor:
-        """Window i as (3, T, size, size) in [-1, 1] (a shorter T than the folder's is a prefix of it)."""
+        """Window i of the T-frame windows (every frame of every video starts or ends some window, whatever
+        T) as (3, T, size, size) in [-1, 1]."""
         T = self.T if T is None else T
-        v = int(np.searchsorted(self._ends, i, side="right"))
-        start = int(i - (self._ends[v - 1] if v else 0))
-        frames = self.videos[v][start:start + T]
-        if len(frames) < T:
+        if T > self.T:
             raise ValueError(f"{T}-frame clips need videos of at least {T} frames; this folder was read for {self.T}")
-        return shapes.to_tensor(np.ascontiguousarray(frames))
+        ends = self.ends(T)
+        v = int(np.searchsorted(ends, i, side="right"))
+        start = int(i - (ends[v - 1] if v else 0))
+        return shapes.to_tensor(np.ascontiguousarray(self.videos[v][start:start + T]))
 
     def spread(self, n: int) -> list[tuple[int, int]]:
         """Up to n distinct windows (video, first frame) for an evaluation: the videos in turn, so every video
@@ -178,8 +178,8 @@ class VideoFolder:
             raise ValueError(f"video {self.files[v]} has no {T}-frame window from frame {start}")
         return shapes.to_tensor(np.ascontiguousarray(frames))
 
-    def _draw(self, key: int, n: int) -> torch.Tensor:
-        return torch.randint(len(self), (n,), generator=torch.Generator().manual_seed(key))
+    def _draw(self, key: int, n: int, T: int | None = None) -> torch.Tensor:
+        return torch.randint(int(self.ends(T)[-1]), (n,), generator=torch.Generator().manual_seed(key))
 
     def stream(self, b: int, T: int, start: int = 0, rank: int = 0, world: int = 1):
         """Batch j holds global clips start + (j * world + rank) * b ...: windows drawn by the clip's
@@ -187,14 +187,14 @@ class VideoFolder:
         j = 0
         while True:
             first = start + (j * world + rank) * b
-            idx = [int(self._draw(1_000_003 * (first + i) + 7, 1)[0]) for i in range(b)]
+            idx = [int(self._draw(1_000_003 * (first + i) + 7, 1, T)[0]) for i in range(b)]
             yield torch.stack([self.clip(i, T) for i in idx]), None, None
             j += 1
 
     _KEYS = {"cache": 1, "stats": 2, "calib": 3, "val": 4}
 
     def batches(self, purpose: str, n: int, T: int, batch: int = 16):
-        idx = self._draw(self._KEYS[purpose], n)
+        idx = self._draw(self._KEYS[purpose], n, T)
         for a in range(0, n, batch):
             yield torch.stack([self.clip(int(i), T) for i in idx[a:a + batch]])
 

@@ -42,6 +42,7 @@ __all__ = [
     "VideoError",
     "DEFAULT_FPS",
     "read_video",
+    "read_resampled",
     "source_fps",
     "pixel_aspect",
     "constant_rate_frames",
@@ -448,6 +449,41 @@ def read_video(
             f"could not read video: no frames could be decoded (empty, corrupt or not a video): {str(path)!r}"
         )
     return np.ascontiguousarray(np.stack(frames).astype(np.uint8, copy=False)), fps
+
+
+def read_resampled(path: str | os.PathLike, fps: float, size: int, max_frames: int) -> tuple[np.ndarray, float, bool]:
+    """A video file's frames at ``fps``, resized and centre-cropped to ``size`` x ``size`` as they are decoded:
+    what ``resize_center_crop(resample_fps(*read_video(path), fps), size)`` gives, frame for frame, but holding
+    only the frames kept (a 240 fps file read for 8 fps never holds its other 29 frames in 30, nor any frame
+    at its own size). Returns (frames uint8 [T, size, size, 3], the source's rate, whether the file goes on
+    past ``max_frames``, the most it returns). Raises ``VideoError`` as ``read_video`` does."""
+    dst = _check_fps(fps, "fps")
+    size = _check_positive_int(size, "size")
+    max_frames = _check_positive_int(max_frames, "max_frames")
+    read_video(path, max_frames=1)  # its checks and messages: missing, empty, text, corrupt, no frame
+    cap = cv2.VideoCapture(str(path))
+    out: list[np.ndarray] = []
+    n, j, last = 0, 0, (None, None)
+    try:
+        timing, aspect = source_timing(cap, path), pixel_aspect(cap)
+        src = timing.fps
+        for frame in constant_rate_frames(cap, **timing._asdict()):
+            # output j shows source frame round(j src / dst)
+            while len(out) < max_frames and math.floor(j * src / dst + 0.5 + 1e-9) == n:
+                if last[0] is not frame:  # a frame shown several times is converted once
+                    last = (frame, _resize_crop_frame(to_rgb(frame, aspect), size))
+                out.append(last[1])
+                j += 1
+            n += 1
+            if len(out) == max_frames and math.floor(n * dst / src + 1e-9) > max_frames:  # the clip goes on
+                return np.stack(out), src, True
+    finally:
+        cap.release()
+    if not out:
+        raise VideoError(f"could not read video: no frames could be decoded: {str(path)!r}")
+    t_out = max(1, int(math.floor(n * dst / src + 1e-9)))  # as resample_fps: the frames that start in the clip,
+    out += [out[-1]] * (min(t_out, max_frames) - len(out))  # those past its last frame showing that frame
+    return np.stack(out[:t_out]), src, t_out > max_frames
 
 
 # ----------------------------------------------------------------------------- preprocessing

@@ -360,3 +360,67 @@ def test_generate_piped_prints_no_progress_bars(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert os.path.getsize(tmp_path / "g.mp4") > 0 and "wrote" in out.stdout
     assert "\r" not in out.stderr and "\x1b" not in out.stderr and "it/s" not in out.stderr, out.stderr[-500:]
+
+
+def test_training_weights_that_are_no_number_are_refused_and_set_takes_every_override(tmp_path, capsys,
+                                                                                       monkeypatch):
+    """--kl-weight nan trained a NaN model and exited 0; --latent-noise and --repa-weight nan or < 0 turned
+    their term off unsaid. --set given twice keeps both overrides; a list field with an empty default
+    (attr_classes, attr_temporal) takes its elements' type from the config."""
+    from flexvid import tokenizer, train_tokenizer
+    out = tmp_path / "run"
+    for command, option, value in (("train-vae", "--kl-weight", "nan"), ("train-vae", "--kl-weight", "-5"),
+                                   ("train-vae", "--latent-noise", "nan"), ("train-tokenizer", "--repa-weight", "-1"),
+                                   ("train-tokenizer", "--repa-weight", "nan")):
+        assert cli.main([command, option, value, "--out-dir", str(out)]) == 2
+        assert capsys.readouterr().err == f"flexvid {command}: {option} must be a number >= 0, got {float(value)}\n"
+    assert not out.exists()
+    asked = {}
+
+    def stop(items, base):
+        asked.update(parse(items, base))
+        raise SystemExit("stopped here")
+
+    parse = train_tokenizer.parse_overrides
+    monkeypatch.setattr(train_tokenizer, "parse_overrides", stop)
+    assert cli.main(["train-tokenizer", "--set", "p_null=0.2", "--set", "time_std=0.5", "attr_classes=3,4",
+                     "--set", "attr_temporal=true,false", "--out-dir", str(out)]) == 2
+    assert asked == {"p_null": 0.2, "time_std": 0.5, "attr_classes": [3, 4], "attr_temporal": [True, False]}
+    base = tokenizer.TokenizerConfig().__dict__
+    with pytest.raises(SystemExit, match="'yes' is not a valid"):
+        parse(["attr_temporal=yes"], base)
+
+
+def test_a_checkpoint_stopped_mid_write_leaves_no_file_behind(tmp_path, monkeypatch):
+    from flexvid import training
+    path = tmp_path / "ckpt.pt"
+    training.save_checkpoint(str(path), {"step": 1})
+
+    def interrupted(state, f):
+        open(f, "wb").write(b"partial")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        training.save_checkpoint(str(path), {"step": 2})
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+    monkeypatch.undo()
+    assert training.torch.load(path, weights_only=True)["step"] == 1  # the last whole one is kept
+
+
+def test_the_app_finds_a_model_folder_given_relative_to_where_it_is_run(tmp_path, monkeypatch):
+    """flexvid app --tokenizer runs/my_tok/export (and FLEXVID_TOKENIZER, the generator options) from one's own
+    folder: relative to it, not only to space.yaml's folder or the checkout."""
+    import shutil
+
+    from flexvid.runtime import load_settings, resolve_model
+    shutil.copytree(REPO_ROOT / "assets" / "tokenizer", tmp_path / "runs" / "tok" / "export")
+    monkeypatch.chdir(tmp_path)
+    for name in ("FLEXVID_TOKENIZER", "FLEXVID_TEXT_GENERATOR", "FLEXVID_CLASS_GENERATOR"):
+        monkeypatch.delenv(name, raising=False)
+    s = load_settings(tokenizer="runs/tok/export", generators={"text": "none", "class": "none"})
+    assert resolve_model(s.tokenizer, s.base_dir) == str(tmp_path / "runs" / "tok" / "export")
+    monkeypatch.setenv("FLEXVID_TOKENIZER", "runs/tok/export")
+    assert load_settings().tokenizer == str(tmp_path / "runs" / "tok" / "export")
+    monkeypatch.chdir(REPO_ROOT)  # the checkout's own folder is still named as given
+    assert load_settings(tokenizer="assets/tokenizer").tokenizer == "assets/tokenizer"

@@ -121,15 +121,16 @@ def test_bad_folders_are_clear_errors(tmp_path, folder):
 def test_a_long_file_is_refused_without_being_read_whole(tmp_path, monkeypatch):
     """max_frames bounds what is decoded, not only what is kept: a long file stops being read early."""
     video_io.write_video(tmp_path / "long.mp4", shapes.make_clip(0, 4, 161).video, fps=16)  # 80 frames at 8 fps
-    read = video_io.read_video
+    read = video_io.constant_rate_frames
     decoded = []
 
     def counting(*args, **kwargs):
-        frames, fps = read(*args, **kwargs)
-        decoded.append(len(frames))
-        return frames, fps
+        decoded.append(0)
+        for frame in read(*args, **kwargs):
+            decoded[-1] += 1
+            yield frame
 
-    monkeypatch.setattr(video_io, "read_video", counting)
+    monkeypatch.setattr(video_io, "constant_rate_frames", counting)
     with pytest.raises(ValueError, match="more than 30 frames"):
         VideoFolder(str(tmp_path), T=17, size=32, fps=8.0, max_frames=30)
     assert max(decoded) <= 2 * 31 + 1 < 161  # at most the 16 fps frames that 31 frames at 8 fps need
@@ -342,3 +343,70 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
                      "--long-clips", "0", "--val-clips", "2", "--probe-clips", "0"]) == 2
     err = capsys.readouterr().err
     assert "32 px" in err and "shapes world" in err and not (tmp_path / "g" / "tokens.safetensors").exists()
+
+
+def test_read_resampled_is_the_read_resampled_and_cropped_clip_holding_only_what_it_keeps(tmp_path):
+    """video_io.read_resampled gives, frame for frame, resize_center_crop(resample_fps(read_video)) at 1, 3, 8,
+    16 and 30 fps, for a wide and a tall picture and a GIF that holds its frames; it stops at max_frames and
+    says whether the clip goes on; a 120 fps file read for 8 fps never holds its other frames."""
+    import tracemalloc
+
+    import PIL.Image
+    clip = shapes.make_clip(0, 7, 45).video
+    for fps, (w, h) in ((1, (64, 64)), (3, (200, 33)), (8, (48, 96)), (16, (64, 64)), (30, (96, 48))):
+        path = tmp_path / f"c{fps}.mp4"
+        video_io.write_video(path, np.stack([cv2_resize(f, w, h) for f in clip]), fps=fps)
+        frames, src = video_io.read_video(path)
+        want = video_io.resize_center_crop(video_io.resample_fps(frames, src, 8.0), 32)
+        got, got_src, more = video_io.read_resampled(path, 8.0, 32, 10**6)
+        assert got_src == src and not more and np.array_equal(got, want), (fps, got.shape, want.shape)
+        part, _, more = video_io.read_resampled(path, 8.0, 32, 5)
+        assert np.array_equal(part, want[:5]) and more == (len(want) > 5)
+        assert not video_io.read_resampled(path, 8.0, 32, len(want))[2]  # exactly enough: no more
+    images = [PIL.Image.fromarray(f) for f in clip[:6]]
+    images[0].save(tmp_path / "g.gif", save_all=True, append_images=images[1:], duration=[100, 700, 100, 300, 100, 900])
+    frames, src = video_io.read_video(tmp_path / "g.gif")
+    assert np.array_equal(video_io.read_resampled(tmp_path / "g.gif", 8.0, 32, 1000)[0],
+                          video_io.resize_center_crop(video_io.resample_fps(frames, src, 8.0), 32))
+    video_io.write_video(tmp_path / "fast.mp4", np.repeat(clip[:, :, :, :], 6, axis=0)[:240], fps=120)
+    tracemalloc.start()
+    try:
+        got, src, _ = video_io.read_resampled(tmp_path / "fast.mp4", 8.0, 32, 1000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(got) == 16 and src == 120
+    assert peak < 40 * 64 * 64 * 3, peak  # the 16 kept frames and a few decoded ones, not 240 (2.9 MB)
+
+
+def cv2_resize(frame, w, h):
+    import cv2
+    return cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def test_every_frame_of_a_folder_is_in_some_shorter_clip_and_its_cache_key_is_its_frames(tmp_path, monkeypatch):
+    """Clips shorter than the folder was read for (train-vae's 9 frames of a folder read for 17) are drawn
+    from all their own windows: the last frames of each video too. Two folders laid out alike (the same
+    names and lengths) but holding other frames have other names (the latent cache's key). A file past
+    MAX_RESAMPLED_FRAMES at --fps but within the folder's budget is kept."""
+    ramp = np.repeat(np.arange(0, 240, 10, dtype=np.uint8)[:, None, None, None], 32, 1)
+    ramp = np.repeat(np.repeat(ramp, 32, 2), 3, 3)  # 24 frames, frame i at level 10 i
+    for name, video in (("a", ramp), ("b", 255 - ramp)):
+        (tmp_path / name).mkdir()
+        video_io.write_video(tmp_path / name / "0001.mp4", video, fps=8)
+    a, b = (VideoFolder(str(tmp_path / n), T=17, size=32) for n in "ab")
+    assert len(a) == 24 - 16 and a.name != b.name
+    assert VideoFolder(str(tmp_path / "a"), T=17, size=32).name == a.name  # the same frames: the same name
+    seen = set()
+    stream = a.stream(16, 9)
+    for _ in range(20):
+        clips = next(stream)[0]
+        seen |= {int(round((v + 1) * 127.5 / 10)) for v in clips[:, 0, :, 16, 16].flatten().tolist()}
+    assert seen == set(range(24)), sorted(set(range(24)) - seen)  # frames 16..23 were never drawn before
+    assert torch.equal(a.clip(24 - 9, 9), shapes.to_tensor(a.videos[0][-9:]))  # the last of 16 windows
+    with pytest.raises(ValueError, match="24-frame clips need"):
+        a.clip(0, 24)
+    (tmp_path / "slow").mkdir()
+    video_io.write_video(tmp_path / "slow" / "s.mp4", ramp[:20], fps=1)  # 20 s: 160 frames at 8 fps
+    monkeypatch.setattr(video_io, "MAX_RESAMPLED_FRAMES", 100)
+    assert [len(v) for v in VideoFolder(str(tmp_path / "slow"), T=17, size=32).videos] == [160]
