@@ -250,5 +250,10 @@ def main(argv=None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run_module(command: str) -> None:
+    """`python -m flexvid.train_vae ...` (and torchrun -m) as `flexvid train-vae ...`: errors in one line."""
+    sys.exit(main([command, *sys.argv[1:]]))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -506,5 +506,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m / torchrun -m: errors in one line, as the flexvid command
+    from flexvid.cli import run_module
+    run_module("generate")

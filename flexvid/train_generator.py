@@ -558,5 +558,6 @@ def main(argv=None):
     return ema
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m / torchrun -m: errors in one line, as the flexvid command
+    from flexvid.cli import run_module
+    run_module("train-generator")

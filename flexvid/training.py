@@ -115,6 +115,10 @@ class TrainConfig:
         """What a training command does first, before it builds its model or draws anything: its thread
         count, and the seed (`fit` seeds again, but a model built before it would start from other weights
         in every process, and --seed would not repeat a run)."""
+        world = int(os.environ.get("WORLD_SIZE", "1")) if "RANK" in os.environ else 1  # under torchrun
+        if world > 1 and self.batch_size % world:  # said now, not after a folder is decoded and a model built
+            raise SystemExit(f"--batch-size {self.batch_size} must be a multiple of the {world} processes that "
+                             "share each batch")
         if self.threads:
             torch.set_num_threads(self.threads)
         torch.manual_seed(self.seed)

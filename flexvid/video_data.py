@@ -21,6 +21,7 @@ measures fitting, not generalisation.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,12 +56,26 @@ class ShapesClips:
         return torch.cat(list(self.batches(purpose, n, T, 64))) if n else torch.zeros(0, 3, T, self.size, self.size)
 
 
+def video_files(root: str | os.PathLike) -> list[Path]:
+    """The video files under a folder, at any depth, sorted; a linked subfolder is followed (once: a link
+    back up the tree is no loop), as a linked file is."""
+    folder, seen, found = Path(root), set(), []
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        found += [Path(here) / n for n in names if Path(n).suffix.lower() in VIDEO_EXTENSIONS
+                  and (Path(here) / n).is_file()]
+    return sorted(found)
+
+
 def folder_listing(root: str) -> str:
     """What a folder of videos holds, cheaply: 'N video files, <digest of their paths and byte sizes>' (no
     file is decoded), so that a run resumed on a folder whose videos were added, removed or replaced is told."""
     folder = Path(root)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) \
-        if folder.is_dir() else []
+    files = video_files(folder) if folder.is_dir() else []
     digest = hashlib.sha1("\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}" for p in files).encode())
     return f"{len(files)} video files, {digest.hexdigest()[:12]}"
 
@@ -91,7 +106,7 @@ class VideoFolder:
             raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
         if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
             raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+        files = video_files(folder)
         if not files:
             raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(root)!r}")
         self.T, self.size, self.fps = T, size, float(fps)

@@ -424,3 +424,19 @@ def test_the_app_finds_a_model_folder_given_relative_to_where_it_is_run(tmp_path
     assert load_settings().tokenizer == str(tmp_path / "runs" / "tok" / "export")
     monkeypatch.chdir(REPO_ROOT)  # the checkout's own folder is still named as given
     assert load_settings(tokenizer="assets/tokenizer").tokenizer == "assets/tokenizer"
+
+
+def test_a_training_module_run_by_python_or_torchrun_errs_in_one_line(tmp_path):
+    """python -m flexvid.train_vae (as torchrun -m runs it) prints a bad setting as `flexvid train-vae` does,
+    and a batch that the processes cannot share is refused before any data is read."""
+    import subprocess
+    import sys
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    bad = subprocess.run([sys.executable, "-m", "flexvid.train_vae", "--ema-decay", "nan", "--out-dir",
+                          str(tmp_path / "a")], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr == "flexvid train-vae: --ema-decay must be a number in [0, 1), got nan\n"
+    bad = subprocess.run([sys.executable, "-m", "flexvid.train_tokenizer", "--batch-size", "3", "--out-dir",
+                          str(tmp_path / "b")], capture_output=True, text=True, cwd=tmp_path,
+                         env={**env, "RANK": "0", "WORLD_SIZE": "2"})
+    assert bad.returncode == 2 and "--batch-size 3 must be a multiple of the 2 processes" in bad.stderr
+    assert "Traceback" not in bad.stderr and not os.listdir(tmp_path)

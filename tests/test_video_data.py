@@ -410,3 +410,15 @@ def test_every_frame_of_a_folder_is_in_some_shorter_clip_and_its_cache_key_is_it
     video_io.write_video(tmp_path / "slow" / "s.mp4", ramp[:20], fps=1)  # 20 s: 160 frames at 8 fps
     monkeypatch.setattr(video_io, "MAX_RESAMPLED_FRAMES", 100)
     assert [len(v) for v in VideoFolder(str(tmp_path / "slow"), T=17, size=32).videos] == [160]
+
+
+def test_a_linked_subfolder_is_followed_once(tmp_path):
+    """A folder whose videos sit behind a link to another folder is read through it (Python's rglob does not
+    follow it); a link back up the tree is no loop and lists nothing twice."""
+    (tmp_path / "real").mkdir()
+    video_io.write_video(tmp_path / "real" / "a.mp4", shapes.make_clip(0, 1, 17).video, fps=8)
+    (tmp_path / "data").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "data" / "linked")
+    os.symlink(tmp_path / "data", tmp_path / "data" / "linked_up")  # a loop
+    d = VideoFolder(str(tmp_path / "data"), T=17, size=32)
+    assert d.files == [os.path.join("linked", "a.mp4")]
