@@ -149,9 +149,10 @@ class Timing(NamedTuple):
     end_s: float  # seconds from its first frame to when its last frame stops showing; nan: not known
     hold: bool  # a frame shows from its own time until the next frame's (GIF, APNG, WebP), else nearest
     max_gap_s: float  # a jump forward longer than this is a break in the timestamps (MPEG-TS), not a pause
+    span_s: float = math.nan  # the packets' last time from their first: end_s holds only if the frames span it
 
 
-TIMING_PACKETS = 4096  # packets source_timing reads from a file's start (then its end, by a seek)
+TIMING_PACKETS = 128  # packets source_timing reads from a file's start, and at most from its last keyframe
 MAX_GAP_S = 10.0  # FFmpeg's dts_delta_threshold: the jump in a discontinuous format's timestamps that is a break
 _DELAY_FORMATS = {"gif", "apng", "webp_pipe"}  # formats whose frames carry display delays
 
@@ -198,35 +199,41 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
             st = c.streams.video[0]
             name, tb = c.format.name, st.time_base
             gap = MAX_GAP_S if c.format.flags & 0x200 else math.inf  # AVFMT_TS_DISCONT
+
+            def packets(most):  # (pts, duration) of the decoded ones (an edit list's discarded are not shown)
+                got = []
+                for pk in c.demux(st):
+                    if pk.size and pk.pts is not None and not pk.is_discard:
+                        got.append((pk.pts, pk.duration or 0))
+                        if most and len(got) > most:
+                            break
+                return got
+
             if name == "webp_pipe":
                 delays = _delays_webp(path)
             else:
-                packets, whole = [], True
-                for pk in c.demux(st):
-                    if pk.size and pk.pts is not None:
-                        packets.append((pk.pts, pk.duration or 0))
-                    if len(packets) >= TIMING_PACKETS and name not in _DELAY_FORMATS:
-                        whole = False
-                        break
+                first = packets(0 if name in _DELAY_FORMATS else TIMING_PACKETS)
+                whole = name in _DELAY_FORMATS or len(first) <= TIMING_PACKETS
+                found = first[:TIMING_PACKETS]
                 if not whole and c.duration:  # the end's packets, after a seek to the last keyframe
                     with contextlib.suppress(Exception):
                         c.seek(c.duration + (c.start_time or 0), backward=True, any_frame=False)
-                        last = [(pk.pts, pk.duration or 0) for pk in c.demux(st) if pk.size and pk.pts is not None]
-                        whole = 0 < len(last) < TIMING_PACKETS
-                        packets = packets[:TIMING_PACKETS // 2] + (last if whole else [])
-                if not packets or not tb:
+                        last = packets(TIMING_PACKETS)
+                        whole = 0 < len(last) <= TIMING_PACKETS  # (a last keyframe too far back: no end)
+                        found += last if whole else []
+                if not found or not tb:
                     return plain
-                delays = [float(d * tb) for _, d in packets if d > 0]
+                delays = [float(d * tb) for _, d in found if d > 0]
     except Exception:  # noqa: BLE001 - no PyAV (or PIL), or a file it cannot open that OpenCV could
         return plain
     if name in _DELAY_FORMATS:
-        if not delays:
+        if not delays or not float(np.median(delays)) > 0:
             return plain
-        rate = 1.0 / float(np.median(delays)) if float(np.median(delays)) > 0 else math.nan
+        rate = 1.0 / float(np.median(delays))
         return Timing(rate if math.isfinite(rate) and 0 < rate <= MAX_SOURCE_FPS else fps, math.fsum(delays),
                       True, math.inf)
-    packets.sort()
-    times = np.array([float(p * tb) for p, _ in packets])
+    found = sorted(set(found))
+    times = np.array([float(p * tb) for p, _ in found])
     spacing = np.diff(times)
     spacing = spacing[(spacing >= 0.5 / MAX_SOURCE_FPS) & (spacing <= gap)]
     typical = float(np.median(spacing)) if len(spacing) else math.nan
@@ -234,14 +241,16 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
         rate = 1.0 / float(spacing[(spacing >= 0.5 * typical) & (spacing <= 2 * typical)].mean())
         if 0 < rate <= MAX_SOURCE_FPS and max(rate / fps, fps / rate) > 1.5:
             fps = rate
-    durations = [d * tb for _, d in packets[:-1] if d > 0]
-    end_s = math.nan  # the last packet's duration is a hold only where the others' durations are their spacing
-    if whole and packets[-1][1] > 0 and durations and abs(math.log(float(np.median(durations)) / typical)) < 0.4:
+    durations = [float(d * tb) for _, d in found[:-1] if d > 0]
+    # the last packet's duration is a hold only where the others' durations are their spacing (a header's
+    # wrong rate sets them all), and only for a file whose frames reach the last packet (constant_rate_frames)
+    if whole and found[-1][1] > 0 and durations and abs(math.log(float(np.median(durations)) / typical)) < 0.4 \
+            and gap == math.inf:
         base = times[times >= 0].min() if (times >= 0).any() else times.min()  # after an mp4's edit list
-        end_s = float(times[-1] + packets[-1][1] * tb - base)
-        if gap < math.inf or not end_s > 0:  # a break makes the timestamps' span no length
-            end_s = math.nan
-    return Timing(fps, end_s, False, gap)
+        end_s = float(times[-1] + found[-1][1] * tb - base)
+        if end_s > 0:
+            return Timing(fps, end_s, False, gap, float(times[-1] - base))
+    return Timing(fps, math.nan, False, gap)
 
 
 def pixel_aspect(cap) -> float:
@@ -273,12 +282,14 @@ def to_rgb(bgr: np.ndarray, aspect: float = 1.0) -> np.ndarray:
 
 
 def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = None, end_s: float = math.nan,
-                         hold: bool = False, max_gap_s: float = math.inf):
+                         hold: bool = False, max_gap_s: float = math.inf, span_s: float = math.nan):
     """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps
     (``source_timing`` gives the grid, as a ``Timing``): grid slot j (time j / fps) shows the decoded frame
     nearest that time (halfway: the later one), or, with ``hold`` (a GIF's timing), the last frame that
     started by its time. The clip ends half a slot after its last frame, or at ``end_s`` seconds from its
-    first frame where that is later, so that a held last frame keeps its hold. A constant-rate file gives
+    first frame where that is later (the slots nearer the hold than past it), so that a held last frame
+    keeps its hold; where ``span_s`` is given, only if the decoded frames span it (to a slot and a half): a
+    damaged file, or one whose edit list or first keyframe leaves frames undecoded, ends with its frames. A constant-rate file gives
     each frame once, in order; a variable-rate one (a screen recording, a browser's MediaRecorder webm, a
     phone's) has its frames repeated over long gaps and thinned in bursts, so that it keeps its own speed and
     length wherever it is then taken to be at ``fps``. A frame without a usable timestamp (none, or not at
@@ -320,15 +331,15 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
             counts["dropped"] += not shown
         prev, prev_t, shown = frame, t, False
     if prev is not None:
-        last = prev_t + 0.5 / fps
-        end = max(last, end_s) if math.isfinite(end_s) else last
+        end = prev_t + 0.5 / fps
+        if math.isfinite(end_s) and (not math.isfinite(span_s) or abs(prev_t - span_s) <= 1.5 / fps):
+            end = max(end, end_s if hold else end_s - 0.5 / fps)  # nearest: a slot past the hold's middle is out
         while j < end * fps - 1e-6 or j == 0:
             counts["repeated"] += shown
             shown = True
             yield prev
             j += 1
-        read_s = end if hold or end > last else end + 0.5 / fps
-        counts.update(read_s=read_s, decoded=decoded)  # read to its end
+        counts.update(read_s=end if hold else end + 0.5 / fps, decoded=decoded)  # read to its end
 
 
 def header_length(path: str | os.PathLike) -> tuple[float, int]:

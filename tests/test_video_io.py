@@ -297,6 +297,56 @@ def test_a_held_last_frame_keeps_its_hold(tmp_path, monkeypatch):
     assert len(vio.read_video(tmp_path / "low.mkv")[0]) == 61
 
 
+def _encode(path, frames, options, container_options=None):
+    """frames (T, 48, 64, 3) as H.264 at 30 fps with these encoder and container options."""
+    with av.open(str(path), "w", options=container_options or {}) as c:
+        st = c.add_stream("libx264", rate=30, options=options)
+        st.width, st.height, st.pix_fmt = 64, 48, "yuv420p"
+        for frame in frames:
+            for p in st.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(p)
+        for p in st.encode():
+            c.mux(p)
+
+
+def test_the_end_by_the_packets_holds_only_where_the_frames_reach_it(tmp_path):
+    """Where the packets' end is no hold of the last frame, no frame is added: 29.97 fps in an mkv, whose
+    millisecond timestamps put the last frame's end a little past N / fps; an mp4 whose data is zeros from
+    60% on (the index lists every packet; the frames end early and are said to); an mp4 whose edit list
+    ends at half its media; a stream copy that starts mid-GOP (its first frames are not decoded)."""
+    import struct
+    for n in (8, 16, 19, 27, 38):
+        _timed_h264(tmp_path / "ntsc.mkv", np.arange(n) * 1001 / 30000, rate=Fraction(30000, 1001))
+        assert len(vio.read_video(tmp_path / "ntsc.mkv")[0]) == n, n
+    noise = np.random.default_rng(0).integers(0, 256, (300, 48, 64, 3), dtype=np.uint8)
+    _encode(tmp_path / "whole.mp4", noise, {"g": "30"}, {"movflags": "+faststart"})
+    data = bytearray((tmp_path / "whole.mp4").read_bytes())
+    data[int(len(data) * 0.6):] = bytes(len(data) - int(len(data) * 0.6))
+    (tmp_path / "zeros.mp4").write_bytes(data)
+    counts = {}
+    frames, _ = vio.read_video(tmp_path / "zeros.mp4", counts=counts)
+    assert 100 < len(frames) < 250 and counts["repeated"] == 0 and "cut short" in vio.ended_early(counts, tmp_path / "zeros.mp4")
+    levels = np.repeat(np.arange(0, 240, 2, dtype=np.uint8)[:, None, None, None], 48, 1).repeat(64, 2).repeat(3, 3)
+    _encode(tmp_path / "src.mp4", levels[:60], {})  # 2 s with B-frames (the muxer writes an elst), cut to 1 s
+    data = bytearray((tmp_path / "src.mp4").read_bytes())
+    i = data.find(b"elst")
+    data[i + 12:i + 16] = struct.pack(">I", struct.unpack(">I", data[i + 12:i + 16])[0] // 2)
+    (tmp_path / "elst.mp4").write_bytes(data)
+    assert len(vio.read_video(tmp_path / "elst.mp4")[0]) == 30
+    _encode(tmp_path / "gop.mp4", levels, {"g": "30", "keyint_min": "30", "sc_threshold": "0", "bf": "0"})
+    with av.open(str(tmp_path / "gop.mp4")) as src, av.open(str(tmp_path / "copy.mkv"), "w") as out:
+        si = src.streams.video[0]
+        so = out.add_stream_from_template(si)
+        tick = round(1 / (30 * si.time_base))
+        for p in src.demux(si):  # frames 40 .. 99: from the middle of a GOP, its first 20 frames undecodable
+            if p.size and 40 * tick <= p.pts < 100 * tick:
+                p.pts, p.dts, p.stream = p.pts - 40 * tick, p.dts - 40 * tick, so
+                out.mux(p)
+    counts = {}
+    frames, _ = vio.read_video(tmp_path / "copy.mkv", counts=counts)
+    assert len(frames) == 40 and counts["repeated"] == 0, (len(frames), counts)
+
+
 def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_path):
     """Delays 0.1 s x 3, 1 s, 0.05 s x 4 and a last frame held 2 s: 3.5 s at the typical delay's 10 fps
     from a GIF, an APNG and an animated WebP alike (OpenCV reports 4 frames at 2.12 fps of the last two)."""
