@@ -288,7 +288,7 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
     nearest that time (halfway: the later one), or, with ``hold`` (a GIF's timing), the last frame that
     started by its time. The clip ends half a slot after its last frame, or at ``end_s`` seconds from its
     first frame where that is later (the slots nearer the hold than past it), so that a held last frame
-    keeps its hold; where ``span_s`` is given, only if the decoded frames span it (to a slot and a half): a
+    keeps its hold; where ``span_s`` is given, only if the decoded frames span it (to half a slot): a
     damaged file, or one whose edit list or first keyframe leaves frames undecoded, ends with its frames. A constant-rate file gives
     each frame once, in order; a variable-rate one (a screen recording, a browser's MediaRecorder webm, a
     phone's) has its frames repeated over long gaps and thinned in bursts, so that it keeps its own speed and
@@ -332,7 +332,7 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
         prev, prev_t, shown = frame, t, False
     if prev is not None:
         end = prev_t + 0.5 / fps
-        if math.isfinite(end_s) and (not math.isfinite(span_s) or abs(prev_t - span_s) <= 1.5 / fps):
+        if math.isfinite(end_s) and (not math.isfinite(span_s) or abs(prev_t - span_s) < 0.5 / fps):
             end = max(end, end_s if hold else end_s - 0.5 / fps)  # nearest: a slot past the hold's middle is out
         while j < end * fps - 1e-6 or j == 0:
             counts["repeated"] += shown
