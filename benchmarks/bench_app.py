@@ -241,6 +241,10 @@ def main(argv=None) -> int:
         p.error("--repeats must be in [1, 50]")
     if args.random and args.tokenizer:
         p.error("--random and --tokenizer exclude each other")
+    if not (args.timeout > 0 and args.start_timeout > 0):
+        p.error(f"--timeout and --start-timeout must be > 0 seconds, got {args.timeout}, {args.start_timeout}")
+    from flexvid.hub import check_output
+    check_output(args.out, name="--out")  # before the run, not after it
 
     with tempfile.TemporaryDirectory(prefix="flexvid-bench-app-") as tmp:
         tmp = Path(tmp)
@@ -276,6 +280,7 @@ def main(argv=None) -> int:
     result = {"tokenizer": label, "repeats": args.repeats, "clip_frames": CLIP_FRAMES, "cold_start_s": cold,
               "server_peak_rss_mib": rss, **server, "pure_tokenize": pure}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # check_output: it can be made
     Path(args.out).write_text(json.dumps(result, indent=2))
 
     i = server["info"]
@@ -308,4 +313,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexvid.cli import run_script
+    run_script(main)

@@ -75,4 +75,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexvid.cli import run_script
+    run_script(main)

@@ -163,6 +163,11 @@ def main(argv=None):
         p.error(f"--best-of values must lie in [1, {MAX_BATCH}], got {args.best_of}")
     if args.repeats < 1 or args.ref_repeats < 1:
         p.error(f"--repeats and --ref-repeats must be >= 1, got {args.repeats}, {args.ref_repeats}")
+    if any(f < 1 or (f - 1) % 4 for f in args.frames) or (args.threads or 0) < 0:
+        p.error(f"--frames must be 1 + 4n and --threads >= 0, got {args.frames}, {args.threads}")
+    if args.json:
+        from flexvid.hub import check_output
+        check_output(args.json, name="--json")  # before the run, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -188,6 +193,7 @@ def main(argv=None):
     if res["random_weights"]:
         print("\n(random weights: these numbers measure speed only)")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)  # check_output: it can be made
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     return res
@@ -212,4 +218,5 @@ def bench_a_b(gen: VideoGenerator, args, res: dict) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flexvid.cli import run_script
+    run_script(main)

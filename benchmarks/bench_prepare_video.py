@@ -67,4 +67,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from flexvid.cli import run_script
+    run_script(main)

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from contextlib import nullcontext
 
 import torch
 import torch.utils.flop_counter as flop_counter
 
 from flexvid import shapes
+from flexvid.cli import DEFAULT_TOKENIZER
+from flexvid.hub import check_output, display_name
 from flexvid.pipeline import VideoFlexTok
 from flexvid.benchmarking import timed
 
@@ -97,7 +100,7 @@ def bench_networks(tok: VideoFlexTok, batch: int, repeats: int) -> dict:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--model", default="assets/tokenizer")
+    p.add_argument("--model", default=DEFAULT_TOKENIZER, help="tokenizer folder or repo id (default: the embedded one)")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", choices=["bf16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -108,6 +111,12 @@ def main(argv=None):
     p.add_argument("--matmul-size", type=int, default=2048)
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
+    if min(args.repeats, args.batch, args.matmul_size, 1 if args.steps is None else args.steps) < 1 \
+            or (args.threads or 0) < 0:
+        p.error(f"--repeats, --batch, --steps and --matmul-size must be >= 1 and --threads >= 0, got {args.repeats}, "
+                f"{args.batch}, {args.steps}, {args.matmul_size}, {args.threads}")
+    if args.json:
+        check_output(args.json, name="--json")  # before the run, not after it
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -117,8 +126,9 @@ def main(argv=None):
     if not all(1 <= k <= tok.n_tokens for k in ks):
         p.error(f"--ks must lie in [1, {tok.n_tokens}], got {ks}")
     tok.max_batch = max(tok.max_batch, len(ks))  # the whole ladder in one decoder batch
-    res = {"model": args.model, "device": str(dev), "dtype": str(tok.dtype).removeprefix("torch."),
-           "threads": torch.get_num_threads(), "torch": torch.__version__}
+    res = {"model": display_name(args.model), "device": str(dev), "dtype": str(tok.dtype).removeprefix("torch."),
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "repeats": args.repeats,
+           "batch": args.batch, "matmul_size": args.matmul_size}
 
     res["ladder"] = lad = bench_ladder(tok, ks, args.repeats, args.steps)
     print(f"device {dev}, dtype {res['dtype']}, {res['threads']} threads, torch {torch.__version__}")
@@ -141,10 +151,12 @@ def main(argv=None):
         print(f"    {name:8} {1e3 * r['seconds']:9.2f} {r['clips_per_s']:9.1f} {r['flops'] / 1e9:9.3f} "
               f"{r['flops_per_s'] / 1e9:9.1f} {mfu}")
     if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)  # check_output: it can be made
         with open(args.json, "w") as f:
             json.dump(res, f, indent=1)
     return res
 
 
 if __name__ == "__main__":
-    main()
+    from flexvid.cli import run_script
+    run_script(main)

@@ -217,6 +217,10 @@ def main(argv=None) -> int:
         p.error("--upload-share and --generate-share must be >= 0 and add up to at most 1")
     if args.url and urlparse(args.url).hostname not in LOOPBACK:
         p.error(f"loopback only: {args.url!r} is not on 127.0.0.1 / localhost")
+    if not args.timeout > 0:
+        p.error(f"--timeout must be > 0 seconds, got {args.timeout}")
+    from flexvid.hub import check_output
+    check_output(args.out, name="--out")  # before the run, not after it
 
     with tempfile.TemporaryDirectory(prefix="flexvid-load-") as tmp:
         tmp = Path(tmp)
@@ -242,6 +246,7 @@ def main(argv=None) -> int:
     result = {"clients": args.clients, "duration_s": args.duration, "wall_s": wall, "upload_share": args.upload_share,
               "generate_share": args.generate_share, "server_peak_rss_mib": rss, "ops": summarize(records, wall)}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # check_output: it can be made
     Path(args.out).write_text(json.dumps(result, indent=2))
     for op, s in result["ops"].items():
         if op == "all":
@@ -255,4 +260,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flexvid.cli import run_script
+    run_script(main)

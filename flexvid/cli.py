@@ -250,6 +250,23 @@ def main(argv=None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def run_script(main) -> None:
+    """A script's or benchmark's main (benchmarks/, scripts/) with errors as the flexvid commands give them: a
+    ValueError (a missing model, a bad value) or a SystemExit message in one line, exit status 2."""
+    name = os.path.basename(sys.argv[0])
+    try:
+        result = main()
+    except ValueError as e:
+        print(f"{name}: {e}", file=sys.stderr)
+        sys.exit(2)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(f"{name}: {e.code}", file=sys.stderr)
+            sys.exit(2)
+        raise
+    sys.exit(result if isinstance(result, int) else 0)
+
+
 def run_module(command: str) -> None:
     """`python -m flexvid.train_vae ...` (and torchrun -m) as `flexvid train-vae ...`: errors in one line."""
     sys.exit(main([command, *sys.argv[1:]]))

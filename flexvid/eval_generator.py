@@ -40,7 +40,7 @@ import torch
 from . import evaluate as evaluate_tokenizer
 from . import probe, shapes
 from .cli import HelpFormatter
-from .hub import display_name
+from .hub import command_line, display_name
 from .generate import DEFAULT_MODELS, VideoGenerator, frames_to_steps
 from .pipeline import chunk_bounds
 from .quantizer import prefix_ladder
@@ -139,11 +139,13 @@ def conditions(gen: VideoGenerator, clips) -> tuple[list, list]:
 
 def generate_videos(gen: VideoGenerator, conds: list, k: int, frames: int, seed: int = 0, batch: int = 16,
                     **sampler) -> list[torch.Tensor]:
-    """Videos (3, T, H, W) for the conditions, `batch` per call; condition i gets seed + i for its decode
-    noise, whatever k is, so every k is decoded from the same noise."""
+    """Videos (3, T, H, W) for the conditions, `batch` per call; condition i samples its tokens and its
+    decode noise from seed + i, as it would alone: the same videos whatever the batch, and every k decoded
+    from the same noise."""
     out = []
     for j in range(0, len(conds), batch):
-        out += gen.generate(conds[j:j + batch], k=k, frames=frames, seed=seed + j, **sampler)
+        chunk = conds[j:j + batch]
+        out += gen.generate(chunk, k=k, frames=frames, seed=list(range(seed + j, seed + j + len(chunk))), **sampler)
     return out
 
 
@@ -181,7 +183,7 @@ def faithfulness(gen: VideoGenerator, clips, ks=None, frames: int = 17, seed: in
     if cond == "text":
         for name, n_obj in (("one_object", 1), ("two_objects", 2)):
             idx = [i for i, c in enumerate(clips) if len(c.objects) == n_obj]
-            res[name] = {"n": len(idx), "rates": per_k(idx)}
+            res[name] = {"n": len(idx), "rates": per_k(idx) if idx else None}  # none of that kind: no rate
     return res
 
 
@@ -373,7 +375,7 @@ def table(results: dict) -> str:
     lines = []
     for name, f in results["faithfulness"].items():
         keys = (*f["attrs"], "all")
-        splits = [s for s in ("one_object", "two_objects") if f.get(s)]
+        splits = [s for s in ("one_object", "two_objects") if f.get(s) and f[s]["n"]]
         head = f"{'k':>5} " + " ".join(f"{a:>6}" for a in keys) + "".join(f" {s.split('_')[0] + '-obj':>8}" for s in splits)
         note = ("all = colour + shape + size + motion" if name == "text"
                 else "all = colour + shape + motion: a class has no size")
@@ -384,8 +386,10 @@ def table(results: dict) -> str:
                          + "".join(f" {f[s]['rates']['all'][i]:8.2f}" for s in splits))
         lines.append(f"{'truth':>5} " + " ".join(f"{f['ground_truth'][a]:6.2f}" for a in keys))
         if splits:
-            lines.append("(one-obj / two-obj: 'all' over the " + " / ".join(str(f[s]["n"]) for s in splits)
-                         + " prompts naming one / two objects)")
+            words = [s.split("_")[0] for s in splits]
+            lines.append(f"({' / '.join(w + '-obj' for w in words)}: 'all' over the "
+                         + " / ".join(str(f[s]["n"]) for s in splits)
+                         + f" prompts naming {' / '.join(words)} object{'s' if 'two' in words else ''})")
         lines.append("")
     for name, bo in (results.get("best_of") or {}).items():
         fmt = lambda r: " ".join(f"{a} {r[a]:.2f}" for a in (*bo["attrs"], "all"))  # noqa: E731
@@ -517,11 +521,15 @@ def main(argv=None):
     if args.n < 1 or args.n_long < 0 or not 1 <= args.batch <= 64:
         raise ValueError(f"--n must be >= 1, --n-long >= 0 and --batch in [1, 64], got {args.n}, {args.n_long}, "
                          f"{args.batch}")
+    from .generate import MAX_BATCH
+    if args.best_of != 0 and not 2 <= args.best_of <= MAX_BATCH:  # said now, not after the faithfulness ladder
+        raise ValueError(f"--best-of must be 0 (skip) or from 2 to {MAX_BATCH}, got {args.best_of}")
+    if args.frames < 5:
+        raise ValueError(f"--frames must be at least 5 (the probe reads motion across time steps), got {args.frames}")
 
     from .pipeline import VideoFlexTok
-    from .video_io import check_output
     # every error a ValueError, which flexvid.cli prints as one line with exit status 2, before any work
-    check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
+    evaluate_tokenizer.check_report(args.out)  # before the evaluation, not after it
     tok = None if args.tokenizer is None else \
         VideoFlexTok.from_pretrained(args.tokenizer, device=args.device, dtype=args.dtype)
     gens = {name: g for name, g in (
@@ -546,6 +554,11 @@ def main(argv=None):
                    temperature=args.temperature, guidance=args.guidance, decode_steps=args.decode_steps,
                    decode_guidance=args.decode_guidance)
     res["tokenizer"] = {name: display_name(tokenizers[name]) for name in gens}
+    res["settings"].update(dtype=str(next(iter(gens.values())).tokenizer.dtype).removeprefix("torch."),
+                           n_long=args.n_long if not args.skip_long else 0, best_of=args.best_of,
+                           skipped=[name for name, skip in (("long", args.skip_long), ("paraphrase", args.skip_paraphrase),
+                                                            ("condition_probe", args.skip_condition_probe)) if skip],
+                           command=command_line("eval-generator", argv))
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

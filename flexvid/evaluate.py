@@ -26,6 +26,7 @@ import resource
 import sys
 import time
 import warnings
+from html import escape
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from pytorch_msssim import ssim as _ssim
 
 from . import probe, shapes
 from .cli import HelpFormatter
-from .hub import display_name
+from .hub import command_line, display_name
 from .pipeline import VideoFlexTok, chunk_bounds
 from .training import add_dtype_argument, add_threads_argument, set_threads
 from .video_io import check_output, from_model
@@ -403,7 +404,7 @@ def _figures(results: dict) -> list:
                                     line={"dash": "dash", "color": "gray"})])
         for b in lv["borders"]:
             fig.add_vline(x=b + 0.5, line_dash="dot", line_color="red")
-        fig.update_layout(title=f"Per-frame PSNR of {lv['n']} long clips ({lv['frames']} frames, chunk borders red)",
+        fig.update_layout(title=f"Per-frame PSNR of {lv['n']} long clip{'s' if lv['n'] != 1 else ''} ({lv['frames']} frames, chunk borders red)",
                           xaxis_title="frame", yaxis_title="PSNR (dB)", height=420, width=720)
         figs.append(fig)
     tp = results.get("token_probe")
@@ -455,6 +456,22 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _rows_html(title: str, rows: list[dict] | None) -> str:
+    """A list of dicts (the report's windows, its skipped files) as an HTML table; '' for none."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{escape(str(k))}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    return f"<h3>{escape(title)} ({len(rows)})</h3><table><tr>{head}</tr>{body}</table>"
+
+
+def check_report(out: str) -> None:
+    """Before any work: --out and the eval.json and eval.html that write_report will put in it."""
+    check_output(out, folder=True, name="--out")
+    for name in ("eval.json", "eval.html"):
+        check_output(os.path.join(out, name), name="--out")
+
+
 def write_report(results: dict, out: str, title: str | None = None, text: str | None = None,
                  figures: list | None = None) -> tuple[str, str]:
     """Write out/eval.json (all numbers) and out/eval.html (a table and plotly figures, library embedded)."""
@@ -465,10 +482,18 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
     title = title or f"Tokenizer evaluation: {results.get('model', '')}"
     figures = _figures(results) if figures is None else figures
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
-    settings = json.dumps(results.get("settings", {}))
-    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid: {title}</title></head>"
-            f"<body><h2>{title}</h2><pre>{table(results) if text is None else text}</pre>"
-            f"<p>settings: {settings}</p>" + "".join(parts) + "</body></html>")
+    settings = dict(results.get("settings", {}))
+    command = settings.pop("command", None)
+    what = {"model": results.get("model") or results.get("models"), "data": results.get("data"),
+            "clips": results.get("n"), "frames": results.get("frames")}
+    about = "; ".join(f"{k}: {v}" for k, v in what.items() if v is not None)
+    html = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>flexvid: {escape(title)}</title></head>"
+            f"<body><h2>{escape(title)}</h2><p>{escape(about)}</p>"
+            + (f"<p>made by <code>{escape(command)}</code></p>" if command else "")
+            + f"<pre>{escape(table(results) if text is None else text)}</pre>"
+            f"<p>settings: {escape(json.dumps(settings))}</p>" + "".join(parts)
+            + _rows_html("windows measured", results.get("windows"))
+            + _rows_html("files skipped", results.get("skipped_files")) + "</body></html>")
     with open(html_path, "w") as f:
         f.write(html)
     return json_path, html_path
@@ -587,7 +612,7 @@ def main(argv=None):
     if args.n < 1 or args.batch < 1 or args.n_long < 0 or args.token_probe < 0:
         raise ValueError(f"--n and --batch must be >= 1, --n-long and --token-probe >= 0, got {args.n}, {args.batch}, "
                          f"{args.n_long}, {args.token_probe}")
-    check_output(args.out, folder=True, name="--out")  # before the evaluation, not after it
+    check_report(args.out)  # before the evaluation, not after it
     if args.frames < 5 or (args.frames - 1) % 4:
         raise ValueError(f"--frames must be 1 + 4n and at least 5, got {args.frames}")
     if args.frames != 17 and args.data is None:
@@ -606,6 +631,7 @@ def main(argv=None):
                    token_probe_clips=args.token_probe, steps=args.steps,
                    guidance=args.guidance, guidance_mode=args.guidance_mode, seed=args.seed,
                    noise_scale=args.noise_scale, data=args.data, frames=args.frames)
+    res["settings"]["command"] = command_line("eval-tokenizer", argv)
     print(table(res))
     json_path, html_path = write_report(res, args.out)
     print(f"wrote {json_path} and {html_path} ({res['elapsed_s']:.0f} s)")

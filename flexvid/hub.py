@@ -57,6 +57,24 @@ def display_name(path_or_repo_id: str) -> str:
     return os.path.basename(full)  # elsewhere on this machine: the folder's own name only
 
 
+def command_line(command: str, argv) -> str:
+    """`flexvid COMMAND ARGS` as a report records what made it: each argument that names a file or folder as
+    display_name gives it (no path of the machine it ran on)."""
+    import shlex
+
+    def shown(arg: str) -> str:
+        if os.path.exists(arg):
+            return display_name(arg)
+        if os.path.isabs(arg) or arg.startswith("~"):  # a path not made yet (an --out): as display_name would
+            full = os.path.realpath(os.path.expanduser(arg))
+            rel = os.path.relpath(full, os.getcwd())
+            return rel if not rel.startswith("..") else os.path.basename(full)
+        return arg
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return " ".join(["flexvid", command, *(shlex.quote(shown(str(a))) for a in argv)])
+
+
 def config_dict(cfg) -> dict:
     d = dataclasses.asdict(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}

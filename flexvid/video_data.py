@@ -118,8 +118,9 @@ class VideoFolder:
         for f in files:
             try:  # frame by frame, holding only the frames kept: at most those left under max_frames (or a clip's)
                 frames, _, more = video_io.read_resampled(f, self.fps, size, max(max_frames - total, T))
-            except (video_io.VideoError, ValueError) as e:
-                self.skipped.append((str(f.relative_to(folder)), str(e)))
+            except (video_io.VideoError, ValueError) as e:  # named by its place in the folder, not on this machine
+                rel = str(f.relative_to(folder))
+                self.skipped.append((rel, str(e).replace(repr(str(f)), repr(rel)).replace(str(f), rel)))
                 continue
             if len(frames) < T and not more:
                 shorter.append(len(frames))

@@ -31,19 +31,29 @@ def main(argv=None):
     p.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
                    help="compute dtypes to compare (each model is run in each)")
     args = p.parse_args(argv)
+    if args.n < 1 or args.threads < 0 or min(args.ks) < 1:
+        p.error(f"--n and --ks must be >= 1 and --threads >= 0, got {args.n}, {args.ks}, {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    toks = {}
+    for path, dtype in [(m, d) for m in args.models for d in args.dtype]:  # every model and setting checked first
+        toks[path, dtype] = tok = VideoFlexTok.from_pretrained(path, device="cpu", dtype=dtype)
+        tok._check_sampler(args.steps, args.guidance, "cfg", args.noise_scale)
+        if max(args.ks) > tok.n_tokens:
+            p.error(f"--ks must lie in [1, {tok.n_tokens}] for {path}, got {args.ks}")
     clips = shapes.fixed_split("val", args.n, 17)
-    for path, dtype in [(m, d) for m in args.models for d in args.dtype]:
+    for (path, dtype), tok in toks.items():
         t0 = time.time()
-        tok = VideoFlexTok.from_pretrained(path, device="cpu", dtype=dtype)
         rd = rate_distortion(tok, clips, ks=args.ks, keep_videos=True, steps=args.steps, guidance=args.guidance,
                              guidance_mode="cfg", seed=args.seed, noise_scale=args.noise_scale)
         sem = semantics(rd["videos"], clips)
-        print(json.dumps({"model": path, "dtype": dtype, "noise_scale": args.noise_scale, "ks": rd["ks"], "psnr": [round(x, 2) for x in rd["psnr"]],
+        print(json.dumps({"model": path, "dtype": dtype, "n": args.n, "steps": args.steps, "guidance": args.guidance,
+                          "seed": args.seed, "noise_scale": args.noise_scale, "ks": rd["ks"],
+                          "psnr": [round(x, 2) for x in rd["psnr"]],
                           **{a: [round(x, 2) for x in v] for a, v in sem["rates"].items()},
                           "seconds": round(time.time() - t0)}), flush=True)
 
 
 if __name__ == "__main__":
-    main()
+    from flexvid.cli import run_script
+    run_script(main)

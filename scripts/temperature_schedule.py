@@ -71,4 +71,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from flexvid.cli import run_script
+    run_script(main)

@@ -440,3 +440,23 @@ def test_a_training_module_run_by_python_or_torchrun_errs_in_one_line(tmp_path):
                          env={**env, "RANK": "0", "WORLD_SIZE": "2"})
     assert bad.returncode == 2 and "--batch-size 3 must be a multiple of the 2 processes" in bad.stderr
     assert "Traceback" not in bad.stderr and not os.listdir(tmp_path)
+
+
+def test_scripts_and_benchmarks_refuse_bad_values_in_one_line_before_any_work(tmp_path):
+    """benchmarks/ and scripts/ print a bad value, a missing model or an output they cannot write as one line
+    with status 2, before any model runs (compare_tokenizers loads every model before measuring the first)."""
+    import subprocess
+    import sys
+    (tmp_path / "afile").write_text("")
+    for script, args, said in (
+            ("scripts/compare_tokenizers.py", ["assets/tokenizer", "--noise-scale", "5"], "noise_scale must be"),
+            ("scripts/compare_tokenizers.py", ["assets/tokenizer", str(tmp_path / "none"), "--n", "4"], "no such folder"),
+            ("benchmarks/bench_tokenizer.py", ["--repeats", "0"], "--repeats, --batch"),
+            ("benchmarks/bench_tokenizer.py", ["--json", str(tmp_path / "afile" / "x.json")], "is a file, not a folder"),
+            ("benchmarks/bench_generator.py", ["--frames", "18"], "--frames must be 1 + 4n"),
+            ("benchmarks/load_test.py", ["--timeout", "-1"], "--timeout must be > 0")):
+        run = subprocess.run([sys.executable, str(REPO_ROOT / script), *args], capture_output=True, text=True,
+                             cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        last = run.stderr.strip().splitlines()[-1]  # (argparse's own refusals print the usage above it)
+        assert run.returncode == 2 and said in last and "Traceback" not in run.stderr, (script, run.stderr)
+        assert run.stdout == "", (script, run.stdout)

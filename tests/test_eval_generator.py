@@ -1,6 +1,7 @@
 """The generator evaluation: paraphrases, faithfulness over k, long videos, the report, main() end to end."""
 import json
 import os
+import re
 import shutil
 import zlib
 from types import SimpleNamespace
@@ -234,6 +235,11 @@ def test_main_end_to_end(folders, tmp_path, capsys, monkeypatch):
     assert lv["frames"] == 81 and lv["time_steps"] == 21 and len(lv["chunks"]) == 5
     assert set(data["long_video"]) == {"text", "class"}
     assert os.path.getsize(os.path.join(out, "eval.html")) > 100_000  # plotly.js is embedded
+    settings = data["settings"]
+    assert settings["dtype"] == "float32" and settings["n_long"] == 1 and settings["skipped"] == []
+    assert settings["command"] == "flexvid eval-generator --text-model text --class-model class --n 2 --n-long 1 " \
+        "--frames 5 --decode-steps 1 --device cpu --out eval"  # paths as the report names them, none of this machine
+    assert "made by <code>flexvid eval-generator" in open(os.path.join(out, "eval.html")).read()
     printed = capsys.readouterr().out
     assert "paraphrase" in printed and "right through all chunks" in printed and "condition probe (class" in printed
 
@@ -262,3 +268,31 @@ def test_main_errors(folders, tmp_path):
         ev.main(["--text-model", "none", "--class-model", "none", *base])
     with pytest.raises(ValueError, match=rf"--ks must lie in \[1, {K}\]"):
         ev.main(["--text-model", "none", "--class-model", folders["class"], "--ks", str(K + 1), *base])
+    for option, value, said in (("--best-of", "-3", "--best-of must be 0 (skip) or from 2 to 64, got -3"),
+                                ("--best-of", "100", "got 100"), ("--frames", "1", "--frames must be at least 5")):
+        with pytest.raises(ValueError, match=re.escape(said)):  # before the faithfulness ladder, not after it
+            ev.main(["--text-model", "none", "--class-model", folders["class"], option, value, *base])
+    (tmp_path / "taken" / "eval.html").mkdir(parents=True)
+    with pytest.raises(ValueError, match="eval.html' is a folder"):
+        ev.main(["--text-model", "none", "--class-model", folders["class"], *base[:-1], str(tmp_path / "taken")])
+
+
+def test_each_prompt_gets_the_same_video_whatever_the_batch(folders):
+    """eval-generator's numbers do not depend on --batch: prompt i samples and decodes from seed + i as it
+    would alone (an int seed shared one random stream across a batch)."""
+    gen = VideoGenerator.from_pretrained(folders["text"], device="cpu")
+    prompts = ["a large red circle moving left", "a small blue square moving up", "a large green triangle standing still"]
+    one = ev.generate_videos(gen, prompts, 2, 5, seed=7, batch=1, decode_steps=1)
+    three = ev.generate_videos(gen, prompts, 2, 5, seed=7, batch=3, decode_steps=1)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(one, three))
+
+
+def test_an_empty_split_has_no_rate(folders):
+    """A text evaluation whose prompts all name one object gives the two-object split n 0 and no rates
+    (it read 0.00), and the table leaves it out."""
+    gen = VideoGenerator.from_pretrained(folders["text"], device="cpu")
+    clips = [c for c in shapes.fixed_split("test", 12, 5) if len(c.objects) == 1][:2]
+    res = ev.faithfulness(gen, clips, [1], 5, decode_steps=1)
+    assert res["two_objects"] == {"n": 0, "rates": None} and res["one_object"]["n"] == 2
+    text = ev.table({"faithfulness": {"text": res}, "models": {"text": "t"}})
+    assert "two-obj" not in text and "one-obj" in text

@@ -32,6 +32,7 @@ def data(folder):
         d = VideoFolder(str(folder), T=17, size=32, fps=8.0)
     message = str(record[0].message)
     assert "broken.mp4" in message and "short.mp4" in message and "notes.txt" not in message
+    assert str(folder) not in str(d.skipped)  # each file named within the folder (the reports are shared)
     assert record[0].filename == __file__  # the line that built the folder, not one inside flexvid
     return d
 
@@ -337,7 +338,11 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
     assert res["rate_distortion"]["ks"] == [1, 4] and len(res["rate_distortion"]["psnr_clips"][0]) == 3
     assert all(np.isfinite(res["rate_distortion"]["psnr"])) and np.isfinite(res["vae"]["psnr"])
     assert "semantics" not in res["vae"] and res["long_video"] is None
-    assert (tmp_path / "e" / "eval.html").stat().st_size > 1000
+    html = (tmp_path / "e" / "eval.html").read_text()
+    assert f"data: {folder.name}; clips: 3; frames: 17" in html and "flexvid eval-tokenizer --model" in html
+    assert "windows measured (3)" in html and "files skipped (2)" in html and "broken.mp4" in html
+    assert str(tmp_path) not in html and str(folder) not in html and str(folder) not in json.dumps(res)
+    assert res["settings"]["command"].startswith("flexvid eval-tokenizer --model ")
     # the generators train on the shapes world: a tokenizer for other clips is refused before the token cache
     assert cli.main(["train-generator", "--tokenizer", model, "--out-dir", str(tmp_path / "g"), "--clips", "4",
                      "--long-clips", "0", "--val-clips", "2", "--probe-clips", "0"]) == 2
