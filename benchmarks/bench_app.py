@@ -279,7 +279,6 @@ def main(argv=None) -> int:
 
     result = {"tokenizer": label, "repeats": args.repeats, "clip_frames": CLIP_FRAMES, "cold_start_s": cold,
               "server_peak_rss_mib": rss, **server, "pure_tokenize": pure}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # check_output: it can be made
     Path(args.out).write_text(json.dumps(result, indent=2))
 

@@ -245,7 +245,6 @@ def main(argv=None) -> int:
                     proc.kill()
     result = {"clients": args.clients, "duration_s": args.duration, "wall_s": wall, "upload_share": args.upload_share,
               "generate_share": args.generate_share, "server_peak_rss_mib": rss, "ops": summarize(records, wall)}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # check_output: it can be made
     Path(args.out).write_text(json.dumps(result, indent=2))
     for op, s in result["ops"].items():

@@ -43,7 +43,7 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
             d, (str, list)) and (not d or d == argparse.SUPPRESS)))
 
     def _get_help_string(self, action):
-        text = action.help or ""
+        text = (action.help or "").removesuffix(" (default: %(default)s)")  # Python 3.10's own, for on/off flags
         if self._shows_default(action) and "(default" not in text:
             shown = ("on" if action.default else "off") if isinstance(action, argparse.BooleanOptionalAction) \
                 else "%(default)s"

@@ -63,6 +63,9 @@ def command_line(command: str, argv) -> str:
     import shlex
 
     def shown(arg: str) -> str:
+        option, eq, value = arg.partition("=")
+        if arg.startswith("-") and eq:  # --out=/some/where
+            return f"{option}={shown(value)}"
         if os.path.exists(arg):
             return display_name(arg)
         if os.path.isabs(arg) or arg.startswith("~"):  # a path not made yet (an --out): as display_name would

@@ -61,6 +61,7 @@ def video_files(root: str | os.PathLike) -> list[Path]:
     back up the tree is no loop), as a linked file is."""
     folder, seen, found = Path(root), set(), []
     for here, dirs, names in os.walk(folder, followlinks=True):
+        dirs.sort(key=lambda d: (os.path.islink(os.path.join(here, d)), d))  # real folders before links to them
         real = os.path.realpath(here)
         if real in seen:
             dirs.clear()

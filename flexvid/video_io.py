@@ -152,7 +152,7 @@ class Timing(NamedTuple):
     span_s: float = math.nan  # the packets' last time from their first: end_s holds only if the frames span it
 
 
-TIMING_PACKETS = 128  # packets source_timing reads from a file's start, and at most from its last keyframe
+TIMING_BYTES = 32 * 2**20  # packet data source_timing reads from a file's start, and at most from its last keyframe
 MAX_GAP_S = 10.0  # FFmpeg's dts_delta_threshold: the jump in a discontinuous format's timestamps that is a break
 _DELAY_FORMATS = {"gif", "apng", "webp_pipe"}  # formats whose frames carry display delays
 
@@ -171,12 +171,16 @@ def _delays_webp(path: str | os.PathLike) -> list[float]:
 
 def source_timing(cap, path: str | os.PathLike) -> Timing:
     """The grid an open cv2.VideoCapture of ``path`` is read on (``Timing``), from the video stream's packet
-    timestamps (PyAV demuxes them, no decode: the first TIMING_PACKETS and those after a seek to the end):
+    timestamps (PyAV demuxes them, no decode: TIMING_BYTES of packets from the start, the whole of most files,
+    and as much after a seek to the last keyframe):
 
-    - the rate: ``source_fps`` (the rate the header gives), unless the timestamps' typical (median) spacing
-      says a rate over 1.5 times higher or lower. A browser's MediaRecorder webm has no rate in its header
-      and a millisecond time base, which OpenCV reports as 1000 fps (33 times the frames of a 30 fps
-      recording in memory); a header saying 1 fps of a 30 fps file would drop 29 frames in 30.
+    - the rate: ``source_fps`` (the rate the header gives), unless the header gives none or the timestamps
+      say a rate over 1.5 times higher or lower: the mean of their spacings where these are steady, else
+      the fast end (10th percentile) of a variable rate (a screen recording idle at times keeps every frame
+      of its motion); lower than the header's only from every timestamp of the file. A browser's
+      MediaRecorder webm has no rate in its header and a millisecond time base, which OpenCV reports as
+      1000 fps (33 times the frames of a 30 fps recording in memory); a header saying 1 fps of a 30 fps file
+      would drop 29 frames in 30.
     - the end: when its last frame stops showing, from the last timestamp and its packet's duration, so that
       a last frame held for seconds (a screen recording's, a slide show's) keeps its hold; nan where the
       packets do not say.
@@ -190,6 +194,8 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
     Where PyAV cannot read the file (OpenCV could), the header's rate, with no end, nearest frames, no break.
     """
     fps = source_fps(cap)
+    raw = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+    usable = math.isfinite(raw) and 0 < raw <= MAX_SOURCE_FPS  # else source_fps fell back to DEFAULT_FPS
     plain = Timing(fps, math.nan, False, math.inf)
     try:
         import av
@@ -200,52 +206,60 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
             name, tb = c.format.name, st.time_base
             gap = MAX_GAP_S if c.format.flags & 0x200 else math.inf  # AVFMT_TS_DISCONT
 
-            def packets(most):  # (pts, duration) of the decoded ones (an edit list's discarded are not shown)
-                got = []
+            def packets(budget):  # (pts, duration) of the decoded ones, and whether the file's end was reached
+                got, read = [], 0  # (an edit list's discarded packets are not shown: not counted)
                 for pk in c.demux(st):
+                    read += pk.size
                     if pk.size and pk.pts is not None and not pk.is_discard:
                         got.append((pk.pts, pk.duration or 0))
-                        if most and len(got) > most:
-                            break
-                return got
+                    if budget and read > budget:
+                        return got, False
+                return got, True
 
             if name == "webp_pipe":
                 delays = _delays_webp(path)
             else:
-                first = packets(0 if name in _DELAY_FORMATS else TIMING_PACKETS)
-                whole = name in _DELAY_FORMATS or len(first) <= TIMING_PACKETS
-                found = first[:TIMING_PACKETS]
+                found, whole = packets(0 if name in _DELAY_FORMATS else TIMING_BYTES)
                 if not whole and c.duration:  # the end's packets, after a seek to the last keyframe
                     with contextlib.suppress(Exception):
                         c.seek(c.duration + (c.start_time or 0), backward=True, any_frame=False)
-                        last = packets(TIMING_PACKETS)
-                        whole = 0 < len(last) <= TIMING_PACKETS  # (a last keyframe too far back: no end)
+                        last, whole = packets(TIMING_BYTES)  # (a last keyframe too far back: no end)
                         found += last if whole else []
                 if not found or not tb:
                     return plain
                 delays = [float(d * tb) for _, d in found if d > 0]
     except Exception:  # noqa: BLE001 - no PyAV (or PIL), or a file it cannot open that OpenCV could
         return plain
-    if name in _DELAY_FORMATS:
-        if not delays or not float(np.median(delays)) > 0:
+    if name in _DELAY_FORMATS:  # the lower median: of delays 0.1 s and 2 s, the grid shows the short frame once
+        typical = float(np.quantile(delays, 0.5, method="lower")) if delays else 0.0
+        if not typical > 0:
             return plain
-        rate = 1.0 / float(np.median(delays))
+        rate = 1.0 / typical
         return Timing(rate if math.isfinite(rate) and 0 < rate <= MAX_SOURCE_FPS else fps, math.fsum(delays),
                       True, math.inf)
     found = sorted(set(found))
     times = np.array([float(p * tb) for p, _ in found])
     spacing = np.diff(times)
     spacing = spacing[(spacing >= 0.5 / MAX_SOURCE_FPS) & (spacing <= gap)]
-    typical = float(np.median(spacing)) if len(spacing) else math.nan
-    if len(spacing):  # the mean of the typical spacings: a 1/16000 time base's 528 and 544 ticks are 30 fps
-        rate = 1.0 / float(spacing[(spacing >= 0.5 * typical) & (spacing <= 2 * typical)].mean())
-        if 0 < rate <= MAX_SOURCE_FPS and max(rate / fps, fps / rate) > 1.5:
+    typical = math.nan
+    if len(spacing):
+        q10, typical, q90 = (float(q) for q in np.quantile(spacing, [0.1, 0.5, 0.9]))
+        steady = q90 <= 1.5 * q10  # a constant rate (with a muxer's jitter), else a variable one
+        # steady: the mean of the typical spacings (a 1/16000 time base's 528 and 544 ticks are 30 fps); variable
+        # (a screen recording idle at times): its fast end, so that its motion keeps every frame
+        near = (spacing >= 0.5 * typical) & (spacing <= 2 * typical) if steady else spacing <= 1.5 * q10
+        rate = 1.0 / float(spacing[near].mean())
+        # the header's rate stands unless it is none or far off; lowered only from every timestamp (the
+        # packets read from a long file's start and end may be its idle parts)
+        if 0 < rate <= MAX_SOURCE_FPS and (not usable or max(rate / fps, fps / rate) > 1.5 and (rate > fps or whole)):
             fps = rate
     durations = [float(d * tb) for _, d in found[:-1] if d > 0]
     # the last packet's duration is a hold only where the others' durations are their spacing (a header's
-    # wrong rate sets them all), and only for a file whose frames reach the last packet (constant_rate_frames)
-    if whole and found[-1][1] > 0 and durations and abs(math.log(float(np.median(durations)) / typical)) < 0.4 \
-            and gap == math.inf:
+    # wrong rate sets them all; a single frame's stands alone), and only for a file whose frames reach the
+    # last packet (constant_rate_frames)
+    trusted = len(found) == 1 or bool(durations) and math.isfinite(typical) \
+        and abs(math.log(float(np.median(durations)) / typical)) < 0.4
+    if whole and found[-1][1] > 0 and trusted and gap == math.inf:
         base = times[times >= 0].min() if (times >= 0).any() else times.min()  # after an mp4's edit list
         end_s = float(times[-1] + found[-1][1] * tb - base)
         if end_s > 0:

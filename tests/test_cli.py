@@ -391,6 +391,17 @@ def test_training_weights_that_are_no_number_are_refused_and_set_takes_every_ove
         parse(["attr_temporal=yes"], base)
 
 
+def test_a_report_records_its_command_without_this_machines_paths(tmp_path, monkeypatch):
+    from flexvid.hub import command_line
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    away = "/elsewhere/on/this/machine/out"
+    assert command_line("eval-tokenizer", ["--data", str(tmp_path / "data"), "--out", away, "--n", "4"]) == \
+        "flexvid eval-tokenizer --data data --out out --n 4"
+    assert command_line("eval-tokenizer", [f"--data={tmp_path / 'data'}", f"--out={away}"]) == \
+        "flexvid eval-tokenizer --data=data --out=out"
+
+
 def test_a_checkpoint_stopped_mid_write_leaves_no_file_behind(tmp_path, monkeypatch):
     from flexvid import training
     path = tmp_path / "ckpt.pt"

@@ -427,3 +427,8 @@ def test_a_linked_subfolder_is_followed_once(tmp_path):
     os.symlink(tmp_path / "data", tmp_path / "data" / "linked_up")  # a loop
     d = VideoFolder(str(tmp_path / "data"), T=17, size=32)
     assert d.files == [os.path.join("linked", "a.mp4")]
+    os.symlink(tmp_path / "data" / "z_real", tmp_path / "data" / "a_link")  # a link named before its folder
+    (tmp_path / "data" / "z_real").mkdir()
+    video_io.write_video(tmp_path / "data" / "z_real" / "b.mp4", shapes.make_clip(0, 2, 17).video, fps=8)
+    assert VideoFolder(str(tmp_path / "data"), T=17, size=32).files == \
+        [os.path.join("linked", "a.mp4"), os.path.join("z_real", "b.mp4")]  # named by the real folder

@@ -216,7 +216,7 @@ def test_a_gif_is_read_by_its_frame_delays(tmp_path):
 
 def _timed_h264(path, times_s, size=(64, 48), rate=30, durations=None, fmt=None, rotation=None, aspect=None,
                 tb=Fraction(1, 1000)):
-    """An H.264 file of len(times_s) grey frames (frame i at level 2 i), frame i at times_s[i] by its timestamp,
+    """An H.264 file of len(times_s) grey frames (frame i at level 2 i mod 256), frame i at times_s[i] by its timestamp,
     the stream's header saying `rate`; `durations` (s) set the packets' own."""
     w, h = size
     with av.open(str(path), "w", format=fmt) as c:
@@ -229,7 +229,7 @@ def _timed_h264(path, times_s, size=(64, 48), rate=30, durations=None, fmt=None,
             s.set_display_rotation(rotation)
         packets = []
         for i, t in enumerate(times_s):
-            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 2 * i, np.uint8), format="rgb24")
+            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 2 * i % 256, np.uint8), format="rgb24")
             f.pts, f.time_base = round(t / tb), tb
             packets += s.encode(f)
         packets += s.encode()
@@ -288,7 +288,7 @@ def test_a_held_last_frame_keeps_its_hold(tmp_path, monkeypatch):
         assert counts["dropped"] == 0 and vio.ended_early(counts, tmp_path / name) == ""
         assert np.all(frames[60:, 24, 32, 0] == frames[-1, 24, 32, 0])
         assert len(vio.prepare_video(frames, fps, 8.0, 32)) == 57
-    monkeypatch.setattr(vio, "TIMING_PACKETS", 16)  # the seek to the end
+    monkeypatch.setattr(vio, "TIMING_BYTES", 2000)  # the seek to the end
     assert abs(len(vio.read_video(tmp_path / "hold.mp4")[0]) / 30 - 7) < 0.05
     monkeypatch.undo()
     _timed_h264(tmp_path / "cfr.mp4", times, durations=[1 / 30] * 61)
@@ -345,6 +345,36 @@ def test_the_end_by_the_packets_holds_only_where_the_frames_reach_it(tmp_path):
     counts = {}
     frames, _ = vio.read_video(tmp_path / "copy.mkv", counts=counts)
     assert len(frames) == 40 and counts["repeated"] == 0, (len(frames), counts)
+
+
+def test_a_variable_rate_keeps_its_motion_and_a_header_with_no_rate_gives_way(tmp_path):
+    """A screen recording idle for 75 s at its start and end (frames 0.5 s apart), 2 s of motion at 30 fps between,
+    is read at 30 fps in an mkv (header 30) and an mp4 (whose header says the average, 3.75 fps), not at the
+    idle parts' 2 fps; a header rate OpenCV cannot use (2000 fps: read as 8) gives way to the timestamps'
+    10 fps; a last keyframe far from the end (one keyframe in 200 frames) keeps the last frame's 5 s hold;
+    a one-frame mkv shown 3 s lasts 3 s; a GIF of delays 0.1 s and 2 s shows its short frame once."""
+    idle = list(np.arange(150) * 0.5)  # more than a few packets: a sample of the file's ends sees idle parts only
+    times = idle + [75 + i / 30 for i in range(60)] + [77 + 0.5 * i for i in range(150)]
+    for name in ("idle.mkv", "idle.mp4"):
+        _timed_h264(tmp_path / name, times, rate=30)
+        frames, fps = vio.read_video(tmp_path / name, max_frames=1)
+        assert abs(fps - 30) < 0.5, (name, fps)
+    _timed_h264(tmp_path / "odd.mkv", np.arange(20) / 10, rate=2000)
+    assert cv2.VideoCapture(str(tmp_path / "odd.mkv")).get(cv2.CAP_PROP_FPS) == 2000
+    frames, fps = vio.read_video(tmp_path / "odd.mkv")
+    assert fps == pytest.approx(10) and len(frames) == 20
+    _timed_h264(tmp_path / "gop.mp4", np.arange(200) / 30, durations=[1 / 30] * 199 + [5.0])
+    frames, fps = vio.read_video(tmp_path / "gop.mp4")
+    assert abs(len(frames) / fps - (199 / 30 + 5)) < 0.05
+    _timed_h264(tmp_path / "still.mkv", [0.0], durations=[3.0])
+    counts = {}
+    frames, fps = vio.read_video(tmp_path / "still.mkv", counts=counts)
+    assert abs(len(frames) / fps - 3) < 0.05 and vio.ended_early(counts, tmp_path / "still.mkv") == ""
+    import PIL.Image
+    pair = [PIL.Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (0, 200)]
+    pair[0].save(tmp_path / "pair.gif", save_all=True, append_images=pair[1:], duration=[100, 2000])
+    frames, fps = vio.read_video(tmp_path / "pair.gif")
+    assert fps == 10 and [int(v > 100) for v in frames[:, 8, 8, 0]] == [0] + [1] * 20
 
 
 def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_path):
