@@ -750,7 +750,8 @@ class Runtime:
                       f"{counts['repeated']} repeated over gaps, {counts['dropped']} dropped in bursts)")
         cut_short = video_io.ended_early(counts, path)
         notes = [cut_short] if cut_short else []
-        if n == 1 and not notes and not more:
+        more = more or n / src_fps > lim.max_seconds + 1e-6  # a last frame held past the limit
+        if len(frames) == 1 and not notes and not more:  # (one frame held for seconds is no still image)
             notes.append("a single frame (a still image?): tokenized as a one-frame clip")
         if more:
             notes.append(f"trimmed to the first {min(kept_s, n / src_fps):.2f} s (limits: {lim.max_seconds:g} s, "

@@ -299,8 +299,8 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
                          hold: bool = False, max_gap_s: float = math.inf, span_s: float = math.nan):
     """The frames of an open cv2.VideoCapture on a constant-rate grid of ``fps``, by the file's own timestamps
     (``source_timing`` gives the grid, as a ``Timing``): grid slot j (time j / fps) shows the decoded frame
-    nearest that time (halfway: the later one), or, with ``hold`` (a GIF's timing), the last frame that
-    started by its time. The clip ends half a slot after its last frame, or at ``end_s`` seconds from its
+    nearest that time (halfway: the later one), or, with ``hold`` (a GIF's timing) and over a gap of more
+    than two slots (a variable rate's pause, as a player shows it), the last frame that started by its time. The clip ends half a slot after its last frame, or at ``end_s`` seconds from its
     first frame where that is later (the slots nearer the hold than past it), so that a held last frame
     keeps its hold; where ``span_s`` is given, only if the decoded frames span it (to half a slot): a
     damaged file, or one whose edit list or first keyframe leaves frames undecoded, ends with its frames. A constant-rate file gives
@@ -311,11 +311,12 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
     after the last one (a break in an MPEG-TS's timestamps), is placed one slot after the last. ``convert``
     is applied once to each decoded frame (not per slot). ``counts``, when a dict is given, counts the slots
     that repeat a frame (``repeated``) and the frames no slot shows (``dropped``) so far: both 0 for a
-    constant rate; and, once the file is read to its end, how long its frames lasted from the first and how
-    many it had (``read_s``, ``decoded``: see ``ended_early``)."""
+    constant rate; the breaks (``breaks``, where there were any); and, once the file is read to its end, how
+    long its frames lasted from the first and how many it had (``read_s``, ``decoded``: see ``ended_early``)."""
     j, prev, prev_t, t0, shown = 0, None, None, None, False
     counts = {} if counts is None else counts
     counts.pop("read_s", None)  # a dict used before: only this read's
+    counts.pop("breaks", None)
     counts.update(repeated=0, dropped=0)
     decoded = 0
     while True:
@@ -330,13 +331,16 @@ def constant_rate_frames(cap, fps: float, convert=None, counts: dict | None = No
         if prev_t is not None and t > prev_t + max_gap_s:  # a break: later frames keep their spacing from here
             t0 += t - prev_t - 1.0 / fps
             t = prev_t + 1.0 / fps
+            counts["breaks"] = counts.get("breaks", 0) + 1
         if prev_t is not None and not t >= prev_t + 0.5 / MAX_SOURCE_FPS:  # nan, or not after the last frame
             t = prev_t + 1.0 / fps
         elif prev_t is None:
             t = 0.0
         frame = convert(frame) if convert is not None else frame
         if prev is not None:
-            mid = t if hold else (prev_t + t) / 2
+            # nearest frame; over a gap of more than two slots (a variable rate's pause) the last frame holds
+            # until the next one's time, as a player shows it
+            mid = t if hold or t - prev_t > 2.0 / fps else (prev_t + t) / 2
             while j < mid * fps - 1e-6:  # slot j is nearer the previous frame (or before this one's time)
                 counts["repeated"] += shown
                 shown = True
@@ -387,7 +391,7 @@ def ended_early(counts: dict, path: str | os.PathLike) -> str:
     which decodes to its first part only. '' when nothing is amiss, when the header gives no video length,
     or when the file was not read to its end."""
     read = counts.get("read_s", math.nan)
-    if not math.isfinite(read):
+    if not math.isfinite(read) or counts.get("breaks"):  # (a break's jump is in the header's length, not the frames')
         return ""
     header, frames = header_length(path)
     if not math.isfinite(header) or header - read <= max(0.1 * header, 0.25):

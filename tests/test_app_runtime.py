@@ -276,6 +276,36 @@ def test_long_clips_are_trimmed(pipe, tmp_path):
     assert len(clip.frames) == 13 and "trimmed to the first 1.62 s" in "; ".join(clip.notes), clip.notes
 
 
+def _held(path, times, durations, size=(64, 48)):
+    """An H.264 mp4 of grey frames shown at these times (s) for these durations (s), 1 ms time base."""
+    from fractions import Fraction
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=25, options={"bf": "0"})
+        st.width, st.height, st.pix_fmt = *size, "yuv420p"
+        st.time_base = st.codec_context.time_base = tb
+        packets = []
+        for i, t in enumerate(times):
+            f = av.VideoFrame.from_ndarray(np.full((size[1], size[0], 3), 60 * i % 256, np.uint8), format="rgb24")
+            f.pts, f.time_base = round(t * 1000), tb
+            packets += st.encode(f)
+        packets += st.encode()
+        for p, d in zip(packets, durations):
+            p.duration = round(d * 1000)
+            c.mux(p)
+    return str(path)
+
+
+def test_one_frame_held_for_seconds_is_no_still_image_and_a_hold_past_the_limit_is_trimmed(pipe, tmp_path):
+    """One frame shown 5 s is a 5 s clip without the 'single frame' note; two frames of 15 s each are cut to the
+    app's 20 s and say so (the last frame's hold crossed the limit with no note)."""
+    rt = Runtime(Settings(), pipeline=pipe, out_dir=str(tmp_path / "out"))
+    clip = rt.add_clip(_held(tmp_path / "one.mp4", [0.0], [5.0]))
+    assert len(clip.frames) == 41 and not any("single frame" in n for n in clip.notes), clip.notes
+    clip = rt.add_clip(_held(tmp_path / "two.mp4", [0.0, 15.0], [15.0, 15.0]))
+    assert len(clip.frames) == 161 and "trimmed to the first 20.12 s" in "; ".join(clip.notes), clip.notes
+
+
 # ----------------------------------------------------------------------------- bad input
 def _empty_mp4(path):
     with av.open(str(path), mode="w", format="mp4") as c:

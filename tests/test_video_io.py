@@ -215,9 +215,9 @@ def test_a_gif_is_read_by_its_frame_delays(tmp_path):
 
 
 def _timed_h264(path, times_s, size=(64, 48), rate=30, durations=None, fmt=None, rotation=None, aspect=None,
-                tb=Fraction(1, 1000)):
-    """An H.264 file of len(times_s) grey frames (frame i at level 2 i mod 256), frame i at times_s[i] by its timestamp,
-    the stream's header saying `rate`; `durations` (s) set the packets' own."""
+                tb=Fraction(1, 1000), levels=None):
+    """An H.264 file of len(times_s) grey frames (frame i at level 2 i mod 256, or levels[i]), frame i at
+    times_s[i] by its timestamp, the stream's header saying `rate`; `durations` (s) set the packets' own."""
     w, h = size
     with av.open(str(path), "w", format=fmt) as c:
         s = c.add_stream("libx264", rate=rate)
@@ -229,7 +229,8 @@ def _timed_h264(path, times_s, size=(64, 48), rate=30, durations=None, fmt=None,
             s.set_display_rotation(rotation)
         packets = []
         for i, t in enumerate(times_s):
-            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 2 * i % 256, np.uint8), format="rgb24")
+            level = 2 * i % 256 if levels is None else levels[i]
+            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), level, np.uint8), format="rgb24")
             f.pts, f.time_base = round(t / tb), tb
             packets += s.encode(f)
         packets += s.encode()
@@ -377,6 +378,17 @@ def test_a_variable_rate_keeps_its_motion_and_a_header_with_no_rate_gives_way(tm
     assert fps == 10 and [int(v > 100) for v in frames[:, 8, 8, 0]] == [0] + [1] * 20
 
 
+def test_after_a_pause_of_a_variable_rate_the_next_frame_shows_at_its_own_time(tmp_path):
+    """2 s at 30 fps, then nothing until 5 s (an idle screen): the frame at 5 s shows from the 5 s slot, not
+    from halfway through the pause; the frames at 30 fps are each shown once."""
+    times = [i / 30 for i in range(60)] + [5 + i / 30 for i in range(60)]
+    _timed_h264(tmp_path / "pause.mp4", times, rate=30, durations=[1 / 30] * 120, levels=[40] * 60 + [200] * 60)
+    frames, fps = vio.read_video(tmp_path / "pause.mp4")
+    after = frames[:, 24, 32, 0] > 120
+    assert abs(fps - 30) < 0.1 and int(np.argmax(after)) == 150 and after[150:].all(), (fps, int(np.argmax(after)))
+    assert len(frames) == 210
+
+
 def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_path):
     """Delays 0.1 s x 3, 1 s, 0.05 s x 4 and a last frame held 2 s: 3.5 s at the typical delay's 10 fps
     from a GIF, an APNG and an animated WebP alike (OpenCV reports 4 frames at 2.12 fps of the last two)."""
@@ -404,6 +416,7 @@ def test_a_break_in_an_mpeg_ts_timestamps_is_no_pause(tmp_path, monkeypatch):
     counts = {}
     frames, fps = vio.read_video(tmp_path / "joined.ts", counts=counts)
     assert fps == 25 and len(frames) == 100 and counts["repeated"] == 0, (fps, len(frames), counts)
+    assert vio.ended_early(counts, tmp_path / "joined.ts") == ""  # nothing is missing: the header spans the break
     monkeypatch.setattr(vio, "MAX_READ_BYTES", 60 * 64 * 48 * 3)
     with pytest.raises(VideoError, match=r"more than .* GiB \(60 frames of 64 x 48 at 25 fps so far\).*max_frames"):
         vio.read_video(tmp_path / "joined.ts")
