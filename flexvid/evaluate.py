@@ -554,18 +554,24 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
     if long and n_long > 0 and data is None:
         long_clips = shapes.fixed_split("test", n_long, long_frames)
     elif long and n_long > 0:
-        from .video_data import VideoFolder
-        try:
-            with warnings.catch_warnings():  # the files shorter than a long clip are not news: said once below
-                warnings.simplefilter("ignore")
-                folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
-            long_picks = folder.spread(n_long)
-            long_clips = [folder.window(v, start) for v, start in long_picks]
-            n_files = len(folder.files)
+        if long_frames >= frames:  # the folder already read holds every video of long_frames frames or more
+            long_folder = folder
+        else:
+            from .video_data import VideoFolder
+            try:
+                with warnings.catch_warnings():  # the files shorter than a long clip are not news: said below
+                    warnings.simplefilter("ignore")
+                    long_folder = VideoFolder(data, T=long_frames, size=tok.size, fps=tok.fps)
+            except ValueError:
+                long_folder = None
+        long_picks = long_folder.spread(n_long, T=long_frames) if long_folder is not None else []
+        if long_picks:
+            long_clips = [long_folder.window(v, start, T=long_frames) for v, start in long_picks]
+            n_files = sum(len(v) >= long_frames for v in long_folder.videos)
             print(f"long video: {n_files} of the videos under {data} {'has' if n_files == 1 else 'have'} {long_frames} frames "
                   f"at {tok.fps:g} fps", flush=True)
-            res["long_windows"] = [{"file": folder.files[v], "start_frame": start} for v, start in long_picks]
-        except ValueError:  # no video under the folder is that long
+            res["long_windows"] = [{"file": long_folder.files[v], "start_frame": start} for v, start in long_picks]
+        else:  # no video under the folder is that long
             print(f"long video: no video under {data} has {long_frames} frames at {tok.fps:g} fps; skipped", flush=True)
     if long_clips:
         lv = long_video(tok, long_clips, **sampler)

@@ -173,10 +173,12 @@ class VideoFolder:
         start = int(i - (ends[v - 1] if v else 0))
         return shapes.to_tensor(np.ascontiguousarray(self.videos[v][start:start + T]))
 
-    def spread(self, n: int) -> list[tuple[int, int]]:
-        """Up to n distinct windows (video, first frame) for an evaluation: the videos in turn, so every video
-        counts and not only the longest, and within a video evenly over its length. Deterministic."""
-        counts = [len(v) - self.T + 1 for v in self.videos]
+    def spread(self, n: int, T: int | None = None) -> list[tuple[int, int]]:
+        """Up to n distinct T-frame windows (video, first frame) for an evaluation: the videos in turn, so every
+        video counts and not only the longest, and within a video evenly over its length. Deterministic; none
+        from the videos shorter than T."""
+        T = self.T if T is None else T
+        counts = [max(len(v) - T + 1, 0) for v in self.videos]
         n = min(int(n), sum(counts))
         per, v, taken = [0] * len(counts), 0, 0
         while taken < n:

@@ -55,6 +55,9 @@ def test_evaluation_windows_are_distinct_and_spread_over_the_videos(data):
     every = data.spread(1000)  # no more than the folder has, none twice
     assert len(every) == len(set(every)) == len(data)
     assert torch.equal(data.window(1, 8), shapes.to_tensor(data.videos[1][8:25]))
+    # longer windows come from the videos long enough for them alone (a: 20 frames, b: 25)
+    assert data.spread(3, T=21) == [(1, 0), (1, 2), (1, 4)] and data.spread(9, T=21) == [(1, s) for s in range(5)]
+    assert data.spread(3, T=26) == []
 
 
 def test_eval_tokenizer_says_how_to_measure_short_videos(trained, tmp_path, capsys):
@@ -312,7 +315,7 @@ def test_resuming_on_a_changed_folder_and_other_mistakes_are_said_before_any_wor
     assert torch.equal(before, after)
 
 
-def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, capsys):
+def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, capsys, monkeypatch):
     from flexvid import cli
 
     model = str(trained / "tok" / "export")
@@ -323,10 +326,14 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
     assert cli.main(["eval-tokenizer", "--model", model, "--data", str(tmp_path / "none"), "--out",
                      str(tmp_path / "e0")]) == 2
     assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "e0").exists()
+    reads = []
+    read_resampled = video_io.read_resampled
+    monkeypatch.setattr(video_io, "read_resampled", lambda path, *a, **k: reads.append(path) or read_resampled(path, *a, **k))
     with pytest.warns(UserWarning, match="skipped"):
         assert cli.main(["eval-tokenizer", "--model", model, "--data", str(folder), "--n", "3", "--ks", "1", "4",
                          "--steps", "2", "--n-long", "1", "--out", str(tmp_path / "e"), "--threads", "1"]) == 0
     out = capsys.readouterr().out
+    assert len(reads) == len(set(reads)) == 4  # each video decoded once, for the long-video check too
     assert "no video under" in out  # no video of the folder has 81 frames: the long-video check says so
     res = json.loads((tmp_path / "e" / "eval.json").read_text())
     assert res["data"] == folder.name and res["semantics"] is None and "token_probe" not in res  # no machine path
@@ -348,6 +355,28 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
                      "--long-clips", "0", "--val-clips", "2", "--probe-clips", "0"]) == 2
     err = capsys.readouterr().err
     assert "32 px" in err and "shapes world" in err and not (tmp_path / "g" / "tokens.safetensors").exists()
+
+
+def test_eval_tokenizer_long_video_on_a_folder_takes_its_windows_from_the_long_videos(trained, tmp_path, monkeypatch):
+    """The long-video check of a folder measures the videos of 81 frames or more, read once with the rest."""
+    from flexvid import evaluate
+    from flexvid.pipeline import VideoFlexTok
+
+    root = tmp_path / "mixed"
+    root.mkdir()
+    video_io.write_video(root / "long.mp4", shapes.make_clip(0, 5, 85).video, fps=8)
+    video_io.write_video(root / "short.mp4", shapes.make_clip(0, 6, 17).video, fps=8)
+    reads = []
+    read_resampled = video_io.read_resampled
+    monkeypatch.setattr(video_io, "read_resampled", lambda path, *a, **k: reads.append(path) or read_resampled(path, *a, **k))
+    monkeypatch.setattr(evaluate, "memory_scaling", lambda *a, **k: {"ratio": None})  # fresh processes: tested elsewhere
+    tok = VideoFlexTok.from_pretrained(str(trained / "tok" / "export"), device="cpu")
+    res = evaluate.evaluate(tok, "m", n=3, n_long=2, ks=[1], data=str(root), steps=1)
+    assert sorted(p.name for p in reads) == ["long.mp4", "short.mp4"]
+    assert {w["file"] for w in res["windows"]} == {"long.mp4", "short.mp4"}
+    assert res["long_windows"] == [{"file": "long.mp4", "start_frame": 0}, {"file": "long.mp4", "start_frame": 4}]
+    lv = res["long_video"]
+    assert lv["frames"] == 81 and np.isfinite(lv["psnr"]) and lv["memory"] == {"ratio": None}
 
 
 def test_read_resampled_is_the_read_resampled_and_cropped_clip_holding_only_what_it_keeps(tmp_path):
