@@ -31,8 +31,8 @@ import torch
 from . import sampling, shapes
 from .cli import HelpFormatter
 from .generator import Generator, GeneratorConfig
-from .hub import (config_dict, config_from_dict, load_model, read_json, resolve, save_weights, warn_caller,
-                  warn_unread, write_json)
+from .hub import (check_output, config_dict, config_from_dict, float32_default, load_model, missing_weights,
+                  read_json, resolve, save_weights, warn_caller, warn_unread, write_json)
 from .text import DEFAULT_TEXT_MODEL, TextEncoder
 from .training import (add_dtype_argument, add_threads_argument, check_seed, is_int, pick_device, resolve_dtype,
                        set_threads)
@@ -100,6 +100,9 @@ def save_generator(model: Generator, folder: str, text_model: str = DEFAULT_TEXT
     evaluated with and found to serve (a tokenizer retrained after it, before the generator is).
     tokenizer: where that tokenizer is, a folder or a repo id; a folder is kept relative to `folder`
     (assets/generator-text -> ../tokenizer), so that from_pretrained finds it wherever the two travel together."""
+    if not isinstance(folder, (str, os.PathLike)) or not str(folder).strip():  # "" would be the working folder
+        raise ValueError(f"folder must be a non-empty path to a folder, got {folder!r}")
+    folder = str(check_output(folder, folder=True, name="folder"))
     meta = {"format": FORMAT, "generator": config_dict(model.cfg),
             "text_model": text_model if model.cfg.cond == "text" else None}
     if tokenizer_fingerprint:
@@ -163,12 +166,16 @@ class VideoGenerator:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str, tokenizer=None, device: str = "auto", dtype=None,
+    @float32_default
+    def from_pretrained(cls, path_or_repo_id: str | None = None, tokenizer=None, device: str = "auto", dtype=None,
                         revision: str | None = None) -> "VideoGenerator":
-        """Load config.json + model.safetensors from a folder or Hugging Face repo. tokenizer: a
+        """Load config.json + model.safetensors from a folder or Hugging Face repo (None: the embedded
+        text-to-video model, DEFAULT_MODELS["text"], from any working folder). tokenizer: a
         VideoFlexTok, or its folder / repo id, loaded on first use (default: the one the generator was
         trained with, where its config names one that is here or a repo id; else the embedded assets/tokenizer)."""
         resolve_dtype(dtype, pick_device(str(device)))  # a device or dtype this machine lacks: before any loading
+        if path_or_repo_id is None:
+            path_or_repo_id = DEFAULT_MODELS["text"]
         folder = resolve(path_or_repo_id, revision)
         meta = read_json(os.path.join(folder, "config.json"))
         if meta.get("format") != FORMAT:
@@ -178,7 +185,7 @@ class VideoGenerator:
         trained_with = _trained_with(folder, meta.get("tokenizer"))
         weights = os.path.join(folder, "model.safetensors")
         if not os.path.exists(weights):  # before building the model
-            raise ValueError(f"missing weights file {weights}")
+            raise missing_weights(weights)
         try:
             gcfg = config_from_dict(GeneratorConfig, meta["generator"])
         except ValueError as e:
@@ -285,6 +292,7 @@ class VideoGenerator:
                 cfg.top_p if top_p is None else top_p, cfg.guidance if guidance is None else guidance)
 
     @torch.no_grad()
+    @float32_default
     def sample_tokens(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
                       top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
                       seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None,
@@ -318,6 +326,7 @@ class VideoGenerator:
         return list(full)
 
     @torch.no_grad()
+    @float32_default
     def generate(self, condition, k: int | None = None, frames: int = 17, temperature: float | None = None,
                  top_k: int | None = None, top_p: float | None = None, guidance: float | None = None,
                  seed: int | Sequence[int] = 0, decode_steps: int | None = None, decode_guidance: float | None = None,
@@ -363,6 +372,9 @@ class VideoGenerator:
         tok = self.tokenizer
         full_steps = tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)[0]
         if preview_steps is not None:
+            if full_steps < 2:  # no shorter decode to preview with
+                raise ValueError(f"preview_steps needs a decode of at least 2 steps (a preview takes fewer), the "
+                                 f"decode has {full_steps}; leave preview_steps None, got {preview_steps!r}")
             if isinstance(preview_steps, bool) or not is_int(preview_steps) or not 1 <= int(preview_steps) < full_steps:
                 raise ValueError(f"preview_steps must be an integer in [1, {full_steps - 1}] (under the decode's "
                                  f"{full_steps} steps) or None, got {preview_steps!r}")

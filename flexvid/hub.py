@@ -6,6 +6,7 @@ choose what code runs (unlike pickled checkpoints or configs that name classes).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -100,6 +101,24 @@ def config_from_dict(cls, d: dict):
 
 
 _OWN_FILES = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
+
+
+def float32_default(fn):
+    """Decorate a public entry point to run with torch's default dtype float32: the models are float32
+    modules whatever the caller set (``torch.set_default_dtype(torch.float64)``, common in notebooks, built
+    float64 weights that float32 inputs cannot meet, and drew other noise for the same seed). A no-op where
+    the default already is float32; the caller's setting is back on return."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_default_dtype()
+        if before is torch.float32:
+            return fn(*args, **kwargs)
+        torch.set_default_dtype(torch.float32)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_default_dtype(before)
+    return wrapper
 
 
 def warn_caller(message: str) -> None:
@@ -202,10 +221,27 @@ def save_weights(module: torch.nn.Module, path: str, half: bool = False) -> None
                      path)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def missing_weights(path: str) -> ValueError:
+    """The error for a weights file that is not there, saying so where its folder holds pickled weights in its
+    stead (flexvid reads safetensors alone: a pickle can run code as it loads)."""
+    folder = os.path.dirname(path) or "."
+    try:
+        pickled = sorted(n for n in os.listdir(folder) if n.lower().endswith(PICKLE_SUFFIXES))
+    except OSError:
+        pickled = []
+    hint = (f" (the folder holds {', '.join(pickled[:3])}{' ...' if len(pickled) > 3 else ''}: flexvid loads "
+            "safetensors only, never pickled weights; convert a state dict you trust with "
+            "safetensors.torch.save_file)") if pickled else ""
+    return ValueError(f"missing weights file {path}{hint}")
+
+
 def weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
     """{name: shape} of a safetensors file, from its header alone (no tensor is read)."""
     if not os.path.exists(path):
-        raise ValueError(f"missing weights file {path}")
+        raise missing_weights(path)
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, not a safetensors file")
     try:
@@ -218,7 +254,7 @@ def weight_shapes(path: str) -> dict[str, tuple[int, ...]]:
 def load_weights(module: torch.nn.Module, path: str) -> None:
     """Strict load from safetensors (no pickle)."""
     if not os.path.exists(path):
-        raise ValueError(f"missing weights file {path}")
+        raise missing_weights(path)
     if os.path.isdir(path):
         raise ValueError(f"{path} is a folder, not a safetensors file")
     try:

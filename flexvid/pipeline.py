@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from .flow import euler_sample
-from .hub import (check_output, config_dict, config_from_dict, load_model, read_json, resolve, save_weights,
-                  warn_caller, warn_unread, write_json)
+from .hub import (check_output, config_dict, config_from_dict, float32_default, load_model, missing_weights,
+                  read_json, resolve, save_weights, warn_caller, warn_unread, write_json)
 from .quantizer import prefix_ladder
 from .tokenizer import FlexTokenizer, TokenizerConfig
 from .training import check_seed, is_int, is_real, pick_device, resolve_dtype
@@ -88,14 +88,14 @@ class VideoFlexTok:
         self.device = pick_device(str(device))
         dtype = resolve_dtype(dtype, self.device)
         self.dtype = dtype
-        self.vae, self.tokenizer = vae.to(self.device), tokenizer.to(self.device)
         if not is_real(fps) or not math.isfinite(fps) or fps <= 0:
             raise ValueError(f"fps must be a positive number, got {fps!r}")
         if not is_int(max_batch) or not 1 <= max_batch <= 4096:
             raise ValueError(f"max_batch must be an integer in [1, 4096], got {max_batch!r}")
-        self.fps, self.max_batch = float(fps), int(max_batch)
         if vae.cfg.z_channels != tokenizer.cfg.z_channels:
             raise ValueError(f"VAE has {vae.cfg.z_channels} latent channels, tokenizer expects {tokenizer.cfg.z_channels}")
+        self.fps, self.max_batch = float(fps), int(max_batch)
+        self.vae, self.tokenizer = vae.to(self.device), tokenizer.to(self.device)  # checked first: moved only if taken
 
     # ------------------------------------------------------------------ properties
     @property
@@ -134,6 +134,7 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
+    @float32_default
     def from_pretrained(cls, path_or_repo_id: str | None = None, device: str = "auto", dtype=None,
                         revision: str | None = None):
         """Load from a folder or Hugging Face repo holding config.json, vae.safetensors and
@@ -153,7 +154,7 @@ class VideoFlexTok:
         files = [os.path.join(folder, n) for n in ("vae.safetensors", "tokenizer.safetensors")]
         for f in files:  # before building anything (a paper-size model costs gigabytes to initialise)
             if not os.path.exists(f):
-                raise ValueError(f"missing weights file {f}")
+                raise missing_weights(f)
         fps = cfg.get("fps", 8.0)
         if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps <= 1000:
             raise ValueError(f"{path_or_repo_id!r}: config.json has fps {fps!r}; expected a number in (0, 1000]")
@@ -220,11 +221,14 @@ class VideoFlexTok:
             if video.ndim == 4:
                 video = [video]
             elif video.ndim == 5:
+                if not len(video):
+                    raise ValueError(f"expected at least one video, got an empty batch of shape {tuple(video.shape)}")
                 video = list(video)
             else:
                 raise ValueError(f"expected a video (3, T, H, W) or a batch (B, 3, T, H, W), got shape {tuple(video.shape)}")
         if not isinstance(video, (list, tuple)) or not video:
-            raise ValueError(f"expected a video tensor or a non-empty list of them, got {type(video).__name__}")
+            raise ValueError(f"expected a video tensor or a non-empty list of them, got "
+                             f"{'an empty ' if isinstance(video, (list, tuple)) else ''}{type(video).__name__}")
         out, dark_free = [], False
         for v in video:
             if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
@@ -256,10 +260,14 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ tokenize
     @torch.no_grad()
+    @float32_default
     def tokenize(self, video) -> list[torch.Tensor]:
         """Videos (3, T, H, W) in [-1, 1] (one, a batch or a list) -> list of (t, K) int64 token grids,
         t = 1 + (T - 1) / 4. Clips longer than one chunk are encoded chunk by chunk."""
-        videos = self._as_batch(video)
+        return self._tokenize(self._as_batch(video))
+
+    def _tokenize(self, videos: list[torch.Tensor]) -> list[torch.Tensor]:
+        """tokenize of videos _as_batch has checked."""
         jobs = []  # (clip, chunk index, frames)
         for i, v in enumerate(videos):
             for c, (a, b) in enumerate(chunk_bounds(v.shape[1], self.chunk_frames)):
@@ -302,13 +310,15 @@ class VideoFlexTok:
         if isinstance(tokens, (np.ndarray, torch.Tensor)) and tokens.ndim < 2:  # a scalar or one row: no grid
             raise ValueError(f"expected a (t, {self.n_tokens}) token grid or a batch of them, got shape "
                              f"{tuple(tokens.shape)}")
-        if isinstance(tokens, np.ndarray):  # e.g. the "tokens" array of flexvid reconstruct's tokens.npz
+        given = type(tokens).__name__
+        if isinstance(tokens, (np.ndarray, torch.Tensor)):  # (an array: e.g. "tokens" of reconstruct's tokens.npz)
+            given = f"an empty batch of shape {tuple(tokens.shape)}"
             tokens = [tokens] if tokens.ndim == 2 else list(tokens)
-        if isinstance(tokens, torch.Tensor):
-            tokens = [tokens] if tokens.ndim == 2 else list(tokens)
+        elif isinstance(tokens, (list, tuple)) and not tokens:
+            given = f"an empty {given}"
         if not isinstance(tokens, (list, tuple)) or not tokens:
             raise ValueError("expected a (t, K) token grid, a (B, t, K) batch or a non-empty list of grids "
-                             f"(tensors or NumPy arrays), got {type(tokens).__name__}")
+                             f"(tensors or NumPy arrays), got {given}")
         out = []
         if all(is_int(v) for v in tokens[:1]) or (isinstance(tokens[0], (list, tuple)) and tokens[0]
                                                  and all(is_int(v) for v in tokens[0][:1])):
@@ -316,7 +326,8 @@ class VideoFlexTok:
                              "grids: pass torch.tensor(tokens), or [tokens]")
         for g in tokens:
             try:
-                g = torch.as_tensor(np.asarray(g) if not isinstance(g, torch.Tensor) else g)
+                # (a copy of an array: torch warns of a read-only one, e.g. np.load(..., mmap_mode="r"))
+                g = torch.as_tensor(np.array(g) if not isinstance(g, torch.Tensor) else g)
             except (TypeError, ValueError, RuntimeError):
                 raise ValueError(f"a token grid must be an integer array, got {type(g).__name__}") from None
             if g.ndim != 2 or g.shape[1] != self.n_tokens or g.shape[0] < 1:
@@ -350,6 +361,7 @@ class VideoFlexTok:
         return int(steps), float(guidance), mode, float(noise_scale)
 
     @torch.no_grad()
+    @float32_default
     def detokenize(self, tokens, k: int | Sequence[int] | None = None, steps: int | None = None,
                    guidance: float | None = None, guidance_mode: str | None = None,
                    seed: int | Sequence[int] = 0, callback: Callable[[int, int], None] | None = None,
@@ -462,6 +474,7 @@ class VideoFlexTok:
             return euler_sample(velocity, noise, steps, prefix=prefix, callback=step_cb)
 
     @torch.no_grad()
+    @float32_default
     def sample_latents(self, tokens, k: int | None = None, steps: int | None = None, guidance: float | None = None,
                        guidance_mode: str | None = None, seed: int | Sequence[int] = 0,
                        noise_scale: float | None = None) -> torch.Tensor:
@@ -483,6 +496,7 @@ class VideoFlexTok:
 
     # ------------------------------------------------------------------ convenience
     @torch.no_grad()
+    @float32_default
     def reconstruct(self, video, ks: int | Sequence[int] | np.ndarray | None = None, steps: int | None = None,
                     guidance: float | None = None, guidance_mode: str | None = None, seed: int = 0,
                     tokens: torch.Tensor | np.ndarray | None = None, callback=None,
@@ -530,7 +544,7 @@ class VideoFlexTok:
         if videos is not None and len(videos) != 1:
             raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")
         if tokens is None:
-            grid = self.tokenize(videos)[0]
+            grid = self._tokenize(videos)[0]
         else:
             grid = self._check_tokens(tokens)
             if len(grid) != 1:
@@ -545,6 +559,7 @@ class VideoFlexTok:
         return dict(zip(ks, videos))
 
     @torch.no_grad()
+    @float32_default
     def autoencode(self, video) -> list[torch.Tensor]:
         """Stage 0 alone (the VAE round trip): the ceiling of any tokenizer reconstruction."""
         out = []

@@ -42,6 +42,11 @@ def check_prompt(prompt) -> str:
         raise ValueError("the prompt is empty (it has no visible characters)")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"the prompt has {len(prompt)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+    try:  # a lone surrogate: what Python makes of command-line bytes that are not UTF-8, or JSON's "\ud800"
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"the prompt is not valid Unicode text: character {e.start + 1} is a lone surrogate "
+                         f"({prompt[e.start]!r}; bytes in another encoding than UTF-8?)") from None
     return prompt
 
 

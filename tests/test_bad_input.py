@@ -45,6 +45,12 @@ def test_truncated_weights_are_a_clear_error(folder, tmp_path):
     (bad / "tokenizer.safetensors").write_text("hello")
     with pytest.raises(ValueError, match="tokenizer.safetensors"):
         VideoFlexTok.from_pretrained(str(bad), device="cpu")
+    # pickled weights in the place of safetensors: said why they are not read (a pickle runs code as it loads)
+    (bad / "tokenizer.safetensors").unlink()
+    (bad / "tokenizer.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match=r"missing weights file .*tokenizer.safetensors \(the folder holds "
+                                         r"tokenizer.pt: flexvid loads safetensors only"):
+        VideoFlexTok.from_pretrained(str(bad), device="cpu")
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -160,7 +166,7 @@ def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
     assert seen[0].filename == __file__  # the warning points at the caller's line
     with pytest.warns(UserWarning, match="no value below 0") as seen:
         pipe.reconstruct(x, ks=[1], steps=1)
-    assert seen[0].filename == __file__
+    assert len(seen) == 1 and seen[0].filename == __file__  # once, though reconstruct tokenizes
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing, nor an all-zero (mid-grey) one
@@ -240,6 +246,7 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["train-tokenizer", "--vae", str(tmp_path / "nope"), "--out-dir", str(tmp_path / "t")], "config.json"),
         (["generate", "--class-label", "3", "--out", str(tmp_path)], "--out"),
         (["generate"], "text prompt or --class-label"),
+        (["generate", "a red circle \udcff", "--out", str(tmp_path / "g.mp4")], "lone surrogate"),
         (["generate", "--class-label", "3", "--best-of", "0", "--out", str(tmp_path / "g.mp4")], "best_of"),
         (["generate", "--class-label", "3", "--best-of", "2", "--preview-steps", "50", "--out",
           str(tmp_path / "g.mp4")], "preview_steps"),
@@ -475,6 +482,23 @@ def test_small_mistakes_get_a_message_that_names_them(pipe):
     for prompt in ("\x00\x01", "\u200b\u200b", " \t\n"):
         with pytest.raises(ValueError, match="the prompt is empty"):
             check_prompt(prompt)
+    for empty, message in ((torch.empty(0, 3, 5, 64, 64), r"an empty batch of shape \(0, 3, 5, 64, 64\)"),
+                           ([], "got an empty list")):
+        with pytest.raises(ValueError, match=message):
+            pipe.tokenize(empty)
+    for empty, message in ((np.zeros((0, 2, pipe.n_tokens), np.int64), r"an empty batch of shape \(0, 2, "),
+                           (torch.zeros(0, 2, pipe.n_tokens, dtype=torch.long), r"an empty batch of shape \(0, 2, "),
+                           ((), "got an empty tuple")):
+        with pytest.raises(ValueError, match=message):
+            pipe.detokenize(empty)
+    grid = np.zeros((2, pipe.n_tokens), np.int64)
+    grid.setflags(write=False)  # as np.load(..., mmap_mode="r") gives: no torch warning about it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert pipe.detokenize(grid, k=1, steps=1)[0].shape == (3, 5, 64, 64)
+    for prompt in ("a red circle \udcff", "\ud83d moving left"):  # command-line bytes not UTF-8; half an emoji
+        with pytest.raises(ValueError, match="not valid Unicode text: character (14|1) is a lone surrogate"):
+            check_prompt(prompt)
     model = Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
                                       codebook_size=pipe.codebook_size, cond="class"), verbose=False)
     gen = VideoGenerator(model, tokenizer=pipe, device="cpu")
@@ -544,6 +568,18 @@ def test_absurd_arguments_straight_to_the_api_are_refused_before_any_work(pipe, 
     with pytest.raises(ValueError, match="half must be True or False"):
         pipe.save_pretrained(str(tmp_path / "s"), half="no")
     assert not (tmp_path / "s").exists() and (tmp_path / "afile").read_text() == "x"
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                                   codebook_size=pipe.codebook_size, cond="class"), verbose=False),
+                         tokenizer=pipe, device="cpu")
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")  # "" is no folder, not the working one
+    for folder, message in (("", "non-empty path"), (None, "non-empty path"), (str(tmp_path / "afile"), "afile"),
+                            (str(tmp_path / "afile" / "sub"), "is a file, not a folder")):
+        with pytest.raises(ValueError, match=message):
+            gen.save_pretrained(folder)
+    assert not os.listdir(tmp_path / "cwd") and (tmp_path / "afile").read_text() == "x"
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -593,3 +629,32 @@ def test_runtime_names_and_callbacks(tmp_path):
         rt.view(clip.id, k=1, steps=1, progress=5)
     with pytest.raises(UserError, match="expected a clip id"):
         rt.view(clip, k=1, steps=1)
+
+
+def test_a_float64_default_dtype_changes_nothing(folder, tmp_path):
+    """torch.set_default_dtype(torch.float64), as some notebooks start: the models still load as float32, and
+    tokens, decodes and generated grids are those of a float32 default, the same seed the same noise."""
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    tok = VideoFlexTok.from_pretrained(folder, device="cpu")
+    x = torch.rand(3, 9, 64, 64) * 2 - 1
+    grid = tok.tokenize(x)[0]
+    video = tok.detokenize(grid, k=2, steps=2, seed=3)[0]
+    ladder = tok.reconstruct(x, ks=[1, 2], steps=1)
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=tok.n_tokens, max_t=5,
+                                                   codebook_size=tok.codebook_size, cond="class"), verbose=False),
+                         tokenizer=tok, device="cpu")
+    gen.save_pretrained(str(tmp_path / "g"))
+    grids = gen.sample_tokens([1, 2], k=2, frames=9, seed=4)
+    torch.set_default_dtype(torch.float64)
+    try:
+        again = VideoFlexTok.from_pretrained(folder, device="cpu")
+        assert next(again.tokenizer.parameters()).dtype == torch.float32
+        assert torch.equal(again.tokenize(x)[0], grid) and torch.equal(tok.tokenize(x)[0], grid)
+        assert torch.equal(tok.detokenize(grid, k=2, steps=2, seed=3)[0], video)
+        assert all(torch.equal(a, b) for a, b in zip(tok.reconstruct(x, ks=[1, 2], steps=1).values(), ladder.values()))
+        gen2 = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=tok, device="cpu")
+        assert all(torch.equal(a, b) for a, b in zip(gen2.sample_tokens([1, 2], k=2, frames=9, seed=4), grids))
+        assert torch.get_default_dtype() == torch.float64  # the caller's setting is kept
+    finally:
+        torch.set_default_dtype(torch.float32)

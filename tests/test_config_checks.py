@@ -194,8 +194,11 @@ def test_the_embedded_default_loads_from_anywhere_and_a_missing_name_is_one_line
     """from_pretrained() with no name is the embedded tokenizer whatever the working directory; a name that
     is no folder here and that the Hub cannot give is one line naming where relative paths start."""
     import huggingface_hub
+    from flexvid.generate import VideoGenerator
     monkeypatch.chdir(tmp_path)
     assert VideoFlexTok.from_pretrained(device="cpu").n_tokens == 32
+    gen = VideoGenerator.from_pretrained(device="cpu")  # the embedded text-to-video model, with its tokenizer
+    assert gen.cfg.cond == "text" and gen.tokenizer.n_tokens == 32
 
     def offline(*a, **kw):
         raise OSError("We couldn't connect to the Hub.\nGot: ConnectError\nPlease check your connection.")

@@ -145,6 +145,8 @@ def test_best_of_preview_ranks_cheap_decodes_and_returns_the_full_decode(text_ge
     for bad in (0, 10, 11, 2.5, True, "2"):
         with pytest.raises(ValueError, match="preview_steps"):
             text_gen.generate(prompts[0], best_of=2, preview_steps=bad, **kw)
+    with pytest.raises(ValueError, match="a decode of at least 2 steps .*, the decode has 1"):  # not "in [1, 0]"
+        text_gen.generate(prompts[0], best_of=2, preview_steps=1, **{**kw, "decode_steps": 1})
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "4", MAX_BATCH + 1])
