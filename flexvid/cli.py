@@ -77,12 +77,40 @@ def _side_by_side_layout(n: int, h: int, w: int, upscale: int) -> int:
     return cols
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 or what == "k" else f"{n} {what}s"
+
+
+def _top_missing(path: str) -> str | None:
+    """The top folder of `path` that does not exist yet (os.makedirs would make it and those below it)."""
+    top, p = None, os.path.abspath(path)
+    while not os.path.exists(p):
+        top, p = p, os.path.dirname(p)
+    return top
+
+
+def _remove_made(path: str, top: str | None) -> None:
+    """Remove the empty folders of `path` up to `top`, those a refused run made (none where top is None)."""
+    if top is None:
+        return
+    p = os.path.abspath(path)
+    with contextlib.suppress(OSError):  # (a folder not empty is left, and those above it)
+        while True:
+            os.rmdir(p)
+            if p == top:
+                break
+            p = os.path.dirname(p)
+
+
 def reconstruct_main(argv=None) -> int:
     from .training import add_dtype_argument, add_threads_argument, set_threads
 
     p = argparse.ArgumentParser(formatter_class=HelpFormatter, prog="flexvid reconstruct",
-                                description="Tokenize a clip and decode it from several token prefixes: one mp4 per k, "
-                                            "a side-by-side of the original and every k, and the tokens (npz).")
+                                description="Tokenize a clip and decode it from several token prefixes. Writes to "
+                                            "--out: original.mp4 (the clip as the model takes it), kNNN.mp4 per k "
+                                            "(k008.mp4), side_by_side.mp4 (the original and every k, labelled), "
+                                            "metrics.csv (bits, PSNR and SSIM per k) and tokens.npz; an earlier "
+                                            "run's kNNN.mp4 for other k are removed.")
     p.add_argument("clip", help="a video file (mp4, webm, avi, mov, ...)")
     p.add_argument("--k", type=int, nargs="+", default=None, help="tokens per time step to keep (default: 1, 2, 4, ..., K)")
     p.add_argument("--out", default="recon", help="output folder")
@@ -106,7 +134,7 @@ def reconstruct_main(argv=None) -> int:
     from . import video_io
     from .pipeline import VideoFlexTok
 
-    made = None  # the --out folder, where this run made it: removed again if the run is refused
+    made = None  # the top folder of --out that this run made: removed again (to there) if the run is refused
     try:
         if not 1 <= args.upscale <= 16:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
@@ -115,7 +143,7 @@ def reconstruct_main(argv=None) -> int:
         video_io.check_output(args.out, folder=True, name="--out")
         set_threads(args.threads)
         try:  # made now, not after the decoding: a place check_output cannot judge (a read-only mount) fails here
-            made = None if os.path.isdir(args.out) else args.out
+            made = _top_missing(args.out)
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
             made = None
@@ -128,6 +156,9 @@ def reconstruct_main(argv=None) -> int:
         names = ["original.mp4", *(f"k{k:03d}.mp4" for k in ks), "metrics.csv", "side_by_side.mp4", "tokens.npz"]
         for name in names:  # each file too, before the work: a folder of its name in --out would refuse it after
             video_io.check_output(os.path.join(args.out, name), name="--out")
+        # an earlier run's prefixes beside this run's side-by-side would pass for this clip's (files alone)
+        stale = sorted(f for f in os.listdir(args.out) if re.fullmatch(r"k\d{3}\.mp4", f) and int(f[1:4]) not in ks
+                       and os.path.isfile(os.path.join(args.out, f)))
         t0 = time.time()
         first, fps = video_io.read_video(args.clip, max_frames=1)  # the checks, the clip's size and frame rate
         # decode no more source frames than the capped clip needs, each shrunk as it is read
@@ -142,10 +173,10 @@ def reconstruct_main(argv=None) -> int:
         recon = tok.reconstruct(x, ks=ks, steps=args.steps, guidance=args.guidance,
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
                                 noise_scale=args.noise_scale)
-    except ValueError as e:
-        if made is not None:
-            with contextlib.suppress(OSError):
-                os.rmdir(made)  # empty: nothing was written in it
+    except (ValueError, KeyboardInterrupt) as e:
+        _remove_made(args.out, made)  # empty: nothing was written in it
+        if isinstance(e, KeyboardInterrupt):
+            raise
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
     elapsed = time.time() - t0
@@ -160,18 +191,29 @@ def reconstruct_main(argv=None) -> int:
         said.append(cut_short)
     elif n_read == 1:
         said.append("a single frame (a still image?)")
-    if n_read >= need:
-        said.append(f"cut to its first {len(frames)} frames at {tok.fps:g} fps (--max-frames {args.max_frames})")
+    # the frames the clip gives at the model's rate, before they are fitted to a valid length (1 + 4n)
+    resampled = n_read if fps == tok.fps else max(1, math.floor(n_read * tok.fps / fps + 1e-9))
+    if n_read >= need or len(frames) < resampled:
+        said.append(f"cut to its first {_count(len(frames), 'frame')} at {tok.fps:g} fps (--max-frames "
+                    f"{args.max_frames}; a clip is 1 + 4n frames)")
+    elif len(frames) > resampled:
+        said.append(f"{resampled} frames at {tok.fps:g} fps, padded to {len(frames)} (1 + 4n; the last frame "
+                    "repeated)")
     else:
-        said.append(f"{len(frames)} frames at {tok.fps:g} fps")
+        said.append(f"{_count(len(frames), 'frame')} at {tok.fps:g} fps")
     if (w0, h0) != (tok.size, tok.size):
         said.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
-    print("; ".join(said))
-    stale = sorted(f for f in os.listdir(args.out) if re.fullmatch(r"k\d{3}\.mp4", f) and int(f[1:4]) not in recon)
-    for f in stale:  # an earlier run's prefixes beside this run's side-by-side would pass for this clip's
-        os.remove(os.path.join(args.out, f))
-    if stale:
-        print(f"removed {', '.join(stale)}: an earlier reconstruction's, not this clip's")
+    report = ["; ".join(said)]  # printed once every file is written: a closed stdout (| head) cuts no output short
+    removed = []
+    for f in stale:
+        with contextlib.suppress(FileNotFoundError):
+            try:
+                os.remove(os.path.join(args.out, f))
+                removed.append(f)
+            except OSError as e:
+                report.append(f"could not remove {f}, an earlier reconstruction's ({e.strerror or e})")
+    if removed:
+        report.append(f"removed {', '.join(removed)}: an earlier reconstruction's, not this clip's")
     from .evaluate import psnr_video, ssim_video
     from .runtime import bits_and_bitrate
 
@@ -180,7 +222,7 @@ def reconstruct_main(argv=None) -> int:
     tiles = [video_io.label(video_io.upscale(frames, pre), "original")]
     video_io.write_video(os.path.join(args.out, "original.mp4"), frames, fps=tok.fps, upscale=args.upscale)
     rows = ["k,tokens,bits,psnr_db,ssim"]
-    print(f"{'k':>4} {'tokens':>7} {'bits':>8} {'PSNR dB':>8} {'SSIM':>6}")
+    report.append(f"{'k':>4} {'tokens':>7} {'bits':>8} {'PSNR dB':>8} {'SSIM':>6}")
     for k in ks:
         out = video_io.from_model(recon[k])
         tiles.append(video_io.label(video_io.upscale(out, pre), f"k = {k}"))
@@ -188,7 +230,7 @@ def reconstruct_main(argv=None) -> int:
         p, q = psnr_video(x, recon[k]), ssim_video(x, recon[k])
         bits = bits_and_bitrate(k, grid.shape[0], tok.codebook_size, len(frames) / tok.fps)[0]
         rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{q:.4f}")
-        print(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {q:>6.3f}")
+        report.append(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {q:>6.3f}")
     with open(os.path.join(args.out, "metrics.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
     tiled = video_io.side_by_side(tiles, pad=PAD) if layout == len(tiles) else video_io.grid(tiles, layout, pad=PAD)
@@ -196,7 +238,9 @@ def reconstruct_main(argv=None) -> int:
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
              n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
     listed = ", ".join(names[1:1 + min(len(ks), 3)]) + (" ..." if len(ks) > 3 else "")
-    print(f"{len(frames)} frames -> tokens {tuple(grid.shape)} in {elapsed:.1f} s; wrote original.mp4, "
+    print("\n".join(report))
+    print(f"{_count(len(frames), 'frame')} -> tokens {tuple(grid.shape)}, read, tokenized and decoded at "
+          f"{_count(len(ks), 'k')} in {elapsed:.1f} s; wrote original.mp4, "
           f"{len(ks)} reconstruction{'s' if len(ks) > 1 else ''} ({listed}), side_by_side.mp4 (labelled, k "
           f"ascending), metrics.csv and tokens.npz to {args.out}")
     return 0
@@ -239,6 +283,13 @@ def main(argv=None) -> int:
     except ValueError as e:  # bad settings, a missing or unreadable model folder, a clip that cannot be read
         print(f"flexvid {argv[0]}: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        print(f"\nflexvid {argv[0]}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # stdout closed by its reader (| head): the rest of the output goes nowhere
+        with contextlib.suppress(OSError, ValueError):  # (Python's own flush at exit would fail on it again)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except SystemExit as e:  # argparse's own exits keep their status; a message (SystemExit("...")) is an error
         if isinstance(e.code, str):
             print(f"flexvid {argv[0]}: {e.code}", file=sys.stderr)

@@ -514,7 +514,8 @@ def main(argv=None) -> int:
     k = gen.cfg.K if args.k is None else args.k
     seeds = "" if args.num_samples == 1 else f"; seeds {args.seed}..{args.seed + args.num_samples - 1} in order"
     best = f", best of {args.best_of}" if args.best_of > 1 else ""
-    print(f"wrote {', '.join(paths)} ({args.frames} frames, {k} tokens per step{best}, seed {args.seed}{seeds})")
+    print(f"wrote {', '.join(paths)} ({args.frames} frame{'s' if args.frames != 1 else ''}, {k} token"
+          f"{'s' if k != 1 else ''} per step{best}, seed {args.seed}{seeds})")
     return 0
 
 

@@ -75,6 +75,14 @@ OUT_OF_RANGE = 1.5
 MAX_VIDEO_BYTES = 8 * 2**30  # the frames one call may take in or give out (as float32), all clips together
 
 
+def _from_uint8(v: torch.Tensor) -> bool:
+    """Whether every value of v is one video_io.to_model gives a uint8 level (k / 127.5 - 1, in float32)."""
+    if v.dtype != torch.float32:
+        return False
+    levels = torch.round((v + 1.0) * 127.5).clamp_(0, 255)
+    return bool(torch.equal(levels.div_(127.5).sub_(1.0), v))
+
+
 class VideoFlexTok:
     """A video VAE and a FlexTokenizer, on one device, with tokenize / detokenize / reconstruct.
 
@@ -251,7 +259,9 @@ class VideoFlexTok:
             if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. pixel values 0..255: video_io.to_model maps them
                 raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: "
                                  "convert uint8 frames with video_io.to_model")
-            dark_free = dark_free or (lo >= 0 and hi > 0)  # (all zeros, mid-grey, is a common dummy clip)
+            # (all zeros, mid-grey, is a common dummy clip; a bright clip from video_io.to_model has every value
+            # on its grid of uint8 levels, k / 127.5 - 1, which frames in [0, 1] from uint8 / 255 are not)
+            dark_free = dark_free or (lo >= 0 and hi > 0 and not _from_uint8(v))
             out.append(v)
         if dark_free:  # every pixel at mid-grey or brighter: most likely frames scaled to [0, 1]
             warn_caller("a video has no value below 0: the model takes [-1, 1] (black is -1), so frames in [0, 1] "

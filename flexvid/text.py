@@ -101,14 +101,19 @@ class TextEncoder:
             path, local = default_model_path(), True
         else:
             path, local = self.model_name, os.path.isdir(self.model_name)
+        from transformers.utils import logging as hf_logging
         old = os.environ.get("HF_HUB_OFFLINE")
         if local:
             os.environ["HF_HUB_OFFLINE"] = "1"  # a local model must never reach for the network
+        bar = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar, into a command's log or the app's
         try:
             self._model = SentenceTransformer(path, device=self.device, local_files_only=local)
         except Exception as e:  # missing folder, offline Hub, not a text model: one clear message
             raise ValueError(f"could not load the text model {self.model_name!r}: {e}") from None
         finally:
+            if bar:
+                hf_logging.enable_progress_bar()
             if local:
                 if old is None:
                     os.environ.pop("HF_HUB_OFFLINE", None)

@@ -171,6 +171,10 @@ def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
         warnings.simplefilter("error")
         pipe.tokenize(x * 2 - 1)  # a clip with dark pixels says nothing, nor an all-zero (mid-grey) one
         pipe.tokenize(torch.zeros_like(x))
+        # nor a bright clip that video_io.to_model made of uint8 frames (a pink square on white)
+        pipe.tokenize(video_io.to_model(np.random.default_rng(0).integers(128, 256, (5, 64, 64, 3), np.uint8)))
+    with pytest.warns(UserWarning, match="no value below 0"):  # uint8 frames / 255, the mistake, still warn
+        pipe.tokenize(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 5, 64, 64)) / 255).float())
     with pytest.raises(ValueError, match="got torch.uint8: convert uint8 frames with video_io.to_model"):
         pipe.tokenize((x * 255).to(torch.uint8))
 

@@ -62,16 +62,17 @@ def test_reconstruct_replaces_an_earlier_runs_prefixes_and_takes_threads(folder,
     assert sorted(os.listdir(out)) == ["k001.mp4", "k004.mp4", "metrics.csv", "original.mp4", "side_by_side.mp4",
                                      "tokens.npz"]
     (out / "notes.txt").write_text("mine")
+    (out / "k007.mp4").mkdir()  # a folder named like an output is the user's: left alone (it crashed the run)
     capsys.readouterr()
     assert cli.main(["reconstruct", *common, "--k", "2", "--threads", "1"]) == 0
     assert torch.get_num_threads() == 1
     # k004 and k001 were another run's: gone, and said; a file of the user's stays
-    assert sorted(os.listdir(out)) == ["k002.mp4", "metrics.csv", "notes.txt", "original.mp4",
+    assert sorted(os.listdir(out)) == ["k002.mp4", "k007.mp4", "metrics.csv", "notes.txt", "original.mp4",
                                      "side_by_side.mp4", "tokens.npz"]
     assert "removed k001.mp4, k004.mp4" in capsys.readouterr().out
     assert cli.main(["reconstruct", *common, "--k", "1", "--threads", "-1"]) == 2
     assert "--threads must be an integer >= 0" in capsys.readouterr().err
-    assert sorted(os.listdir(out)) == ["k002.mp4", "metrics.csv", "notes.txt", "original.mp4",
+    assert sorted(os.listdir(out)) == ["k002.mp4", "k007.mp4", "metrics.csv", "notes.txt", "original.mp4",
                                      "side_by_side.mp4", "tokens.npz"]
 
 
@@ -88,7 +89,8 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "2", "--k", "4", "1",
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "c.mp4: 128x128 at 16 fps, 17 frames read; 9 frames at 8 fps; resized and centre-cropped to 64x64" in printed
+    assert ("c.mp4: 128x128 at 16 fps, 17 frames read; 8 frames at 8 fps, padded to 9 (1 + 4n; the last frame "
+            "repeated); resized and centre-cropped to 64x64") in printed
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [r.split(",")[0] for r in rows[1:]] == ["1", "4"]
     original, _ = video_io.read_video(out / "original.mp4")
@@ -106,6 +108,55 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--model", folder, "--k", "99",
                      "--out", str(tmp_path / "r2")]) == 2
     assert f"--k must lie in [1, {tok.n_tokens}]" in capsys.readouterr().err  # the k, before the missing clip
+
+
+def test_reconstruct_says_how_the_clip_was_fitted_to_1_plus_4n_frames(folder, tmp_path, capsys):
+    """18 frames at 8 fps are padded to 21 or, under --max-frames 20, cut to 17: both said (the cut was not)."""
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, shapes.make_clip(0, 1, 21).video[:18], fps=8)
+    common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--k", "1"]
+    assert cli.main(["reconstruct", *common, "--out", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr().out
+    assert "18 frames read; 18 frames at 8 fps, padded to 21 (1 + 4n; the last frame repeated)" in said, said
+    assert "21 frames -> tokens (6, 8), read, tokenized and decoded at 1 k in" in said
+    assert cli.main(["reconstruct", *common, "--max-frames", "20", "--out", str(tmp_path / "b")]) == 0
+    said = capsys.readouterr().out
+    assert "18 frames read; cut to its first 17 frames at 8 fps (--max-frames 20; a clip is 1 + 4n frames)" in said
+
+
+def test_a_refused_or_interrupted_reconstruct_leaves_no_folder_it_made(folder, tmp_path, capsys, monkeypatch):
+    from flexvid.pipeline import VideoFlexTok
+    (tmp_path / "kept").mkdir()  # an empty folder that was there stays
+    for out in (tmp_path / "new" / "a" / "b", tmp_path / "kept" / "x" / "y"):
+        assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--model", folder, "--out", str(out)]) == 2
+        assert "file not found" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["kept"] and os.listdir(tmp_path / "kept") == []
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(VideoFlexTok, "from_pretrained", interrupt)
+    assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "new" / "c")]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "flexvid reconstruct: interrupted" and sorted(os.listdir(tmp_path)) == ["kept"]
+
+
+def test_reconstruct_writes_every_file_though_its_reader_closes_stdout(folder, tmp_path):
+    """`flexvid reconstruct ... | head -1` with unbuffered output (Docker, CI): every file is written, and the
+    closed pipe gives no traceback (the table's first line killed the run after original.mp4)."""
+    import subprocess
+    import sys
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, shapes.make_clip(0, 1, 9).video, fps=8)
+    out = tmp_path / "r"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "flexvid", "reconstruct", clip, "--model", folder, "--steps", "1",
+                          "--upscale", "1", "--k", "1", "2", "--out", str(out)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=env, cwd=str(REPO_ROOT))
+    p.stdout.close()  # the reader is gone before the first line
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=300) in (0, 1) and "Traceback" not in err and "Exception ignored" not in err, err
+    assert sorted(os.listdir(out)) == ["k001.mp4", "k002.mp4", "metrics.csv", "original.mp4", "side_by_side.mp4",
+                                     "tokens.npz"]
 
 
 def test_reconstruct_says_it_read_a_variable_frame_rate_by_its_timestamps(folder, tmp_path, capsys):
@@ -196,6 +247,7 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
                      *base, "--out", str(tmp_path / "s.mp4")]) == 0
     out = capsys.readouterr()
     assert "class 0: red circle moving left" in out.out and "seeds 5..6 in order" in out.out
+    assert "(5 frames, 1 token per step, seed 5;" in out.out
     assert bars == ["tokens", "decode"]  # a bar per stage, not one per token
     assert cli.main(["generate", "--class-label", "0", "--seed", "6", *base, "--out", str(tmp_path / "one.mp4")]) == 0
     a, b = (video_io.read_video(str(tmp_path / n))[0].astype(int) for n in ("s_1.mp4", "one.mp4"))

