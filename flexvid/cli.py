@@ -261,6 +261,17 @@ COMMANDS = {
 }
 
 
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll says POLLERR on its end)."""
+    try:
+        import select
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or no file behind stdout (a test's capture)
+        return False
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -287,6 +298,8 @@ def main(argv=None) -> int:
         print(f"\nflexvid {argv[0]}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # stdout closed by its reader (| head): the rest of the output goes nowhere
+        if not _stdout_closed():  # another pipe (a worker process's) is an error of its own, raised as it is
+            raise
         with contextlib.suppress(OSError, ValueError):  # (Python's own flush at exit would fail on it again)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

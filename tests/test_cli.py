@@ -139,6 +139,12 @@ def test_a_refused_or_interrupted_reconstruct_leaves_no_folder_it_made(folder, t
     err = capsys.readouterr().err
     assert err.strip() == "flexvid reconstruct: interrupted" and sorted(os.listdir(tmp_path)) == ["kept"]
 
+    def broken(*a, **k):  # a pipe other than stdout (a worker's) breaking is an error, not a reader gone
+        raise BrokenPipeError(32, "Broken pipe")
+    monkeypatch.setattr(VideoFlexTok, "from_pretrained", broken)
+    with pytest.raises(BrokenPipeError):
+        cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "new")])
+
 
 def test_reconstruct_writes_every_file_though_its_reader_closes_stdout(folder, tmp_path):
     """`flexvid reconstruct ... | head -1` with unbuffered output (Docker, CI): every file is written, and the
