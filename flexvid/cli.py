@@ -81,25 +81,22 @@ def _count(n: int, what: str) -> str:
     return f"{n} {what}" if n == 1 or what == "k" else f"{n} {what}s"
 
 
-def _top_missing(path: str) -> str | None:
-    """The top folder of `path` that does not exist yet (os.makedirs would make it and those below it)."""
-    top, p = None, os.path.abspath(path)
-    while not os.path.exists(p):
-        top, p = p, os.path.dirname(p)
-    return top
+def _missing_folders(path: str) -> list[str]:
+    """The folders of `path` that do not exist yet, outermost first: those os.makedirs would make (a `..`
+    in it too: new/../out makes new and out)."""
+    parts, missing = Path(path).parts, []
+    for i in range(1, len(parts) + 1):
+        prefix = os.path.join(*parts[:i])
+        if parts[i - 1] not in (".", "..") and not os.path.exists(prefix):
+            missing.append(prefix)
+    return missing
 
 
-def _remove_made(path: str, top: str | None) -> None:
-    """Remove the empty folders of `path` up to `top`, those a refused run made (none where top is None)."""
-    if top is None:
-        return
-    p = os.path.abspath(path)
-    with contextlib.suppress(OSError):  # (a folder not empty is left, and those above it)
-        while True:
-            os.rmdir(p)
-            if p == top:
-                break
-            p = os.path.dirname(p)
+def _remove_made(made: list[str]) -> None:
+    """Remove the folders a refused run made (_missing_folders), innermost first, each only if empty."""
+    for folder in reversed(made):
+        with contextlib.suppress(OSError):  # (a folder not empty is left)
+            os.rmdir(folder)
 
 
 def reconstruct_main(argv=None) -> int:
@@ -134,7 +131,7 @@ def reconstruct_main(argv=None) -> int:
     from . import video_io
     from .pipeline import VideoFlexTok
 
-    made = None  # the top folder of --out that this run made: removed again (to there) if the run is refused
+    made: list[str] = []  # the folders of --out that this run made: removed again if the run is refused
     try:
         if not 1 <= args.upscale <= 16:
             raise ValueError(f"--upscale must be in [1, 16], got {args.upscale}")
@@ -143,10 +140,10 @@ def reconstruct_main(argv=None) -> int:
         video_io.check_output(args.out, folder=True, name="--out")
         set_threads(args.threads)
         try:  # made now, not after the decoding: a place check_output cannot judge (a read-only mount) fails here
-            made = _top_missing(args.out)
+            made = _missing_folders(args.out)
             os.makedirs(args.out, exist_ok=True)
         except OSError as e:
-            made = None
+            made = []
             raise ValueError(f"--out {args.out!r}: cannot make the folder ({e.strerror or e})") from None
         tok = VideoFlexTok.from_pretrained(args.model, device=args.device, dtype=args.dtype)
         if args.k is not None and not all(1 <= k <= tok.n_tokens for k in args.k):  # before reading the clip
@@ -174,14 +171,14 @@ def reconstruct_main(argv=None) -> int:
                                 guidance_mode=args.guidance_mode, seed=args.seed, tokens=grid,
                                 noise_scale=args.noise_scale)
     except (ValueError, KeyboardInterrupt) as e:
-        _remove_made(args.out, made)  # empty: nothing was written in it
+        _remove_made(made)  # empty: nothing was written in them
         if isinstance(e, KeyboardInterrupt):
             raise
         print(f"flexvid reconstruct: {e}", file=sys.stderr)
         return 2
     elapsed = time.time() - t0
     h0, w0 = first.shape[1:3]
-    said = [f"{os.path.basename(args.clip)}: {w0}x{h0} at {fps:g} fps, {n_read} frames read"]
+    said = [f"{os.path.basename(args.clip)}: {w0}x{h0} at {fps:g} fps, {_count(n_read, 'frame')} read"]
     if counts["repeated"] or counts["dropped"]:
         said[0] = (f"{os.path.basename(args.clip)}: {w0}x{h0} at a variable frame rate, read at {fps:g} fps by its "
                    f"timestamps: {n_read} frames ({counts['repeated']} repeated over gaps, {counts['dropped']} "
@@ -301,7 +298,11 @@ def main(argv=None) -> int:
         if not _stdout_closed():  # another pipe (a worker process's) is an error of its own, raised as it is
             raise
         with contextlib.suppress(OSError, ValueError):  # (Python's own flush at exit would fail on it again)
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, sys.stdout.fileno())
+            finally:
+                os.close(null)
         return 1
     except SystemExit as e:  # argparse's own exits keep their status; a message (SystemExit("...")) is an error
         if isinstance(e.code, str):

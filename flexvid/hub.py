@@ -12,6 +12,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -103,21 +104,37 @@ def config_from_dict(cls, d: dict):
 _OWN_FILES = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
 
 
+_DTYPE_LOCK = threading.Lock()
+_DTYPE_STATE = {"depth": 0, "before": None}  # calls under float32_default now, and the caller's default to restore
+
+
 def float32_default(fn):
     """Decorate a public entry point to run with torch's default dtype float32: the models are float32
     modules whatever the caller set (``torch.set_default_dtype(torch.float64)``, common in notebooks, built
     float64 weights that float32 inputs cannot meet, and drew other noise for the same seed). A no-op where
-    the default already is float32; the caller's setting is back on return."""
+    the default is float32. Else the first call in sets float32 and the last one out puts the caller's
+    default back, so calls overlapping in threads all run under float32; torch's default dtype is one for
+    the process, so other threads see float32 while such a call runs."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        before = torch.get_default_dtype()
-        if before is torch.float32:
+        with _DTYPE_LOCK:
+            if _DTYPE_STATE["depth"] == 0 and torch.get_default_dtype() is torch.float32:
+                switched = False
+            else:
+                switched = True
+                if _DTYPE_STATE["depth"] == 0:
+                    _DTYPE_STATE["before"] = torch.get_default_dtype()
+                    torch.set_default_dtype(torch.float32)
+                _DTYPE_STATE["depth"] += 1
+        if not switched:
             return fn(*args, **kwargs)
-        torch.set_default_dtype(torch.float32)
         try:
             return fn(*args, **kwargs)
         finally:
-            torch.set_default_dtype(before)
+            with _DTYPE_LOCK:
+                _DTYPE_STATE["depth"] -= 1
+                if _DTYPE_STATE["depth"] == 0:
+                    torch.set_default_dtype(_DTYPE_STATE["before"])
     return wrapper
 
 

@@ -75,12 +75,16 @@ OUT_OF_RANGE = 1.5
 MAX_VIDEO_BYTES = 8 * 2**30  # the frames one call may take in or give out (as float32), all clips together
 
 
-def _from_uint8(v: torch.Tensor) -> bool:
-    """Whether every value of v is one video_io.to_model gives a uint8 level (k / 127.5 - 1, in float32)."""
+def _from_uint8(v: torch.Tensor, frames: int = 8) -> bool:
+    """Whether every value of a clip v (3, T, H, W) is one video_io.to_model gives a uint8 level (k / 127.5 - 1,
+    in float32): checked a few frames at a time (temporaries of that size), to the first that is not."""
     if v.dtype != torch.float32:
         return False
-    levels = torch.round((v + 1.0) * 127.5).clamp_(0, 255)
-    return bool(torch.equal(levels.div_(127.5).sub_(1.0), v))
+    for part in v.split(frames, dim=1):
+        levels = torch.round((part + 1.0) * 127.5).clamp_(0, 255)
+        if not torch.equal(levels.div_(127.5).sub_(1.0), part):
+            return False
+    return True
 
 
 class VideoFlexTok:

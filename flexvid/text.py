@@ -105,8 +105,10 @@ class TextEncoder:
         old = os.environ.get("HF_HUB_OFFLINE")
         if local:
             os.environ["HF_HUB_OFFLINE"] = "1"  # a local model must never reach for the network
-        bar = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # transformers' "Loading weights" bar, into a command's log or the app's
+        from huggingface_hub import utils as hub_utils
+        # transformers' "Loading weights" bar, into a command's log or the app's (its switch is the Hub's too)
+        bar, hub_bars_off = hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()
+        hf_logging.disable_progress_bar()
         try:
             self._model = SentenceTransformer(path, device=self.device, local_files_only=local)
         except Exception as e:  # missing folder, offline Hub, not a text model: one clear message
@@ -114,6 +116,8 @@ class TextEncoder:
         finally:
             if bar:
                 hf_logging.enable_progress_bar()
+            if hub_bars_off != hub_utils.are_progress_bars_disabled():
+                (hub_utils.disable_progress_bars if hub_bars_off else hub_utils.enable_progress_bars)()
             if local:
                 if old is None:
                     os.environ.pop("HF_HUB_OFFLINE", None)

@@ -175,6 +175,10 @@ def test_frames_in_zero_one_warn_and_uint8_frames_are_pointed_to_to_model(pipe):
         pipe.tokenize(video_io.to_model(np.random.default_rng(0).integers(128, 256, (5, 64, 64, 3), np.uint8)))
     with pytest.warns(UserWarning, match="no value below 0"):  # uint8 frames / 255, the mistake, still warn
         pipe.tokenize(torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 5, 64, 64)) / 255).float())
+    bright = video_io.to_model(np.random.default_rng(1).integers(128, 256, (17, 64, 64, 3), np.uint8))
+    bright[:, 12] = bright[:, 12].add(1e-3).clamp(max=1)  # one late frame off the uint8 levels (checked in parts)
+    with pytest.warns(UserWarning, match="no value below 0"):
+        pipe.tokenize(bright)
     with pytest.raises(ValueError, match="got torch.uint8: convert uint8 frames with video_io.to_model"):
         pipe.tokenize((x * 255).to(torch.uint8))
 
@@ -660,5 +664,35 @@ def test_a_float64_default_dtype_changes_nothing(folder, tmp_path):
         gen2 = VideoGenerator.from_pretrained(str(tmp_path / "g"), tokenizer=tok, device="cpu")
         assert all(torch.equal(a, b) for a, b in zip(gen2.sample_tokens([1, 2], k=2, frames=9, seed=4), grids))
         assert torch.get_default_dtype() == torch.float64  # the caller's setting is kept
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_float32_default_holds_for_calls_overlapping_in_threads():
+    """Two decorated calls in threads (the app serves requests so): the first one out does not put float64
+    back under the other; the last one out does."""
+    import threading
+    import time
+
+    from flexvid.hub import float32_default
+    seen = {}
+
+    @float32_default
+    def entry(name, hold):
+        time.sleep(0.05)
+        seen[name] = [torch.get_default_dtype()]
+        time.sleep(hold)  # a returns meanwhile
+        seen[name].append(torch.randn(2).dtype)
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        a, b = (threading.Thread(target=entry, args=(n, h)) for n, h in (("a", 0.0), ("b", 0.3)))
+        a.start()
+        time.sleep(0.01)
+        b.start()
+        a.join()
+        b.join()
+        assert seen == {"a": [torch.float32] * 2, "b": [torch.float32] * 2}
+        assert torch.get_default_dtype() == torch.float64
     finally:
         torch.set_default_dtype(torch.float32)

@@ -127,7 +127,8 @@ def test_reconstruct_says_how_the_clip_was_fitted_to_1_plus_4n_frames(folder, tm
 def test_a_refused_or_interrupted_reconstruct_leaves_no_folder_it_made(folder, tmp_path, capsys, monkeypatch):
     from flexvid.pipeline import VideoFlexTok
     (tmp_path / "kept").mkdir()  # an empty folder that was there stays
-    for out in (tmp_path / "new" / "a" / "b", tmp_path / "kept" / "x" / "y"):
+    monkeypatch.chdir(tmp_path)
+    for out in (tmp_path / "new" / "a" / "b", tmp_path / "kept" / "x" / "y", "new/../out2", "kept/./z/"):
         assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--model", folder, "--out", str(out)]) == 2
         assert "file not found" in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path)) == ["kept"] and os.listdir(tmp_path / "kept") == []
@@ -192,6 +193,7 @@ def test_reconstruct_says_a_clip_was_cut_short_or_a_still_image(folder, tmp_path
                      "--k", "1", "--out", str(tmp_path / "s")]) == 0
     said = capsys.readouterr().out
     assert "a single frame (a still image?)" in said and "cut short" not in said, said
+    assert "64x48 at 25 fps, 1 frame read; " in said and "; 1 frame at 8 fps" in said, said
 
 
 def test_reconstruct_checks_every_file_it_will_write_before_the_work(folder, tmp_path, capsys, monkeypatch):

