@@ -169,17 +169,30 @@ def check_wanted() -> None:
                         "(app.limits.max_request_s): ask for fewer frames, steps, budgets or candidates")
 
 
-def page_errors(fn=None, *, max_seconds: float | None = None):
+class Refused:
+    """A value an input refused (quiet): the event's function says it (page_errors), not gradio's preprocessing,
+    which would mark every output of the event as failed."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"Refused({self.message!r})"
+
+
+def page_errors(fn=None, *, max_seconds: float | None = None, lenient: bool = False):
     """A page event: fn runs in a worker thread; UserError -> gr.Error with its message; anything else -> a
     generic gr.Error, the traceback only in the server log. The server keeps running either way. A request
     cancelled while it runs (or whose page closes) stops at its next progress step and frees the model,
     where Gradio alone would let the thread run to its end; one still working after max_seconds is stopped
-    the same way and told so. Each request is logged with its time."""
+    the same way and told so. Each request is logged with its time. An input's refusal of its value (Refused)
+    is a gr.Error before any work; with lenient (the page's own events on settings the person types) a warning
+    that changes nothing on the page: its outputs keep the last good values."""
     import anyio
     import gradio as gr
 
     if fn is None:
-        return functools.partial(page_errors, max_seconds=max_seconds)
+        return functools.partial(page_errors, max_seconds=max_seconds, lenient=lenient)
 
     def run(*args, **kwargs):
         start = time.perf_counter()
@@ -196,12 +209,18 @@ def page_errors(fn=None, *, max_seconds: float | None = None):
         except Exception:
             log.exception("flexvid app: unexpected error in %s", fn.__name__)
             raise gr.Error("internal error while processing this request (logged on the server); "
-                           "try again, or another clip", print_exception=False) from None
+                           "try again, or with other input", print_exception=False) from None
         log.info("%s: %.2f s", fn.__name__, time.perf_counter() - start)
         return out
 
     @functools.wraps(fn)
     async def wrapped(*args, **kwargs):
+        refused = next((a for a in (*args, *kwargs.values()) if isinstance(a, Refused)), None)
+        if refused is not None:
+            if lenient:
+                gr.Warning(refused.message)
+                return gr.skip()
+            raise gr.Error(refused.message, print_exception=False)
         req, done = _Request(max_seconds), threading.Event()
 
         def work():
@@ -225,35 +244,39 @@ def page_errors(fn=None, *, max_seconds: float | None = None):
     return wrapped
 
 
-def quiet(component):
+def quiet(component, name: str | None = None):
     """component (a gradio input) with its own refusals of a value (out of its bounds, not one of its choices)
-    reaching the page and API clients as before but without the traceback that gradio prints in the server
-    log for each: an API client sending absurd values would otherwise fill the Space's log. A slider or a
-    number box also refuses a value that is no number ("4", null for a slider: gradio's own check fails on it
-    with a TypeError, shown as "Could not preprocess input component"), and a whole-number box (precision 0)
-    one with a fraction, which gradio would round (a seed of 1.5 read as 2). Patched on the instance: a
-    subclass would make gradio write a .pyi stub beside this module."""
+    given to the event's function as Refused(message), which page_errors turns into the message for the page
+    and API clients, without the traceback that gradio prints in the server log for each (an API client
+    sending absurd values would otherwise fill the Space's log), and without gradio marking every output of
+    the event as failed. A slider or a number box also refuses a value that is no number ("4", null for a
+    slider: gradio's own check fails on it with a TypeError, shown as "Could not preprocess input component"),
+    and a whole-number box (precision 0) one with a fraction, which gradio would round (a seed of 1.5 read as
+    2). A text box refuses what is no text (gradio would write a list as "['...']"). Messages name the value
+    `name`, else the component's label. Patched on the instance: a subclass would make gradio write a .pyi stub
+    beside this module."""
     import gradio as gr
     own = component.preprocess
     numeric = isinstance(component, (gr.Slider, gr.Number))
     whole = isinstance(component, gr.Number) and component.precision == 0
+    field = name or component.label or "this value"
 
     def preprocess(payload):
+        got = str(repr(payload))[:40]
         if numeric and not (payload is None and isinstance(component, gr.Number)):  # a number box may be empty
-            what = f"{component.label or 'this value'} must be a {'whole ' if whole else ''}number"
             fraction = isinstance(payload, float) and (not math.isfinite(payload) or whole and not payload.is_integer())
             if isinstance(payload, bool) or not isinstance(payload, (int, float)) or fraction:  # (a huge int is fine)
-                raise gr.Error(f"{what}, got {str(repr(payload))[:40]}", print_exception=False)
+                return Refused(f"{field} must be a {'whole ' if whole else ''}number, got {got}")
+        if isinstance(component, gr.Textbox) and payload is not None and not isinstance(payload, str):
+            return Refused(f"{field} must be text, got {type(payload).__name__}")
         try:
             return own(payload)
         except gr.Error as e:
-            if not e.print_exception:
-                raise
+            choices = [c[1] if isinstance(c, (tuple, list)) else c for c in getattr(component, "choices", None) or []]
+            if choices:  # gradio's "Value: 'x' (type: <class 'str'>) is not in the list of choices: [...]"
+                return Refused(f"{field} must be one of {', '.join(map(repr, choices))[:200]}, got {got}")
             message = e.message  # gradio's own ("Value 11 is greater than maximum value 10.") names no field
-            if component.label and not message.startswith(component.label):
-                message = f"{component.label}: {message[:1].lower()}{message[1:]}"
-            raise gr.Error(message, duration=e.duration, visible=e.visible, title=e.title,
-                           print_exception=False) from None
+            return Refused(f"{field}: {message[:1].lower()}{message[1:]}")
     component.preprocess = preprocess
     return component
 
@@ -335,6 +358,7 @@ def build_demo(rt: Runtime):
     info, d, gd = rt.info(), rt.defaults(), rt.generate_defaults()
     K, lim = info["n_tokens"], rt.settings.limits
     guarded = page_errors(max_seconds=lim.max_request_s)  # page events that run the model
+    typed = page_errors(max_seconds=lim.max_request_s, lenient=True)  # ... on settings typed on the page
 
     def progress_cb(progress):
         def step(done, total):
@@ -402,13 +426,13 @@ def build_demo(rt: Runtime):
             return again, again
         return clip_id, gr.skip()
 
-    @guarded
+    @typed
     def decode_page(clip_id, video, k, steps, guidance, mode, seed, progress=gr.Progress()):
         """decode, for the page: a forgotten clip is read again from the box."""
         clip_id, box = recovered(clip_id, video)
         return [box] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
-    @guarded
+    @typed
     def resample_page(clip_id, video, k, steps, guidance, mode, progress=gr.Progress()):
         """resample, for the page: a forgotten clip is read again from the box."""
         (clip_id, box), seed = recovered(clip_id, video), rt.new_seed()
@@ -433,7 +457,7 @@ def build_demo(rt: Runtime):
     def generate_class(colour, shape, motion, k, frames, steps, guidance, temperature, seed, best_of=None,
                        progress=gr.Progress()):
         """Class to video: one clip of a shapes-world class (colour, shape, motion) with k tokens per step."""
-        g = rt.generate("class", f"{colour} {shape} {motion}", k, frames, steps, guidance, temperature, seed,
+        g = rt.generate("class", class_words(colour, shape, motion), k, frames, steps, guidance, temperature, seed,
                         gen_progress(progress), best_of)
         return g.video, g.summary
 
@@ -441,9 +465,16 @@ def build_demo(rt: Runtime):
     def generate_class_ladder(colour, shape, motion, frames, steps, guidance, temperature, seed, best_of=None,
                               progress=gr.Progress()):
         """The class at every budget k = 1, 2, 4, ..., K with the same seed, as one grid video."""
-        g = rt.generate_ladder("class", f"{colour} {shape} {motion}", frames, steps, guidance, temperature, seed,
+        g = rt.generate_ladder("class", class_words(colour, shape, motion), frames, steps, guidance, temperature, seed,
                                gen_progress(progress), best_of)
         return g.video, g.summary
+
+    def class_words(colour, shape, motion) -> str:
+        """The class label the three menus make ("red circle left"); one not chosen (None) is said."""
+        unset = [n for n, v in (("colour", colour), ("shape", shape), ("motion", motion)) if v in (None, "")]
+        if unset:
+            raise UserError(f"choose a {' and a '.join(unset)} for the class")
+        return f"{colour} {shape} {motion}"
 
     def ladder_wanted(want: bool) -> None:
         """Stop the Generate chain before the ladder when its box is unticked (no message: nothing failed)."""
@@ -459,17 +490,18 @@ def build_demo(rt: Runtime):
         return rt.info()
 
     # bounded inputs, quiet in the server log when an API client sends a value out of bounds
-    def Slider(*a, **kw):  # noqa: N802 (stand-ins for gradio's classes)
-        return quiet(gr.Slider(*a, **kw))
+    # (name: what a refusal calls the value, where the label is a sentence)
+    def Slider(*a, name=None, **kw):  # noqa: N802 (stand-ins for gradio's classes)
+        return quiet(gr.Slider(*a, **kw), name)
 
-    def Number(*a, **kw):  # noqa: N802
-        return quiet(gr.Number(*a, **kw))
+    def Number(*a, name=None, **kw):  # noqa: N802
+        return quiet(gr.Number(*a, **kw), name)
 
-    def Radio(*a, **kw):  # noqa: N802
-        return quiet(gr.Radio(*a, **kw))
+    def Radio(*a, name=None, **kw):  # noqa: N802
+        return quiet(gr.Radio(*a, **kw), name)
 
-    def Dropdown(*a, **kw):  # noqa: N802
-        return quiet(gr.Dropdown(*a, **kw))
+    def Dropdown(*a, name=None, **kw):  # noqa: N802
+        return quiet(gr.Dropdown(*a, **kw), name)
 
     device = f"{info['device']} ({info['dtype']})"
     age = rt.settings.file_max_age_s
@@ -492,9 +524,10 @@ def build_demo(rt: Runtime):
                         gr.Examples(ex, inputs=clip_in, example_labels=ex_labels, cache_examples=False,
                                     preload=False, label="examples")
                     with gr.Accordion("decoder", open=False):
-                        steps = Slider(1, lim.max_steps, value=d["steps"], step=1, label="Euler steps")
+                        steps = Slider(1, lim.max_steps, value=d["steps"], step=1, name="decoder sampling steps",
+                                       label="decoder sampling steps (Euler)")
                         guidance = Slider(0, lim.max_guidance, value=d["guidance"], step=0.5,
-                                          label="guidance scale (1 = none)")
+                                          label="guidance scale (1 = none)", name="guidance")
                         mode = Radio(["cfg", "apg"], value=d["guidance_mode"], label="guidance mode")
                         with gr.Row():
                             seed = Number(d["seed"], label="seed", precision=0, minimum=0, elem_id="seed",
@@ -508,7 +541,7 @@ def build_demo(rt: Runtime):
                 with gr.Column(scale=3, min_width=300):
                     compare = gr.Video(label="original | reconstruction", autoplay=True, loop=True,
                                        interactive=False, elem_id="compare")
-                    k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",  # beside what it moves
+                    k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",  # by what it moves
                                info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
                     summary = gr.Markdown(label="summary", elem_id="summary")
                     plot = gr.Plot(label="PSNR and SSIM vs k", elem_id="metrics-plot")
@@ -531,9 +564,10 @@ def build_demo(rt: Runtime):
                 with gr.Column(scale=2, min_width=300):
                     with gr.Group(visible="text" in ready):
                         # one line: Enter generates (a textarea would take it as a new line)
-                        prompt = gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=1,
-                                            max_lines=1, elem_id="gen-prompt",  # too long: the server says so
-                                            info=f"at most {lim.max_prompt_chars} characters; Enter generates")
+                        prompt = quiet(gr.Textbox(label="prompt (text to video)", placeholder=PROMPTS[0], lines=1,
+                                                  max_lines=1, elem_id="gen-prompt",  # too long: the server says so
+                                                  info=f"at most {lim.max_prompt_chars} characters; Enter "
+                                                       "generates"), "the prompt")
                         gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
                     if "text" in ready:
                         gr.Examples([[p] for p in PROMPTS], inputs=prompt, label="example prompts",
@@ -547,15 +581,17 @@ def build_demo(rt: Runtime):
                             motion = Dropdown(shapes.MOTIONS, value=shapes.MOTIONS[0], label="motion",
                                               elem_id="gen-motion")
                         class_guidance = Slider(0, lim.max_guidance, value=gd["class_guidance"], step=0.5,
-                                                label="guidance for the class (1 = none)",
+                                                label="guidance for the class (1 = none)", name="guidance",
                                                 elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
                     gen_k = Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
-                                   info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k")
+                                   info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k",
+                                   name="tokens per time step (k)")
                     frames = Slider(GEN_MIN_FRAMES, gd["max_frames"], value=gd["frames"], step=4,
-                                    label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)",
+                                    label=f"clip length (frames, 1 + 4n, at {info['fps']:g} fps)", name="clip length",
                                     elem_id="gen-frames")
                     best_of = Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
+                                     name="best of",
                                      label="best of: candidates sampled, the reranker keeps one",
                                      info="N times the work; the reranker reads the decoded videos")
                     with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
@@ -563,9 +599,10 @@ def build_demo(rt: Runtime):
                                               info="one more sample for each budget other than the clip's, each "
                                                    "decoded (best of N: N each); the clip comes first either way")
                     with gr.Accordion("sampling", open=False):
-                        gen_steps = Slider(1, lim.max_steps, value=gd["steps"], step=1, label="decoder steps")
+                        gen_steps = Slider(1, lim.max_steps, value=gd["steps"], step=1, name="decoder sampling steps",
+                                           label="decoder sampling steps (Euler)")
                         gen_guidance = Slider(0, lim.max_guidance, value=gd["guidance"], step=0.5,
-                                              visible="text" in ready, elem_id="gen-guidance",
+                                              visible="text" in ready, elem_id="gen-guidance", name="guidance",
                                               label="guidance for the prompt (the generator's classifier-free "
                                                     "guidance; 1 = none)")
                         temperature = Slider(MIN_TEMPERATURE, lim.max_temperature, value=gd["temperature"],

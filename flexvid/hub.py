@@ -347,13 +347,17 @@ def check_output(path: str | os.PathLike, folder: bool = False, name: str | None
         fail(f"the output path {text!r} contains a NUL byte")
     p = Path(text)
     what = "folder" if folder else "file"
-    if folder and p.exists() and not p.is_dir():
-        fail(f"the output folder {text!r} is an existing file")
-    if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
-        fail(f"the output file {text!r} is a folder")
-    parent = p if folder else p.parent
-    while not parent.exists():  # the nearest folder that exists must be a folder we may write in
-        parent = parent.parent
+    try:  # (a name longer than the file system takes: ENAMETOOLONG from the first look at it)
+        if folder and p.exists() and not p.is_dir():
+            fail(f"the output folder {text!r} is an existing file")
+        if not folder and (text.endswith(("/", os.sep)) or p.is_dir()):
+            fail(f"the output file {text!r} is a folder")
+        parent = p if folder else p.parent
+        while not parent.exists():  # the nearest folder that exists must be a folder we may write in
+            parent = parent.parent
+    except OSError as e:
+        shown = text if len(text) <= 80 else f"{text[:60]}...{text[-12:]}"
+        fail(f"cannot write the output {what} {shown!r}: {e.strerror or e}")
     if not parent.is_dir():
         fail(f"cannot write the output {what} {text!r}: {str(parent)!r} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):

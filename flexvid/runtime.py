@@ -744,7 +744,7 @@ class Runtime:
         frames = video_io.prepare_video(np.stack(out), tok.fps, target_fps=tok.fps, size=tok.size,
                                         max_frames=lim.max_frames)
         kept_s = len(frames) / tok.fps  # (a valid length, 1 + 4n, may be shorter than max_frames)
-        source = f"{w}x{h} at {src_fps:g} fps, {n} frames read ({n / src_fps:.2f} s)"
+        source = f"{w}x{h} at {src_fps:g} fps, {n} frame{'s' if n != 1 else ''} read ({n / src_fps:.2f} s)"
         if counts["repeated"] or counts["dropped"]:  # its timestamps, laid on a constant grid
             source = (f"{w}x{h} at a variable frame rate, read at {src_fps:g} fps: {n} frames ({n / src_fps:.2f} s; "
                       f"{counts['repeated']} repeated over gaps, {counts['dropped']} dropped in bursts)")
@@ -872,7 +872,8 @@ class Runtime:
             raise UserError("no clip: upload a video file or pick an example first")
         with self._lock:
             if clip_id not in self._clips:
-                raise UnknownClip(f"unknown clip {clip_id!r} (the server forgets old clips): upload it again")
+                shown = repr(clip_id[:40]) + (f" ({len(clip_id):,} characters)" if len(clip_id) > 40 else "")
+                raise UnknownClip(f"unknown clip {shown} (the server forgets old clips): upload it again")
             self._clips.move_to_end(clip_id)
             return self._clips[clip_id]
 
@@ -945,7 +946,7 @@ class Runtime:
         return str(path)
 
     def tokens_npz(self, clip: Clip) -> str:
-        path = self.out_dir / clip.id / f"tokens_{clip.id}.npz"
+        path = self.out_dir / clip.id / f"tokens_{Path(clip.name).stem}_{clip.id}.npz"  # named as the clip's mp4s
         if not path.exists():
             tmp = path.with_name(f".tokens.{threading.get_ident()}.tmp.npz")
             np.savez(tmp, tokens=clip.tokens.numpy(), shape=np.array(clip.tokens.shape),
@@ -957,7 +958,7 @@ class Runtime:
     def token_caption(self, clip: Clip, k: int) -> str:
         t, K = clip.tokens.shape
         bits, rate = bits_and_bitrate(k, t, self.tok.codebook_size, clip.duration)
-        return (f"**{k} of {K}** tokens per step x **{t}** steps = **{k * t}** tokens; "
+        return (f"**{k} of {K}** tokens per step x **{t}** step{'s' if t != 1 else ''} = **{k * t}** tokens; "
                 f"{k * t} x log2({self.tok.codebook_size}) = **{bits:,.0f} bits** "
                 f"for {clip.duration:.2f} s = **{rate:,.0f} bit/s**")
 
@@ -990,14 +991,16 @@ class Runtime:
         width = len(str(self.tok.n_tokens))  # k first and zero-padded: a narrow list still tells them apart
         downloads = [_atomic_write_video(folder / f"k{j:0{width}d}_{Path(clip.name).stem}_{tag}.mp4", metrics[j].video,
                                          fps) for j in sorted(metrics)]  # at the model's resolution
-        table = self.metrics_csv(clip, seen, folder / f"metrics_{tag}.csv")
+        table = self.metrics_csv(clip, seen, folder / f"metrics_{Path(clip.name).stem}_{tag}.csv")
         downloads += [table, self.tokens_npz(clip)]
         self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, *downloads[:-1]])
         m = metrics[k]
         ssim_text = f", SSIM {m.ssim:.3f}" if m.ssim is not None else ""
-        summary = (f"**{clip.name}**: {clip.source} -> {len(clip.frames)} frames {self.tok.size}x{self.tok.size} "
-                   f"at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
-                   f"{'; '.join(clip.notes) + '. ' if clip.notes else ''}"
+        n = len(clip.frames)
+        notes = "; ".join(clip.notes)
+        summary = (f"**{clip.name}**: {clip.source} -> {n} frame{'s' if n != 1 else ''} "
+                   f"{self.tok.size}x{self.tok.size} at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
+                   f"{notes[:1].upper() + notes[1:] + '. ' if notes else ''}"
                    f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling steps, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
         fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
@@ -1053,6 +1056,11 @@ class Runtime:
             raise UserError(f"the prompt must be text, got {type(prompt).__name__}")
         if len(prompt) > limit:
             raise UserError(f"the prompt is too long: {len(prompt):,} characters, at most {limit} are allowed")
+        try:  # JSON's "\ud800": no text the encoder can read
+            prompt.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UserError(f"the prompt is not valid Unicode text: character {e.start + 1} is a lone surrogate") \
+                from None
         return " ".join(prompt.split())
 
     @staticmethod

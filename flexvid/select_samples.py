@@ -32,7 +32,7 @@ from . import shapes
 from .cli import HelpFormatter
 from .hub import save_safetensors
 from .generate import DEFAULT_MODELS, MAX_BATCH, VideoGenerator
-from .training import add_dtype_argument
+from .training import add_dtype_argument, set_threads
 
 FORMAT = "flexvid-selected-samples"
 SELECT_INDEX = 6_000_000  # conditions come from this index range of the training split (not the token cache's)
@@ -168,8 +168,7 @@ def main(argv=None) -> int:
         raise ValueError(f"--reword must be in [0, 1], got {args.reword}")
     if not 1 <= args.batch <= MAX_BATCH:
         raise ValueError(f"--batch must be in [1, {MAX_BATCH}], got {args.batch}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[args.cond], tokenizer=args.tokenizer,
                                          device=args.device, dtype=args.dtype)
     if gen.cfg.cond != args.cond:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import string
+import sys
 import time
 
 import numpy as np
@@ -374,6 +375,15 @@ def probe_samples(model: Generator, pipe: VideoFlexTok, group: dict, n: int, ks,
 
 
 # ----------------------------------------------------------------------------- main
+def _file_digest(path: str) -> str:
+    """A short hash of a file's bytes: the same samples wherever the file lies."""
+    digest = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--cond", default="class", choices=["class", "text"])
@@ -412,6 +422,9 @@ def main(argv=None):
                          batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
                          ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
     args = p.parse_args(argv)
+    given = any(a == "--out-dir" or a.startswith("--out-dir=") for a in (sys.argv[1:] if argv is None else argv))
+    if given and not args.out_dir.strip():  # given, and empty: no folder, not the default one
+        raise ValueError("--out-dir is empty: give a run folder (left out: runs/generator-COND)")
     args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
     tcfg = TrainConfig.from_args(args)
     tcfg.start()  # threads and the seed, before the model is built
@@ -468,10 +481,18 @@ def main(argv=None):
     if pipe.size != shapes.SIZE or float(pipe.fps) != float(shapes.FPS):
         raise ValueError(f"--tokenizer {args.tokenizer} takes {pipe.size} px clips at {pipe.fps:g} fps; the generators "
                          f"train on the shapes world's classes and captions, {shapes.SIZE} px at {shapes.FPS} fps")
+    if args.init and (init_cfg.get("K"), init_cfg.get("codebook_size")) != (pipe.n_tokens, pipe.codebook_size):
+        raise ValueError(f"--init {args.init} writes K={init_cfg.get('K')} tokens per step of "
+                         f"{init_cfg.get('codebook_size')} codes; --tokenizer {args.tokenizer} has K={pipe.n_tokens} "
+                         f"and {pipe.codebook_size} codes")  # before the token cache
     tokens_of = fingerprint(pipe)
-    run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond,
+    # what the run trains on and how: a resume with other data or sampling would train one model on two runs
+    run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond, "clips": args.clips, "long_clips": args.long_clips,
+           "first_clip": args.first_clip, "long_frac": args.long_frac, "max_tokens": args.max_tokens,
+           "p_null": args.p_null, "caption_variants": args.caption_variants, "p_variant": args.p_variant,
+           "selected": _file_digest(args.selected) if args.selected else None, "p_selected": args.p_selected,
            **({"text_model": args.text_model, "text_tokens": args.text_tokens} if args.cond == "text" else {})}
-    check_resume(tcfg.out_dir, run)  # before the token cache, which another tokenizer would rebuild
+    check_resume(tcfg.out_dir, run, tcfg)  # before the token cache, which another tokenizer would rebuild
     check_cache_of_resumed_run(tcfg.out_dir, tokens_of)
     if pipe.device.type == "cuda":
         pipe.max_batch = 256  # the token cache in big batches: 16 clips a call leave a GPU launch-bound

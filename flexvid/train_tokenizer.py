@@ -436,7 +436,7 @@ def main(argv=None):
     run = {**data_identity(args.data, size, args.fps if args.data else shapes.FPS),
            "vae_encoder": encoder_fingerprint(vae)}
     try:
-        check_resume(tcfg.out_dir, run)
+        check_resume(tcfg.out_dir, run, tcfg)
     except ValueError as e:
         if vae_from_init and "vae_encoder" in str(e):
             raise ValueError(f"{e} (--vae, left out, is --init's VAE: a run started with another --vae needs it "

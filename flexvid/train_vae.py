@@ -157,7 +157,7 @@ def main(argv=None):
     if args.resampled and args.data:
         raise SystemExit("--resampled fits the decoder to the resampler's latents of shapes-world clips; not with --data")
     run = data_identity(args.data, args.size, args.fps)
-    check_resume(cfg.out_dir, run)  # before a --data folder is decoded
+    check_resume(cfg.out_dir, run, cfg)  # before a --data folder is decoded
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))
     if args.init:
         from .train_tokenizer import load_vae

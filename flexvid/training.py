@@ -351,14 +351,52 @@ def config_differences(saved_json, now: dict | None) -> list[str]:
     return run_differences(saved if isinstance(saved, dict) else {}, now)
 
 
-def check_resume(out_dir: str, run: dict | None) -> None:
-    """Before any work: a ValueError where out_dir holds a checkpoint of a run with other settings (data,
-    size, frame rate, tokenizer...): resuming it would train one model on two runs' data and overwrite the
-    export without a word. A checkpoint that cannot be read is reported here too."""
-    path = os.path.join(out_dir, "ckpt.pt")
-    if not run or not os.path.exists(path):
+# the training settings a resumed run may change: how long it runs, how often it logs and saves, where and on
+# what it runs; any other (the learning rate, the batch, the seed, ...) would not continue the run it resumes
+RESUME_MAY_CHANGE = ("out_dir", "steps", "time_limit", "ckpt_every", "log_every", "eval_every", "threads", "device",
+                     "bf16")
+
+
+def train_differences(saved: dict | None, cfg: "TrainConfig") -> list[str]:
+    """'--option: saved -> now' for the TrainConfig settings outside RESUME_MAY_CHANGE that differ between a
+    checkpoint's and this run's."""
+    now = {k: v for k, v in asdict(cfg).items() if k not in RESUME_MAY_CHANGE}
+    saved = {k: v for k, v in (saved or {}).items() if k in now}
+    return [f"--{k.replace('_', '-')}: {saved[k]!r} -> {now[k]!r}" for k in sorted(saved) if saved[k] != now[k]]
+
+
+def drop_log_after(path: str, step: int) -> None:
+    """Remove the rows of a JSONL training log past `step` (the checkpoint a run resumes from), so that the
+    log holds each step once; rows that are not a step's are kept."""
+    if not os.path.exists(path):
         return
-    diff = run_differences(load_checkpoint(path, mmap=True).get("run"), run)
+    with open(path) as f:
+        lines = f.readlines()
+
+    def past(line: str) -> bool:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            return False
+        return isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] > step
+    kept = [line for line in lines if not past(line)]
+    if len(kept) < len(lines):
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
+def check_resume(out_dir: str, run: dict | None, cfg: "TrainConfig | None" = None) -> None:
+    """Before any work: a ValueError where out_dir holds a checkpoint of a run with other settings (data,
+    size, frame rate, tokenizer...; with cfg, the training settings outside RESUME_MAY_CHANGE): resuming it
+    would train one model on two runs' data and overwrite the export without a word. A checkpoint that
+    cannot be read is reported here too."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not (run or cfg) or not os.path.exists(path):
+        return
+    state = load_checkpoint(path, mmap=True)
+    diff = run_differences(state.get("run"), run) + (train_differences(state.get("train_config"), cfg) if cfg else [])
     if diff:
         raise ValueError(f"{path} was written by a run with other settings ({'; '.join(diff)}): resume with the "
                          "settings that wrote it, or use another --out-dir")
@@ -434,7 +472,7 @@ def fit(model: nn.Module,
     step, before = 0, 0.0  # before: training seconds of the steps a resumed run already made
     if os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path)
-        diff = run_differences(state.get("run"), run)
+        diff = run_differences(state.get("run"), run) + train_differences(state.get("train_config"), cfg)
         if diff:
             raise ValueError(f"{ckpt_path} was written by a run with other settings ({'; '.join(diff)}): resume "
                              "with the settings that wrote it, or use another --out-dir")
@@ -460,6 +498,8 @@ def fit(model: nn.Module,
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     os.makedirs(cfg.out_dir, exist_ok=True)
+    if rank == 0:  # a run stopped after its last checkpoint logged steps it now makes again: their rows go
+        drop_log_after(os.path.join(cfg.out_dir, "log.jsonl"), step)
     log = open(os.path.join(cfg.out_dir, "log.jsonl"), "a") if rank == 0 else None
     data = batches(step, per_rank, rank, world)
     bar = tqdm(total=cfg.steps, initial=step, dynamic_ncols=True,  # TQDM_DISABLE=1 hides it on rank 0 too

@@ -101,6 +101,17 @@ def test_upload_slider_resample(page, artifacts):
     assert "compare_k1_" in resampled["src"] and pg.input_value("#seed input") != seed_before
     pg.wait_for_selector("#metrics-plot .main-svg")
     pg.screenshot(path=str(artifacts / "app_resampled.png"), full_page=True)
+    # a typo in k's number box: a warning, and the outputs keep what they show (gradio marked each "Error")
+    summary = pg.inner_text("#summary")
+    pg.fill("#k-slider input[type=number]", "99")
+    pg.press("#k-slider input[type=number]", "Enter")
+    pg.wait_for_selector(f"text=tokens per time step (k): value 99 is greater than maximum value {K}",
+                         timeout=30_000)
+    pg.wait_for_timeout(1000)
+    assert pg.evaluate(PLAYS, "#compare video")["src"] == resampled["src"] and pg.inner_text("#summary") == summary
+    for sel in ("#compare", "#summary", "#metrics-plot", "#downloads"):
+        assert "Error" not in pg.inner_text(sel), sel
+    pg.screenshot(path=str(artifacts / "app_k_typo.png"), full_page=True)
     assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"
 
 

@@ -176,7 +176,7 @@ def test_cleared_input_clears_the_outputs(client):
     ((2.5, 2, 1.0, "cfg", 0), "k (tokens per time step) must be an integer"),
     ((2, 10**6, 1.0, "cfg", 0), "greater than maximum"),
     ((2, 2, -3.0, "cfg", 0), "less than minimum"),
-    ((2, 2, 1.0, "magic", 0), "not in the list of choices"),
+    ((2, 2, 1.0, "magic", 0), "guidance mode must be one of 'cfg', 'apg', got 'magic'"),
     ((2, 2, 1.0, "cfg", -1), "seed: value -1 is less than minimum"),
     # values of the wrong type: gradio's own check fails on them with a TypeError and a traceback in the log
     (("4", 2, 1.0, "cfg", 0), "tokens per time step (k) must be a number, got '4'"),
@@ -332,7 +332,11 @@ def test_generate_and_its_ladder(client, K, app):
     ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 0, 0), "less than minimum"),
     ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 0, 99), "greater than maximum"),
     ("/generate_ladder", ("", 17, 2, 3.0, 1.0, 0), "the prompt is empty"),
-    ("/generate_class", ("purple", "circle", "left", 4, 17, 2, 3.0, 1.0, 0), "not in the list of choices"),
+    ("/generate_class", ("purple", "circle", "left", 4, 17, 2, 3.0, 1.0, 0),
+     "colour must be one of 'red', 'green', 'blue', 'yellow', 'magenta', 'cyan', got 'purple'"),
+    ("/generate_class", (None, "circle", "left", 4, 17, 2, 3.0, 1.0, 0), "choose a colour for the class"),
+    ("/generate", (["a red circle"], 4, 17, 2, 3.0, 1.0, 0), "the prompt must be text, got list"),  # not "['a red..."
+    ("/generate", (PROMPT, 4, 17, 2, 3.0, 1.0, 0, None), "best of must be a number, got None"),  # no label sentence
     ("/generate_class_ladder", ("red", "circle", "left", 19, 2, 3.0, 1.0, 0), "1 + 4n"),
 ])
 def test_bad_generation_inputs_come_back_as_errors(client, K, app, endpoint, args, message):

@@ -185,6 +185,8 @@ def test_view_outputs(rt, clip_file):
     assert ladder.shape[0] == 17
     names = [Path(p).name for p in v.downloads]
     assert sum(n.endswith(".mp4") for n in names) == len(v.metrics) and names[-1].endswith(".npz")
+    stem = Path(clip.name).stem  # every download names its clip: two clips' tables do not collide in Downloads
+    assert all(f"_{stem}_" in n for n in names), names
     # the metrics of every k decoded with these settings, as a table: a k decoded before stays in it
     rows = Path(v.downloads[-2]).read_text().splitlines()
     assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [int(r.split(",")[0]) for r in rows[1:]] == sorted(v.metrics)
@@ -363,6 +365,13 @@ def test_absurd_settings_raise_user_error(shared, clip_file, kw, message):
 def test_unknown_clip(shared, clip_id):
     with pytest.raises(UserError, match="clip"):
         shared.view(clip_id, k=1)
+
+
+def test_an_unknown_clip_id_is_quoted_short(shared):
+    """An id of a million characters is no million-character message (nor a megabyte of the Space's log)."""
+    with pytest.raises(UserError) as e:
+        shared.view("x" * 10**6, k=1)
+    assert len(str(e.value)) < 200 and "'" + "x" * 40 + "' (1,000,000 characters)" in str(e.value)
 
 
 def test_integral_floats_from_sliders_are_accepted(rt, clip_file):
@@ -717,6 +726,7 @@ def test_generation_cache_is_bounded(pipe, generator_folders, tmp_path):
     ("text", dict(condition="\u200b\x00"), "the prompt is empty"),  # nothing that shows
     ("text", dict(condition="x" * 301), "too long: 301 characters, at most 300"),
     ("text", dict(condition="y" * 10**6), "too long"),
+    ("text", dict(condition="a red \ud800 circle"), "not valid Unicode text: character 7 is a lone surrogate"),
     ("text", dict(k=0), "k"), ("text", dict(k=9), "k"), ("text", dict(k=2.5), "k"), ("text", dict(k="3"), "k"),
     ("text", dict(frames=18), "1 \\+ 4n"), ("text", dict(frames=13), "clip length"),
     ("text", dict(frames=85), "clip length"), ("text", dict(frames=17.5), "clip length"),
@@ -902,6 +912,10 @@ def test_an_upload_cut_short_or_a_still_image_is_said(rt, tmp_path):
     (tmp_path / "still.mp4").write_bytes((tmp_path / "still.png").read_bytes())
     still = rt.add_clip(str(tmp_path / "still.mp4"))
     assert "a single frame (a still image?)" in "; ".join(still.notes) and len(still.frames) == 1
+    summary = rt.view(still.id, k=1, steps=1).summary  # singular where it is one; the notes open a sentence
+    assert "64x48 at 25 fps, 1 frame read (0.04 s) -> 1 frame 64x64" in summary, summary
+    assert "). A single frame (a still image?); Resized" not in summary and ". A single frame (a still" in summary
+    assert "tokens per step x **1** step = " in rt.token_caption(still, 1)
 
 
 def test_work_stopped_by_its_progress_callback_leaves_the_runtime_as_it_was(grt, clip_file, tmp_path):
@@ -1071,10 +1085,15 @@ def test_the_playable_copy_of_an_avi_is_the_uploads_clip(rt, tmp_path):
 
 def test_the_apps_number_inputs_refuse_what_is_no_number_in_one_message():
     """flexvid.app_ui.quiet on a slider and a whole-number box: a value of the wrong type, NaN (raw JSON may
-    carry it; gradio_client may not) or a fraction for a whole number is a gr.Error that prints no traceback;
-    what the page sends passes as gradio would pass it."""
+    carry it; gradio_client may not) or a fraction for a whole number is refused (Refused, its message) with
+    no traceback; what the page sends passes as gradio would pass it. The event's function then says it: a
+    gr.Error for the API and the Generate tab, a warning that changes no output for the page's own decodes
+    (gradio marked every output of the Reconstruct tab as failed on a typo in its k box)."""
+    import asyncio
+    import warnings
+
     import gradio as gr
-    from flexvid.app_ui import quiet
+    from flexvid.app_ui import Refused, page_errors, quiet
     k = quiet(gr.Slider(1, 32, value=4, step=1, label="k"))
     seed = quiet(gr.Number(0, label="seed", precision=0, minimum=0, maximum=2**31 - 1))
     for box, value, said in ((k, "4", "k must be a number, got '4'"), (k, None, "k must be a number, got None"),
@@ -1083,11 +1102,25 @@ def test_the_apps_number_inputs_refuse_what_is_no_number_in_one_message():
                              (seed, float("nan"), "seed must be a whole number, got nan"),
                              (seed, 10**400, "seed: value 10"), (seed, -1, "seed: value -1 is less than minimum"),
                              (k, 40, "k: value 40 is greater than maximum value 32")):  # gradio's own, named
-        with pytest.raises(gr.Error, match=re.escape(said)) as e:
-            box.preprocess(value)
-        assert e.value.print_exception is False
+        refused = box.preprocess(value)
+        assert isinstance(refused, Refused) and re.search(re.escape(said), refused.message), (value, refused)
     assert k.preprocess(4) == 4 and k.preprocess(2.0) == 2.0 and seed.preprocess(3.0) == 3
     assert seed.preprocess(None) is None
+    ran = []
+
+    def decode(clip_id, k_value):
+        ran.append(k_value)
+        return "decoded"
+    strict, lenient = page_errors(decode), page_errors(decode, lenient=True)
+    with pytest.raises(gr.Error, match="k: value 40 is greater") as e:
+        asyncio.run(strict("c", k.preprocess(40)))
+    assert e.value.print_exception is False
+    with pytest.warns(UserWarning, match="k: value 40 is greater"):  # (gradio's toast, outside a request)
+        assert asyncio.run(lenient("c", k.preprocess(40))) == gr.skip()
+    assert ran == []  # no work for a refused value
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert asyncio.run(lenient("c", k.preprocess(8))) == "decoded" and ran == [8]
 
 
 def test_long_names_are_shortened_to_fit_file_names():

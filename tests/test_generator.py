@@ -622,3 +622,15 @@ def test_train_generator_init_starts_from_a_generator_folder(tmp_path):
               "--init", str(tmp_path / "a" / "export")])
     with pytest.raises(ValueError, match="does not match the model"):
         load_weights(small_generator(dim=32), str(tmp_path / "a" / "export" / "model.safetensors"))
+    # a tokenizer of another K: refused before the token cache is built (not after it, at the weights)
+    torch.manual_seed(0)
+    vae = VideoVAE(VAEConfig(z_channels=8, dims=(16, 24, 32), n_res=1))
+    vae.set_latent_stats([0.0] * 8, [0.2] * 8)
+    four = FlexTokenizer(TokenizerConfig(z_channels=8, latent_size=shapes.SIZE // vae.cfg.spatial_factor, patch=2,
+                                         max_t=5, n_registers=4, levels=(8, 5, 5, 5), enc_dim=64, enc_layers=1,
+                                         enc_heads=2, dec_dim=64, dec_layers=1, dec_heads=2, sample_steps=2))
+    VideoFlexTok(vae, four, device="cpu").save_pretrained(str(tmp_path / "tok4"))
+    with pytest.raises(ValueError, match=f"writes K={K} tokens per step of 1000 codes; --tokenizer .* has K=4"):
+        main([*base[:3], str(tmp_path / "tok4"), *base[4:], "--out-dir", str(tmp_path / "d"), "--steps", "1",
+              "--init", str(tmp_path / "a" / "export")])
+    assert not (tmp_path / "d" / "tokens.safetensors").exists()

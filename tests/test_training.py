@@ -69,11 +69,33 @@ def test_resume_continues_the_loss_curve_exactly(tmp_path):
         assert resumed[step] == full[step], step
     for pa, pb in zip(ema_a.parameters(), ema_b.parameters()):
         assert torch.equal(pa, pb)
-    # the log's time counts from the run's step 0 across the resume (the crashed run logged step 4 too)
+    # the log's time counts from the run's step 0 across the resume; the crashed run's step 4, past its last
+    # checkpoint, is in the log once, as the resumed run made it
     with open(os.path.join(cfg_b.out_dir, "log.jsonl")) as f:
-        times = {rec["step"]: rec["time"] for rec in map(json.loads, f) if "loss" in rec}
+        rows = [rec for rec in map(json.loads, f) if "loss" in rec]
+    assert [rec["step"] for rec in rows] == list(range(1, 7))
+    times = {rec["step"]: rec["time"] for rec in rows}
     assert all(times[a] <= times[a + 1] for a in range(1, 6)), times
     assert load_checkpoint(os.path.join(cfg_b.out_dir, "ckpt.pt"))["elapsed"] >= times[6] - 0.01 > 0  # (logged to 0.01 s)
+
+
+def test_a_resume_with_other_training_settings_is_refused_before_any_work(tmp_path):
+    """A run resumed with another learning rate, batch or seed would not continue the run it resumes: refused,
+    naming what differs; --steps, --time-limit and how often it logs or saves may change."""
+    from flexvid.training import check_resume
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=2, batch_size=2, lr=1e-3, warmup=1, ckpt_every=1, bf16=False)
+    fit(small_vae(), vae_loss, batches_for(cfg), cfg)
+    for change, said in (({"lr": 2e-3}, "--lr: 0.001 -> 0.002"), ({"batch_size": 4}, "--batch-size: 2 -> 4"),
+                         ({"seed": 1, "warmup": 2}, "--seed: 0 -> 1; --warmup: 1 -> 2")):
+        other = TrainConfig(**{**cfg.__dict__, **change})
+        with pytest.raises(ValueError, match=f"other settings \\({said}\\)"):
+            check_resume(str(tmp_path), None, other)
+        with pytest.raises(ValueError, match="other settings"):
+            fit(small_vae(), vae_loss, batches_for(other), other)
+    longer = TrainConfig(**{**cfg.__dict__, "steps": 3, "log_every": 5, "ckpt_every": 2, "time_limit": 600.0})
+    check_resume(str(tmp_path), None, longer)
+    fit(small_vae(), vae_loss, batches_for(longer), longer)
+    assert load_checkpoint(str(tmp_path / "ckpt.pt"))["step"] == 3
 
 
 def test_checkpoint_is_atomic_and_safe(tmp_path):
