@@ -379,7 +379,8 @@ def table(results: dict) -> str:
         head = f"{'k':>5} " + " ".join(f"{a:>6}" for a in keys) + "".join(f" {s.split('_')[0] + '-obj':>8}" for s in splits)
         note = ("all = colour + shape + size + motion" if name == "text"
                 else "all = colour + shape + motion: a class has no size")
-        lines += [f"{name} model: {results['models'][name]}, {f['n']} test prompts, {f['frames']} frames ({note})",
+        prompts = f"{f['n']} test prompt{'s' if f['n'] != 1 else ''}"
+        lines += [f"{name} model: {results['models'][name]}, {prompts}, {f['frames']} frames ({note})",
                   head, "-" * len(head)]
         for i, k in enumerate(f["ks"]):
             lines.append(f"{k:>5} " + " ".join(f"{f['rates'][a][i]:6.2f}" for a in keys)
@@ -514,6 +515,8 @@ def main(argv=None):
     p.add_argument("--skip-condition-probe", action="store_true", help="skip the likelihood check of the conditions")
     p.add_argument("--best-of", type=int, default=4,
                    help="candidates per prompt for the best-of-N check at k = K (the reranker; 0 skips it)")
+    p.add_argument("--reranker", default=None, metavar="FOLDER",
+                   help="the best-of-N scorer, a train-reranker folder (default: the embedded assets/reranker)")
     p.add_argument("--out", default="eval/generator")
     add_threads_argument(p)
     args = p.parse_args(argv)
@@ -539,6 +542,11 @@ def main(argv=None):
         raise ValueError("no generator to evaluate: train one, or name one with --text-model / --class-model")
     tokenizers = {name: args.tokenizer for name in gens} if tok is not None else \
         share_tokenizers(gens, args.device, args.dtype)
+    if args.reranker is not None and args.best_of:  # loaded (and checked) now, not after the faithfulness ladder
+        from .rerank import Reranker
+        reranker = Reranker.from_pretrained(args.reranker)
+        for g in gens.values():
+            g.reranker = reranker
     for g in gens.values():
         _ = g.tokenizer  # the property checks K and the codebook against the tokenizer
         if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
@@ -556,6 +564,7 @@ def main(argv=None):
     res["tokenizer"] = {name: display_name(tokenizers[name]) for name in gens}
     res["settings"].update(dtype=str(next(iter(gens.values())).tokenizer.dtype).removeprefix("torch."),
                            n_long=args.n_long if not args.skip_long else 0, best_of=args.best_of,
+                           reranker=display_name(args.reranker) if args.reranker and args.best_of else None,
                            skipped=[name for name, skip in (("long", args.skip_long), ("paraphrase", args.skip_paraphrase),
                                                             ("condition_probe", args.skip_condition_probe)) if skip],
                            command=command_line("eval-generator", argv))

@@ -430,6 +430,8 @@ def main(argv=None) -> int:
     p.add_argument("--preview-steps", type=int, default=None,
                    help="with --best-of: rank the candidates from decodes of this many steps, then decode the kept "
                         "one in full (default: none, every candidate decoded in full)")
+    p.add_argument("--reranker", default=None, metavar="FOLDER",
+                   help="with --best-of: the scorer, a train-reranker folder (default: the embedded assets/reranker)")
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature (default: the model's)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k likeliest codes, 0 = all (default: the model's)")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling, 1 = off (default: the model's)")
@@ -470,9 +472,13 @@ def main(argv=None) -> int:
         check_seed(args.seed + args.num_samples - 1, f"--seed + {args.num_samples - 1} (the last sample's seed)")
         if args.preview_steps is not None and args.best_of == 1:
             raise ValueError("--preview-steps ranks best-of candidates: give --best-of N (N > 1) with it")
+        if args.reranker is not None and args.best_of == 1:
+            raise ValueError("--reranker scores best-of candidates: give --best-of N (N > 1) with it")
         cond = "text" if args.prompt is not None else "class"
         gen = VideoGenerator.from_pretrained(args.model or DEFAULT_MODELS[cond], tokenizer=args.tokenizer,
                                              device=args.device, dtype=args.dtype)
+        if args.reranker is not None:
+            gen.reranker_path = args.reranker
         condition = args.prompt if cond == "text" else parse_label(args.class_label)
         if gen.cfg.cond != cond:  # before anything is printed as if it would be made
             raise ValueError(f"--model is a {gen.cfg.cond}-to-video model: give "

@@ -271,7 +271,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--teacher", required=True,
                    help="a `flexvid.teacher` export (trained with --augment), or a reranker folder whose network to keep")
-    p.add_argument("--out", default="assets/reranker")
+    p.add_argument("--out", default="runs/reranker",
+                   help="output folder (generate and eval-generator take it as --reranker; the embedded one is "
+                        "assets/reranker)")
     p.add_argument("--prompts", type=int, default=4096, help="training captions for the prompt reader (x2 rewordings)")
     p.add_argument("--reader", default="attention", choices=list(READERS),
                    help="prompt reader: attention over word pieces, or linear heads on the sentence embedding")

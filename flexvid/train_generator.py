@@ -21,7 +21,6 @@ import json
 import os
 import re
 import string
-import sys
 import time
 
 import numpy as np
@@ -418,14 +417,12 @@ def main(argv=None):
     p.add_argument("--p-selected", type=float, default=0.25,
                    help="with --selected: fraction of batches drawn from the selected samples")
     # defaults: the tiny preset in about 30 minutes on one CPU core (about 0.65 s per step of 32 clips)
-    TrainConfig.add_args(p, helps={"out_dir": "run folder (default: runs/generator-COND)"}, out_dir="", steps=2500,
+    TrainConfig.add_args(p, helps={"out_dir": "run folder"}, out_dir="runs/generator-COND", steps=2500,
                          batch_size=32, lr=1e-3, min_lr=1e-4, warmup=200,
                          ema_decay=0.999, ckpt_every=250, eval_every=500, weight_decay=0.1)
     args = p.parse_args(argv)
-    given = any(a == "--out-dir" or a.startswith("--out-dir=") for a in (sys.argv[1:] if argv is None else argv))
-    if given and not args.out_dir.strip():  # given, and empty: no folder, not the default one
-        raise ValueError("--out-dir is empty: give a run folder (left out: runs/generator-COND)")
-    args.out_dir = args.out_dir or f"runs/generator-{args.cond}"
+    if args.out_dir == "runs/generator-COND":  # the default, by the condition trained
+        args.out_dir = f"runs/generator-{args.cond}"
     tcfg = TrainConfig.from_args(args)
     tcfg.start()  # threads and the seed, before the model is built
     for name, v, lo in (("clips", args.clips, 1), ("long-clips", args.long_clips, 0), ("first-clip", args.first_clip, 0),
@@ -487,9 +484,11 @@ def main(argv=None):
                          f"and {pipe.codebook_size} codes")  # before the token cache
     tokens_of = fingerprint(pipe)
     # what the run trains on and how: a resume with other data or sampling would train one model on two runs
-    run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond, "clips": args.clips, "long_clips": args.long_clips,
-           "first_clip": args.first_clip, "long_frac": args.long_frac, "max_tokens": args.max_tokens,
-           "p_null": args.p_null, "caption_variants": args.caption_variants, "p_variant": args.p_variant,
+    # (not --clips and --long-clips: a run resumed with more keeps its clips and tokenizes only the new ones)
+    p_null = args.p_null if args.p_null is not None else config_dict(GENERATOR_CONFIGS[args.preset])["p_null"]
+    run = {"tokenizer_fingerprint": tokens_of, "cond": args.cond, "first_clip": args.first_clip,
+           "long_frac": args.long_frac, "max_tokens": args.max_tokens,
+           "p_null": p_null, "caption_variants": args.caption_variants, "p_variant": args.p_variant,
            "selected": _file_digest(args.selected) if args.selected else None, "p_selected": args.p_selected,
            **({"text_model": args.text_model, "text_tokens": args.text_tokens} if args.cond == "text" else {})}
     check_resume(tcfg.out_dir, run, tcfg)  # before the token cache, which another tokenizer would rebuild

@@ -71,10 +71,9 @@ class TrainConfig:
                 kind = "an integer" if whole else "a number"
                 bad(name, f"{kind} in {left}{lo:g}, {hi:g}{right}".replace("inf]", "inf)"))
 
-        if not isinstance(self.out_dir, str):
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():  # ("" would be the working folder)
             bad("out_dir", "a folder name")
-        if self.out_dir:
-            check_output(self.out_dir, folder=True, name="--out-dir")
+        check_output(self.out_dir, folder=True, name="--out-dir")
         for name in ("steps", "batch_size", "ckpt_every", "log_every"):
             number(name, 1, whole=True)
         for name in ("warmup", "eval_every", "threads"):

@@ -261,7 +261,9 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["generate", "--class-label", "3", "--preview-steps", "2", "--out", str(tmp_path / "g.mp4")], "--best-of N"),
         (["select-samples", "--n", "0", "--out", str(tmp_path / "s.safetensors")], "--n must be"),
         (["select-samples", "--threads", "-2", "--out", str(tmp_path / "s.safetensors")], "--threads must be"),
-        (["train-generator", "--out-dir", ""], "--out-dir is empty"),  # not runs/generator-class, quietly
+        (["train-generator", "--out-dir", ""], "--out-dir must be a folder name"),  # not runs/generator-class
+        (["train-generator", "--out", " "], "--out-dir must be a folder name"),  # (argparse's prefix of it)
+        (["train-vae", "--out-dir", ""], "--out-dir must be a folder name"),  # not a traceback after the build
         (["train-generator", "--out-dir", str(tmp_path / ("a" * 300) / "g")], "File name too long"),
         (["eval-generator", "--out", str(tmp_path / ("b" * 300))], "File name too long"),
         (["train-generator", "--selected", str(tmp_path / "nope.safetensors"), "--out-dir", str(tmp_path / "g")],

@@ -275,6 +275,26 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
             parse_label(wrong)
 
 
+def test_generate_and_eval_generator_take_a_reranker_folder(tmp_path, capsys):
+    """--reranker FOLDER scores the best-of candidates (train-reranker writes to runs/reranker, not over the
+    shipped assets/reranker); a folder that holds none, or --reranker without --best-of, is one line before
+    any sampling."""
+    import shutil
+    shutil.copytree(REPO_ROOT / "assets" / "reranker", tmp_path / "mine")
+    base = ["--class-label", "3", "--k", "1", "--frames", "5", "--decode-steps", "1", "--threads", "1"]
+    assert cli.main(["generate", *base, "--best-of", "2", "--reranker", str(tmp_path / "mine"),
+                     "--out", str(tmp_path / "a.mp4")]) == 0
+    assert "best of 2" in capsys.readouterr().out and (tmp_path / "a.mp4").exists()
+    for extra, said in ((["--best-of", "2", "--reranker", str(tmp_path / "none")], "no reranker at"),
+                        (["--reranker", str(tmp_path / "mine")], "--reranker scores best-of candidates")):
+        assert cli.main(["generate", *base, *extra, "--out", str(tmp_path / "b.mp4")]) == 2
+        assert said in capsys.readouterr().err and not (tmp_path / "b.mp4").exists()
+    assert cli.main(["eval-generator", "--reranker", str(tmp_path / "none"), "--n", "1", "--out",
+                     str(tmp_path / "e")]) == 2
+    assert "no reranker at" in capsys.readouterr().err
+    assert "(default: runs/reranker)" in " ".join(_help("train-reranker", capsys).split())
+
+
 def test_generator_takes_its_tokenizer_as_a_path_and_refuses_other_types():
     from flexvid.generate import DEFAULT_MODELS, DEFAULT_TOKENIZER, VideoGenerator
     gen = VideoGenerator.from_pretrained(DEFAULT_MODELS["class"], tokenizer=Path(DEFAULT_TOKENIZER), device="cpu")

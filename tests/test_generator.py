@@ -634,3 +634,22 @@ def test_train_generator_init_starts_from_a_generator_folder(tmp_path):
         main([*base[:3], str(tmp_path / "tok4"), *base[4:], "--out-dir", str(tmp_path / "d"), "--steps", "1",
               "--init", str(tmp_path / "a" / "export")])
     assert not (tmp_path / "d" / "tokens.safetensors").exists()
+
+
+def test_train_generator_resumes_with_more_clips_and_refuses_other_data(tmp_path):
+    """A run resumed with a larger --clips keeps its clips and goes on (scripts/train_embedded.sh grows them
+    round by round); the preset's p_null spelled out is the same run; another --max-tokens is refused."""
+    from flexvid.hub import config_dict
+    from flexvid.train_generator import GENERATOR_CONFIGS, main
+    from flexvid.training import load_checkpoint
+
+    small_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    base = ["--cond", "class", "--tokenizer", str(tmp_path / "tok"), "--long-clips", "0", "--val-clips", "2",
+            "--probe-clips", "0", "--batch-size", "2", "--threads", "1", "--eval-every", "0", "--ckpt-every", "1",
+            "--warmup", "0", "--no-bf16", "--out-dir", str(tmp_path / "g")]
+    preset_p_null = str(config_dict(GENERATOR_CONFIGS["tiny"])["p_null"])
+    main([*base, "--clips", "4", "--steps", "1", "--p-null", preset_p_null])
+    main([*base, "--clips", "6", "--steps", "2"])
+    assert load_checkpoint(str(tmp_path / "g" / "ckpt.pt"))["step"] == 2
+    with pytest.raises(ValueError, match=r"other settings \(max_tokens: 160 -> 40\)"):
+        main([*base, "--clips", "6", "--steps", "3", "--max-tokens", "40"])
