@@ -552,7 +552,10 @@ def main(argv=None):
         if args.ks and not all(1 <= k <= g.cfg.K for k in args.ks):
             raise ValueError(f"--ks must lie in [1, {g.cfg.K}], got {args.ks}")
         frames_to_steps(args.frames, g.cfg.max_t)
-        g.tokenizer._check_sampler(args.decode_steps, args.decode_guidance, None)
+        try:
+            g.tokenizer._check_sampler(args.decode_steps, args.decode_guidance, None)
+        except ValueError as e:  # named as the options are
+            raise ValueError(f"--decode-{e}") from None
         if not args.skip_long and args.n_long:
             frames_to_steps(81, g.cfg.max_t)
     models = {"text": args.text_model, "class": args.class_model}

@@ -370,7 +370,11 @@ class VideoGenerator:
                 raise ValueError(f"seed: give one, or one per condition ({len(cond) // best_of}), got {len(seeds)}")
             check_seed(max(seeds) + best_of - 1, f"seed + {best_of - 1} (candidate j decodes with seed + j)")
         tok = self.tokenizer
-        full_steps = tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance), decode_guidance_mode)[0]
+        try:  # said as the decode's: "steps" alone reads as the generator's
+            full_steps = tok._check_sampler(decode_steps, self.decode_guidance(decode_guidance),
+                                            decode_guidance_mode)[0]
+        except ValueError as e:
+            raise ValueError(f"decode {e}") from None
         if preview_steps is not None:
             if full_steps < 2:  # no shorter decode to preview with
                 raise ValueError(f"preview_steps needs a decode of at least 2 steps (a preview takes fewer), the "

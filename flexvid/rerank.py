@@ -280,6 +280,8 @@ def main(argv=None):
     add_threads_argument(p)
     args = p.parse_args(argv)
     check_output(args.out, folder=True, name="--out")  # before the fit, not after it
+    if args.prompts < 1:  # before the text model loads
+        raise ValueError(f"--prompts must be >= 1, got {args.prompts}")
     set_threads(args.threads)
     from .eval_generator import paraphrase_prompt
     from .text import TextEncoder

@@ -162,6 +162,8 @@ def main(argv=None) -> int:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     if args.start < 0:
         raise ValueError(f"--start must be >= 0, got {args.start}")
+    if not 0 <= args.seed < 2**63:  # (NumPy's generator takes no negative seed)
+        raise ValueError(f"--seed must be an integer in [0, 2**63), got {args.seed}")
     if not 1 <= args.candidates <= MAX_BATCH:
         raise ValueError(f"--candidates must be in [1, {MAX_BATCH}], got {args.candidates}")
     if not 0 <= args.reword <= 1:

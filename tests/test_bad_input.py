@@ -261,6 +261,13 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["generate", "--class-label", "3", "--preview-steps", "2", "--out", str(tmp_path / "g.mp4")], "--best-of N"),
         (["select-samples", "--n", "0", "--out", str(tmp_path / "s.safetensors")], "--n must be"),
         (["select-samples", "--threads", "-2", "--out", str(tmp_path / "s.safetensors")], "--threads must be"),
+        (["select-samples", "--seed", "-1", "--out", str(tmp_path / "s.safetensors")], "--seed must be an integer"),
+        (["train-reranker", "--teacher", str(tmp_path), "--prompts", "0", "--out", str(tmp_path / "r")],
+         "--prompts must be >= 1"),
+        (["eval-generator", "--decode-steps", "0", "--n", "1", "--out", str(tmp_path / "e")],
+         "--decode-steps must be an integer in [1, 1000], got 0"),
+        (["generate", "--class-label", "3", "--decode-steps", "0", "--out", str(tmp_path / "g.mp4")],
+         "decode steps must be an integer in [1, 1000], got 0"),
         (["train-generator", "--out-dir", ""], "--out-dir must be a folder name"),  # not runs/generator-class
         (["train-generator", "--out", " "], "--out-dir must be a folder name"),  # (argparse's prefix of it)
         (["train-vae", "--out-dir", ""], "--out-dir must be a folder name"),  # not a traceback after the build
