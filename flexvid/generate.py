@@ -488,9 +488,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--model is a {gen.cfg.cond}-to-video model: give "
                              + ("a text prompt, not --class-label" if gen.cfg.cond == "text" else
                                 "--class-label, not a text prompt"))
+        said = None  # the class made, printed with what was written (a refusal below prints nothing else first)
         if cond == "class":
             colour, shape, motion = shapes.class_attributes(condition)
-            print(f"class {condition}: {colour} {shape} {'standing still' if motion == 'still' else 'moving ' + motion}")
+            said = f"class {condition}: {colour} {shape} {'standing still' if motion == 'still' else 'moving ' + motion}"
         else:
             from .train_generator import unseen_words
             unseen = unseen_words(condition)
@@ -521,6 +522,8 @@ def main(argv=None) -> int:
         return 2
     for path, v in zip(paths, videos):
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
+    if said:
+        print(said)
     k = gen.cfg.K if args.k is None else args.k
     seeds = "" if args.num_samples == 1 else f"; seeds {args.seed}..{args.seed + args.num_samples - 1} in order"
     best = f", best of {args.best_of}" if args.best_of > 1 else ""

@@ -275,6 +275,14 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
             parse_label(wrong)
 
 
+def test_a_refused_class_generation_prints_nothing_but_its_message(tmp_path, capsys):
+    """The class line ("class 3: ...") comes with what was written, not before a refusal of --frames or --k."""
+    for extra in (["--frames", "18"], ["--k", "0"], ["--decode-steps", "0"]):
+        assert cli.main(["generate", "--class-label", "3", *extra, "--out", str(tmp_path / "o.mp4")]) == 2
+        said = capsys.readouterr()
+        assert said.out == "" and said.err.count("\n") == 1, (extra, said)
+
+
 def test_generate_and_eval_generator_take_a_reranker_folder(tmp_path, capsys):
     """--reranker FOLDER scores the best-of candidates (train-reranker writes to runs/reranker, not over the
     shipped assets/reranker); a folder that holds none, or --reranker without --best-of, is one line before
