@@ -48,7 +48,8 @@ def resolve(path_or_repo_id: str, revision: str | None = None) -> str:
 def display_name(path_or_repo_id: str) -> str:
     """How a report names a model: a local folder inside this checkout relative to its root (reports
     are committed, and must not name the machine they ran on), another local folder relative to the
-    working directory where it lies below it, any other folder by its own name, a repo id as is."""
+    working directory where it lies below it, any other folder by its own name (a training run's `export`
+    by its run's too: gen_a/export, not export), a repo id as is."""
     if not os.path.exists(path_or_repo_id):
         return path_or_repo_id
     full = os.path.realpath(path_or_repo_id)
@@ -56,7 +57,8 @@ def display_name(path_or_repo_id: str) -> str:
         rel = os.path.relpath(full, os.path.realpath(base))
         if rel != "." and not rel.startswith(".."):
             return rel.replace(os.sep, "/")
-    return os.path.basename(full)  # elsewhere on this machine: the folder's own name only
+    name = os.path.basename(full)  # elsewhere on this machine: the folder's own name only ...
+    return f"{os.path.basename(os.path.dirname(full))}/{name}" if name == "export" else name  # ... or its run's
 
 
 def command_line(command: str, argv) -> str:

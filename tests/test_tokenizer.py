@@ -544,6 +544,8 @@ def test_reports_name_models_without_machine_paths(tmp_path, monkeypatch):
     # above the working directory and outside the checkout: the folder's own name, no machine path
     assert display_name(str(tmp_path / "runs")) == "runs"
     assert display_name(".") == "tok"
+    (tmp_path / "gen_a" / "export").mkdir(parents=True)  # a run's export names its run, not only "export"
+    assert display_name(str(tmp_path / "gen_a" / "export")) == "gen_a/export"
 
 
 def test_every_parameter_gets_a_gradient_when_a_head_is_unused():
