@@ -55,7 +55,7 @@ class TrainConfig:
     bf16: bool = True  # autocast to bf16 on CUDA, and on CPUs with native bf16 (avx512_bf16 / AMX); fp32 elsewhere
     threads: int = 0  # torch threads on CPU; 0 leaves the default
     device: str = "auto"
-    time_limit: float = 0.0  # seconds of training for this run (0: none): the schedule is fitted to it, see fit
+    time_limit: float = 0.0  # seconds of training of the whole run, resumes included (0: none): the schedule is fitted to it, see fit
 
     def __post_init__(self):
         """Every setting checked before any work: a ValueError that names the option (--ema-decay ...)."""
@@ -126,8 +126,8 @@ class TrainConfig:
 DEFAULT_HELPS = {
     "threads": "CPU threads for torch (0: torch's default)",
     "bf16": "autocast to bf16 where it is native (CUDA; CPUs with AVX512-BF16 or AMX), else fp32",
-    "time_limit": "train for about this many seconds (0: --steps): the cosine schedule is fitted to end with "
-                  "the time; --steps stays the upper bound",
+    "time_limit": "train for about this many seconds in all, resumes included (0: --steps): the cosine schedule "
+                  "is fitted to end with the time; --steps stays the upper bound",
     "device": "cpu, cuda, cuda:N or auto",
     "seed": "the run's seed: the starting weights and every step's draws",
 }
@@ -429,6 +429,23 @@ def init_distributed() -> tuple[int, int, int]:
 
 
 # ----------------------------------------------------------------------------- the loop
+def resumed_time_limit(state: dict, step: int, before: float, cfg: TrainConfig) -> int | None:
+    """Where the cosine schedule of a run resumed under --time-limit ends until its first refit, the limit
+    counting the seconds the run trained before (`before`, over `step` steps): the end the stopped run was
+    fitted to, where it stopped short of it under the same limit (a resume after an interruption carries on
+    with the same learning rates); else the steps its time left allows at its average step time so far, which
+    is `step` itself (nothing to train) where that time is spent. None without a limit or a step."""
+    if cfg.time_limit <= 0 or step <= 0 or before <= 0:
+        return None
+    if before >= cfg.time_limit:
+        return min(cfg.steps, step)
+    saved = state.get("train_config") or {}
+    end = saved.get("steps")
+    if saved.get("time_limit") == cfg.time_limit and isinstance(end, int) and not isinstance(end, bool):
+        return min(cfg.steps, max(step, end))  # (at its end already: it ended within its time, nothing to train)
+    return min(cfg.steps, max(step, step + int((cfg.time_limit - before) / (before / step))))
+
+
 def fit(model: nn.Module,
         loss_fn: Callable,
         batches: Callable[[int, int, int, int], Iterator],
@@ -468,6 +485,7 @@ def fit(model: nn.Module,
                             lr=cfg.lr, betas=(0.9, cfg.beta2), fused=device.type == "cuda")
 
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+    most = cfg.steps  # --steps: where a time-limited run ends at the latest
     step, before = 0, 0.0  # before: training seconds of the steps a resumed run already made
     if os.path.exists(ckpt_path):
         state = load_checkpoint(ckpt_path)
@@ -487,10 +505,18 @@ def fit(model: nn.Module,
                 str(e).strip().splitlines()[-1].strip() if str(e).strip() else type(e).__name__)
             raise ValueError(f"{ckpt_path} holds another model's training state ({first}); resume with the "
                              "settings that wrote it, or use another --out-dir") from None
+        fitted = resumed_time_limit(state, step, before, cfg)
+        past = (f", past --steps {cfg.steps}: nothing is trained, and the export is that step's"
+                if step > cfg.steps else "")
+        if fitted is not None and fitted != cfg.steps:
+            cfg = replace(cfg, steps=fitted)  # the schedule the stopped run was on (refitted as it goes)
+            if fitted == step:
+                past = (f", at the end of its --time-limit {cfg.time_limit:g} s ({before:.0f} s trained): nothing "
+                        "is trained, and the export is that step's (a larger --time-limit trains for the difference)")
         if rank == 0:
-            past = (f", past --steps {cfg.steps}: nothing is trained, and the export is that step's"
-                    if step > cfg.steps else "")
-            print(f"resumed from {ckpt_path} at step {step}{past}")
+            left = (f" ({cfg.time_limit - before:.0f} s of --time-limit {cfg.time_limit:g} s left)"
+                    if cfg.time_limit > 0 and not past and step < cfg.steps else "")
+            print(f"resumed from {ckpt_path} at step {step}{past}{left}")
 
     net = model
     if world > 1:
@@ -506,7 +532,7 @@ def fit(model: nn.Module,
     t0 = time.time()
     # --time-limit: time steps PROBE[0]..PROBE[1] after the start (the first ones warm up kernels), then
     # end the cosine schedule where the time runs out (never later than cfg.steps), refitted every 25 steps
-    probe, t_probe, most = (step + 5, step + 25), None, cfg.steps
+    probe, t_probe = (step + 5, step + 25), None
 
     def checkpoint():
         if rank == 0:
@@ -517,6 +543,10 @@ def fit(model: nn.Module,
             if on_checkpoint:
                 on_checkpoint(ema, step)
 
+    if rank == 0 and step < cfg.steps <= cfg.warmup and not cfg.time_limit:
+        print(f"note: --warmup {cfg.warmup} is not shorter than the run's {cfg.steps} steps: the learning rate "
+              f"rises to {lr_at(cfg.steps - 1, cfg):.2g} at its last step (--lr {cfg.lr:g}) and never decays; pass a "
+              "smaller --warmup", flush=True)
     if step >= cfg.steps and rank == 0 and on_checkpoint:  # resumed at the end: the export may not have been
         on_checkpoint(ema, step)                           # written (a run stopped while it was)
     while step < cfg.steps:
@@ -545,13 +575,17 @@ def fit(model: nn.Module,
                 per_step = (time.time() - t_probe[0]) / (step - t_probe[1])
                 t_probe = (time.time(), step)
                 # on the device: NCCL broadcasts CUDA tensors only
-                left = torch.tensor([float(cfg.time_limit - (time.time() - t0)) / per_step], device=device)
+                # the limit is the run's training time, resumes included (as --steps counts every step)
+                left = torch.tensor([float(cfg.time_limit - before - (time.time() - t0)) / per_step], device=device)
                 if world > 1:
                     dist.broadcast(left, 0)  # every rank ends on the same step
                 cfg = replace(cfg, steps=max(step, min(most, step + int(left.item()))))
                 bar.total = cfg.steps
                 if rank == 0 and step == probe[1]:
-                    print(f"time limit {cfg.time_limit:.0f} s at {per_step:.3f} s a step: {cfg.steps} steps", flush=True)
+                    short = (f" (not more than --warmup {cfg.warmup}: the learning rate only warms up and never "
+                             "decays; pass a smaller --warmup)" if cfg.steps <= cfg.warmup else "")
+                    print(f"time limit {cfg.time_limit:.0f} s at {per_step:.3f} s a step: {cfg.steps} steps{short}",
+                          flush=True)
         bar.update(1)
 
         if rank == 0 and (step % cfg.log_every == 0 or step == 1):
@@ -568,7 +602,8 @@ def fit(model: nn.Module,
             checkpoint()
     bar.close()
     if rank == 0 and cfg.time_limit > 0:
-        print(f"time limit {cfg.time_limit:.0f} s: ended at step {step} after {time.time() - t0:.0f} s", flush=True)
+        print(f"time limit {cfg.time_limit:.0f} s: ended at step {step} after {time.time() - t0:.0f} s"
+              + (f" ({before + time.time() - t0:.0f} s in all)" if before else ""), flush=True)
     if log:
         log.close()
     if world > 1:

@@ -265,6 +265,80 @@ def test_time_limit_uses_its_time_when_steps_speed_up_after_the_probe(tmp_path):
     assert steps > 60
 
 
+def test_a_warmup_as_long_as_the_run_is_said(tmp_path, capsys):
+    def loss(model, batch, rand):
+        return model(batch).pow(2).mean(), {}
+
+    def batches(start, b, rank, world):
+        while True:
+            yield torch.randn(b, 4)
+
+    for warmup, said in ((5, True), (3, True), (2, False)):
+        cfg = TrainConfig(out_dir=str(tmp_path / str(warmup)), steps=3, batch_size=2, lr=1e-3, warmup=warmup,
+                          ckpt_every=10, bf16=False)
+        fit(torch.nn.Linear(4, 4), loss, batches, cfg)
+        out = capsys.readouterr().out
+        assert ("--warmup" in out and "never decays" in out) == said, out
+        if said:
+            assert f"rises to {3 / warmup * 1e-3:.2g} at its last step (--lr 0.001)" in out
+
+
+def test_where_a_resumed_time_limited_run_ends_its_schedule():
+    from flexvid.training import resumed_time_limit
+    cfg = TrainConfig(out_dir="x", steps=1000, time_limit=2.0)
+    saved = {"train_config": {"time_limit": 2.0, "steps": 90}}
+    assert resumed_time_limit(saved, 40, 1.0, cfg) == 90  # stopped short of its fitted end: carries on to it
+    assert resumed_time_limit(saved, 40, 3.5, cfg) == 40  # its time spent (a checkpoint past the limit): nothing
+    assert resumed_time_limit(saved, 90, 1.9, cfg) == 90  # ended within its time: nothing, whatever is left
+    assert resumed_time_limit(saved, 40, 1.0, TrainConfig(out_dir="x", steps=50, time_limit=2.0)) == 50  # --steps
+    assert resumed_time_limit(saved, 40, 1.0, TrainConfig(out_dir="x", steps=1000, time_limit=3.0)) == 120  # 2 s more
+    assert resumed_time_limit({}, 40, 1.0, cfg) == 80 and resumed_time_limit({"train_config": {"steps": "x"}}, 40, 1.0, cfg) == 80
+    assert resumed_time_limit(saved, 40, 1.0, TrainConfig(out_dir="x", steps=1000)) is None  # no limit: --steps
+
+
+def test_a_time_limited_run_resumed_carries_on_its_schedule_and_its_time(tmp_path, capsys):
+    """--time-limit counts the whole run's training time, resumes included (as --steps counts its steps): a
+    run stopped and resumed carries on with the learning rates it was on and ends near the limit in all;
+    resumed once its time is spent, it trains nothing; resumed with a longer limit, it trains for the rest."""
+    import time
+    calls, stop = [], [45]
+
+    def loss(model, batch, rand):
+        calls.append(0)
+        if len(calls) == stop[0]:
+            raise KeyboardInterrupt  # stopped after the checkpoint of step 40, past the first refit (step 30)
+        time.sleep(0.02)
+        return model(batch).pow(2).mean(), {}
+
+    def batches(start, b, rank, world):
+        while True:
+            yield torch.randn(b, 4)
+
+    def log():
+        with open(tmp_path / "log.jsonl") as f:
+            return {r["step"]: r for r in map(json.loads, f)}
+
+    cfg = TrainConfig(out_dir=str(tmp_path), steps=100_000, batch_size=2, lr=1e-3, min_lr=1e-5, warmup=2,
+                      ckpt_every=10, log_every=1, bf16=False, time_limit=2.0)
+    with pytest.raises(KeyboardInterrupt):
+        fit(torch.nn.Linear(4, 4), loss, batches, cfg)
+    before = log()
+    stop[0] = 0
+    fit(torch.nn.Linear(4, 4), loss, batches, cfg)
+    after = log()
+    assert "of --time-limit 2 s left" in capsys.readouterr().out
+    assert after[41]["lr"] < before[40]["lr"]  # the same cosine, not one over --steps 100,000 until a refit
+    last = after[max(after)]
+    assert last["lr"] < 0.05 * cfg.lr and last["time"] < 2.8  # 2 s in all, not 2 s more
+    fit(torch.nn.Linear(4, 4), loss, batches, cfg)
+    said = capsys.readouterr().out
+    assert "at the end of its --time-limit 2 s" in said and "s left" not in said and max(log()) == max(after)
+    longer = TrainConfig(**{**cfg.__dict__, "time_limit": 3.0})
+    fit(torch.nn.Linear(4, 4), loss, batches, longer)
+    more = log()
+    assert max(more) > max(after) + 20 and 2.6 < more[max(more)]["time"] < 3.8
+
+
 @pytest.mark.parametrize("option, value", [
     ("ema-decay", "nan"), ("ema-decay", "1"), ("ema-decay", "-5"), ("grad-clip", "nan"), ("grad-clip", "0"),
     ("min-lr", "nan"), ("min-lr", "-1"), ("min-lr", "1"), ("lr", "-1"), ("batch-size", "0"), ("steps", "0"),
