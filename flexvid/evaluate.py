@@ -493,7 +493,8 @@ def write_report(results: dict, out: str, title: str | None = None, text: str | 
             + f"<pre>{escape(table(results) if text is None else text)}</pre>"
             f"<p>settings: {escape(json.dumps(settings))}</p>" + "".join(parts)
             + _rows_html("windows measured", results.get("windows"))
-            + _rows_html("files skipped", results.get("skipped_files")) + "</body></html>")
+            + _rows_html("files skipped", results.get("skipped_files"))
+            + _rows_html("files read only in part (kept)", results.get("partly_read_files")) + "</body></html>")
     with open(html_path, "w") as f:
         f.write(html)
     return json_path, html_path
@@ -515,7 +516,9 @@ def _folder_windows(data: str, frames: int, tok: VideoFlexTok, n: int):
     files = len({v for v, _ in picks})
     print(f"measuring on {len(picks)} distinct {frames}-frame windows from {files} of the {len(folder.files)} usable "
           f"videos under {data}" + (f" (asked for {n}; the folder has no more)" if len(picks) < n else "")
-          + (f"; {len(folder.skipped)} files skipped (listed in the report)" if folder.skipped else ""), flush=True)
+          + (f"; {len(folder.skipped)} files skipped (listed in the report)" if folder.skipped else "")
+          + (f"; {len(folder.partial)} read only in part, cut short or damaged (listed in the report)"
+             if folder.partial else ""), flush=True)
     return folder, picks
 
 
@@ -550,6 +553,7 @@ def evaluate(tok: VideoFlexTok, model: str, n: int = 64, n_long: int = 4, ks=Non
         res["windows"] = [{"file": folder.files[v], "start_frame": start, "start_s": round(start / tok.fps, 3)}
                           for v, start in picks]
         res["skipped_files"] = [{"file": name, "why": why} for name, why in folder.skipped]
+        res["partly_read_files"] = [{"file": name, "why": why} for name, why in folder.partial]
     long_clips = None
     if long and n_long > 0 and data is None:
         long_clips = shapes.fixed_split("test", n_long, long_frames)

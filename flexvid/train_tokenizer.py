@@ -416,6 +416,9 @@ def main(argv=None):
     if not os.path.isfile(os.path.join(args.vae, "config.json")):
         raise SystemExit(f"--vae {args.vae}: no config.json there; give the export folder of a `flexvid train-vae` "
                          "run (OUT_DIR/export) or a tokenizer folder")
+    if args.data:
+        from .video_data import check_folder
+        check_folder(args.data)  # no folder, no videos: said before any model is built
     vae = load_vae(args.vae)
     if args.init and os.path.realpath(args.init) != os.path.realpath(args.vae):
         try:
@@ -441,6 +444,12 @@ def main(argv=None):
         if vae_from_init and "vae_encoder" in str(e):
             raise ValueError(f"{e} (--vae, left out, is --init's VAE: a run started with another --vae needs it "
                              "given again)") from None
+        if "vae_encoder" in str(e):  # the fingerprints alone do not say which folder
+            own = os.path.join(tcfg.out_dir, "export")
+            hint = (f"; the run's own export carries the VAE it started with: --vae {own}"
+                    if os.path.isfile(os.path.join(own, "config.json")) else "")
+            raise ValueError(f"{e} (vae_encoder: the VAE's encoder weights; --vae {args.vae} is not the VAE the run "
+                             f"started with: a VAE folder trained again since, or another one{hint})") from None
         raise
     source = training_source(args.data, args.frames, args.size, args.fps)
     base = config_dict(TOKENIZER_CONFIGS[args.preset])

@@ -156,6 +156,9 @@ def main(argv=None):
         raise SystemExit("--resampled N (N >= 0) fits the decoder to a tokenizer's latents: it needs --freeze-encoder")
     if args.resampled and args.data:
         raise SystemExit("--resampled fits the decoder to the resampler's latents of shapes-world clips; not with --data")
+    if args.data:
+        from .video_data import check_folder
+        check_folder(args.data)  # no folder, no videos: said before any model is built
     run = data_identity(args.data, args.size, args.fps)
     check_resume(cfg.out_dir, run, cfg)  # before a --data folder is decoded
     vae = VideoVAE(VAEConfig(**config_dict(VAE_CONFIGS[args.preset])))

@@ -5,7 +5,8 @@ under FOLDER (mp4, webm, avi, mov, mkv, m4v, any depth) instead of the shapes wo
 decoded once with OpenCV (flexvid.video_io), resampled to the model's frame rate, resized and
 centre-cropped to its resolution, and kept in memory as uint8 frames (12 KB a frame at 64 x 64;
 `max_frames` bounds the total); a training clip is a window of T consecutive frames of one video.
-Files that cannot be read, or are shorter than one clip, are skipped with a warning that names them.
+Files that cannot be read, or are shorter than one clip, are skipped with a warning that names them; files
+that decode to less than their header says (a download cut short, damaged data) are kept, with a warning.
 
 Both sources answer the same questions, so the training code has one path:
   stream(b, T, start, rank, world)  the training batches from global clip `start` on, a function of
@@ -72,6 +73,19 @@ def video_files(root: str | os.PathLike) -> list[Path]:
     return sorted(found)
 
 
+def check_folder(root) -> list[Path]:
+    """The video files under --data `root`, or a ValueError where it is no folder or holds none: said before
+    any model is built or file decoded."""
+    if not isinstance(root, (str, Path)) or not str(root):
+        raise ValueError(f"--data must be a folder of videos, got {root!r}")
+    if not Path(root).is_dir():
+        raise ValueError(f"--data {str(root)!r} is not a folder")
+    files = video_files(Path(root))
+    if not files:
+        raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(root)!r}")
+    return files
+
+
 def folder_listing(root: str) -> str:
     """What a folder of videos holds, cheaply: 'N video files, <digest of their paths and byte sizes>' (no
     file is decoded), so that a run resumed on a folder whose videos were added, removed or replaced is told."""
@@ -98,36 +112,36 @@ class VideoFolder:
     labelled = False
 
     def __init__(self, root: str, T: int = 17, size: int = 64, fps: float = 8.0, max_frames: int = MAX_FRAMES):
-        if not isinstance(root, (str, Path)) or not str(root):
-            raise ValueError(f"--data must be a folder of videos, got {root!r}")
+        files = check_folder(root)
         folder = Path(root)
-        if not folder.is_dir():
-            raise ValueError(f"--data {str(root)!r} is not a folder")
         if not shapes.valid_length(T):
             raise ValueError(f"clip length must be 1 + 4n frames, got {T}")
         if isinstance(size, bool) or not isinstance(size, int) or not MIN_SIZE <= size <= MAX_SIZE:
             raise ValueError(f"size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
-        files = video_files(folder)
-        if not files:
-            raise ValueError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) under {str(root)!r}")
         self.T, self.size, self.fps = T, size, float(fps)
         self.videos: list[np.ndarray] = []
         self.files: list[str] = []
         self.skipped: list[tuple[str, str]] = []
         shorter: list[int] = []  # the frames of each file too short for a clip
         total = 0
+        self.partial: list[tuple[str, str]] = []  # files kept that decode to less than their header says
         for f in files:
+            counts: dict = {}
             try:  # frame by frame, holding only the frames kept: at most those left under max_frames (or a clip's)
-                frames, _, more = video_io.read_resampled(f, self.fps, size, max(max_frames - total, T))
+                frames, _, more = video_io.read_resampled(f, self.fps, size, max(max_frames - total, T), counts)
             except (video_io.VideoError, ValueError) as e:  # named by its place in the folder, not on this machine
                 rel = str(f.relative_to(folder))
                 self.skipped.append((rel, str(e).replace(repr(str(f)), repr(rel)).replace(str(f), rel)))
                 continue
+            cut_short = "" if more else video_io.ended_early(counts, f)  # a download cut short, damaged data
             if len(frames) < T and not more:
                 shorter.append(len(frames))
                 self.skipped.append((str(f.relative_to(folder)),
-                                     f"{len(frames)} frames at {self.fps:g} fps, shorter than one {T}-frame clip"))
+                                     f"{len(frames)} frame{'s' if len(frames) != 1 else ''} at {self.fps:g} fps, "
+                                     f"shorter than one {T}-frame clip" + (f" ({cut_short})" if cut_short else "")))
                 continue
+            if cut_short:
+                self.partial.append((str(f.relative_to(folder)), cut_short))
             total += len(frames)
             if more or total > max_frames:
                 raise ValueError(f"the videos under {str(root)!r} hold more than {max_frames} frames at {self.fps:g} fps; "
@@ -142,6 +156,10 @@ class VideoFolder:
                            f"{listed}" + (f" (the longest gives {longest} frames)" if longest else ""), longest)
         if self.skipped:
             warn_caller(f"skipped {len(self.skipped)} of {len(files)} files under {str(root)!r}: {listed}")
+        if self.partial:  # kept: their first part is video like any other, but it may not be what was meant
+            some = "; ".join(f"{name}: {why}" for name, why in self.partial[:5]) \
+                + (f" (and {len(self.partial) - 5} more)" if len(self.partial) > 5 else "")
+            warn_caller(f"read {len(self.partial)} of {len(files)} files under {str(root)!r} only in part: {some}")
         # what the frames are, not only their files' names: a latent cache made from another folder laid out
         # the same way (0001.mp4, ...) or from re-encoded files is made again (train_tokenizer.latent_cache)
         digest = hashlib.blake2b(digest_size=8)

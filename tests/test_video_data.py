@@ -122,6 +122,39 @@ def test_bad_folders_are_clear_errors(tmp_path, folder):
     assert isinstance(clip_source(None), ShapesClips)
 
 
+def test_a_file_cut_short_is_kept_but_said_and_a_short_one_says_why(tmp_path):
+    """A download cut short decodes to its first part: kept (it is video), but said, as reconstruct and the app
+    say it; one too short for a clip is skipped, the note in its reason; one frame is "1 frame"."""
+    video_io.write_video(tmp_path / "whole.mp4", shapes.make_clip(0, 1, 65).video, fps=8)
+    data = (tmp_path / "whole.mp4").read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) * 8 // 10])  # its first 37 or so frames decode
+    video_io.write_video(tmp_path / "one.mp4", shapes.make_clip(0, 2, 1).video, fps=8)
+    with pytest.warns(UserWarning) as caught:
+        d = VideoFolder(str(tmp_path), T=17, size=32, fps=8.0)
+    said = [str(w.message) for w in caught]
+    assert d.files == ["cut.mp4", "whole.mp4"] and len(d.videos[0]) < 65
+    assert d.partial == [("cut.mp4", d.partial[0][1])] and "cut short or damaged?" in d.partial[0][1]
+    assert any("read 1 of 3 files" in w and "only in part: cut.mp4: its frames end at" in w for w in said), said
+    assert d.skipped == [("one.mp4", "1 frame at 8 fps, shorter than one 17-frame clip")]
+    with pytest.warns(UserWarning) as caught:
+        d = VideoFolder(str(tmp_path), T=65, size=32, fps=8.0)
+    assert d.files == ["whole.mp4"] and not d.partial
+    assert any("cut.mp4: " in str(w.message) and "shorter than one 65-frame clip (its frames end at" in str(w.message)
+               for w in caught)
+
+
+def test_a_data_folder_that_is_none_or_empty_is_said_before_any_model_is_built(tmp_path, capsys):
+    from flexvid import cli
+    (tmp_path / "empty").mkdir()
+    vae = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tokenizer")
+    for command in (["train-vae"], ["train-tokenizer", "--vae", vae]):
+        for data, said in ((tmp_path / "none", "is not a folder"), (tmp_path / "empty", "no video files")):
+            assert cli.main([*command, "--data", str(data), "--out-dir", str(tmp_path / "run"), "--steps", "1"]) == 2
+            out, err = capsys.readouterr()
+            assert out == "" and said in err and err.count("\n") == 1, (out, err)  # no "VideoVAE: ... parameters"
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_long_file_is_refused_without_being_read_whole(tmp_path, monkeypatch):
     """max_frames bounds what is decoded, not only what is kept: a long file stops being read early."""
     video_io.write_video(tmp_path / "long.mp4", shapes.make_clip(0, 4, 161).video, fps=16)  # 80 frames at 8 fps
@@ -227,9 +260,12 @@ def test_a_run_resumed_with_other_data_or_size_is_refused_before_any_work(traine
                                  patch=2))
         vae.set_latent_stats([0.0] * 4, [1.0] * 4)
         train_vae.export(vae, str(another), keep_stats=True)
-        with pytest.raises(ValueError, match=r"other settings \(vae_encoder: [^;]*\)"):  # that alone differs
+        with pytest.raises(ValueError, match=r"other settings \(vae_encoder: [^;]*\)") as e:  # that alone differs
             train_tokenizer.main(["--vae", str(another), "--out-dir", str(trained / "tok"), "--steps", "4",
                                   "--data", str(folder), *COMMON])
+        # which folder, and where the VAE it started with is (a VAE trained again since has another encoder)
+        assert f"--vae {another} is not the VAE the run started with" in str(e.value)
+        assert f"carries the VAE it started with: --vae {trained / 'tok' / 'export'})" in str(e.value)
         # settings a user gets wrong are said before the folder is decoded
         for argv, message in ((["--vae", str(trained / "vae"), "--out-dir", str(trained / "new")], "no config.json there"),
                               (["--vae", str(trained / "vae" / "export"), "--frames", "16",
@@ -340,7 +376,7 @@ def test_eval_tokenizer_on_a_folder_and_its_refusals(trained, folder, tmp_path, 
     # distinct windows from both usable videos, each named, and the files skipped with why
     assert len({(w["file"], w["start_frame"]) for w in res["windows"]}) == 3 == res["n"]
     assert {w["file"] for w in res["windows"]} == {"a.mp4", os.path.join("sub", "b.mp4")}
-    assert {f["file"] for f in res["skipped_files"]} == {"broken.mp4", "short.mp4"}
+    assert {f["file"] for f in res["skipped_files"]} == {"broken.mp4", "short.mp4"} and res["partly_read_files"] == []
     assert "measuring on 3 distinct 17-frame windows from 2 of the 2 usable videos" in out
     assert res["rate_distortion"]["ks"] == [1, 4] and len(res["rate_distortion"]["psnr_clips"][0]) == 3
     assert all(np.isfinite(res["rate_distortion"]["psnr"])) and np.isfinite(res["vae"]["psnr"])
