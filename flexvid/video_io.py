@@ -169,6 +169,25 @@ def _delays_webp(path: str | os.PathLike) -> list[float]:
     return delays
 
 
+DELAY_FLOOR_S = 0.02  # the shortest delay a grid is laid for: 50 fps (a browser shows 10 ms GIF delays as 100 ms)
+
+
+def delay_grid(delays: list[float]) -> float:
+    """The slot length, in seconds, of the grid a file of per-frame display delays is read on: the shorter of
+    its typical delay (the lower median: of delays 0.1 s and 2 s, the short frame is shown once) and the fast
+    end of its delays by the time they are shown (the shortest delay whose frames, with all shorter ones, show
+    for a tenth of the file's length: a part at 8 fps among more frames held 0.25 s keeps every frame), while
+    a few frames flashed for 20 ms among slow ones lay no fast grid over all of it. Delays of 10 ms or less
+    count as 100 ms, as browsers show them; no slot is shorter than DELAY_FLOOR_S. 0.0 for none."""
+    shown = np.sort([0.1 if d <= 0.01 else d for d in delays if d > 0])
+    if not len(shown):
+        return 0.0
+    covered = np.cumsum(shown)
+    fast_end = float(shown[np.searchsorted(covered, 0.1 * covered[-1] - 1e-12)])
+    typical = float(shown[(len(shown) - 1) // 2])
+    return max(min(typical, fast_end), DELAY_FLOOR_S)
+
+
 def source_timing(cap, path: str | os.PathLike) -> Timing:
     """The grid an open cv2.VideoCapture of ``path`` is read on (``Timing``), from the video stream's packet
     timestamps (PyAV demuxes them, no decode: TIMING_BYTES of packets from the start, the whole of most files,
@@ -184,7 +203,8 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
     - the end: when its last frame stops showing, from the last timestamp and its packet's duration, so that
       a last frame held for seconds (a screen recording's, a slide show's) keeps its hold; nan where the
       packets do not say.
-    - a GIF, an animated PNG or WebP carry a display delay per frame: read at the rate of the typical delay,
+    - a GIF, an animated PNG or WebP carry a display delay per frame: read at the rate ``delay_grid`` gives
+      (its typical delay, or the fast end of its delays by display time where that is shorter),
       each frame shown from its own time to the next's, and the last held to the end of its delay
       (``hold``). Their reported rate is the frame count over the length, a grid too coarse for the motion
       of one that holds a frame for seconds.
@@ -230,8 +250,8 @@ def source_timing(cap, path: str | os.PathLike) -> Timing:
                 delays = [float(d * tb) for _, d in found if d > 0]
     except Exception:  # noqa: BLE001 - no PyAV (or PIL), or a file it cannot open that OpenCV could
         return plain
-    if name in _DELAY_FORMATS:  # the lower median: of delays 0.1 s and 2 s, the grid shows the short frame once
-        typical = float(np.quantile(delays, 0.5, method="lower")) if delays else 0.0
+    if name in _DELAY_FORMATS:
+        typical = delay_grid(delays)
         if not typical > 0:
             return plain
         rate = 1.0 / typical
@@ -480,12 +500,14 @@ def read_video(
     return np.ascontiguousarray(np.stack(frames).astype(np.uint8, copy=False)), fps
 
 
-def read_resampled(path: str | os.PathLike, fps: float, size: int, max_frames: int) -> tuple[np.ndarray, float, bool]:
+def read_resampled(path: str | os.PathLike, fps: float, size: int, max_frames: int,
+                   counts: dict | None = None) -> tuple[np.ndarray, float, bool]:
     """A video file's frames at ``fps``, resized and centre-cropped to ``size`` x ``size`` as they are decoded:
     what ``resize_center_crop(resample_fps(*read_video(path), fps), size)`` gives, frame for frame, but holding
     only the frames kept (a 240 fps file read for 8 fps never holds its other 29 frames in 30, nor any frame
     at its own size). Returns (frames uint8 [T, size, size, 3], the source's rate, whether the file goes on
-    past ``max_frames``, the most it returns). Raises ``VideoError`` as ``read_video`` does."""
+    past ``max_frames``, the most it returns). ``counts``: filled as ``constant_rate_frames`` fills it (what
+    ``ended_early`` reads). Raises ``VideoError`` as ``read_video`` does."""
     dst = _check_fps(fps, "fps")
     size = _check_positive_int(size, "size")
     max_frames = _check_positive_int(max_frames, "max_frames")
@@ -496,7 +518,7 @@ def read_resampled(path: str | os.PathLike, fps: float, size: int, max_frames: i
     try:
         timing, aspect = source_timing(cap, path), pixel_aspect(cap)
         src = timing.fps
-        for frame in constant_rate_frames(cap, **timing._asdict()):
+        for frame in constant_rate_frames(cap, counts=counts, **timing._asdict()):
             # output j shows source frame round(j src / dst)
             while len(out) < max_frames and math.floor(j * src / dst + 0.5 + 1e-9) == n:
                 if last[0] is not frame:  # a frame shown several times is converted once

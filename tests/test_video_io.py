@@ -185,7 +185,7 @@ def _gif(path, delays_ms: list[int]) -> None:
 
 def test_a_gif_is_read_by_its_frame_delays(tmp_path):
     """A GIF's frames are shown for their delays: one whose last frame is held 3 s (OpenCV reports its
-    average rate, 10 frames over 3.9 s, 2.56 fps) is read at its typical delay's 10 fps for its whole 3.9 s,
+    average rate, 10 frames over 3.9 s, 2.56 fps) is read at its short delays' 10 fps for its whole 3.9 s,
     every frame once and the last one held; one with uneven delays shows each frame from its own time to the
     next's; the playable copy and the app's reading keep the same length."""
     _gif(tmp_path / "held.gif", [100] * 9 + [3000])
@@ -203,6 +203,11 @@ def test_a_gif_is_read_by_its_frame_delays(tmp_path):
     frames, fps = vio.read_video(tmp_path / "uneven.gif")
     shown = [0] + [1] * 5 + [2] + [3] * 5 + [4, 5, 6, 7, 8, 9]  # 0.1 s slots: frame 1 from 0.1 s to 0.6 s
     assert fps == 10 and np.all(np.abs(frames[:, 24, 32, 0].astype(int) - np.array(shown) * 25) <= 2)
+    # a fast part among slower frames: read at the fast part's rate, so that none of its frames is lost
+    _gif(tmp_path / "mixed.gif", [100] * 4 + [200] * 5)  # (their median, 0.2 s, would pass over frames 1 and 3)
+    frames, fps = vio.read_video(tmp_path / "mixed.gif")
+    shown = list(range(4)) + [i for i in range(4, 9) for _ in (0, 1)]  # 0.1 s slots: frames 4-8 twice each
+    assert fps == 10 and np.all(np.abs(frames[:, 24, 32, 0].astype(int) - np.array(shown) * 25) <= 2), fps
     copy = vio.write_playable(tmp_path / "held.gif", tmp_path / "held.mp4")
     again, afps = vio.read_video(copy)
     assert afps == 10 and len(again) == 39
@@ -389,6 +394,16 @@ def test_after_a_pause_of_a_variable_rate_the_next_frame_shows_at_its_own_time(t
     assert len(frames) == 210
 
 
+def test_the_grid_of_frame_delays_is_their_fast_end_by_display_time():
+    assert vio.delay_grid([0.1] * 9 + [3.0]) == 0.1
+    assert vio.delay_grid([0.1] * 4 + [0.2] * 5) == 0.1  # a fast part: its rate (the median, 0.2 s, skips frames)
+    assert vio.delay_grid([0.1] * 9 + [0.02]) == 0.1  # one flash of 20 ms among ten: not a 50 fps grid over all
+    assert vio.delay_grid([0.1] * 9 + [0.01]) == 0.1  # 10 ms is shown as 100 ms, as a browser shows it
+    assert vio.delay_grid([0.001] * 100) == 0.1 and vio.delay_grid([0.015] * 100) == vio.DELAY_FLOOR_S == 0.02
+    assert vio.delay_grid([0.04] * 50 + [1.0] * 5) == 0.04 and vio.delay_grid([]) == 0.0
+    assert vio.delay_grid([0.1, 2.0]) == 0.1  # a frame held long after a short one: the short one's slot
+
+
 def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_path):
     """Delays 0.1 s x 3, 1 s, 0.05 s x 4 and a last frame held 2 s: 3.5 s at the typical delay's 10 fps
     from a GIF, an APNG and an animated WebP alike (OpenCV reports 4 frames at 2.12 fps of the last two)."""
@@ -401,7 +416,8 @@ def test_an_animated_png_or_webp_is_read_by_its_frame_delays_as_a_gif_is(tmp_pat
                        **({"lossless": True} if name.endswith("webp") else {}))
         frames, fps = vio.read_video(tmp_path / name)
         read[name] = (fps, len(frames), [round(v / 25) for v in frames[:, 16, 24, 0]])
-    shown = [0, 1, 2] + [3] * 10 + [4, 6] + [8] * 20  # 0.1 s slots: a 0.05 s frame between two is passed over
+    # 0.1 s slots (the 0.05 s frames show for 0.2 s of 3.5: a 20 fps grid would hold every frame twice for them)
+    shown = [0, 1, 2] + [3] * 10 + [4, 6] + [8] * 20  # a 0.05 s frame between two is passed over
     assert read["a.gif"] == (10, 35, shown) and read["a.png"] == read["a.gif"] == read["a.webp"], read
 
 
