@@ -159,6 +159,7 @@ class VideoGenerator:
         self._tokenizer = tokenizer if tokenizer is not None else DEFAULT_TOKENIZER
         self.tokenizer_fingerprint: str | None = None  # of the tokenizer it was trained on, when recorded
         self.trained_with: str | None = None  # where that tokenizer is (a folder here or a repo id), when known
+        self.tokenizer_not_found: str | None = None  # the folder its config names where it is not here
         self.measured_with: dict[str, str] = {}  # other tokenizers its grids were measured with: {fingerprint: note}
         from .rerank import DEFAULT_RERANKER
         self.reranker_path = DEFAULT_RERANKER  # generate(best_of=N > 1) scores its candidates with this
@@ -195,6 +196,8 @@ class VideoGenerator:
                   text_model=meta.get("text_model") or DEFAULT_TEXT_MODEL, device=device, dtype=dtype)
         gen.tokenizer_fingerprint = meta.get("tokenizer_fingerprint")
         gen.trained_with = trained_with
+        if trained_with is None and tokenizer is None and meta.get("tokenizer"):  # a copied or moved export
+            gen.tokenizer_not_found = meta["tokenizer"]
         measured = meta.get("measured_with") or {}
         if not isinstance(measured, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                                      for k, v in measured.items()):
@@ -219,18 +222,28 @@ class VideoGenerator:
                                                            dtype=self._dtype_request)
         tok = self._tokenizer
         if getattr(self, "_checked", None) is not tok and not self.check_tokenizer(tok):
+            lost = self._not_found_note()
             warn_caller("this generator was trained on the tokens of another tokenizer (fingerprint "
-                        f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}): its grids will decode to "
+                        f"{self.tokenizer_fingerprint}, this one's {self._fits[1]}){lost}: its grids will decode to "
                         "something other than what it was trained to write; load it with the one it was trained "
                         "on (tokenizer=..., --tokenizer)")
         return tok
+
+    def _not_found_note(self) -> str:
+        """Why the generator's own tokenizer was not loaded by default, where its folder is gone (else ""): a
+        message's tail."""
+        if not self.tokenizer_not_found:
+            return ""
+        return (f"; the generator's config.json names its own as {self.tokenizer_not_found!r} from the generator's "
+                "folder, which is not there (was the generator copied or moved without it?), so it was not loaded")
 
     def check_tokenizer(self, tok) -> bool:
         """A ValueError where `tok` cannot decode this generator's grids at all (another K or codebook);
         else fits(tok), without a warning (the caller says it its own way). `tokenizer` checks once per tok."""
         if tok.n_tokens != self.cfg.K or tok.codebook_size != self.cfg.codebook_size:
             raise ValueError(f"the tokenizer has K={tok.n_tokens} tokens per step and {tok.codebook_size} codes; "
-                             f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}")
+                             f"the generator was trained for K={self.cfg.K} and {self.cfg.codebook_size}"
+                             f"{self._not_found_note()}")
         self._checked = tok
         return self.fits(tok)
 

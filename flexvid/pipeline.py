@@ -238,14 +238,18 @@ class VideoFlexTok:
                 video = list(video)
             else:
                 raise ValueError(f"expected a video (3, T, H, W) or a batch (B, 3, T, H, W), got shape {tuple(video.shape)}")
+        frames_hint = ("; frames from video_io.read_video (a (T, H, W, 3) uint8 array) become one with "
+                       "video_io.to_model(video_io.prepare_video(frames, fps, target_fps=tok.fps, size=tok.size))")
         if not isinstance(video, (list, tuple)) or not video:
             raise ValueError(f"expected a video tensor or a non-empty list of them, got "
-                             f"{'an empty ' if isinstance(video, (list, tuple)) else ''}{type(video).__name__}")
+                             f"{'an empty ' if isinstance(video, (list, tuple)) else ''}{type(video).__name__}"
+                             + (frames_hint if isinstance(video, np.ndarray) else ""))
         out, dark_free = [], False
         for v in video:
             if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
                 what = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else type(v).__name__
-                raise ValueError(f"each video must be a torch tensor (3, T, H, W), got {what}")
+                raise ValueError(f"each video must be a torch tensor (3, T, H, W), got {what}"
+                                 + (frames_hint if isinstance(v, np.ndarray) else ""))
             T, H, W = v.shape[1:]
             if (H, W) != (self.size, self.size):
                 raise ValueError(f"video is {H}x{W}, the model takes {self.size}x{self.size}: use video_io.prepare_video")

@@ -122,6 +122,37 @@ def test_config_keys_that_change_nothing_are_said(pipe, folder, tmp_path):
     assert "trained on the tokens of another tokenizer" in str(caught[1].message)
 
 
+def test_a_generator_moved_without_its_tokenizer_says_where_it_looked(pipe, folder, tmp_path):
+    """A generator's config names its tokenizer's folder from its own: copied elsewhere without it, the
+    tokenizer loaded by default is another one, and the message says why (not only a fingerprint)."""
+    import shutil
+
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    from flexvid.train_generator import fingerprint
+    tok = tmp_path / "run" / "tok"
+    shutil.copytree(folder, tok)
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens, max_t=5,
+                                                   codebook_size=pipe.codebook_size, cond="class")),
+                         tokenizer=pipe, device="cpu")
+    gen.tokenizer_fingerprint, gen.trained_with = fingerprint(pipe), str(tok)
+    gen.save_pretrained(str(tmp_path / "run" / "gen"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # where it was saved, its own tokenizer loads without a word
+        here = VideoGenerator.from_pretrained(str(tmp_path / "run" / "gen"), device="cpu")
+        assert here.tokenizer.n_tokens == pipe.n_tokens and here.tokenizer_not_found is None
+    shutil.copytree(tmp_path / "run" / "gen", tmp_path / "elsewhere" / "gen")
+    moved = VideoGenerator.from_pretrained(str(tmp_path / "elsewhere" / "gen"), device="cpu")
+    named = json.loads((tmp_path / "run" / "gen" / "config.json").read_text())["tokenizer"]
+    with pytest.raises(ValueError, match=f"names its own as {re.escape(repr(named))} .* copied or moved"):
+        moved.tokenizer  # the embedded tokenizer (another K) cannot decode its grids
+    moved._tokenizer = small_pipeline(seed=1)  # same K and codebook, other weights: a warning that says the same
+    with pytest.warns(UserWarning, match="another tokenizer .* copied or moved"):
+        moved.tokenizer
+    given = VideoGenerator.from_pretrained(str(tmp_path / "elsewhere" / "gen"), tokenizer=pipe, device="cpu")
+    assert given.tokenizer is pipe and given.tokenizer_not_found is None
+
+
 def test_config_that_is_not_json(tmp_path):
     (tmp_path / "config.json").write_bytes(b"\xff\xfe not json")
     with pytest.raises(ValueError, match="not a readable JSON file"):
@@ -536,6 +567,12 @@ def test_reconstruct_checks_a_video_given_with_its_tokens(pipe, monkeypatch):
             pipe.reconstruct(video, ks=[1], steps=1, tokens=grid)
     with pytest.raises(ValueError, match="tokens of one video"):
         pipe.reconstruct(None, ks=[1], steps=1, tokens=[grid, grid])
+    frames = np.zeros((9, 64, 64, 3), np.uint8)  # what video_io.read_video gives: how to turn it into a video
+    for video in (frames, [frames]):
+        with pytest.raises(ValueError, match=r"got ndarray; frames from video_io.read_video .* video_io.to_model"):
+            pipe.reconstruct(video, ks=[1], steps=1)
+        with pytest.raises(ValueError, match=r"video_io.to_model\(video_io.prepare_video"):
+            pipe.tokenize(video)
 
 
 def test_a_device_this_machine_lacks_is_refused_before_loading(folder, monkeypatch):
