@@ -30,8 +30,8 @@ import numpy as np
 
 from . import shapes
 from .cli import HelpFormatter
-from .runtime import (GEN_MIN_FRAMES, MIN_TEMPERATURE, MODEL_HELD_SINCE, SHAPES_WORDS, WANTED, ModelMissing, Runtime,
-                      UserError, load_settings)
+from .runtime import (GEN_MIN_FRAMES, MIN_TEMPERATURE, MODEL_HELD_SINCE, MODEL_KINDS, SHAPES_WORDS, WANTED, ModelMissing,
+                      Runtime, UserError, load_settings)
 
 log = logging.getLogger("flexvid.app")
 
@@ -756,7 +756,12 @@ def main(argv=None) -> int:
         rt = Runtime(settings)
         rt.load()
     except (ModelMissing, ValueError) as e:
-        print(f"flexvid app: {e}", file=sys.stderr)
+        message = str(e)
+        if args.tokenizer:  # where the folder came from: the command line, not the settings it overrides
+            setting, env, _ = MODEL_KINDS["tokenizer"]
+            message = message.replace(f"Set {setting} in space.yaml or the {env} environment variable to",
+                                      "Give --tokenizer").replace(", or to a Hugging Face", ", or a Hugging Face")
+        print(f"flexvid app: {message}", file=sys.stderr)
         return 2
     info = rt.info()
     status = rt.load_generators()

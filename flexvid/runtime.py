@@ -586,6 +586,9 @@ class Runtime:
             if slot["model"] is None and slot["error"] is None:
                 try:
                     slot["model"] = slot["loader"]()
+                except ModelMissing as e:  # a folder or repo that is not there: said, no traceback
+                    log.error("flexvid app: could not load the %s generator: %s", name, e)
+                    slot["error"] = type(e).__name__
                 except Exception as e:
                     log.exception("flexvid app: could not load the %s generator", name)
                     slot["error"] = type(e).__name__
@@ -598,9 +601,14 @@ class Runtime:
         """A VideoGenerator from a folder or repo id that decodes with this runtime's tokenizer (shared, not
         loaded twice), on its device and in its dtype. Checks that it fits the tokenizer."""
         from .generate import VideoGenerator
+        from .hub import resolve
 
         tok = self.tok
         where = resolve_model(spec, self.settings.base_dir, f"{name} generator")
+        try:  # a repo id the Hub cannot give (offline, no such repo) is missing too, as a folder not here is
+            where = resolve(where)
+        except ValueError as e:
+            raise ModelMissing(f"{name} generator {spec!r}: {e}") from None
         gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device),
                                              dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
         if gen.cfg.cond != name:

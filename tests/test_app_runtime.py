@@ -400,7 +400,9 @@ def test_missing_model_gives_a_clear_error(tmp_path, capsys):
         rt.load()
     from flexvid.app_ui import main
     assert main(["--tokenizer", str(tmp_path / "nope")]) == 2
-    assert "tokenizer folder not found" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tokenizer folder not found" in err and "Give --tokenizer a folder holding" in err and "or a Hugging Face repo id" in err
+    assert "space.yaml" not in err  # the folder came from the command line
 
 
 def test_loads_from_a_folder(pipe, tmp_path, monkeypatch):
@@ -754,7 +756,7 @@ def test_bad_generation_inputs_raise_user_error(grt, kind, kw, message):
     assert grt.generate("class", 3, k=1, frames=17, steps=1, seed=0).results[1].video.shape == (17, 64, 64, 3)
 
 
-def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path):
+def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path, caplog):
     rt = Runtime(Settings(), pipeline=pipe, out_dir=str(tmp_path / "none"))
     assert rt.load_generators() == {} and rt.info()["generators"] == []
     with pytest.raises(UserError, match="Text-to-video is not configured.*FLEXVID_TEXT_GENERATOR"):
@@ -764,7 +766,12 @@ def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path
     (broken / "config.json").write_text('{"format": "flexvid-generator", "generator": {"dim": 64}}')
     rt = Runtime(Settings(generators={"text": str(tmp_path / "nope"), "class": str(broken)}), pipeline=pipe,
                  out_dir=str(tmp_path / "out"))
-    assert rt.load_generators() == {"class": "failed to load", "text": "failed to load"}
+    import logging
+    with caplog.at_level(logging.ERROR, logger="flexvid.app"):
+        assert rt.load_generators() == {"class": "failed to load", "text": "failed to load"}
+    said = [r.getMessage() for r in caplog.records if "could not load the text" in r.getMessage()
+            and r.exc_info is None]  # a folder not there: one line, no traceback in the log
+    assert len(said) == 1 and "text generator folder not found" in said[0], said
     for kind, cond in (("text", "a red circle"), ("class", 0)):
         with pytest.raises(UserError, match="configured but could not be loaded") as e:
             rt.generate_ladder(kind, cond)

@@ -134,3 +134,14 @@ def test_cached_features_serve_repa_on_cached_latents(tmp_path):
     assert abs(m1["repa"] - m2["repa"]) < 1e-2 and abs(m1["flow"] - m2["flow"]) < 1e-3
     with pytest.raises(ValueError, match="cached features"):
         tokenizer_loss(tok, (z, None, None), rand(), pipe.vae, tok.cfg, feats, repa_weight=1.0)
+
+
+def test_train_teacher_command_ends_with_its_export(tmp_path, capsys):
+    """flexvid train-teacher ends as the other training commands do: its accuracy said, then where the export is."""
+    from flexvid import cli
+    assert cli.main(["train-teacher", "--out-dir", str(tmp_path / "t"), "--steps", "2", "--batch-size", "2",
+                     "--threads", "1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("accuracy on 64 validation clips: {'color_acc': ")
+    assert out[-1] == f"done: export in {tmp_path / 't' / 'export'}; checkpoint and log.jsonl in {tmp_path / 't'}"
+    assert load_teacher(str(tmp_path / "t" / "export")).cfg == ShapesTeacher().cfg
