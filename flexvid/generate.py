@@ -487,6 +487,15 @@ def main(argv=None) -> int:
         set_threads(args.threads)
         check_seed(args.seed)
         check_seed(args.seed + args.num_samples - 1, f"--seed + {args.num_samples - 1} (the last sample's seed)")
+        from .runtime import Limits
+        top = Limits().max_seed
+        if not 0 <= args.seed <= args.seed + args.num_samples - 1 <= top:  # a rehearsal the app cannot replay
+            print(f"note: the app takes seeds 0 to {top} (its default limit): a clip made here with seed "
+                  f"{args.seed if not 0 <= args.seed <= top else args.seed + args.num_samples - 1} cannot be made "
+                  "again there", file=sys.stderr)
+        from .pipeline import VideoFlexTok
+        VideoFlexTok.check_steps_and_guidance(args.decode_steps, args.decode_guidance,  # before the models load
+                                              ("--decode-steps", "--decode-guidance"))
         if args.preview_steps is not None and args.best_of == 1:
             raise ValueError("--preview-steps ranks best-of candidates: give --best-of N (N > 1) with it")
         if args.reranker is not None and args.best_of == 1:
@@ -512,6 +521,12 @@ def main(argv=None) -> int:
                 print(f"note: no training caption used {', '.join(map(repr, unseen))}; the embedded generators know "
                       "the shapes world's words only (sizes, colours, circle / square / triangle, moving left / right "
                       "/ up / down or standing still)", file=sys.stderr)
+            unread = gen.text_encoder.unread(condition) if gen.text_encoder is not None else ""
+            if unread:
+                print(f"note: the generator reads the first {gen.text_encoder.tokens - 1} word pieces of a prompt; "
+                      f"from {unread if len(unread) <= 60 else unread[:57].rstrip() + '...'!r} on, the prompt reaches "
+                      "it only through the context it gives the words before: put what matters first",
+                      file=sys.stderr)
         from tqdm import tqdm
         bars = {}
 

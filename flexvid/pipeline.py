@@ -362,6 +362,14 @@ class VideoFlexTok:
             out.append(g)
         return out
 
+    @staticmethod
+    def check_steps_and_guidance(steps, guidance, names=("steps", "guidance")) -> None:
+        """The bounds of any tokenizer's sampler (a command checks them before it loads one); None passes."""
+        if steps is not None and (not is_int(steps) or not 1 <= steps <= 1000):
+            raise ValueError(f"{names[0]} must be an integer in [1, 1000], got {steps!r}")
+        if guidance is not None and (not is_real(guidance) or not 0.0 <= guidance <= 100.0):
+            raise ValueError(f"{names[1]} must be a number in [0, 100], got {guidance!r}")
+
     def _check_sampler(self, steps, guidance, mode, noise_scale=None):
         cfg = self.tokenizer.cfg
         steps = cfg.sample_steps if steps is None else steps
@@ -370,10 +378,7 @@ class VideoFlexTok:
         noise_scale = cfg.noise_scale if noise_scale is None else noise_scale
         if not is_real(noise_scale) or not 0.0 <= noise_scale <= 2.0:
             raise ValueError(f"noise_scale must be a number in [0, 2], got {noise_scale!r}")
-        if not is_int(steps) or not 1 <= steps <= 1000:
-            raise ValueError(f"steps must be an integer in [1, 1000], got {steps!r}")
-        if not is_real(guidance) or not 0.0 <= guidance <= 100.0:
-            raise ValueError(f"guidance must be a number in [0, 100], got {guidance!r}")
+        self.check_steps_and_guidance(steps, guidance)
         if mode not in ("cfg", "apg"):
             raise ValueError(f"guidance_mode must be 'cfg' or 'apg', got {mode!r}")
         return int(steps), float(guidance), mode, float(noise_scale)

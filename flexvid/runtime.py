@@ -933,6 +933,11 @@ class Runtime:
         """Nearest-neighbour upscale of the written mp4s: 64 px clips show at 256 px."""
         return max(1, 256 // self.tok.size)
 
+    def _shown_at(self) -> str:
+        """' (shown at 256x256)' where the written mp4s are upscaled (a caption's model size is not the file's)."""
+        side = self.tok.size * self.display_scale()
+        return f" (shown at {side}x{side})" if side != self.tok.size else ""
+
     def decoded(self, clip: Clip, sampler: Sampler) -> dict[int, Decoded]:
         """{k: Decoded} of every k of clip still in the decode cache for these decoder settings."""
         settings = (sampler.steps, sampler.guidance, sampler.mode, sampler.seed)
@@ -1007,7 +1012,7 @@ class Runtime:
         n = len(clip.frames)
         notes = "; ".join(clip.notes)
         summary = (f"**{clip.name}**: {clip.source} -> {n} frame{'s' if n != 1 else ''} "
-                   f"{self.tok.size}x{self.tok.size} at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
+                   f"{self.tok.size}x{self.tok.size}{self._shown_at()} at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
                    f"{notes[:1].upper() + notes[1:] + '. ' if notes else ''}"
                    f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling steps, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
@@ -1202,18 +1207,33 @@ class Runtime:
         bits, rate = bits_and_bitrate(k, t, self.tok.codebook_size, duration)
         summary = (f"{req.describe()} at **k = {k} of {K}** tokens per time step: {t} time steps x {k} = "
                    f"**{t * k} tokens**, {bits:,.0f} bits ({rate:,.0f} bit/s) for {req.frames} frames ({duration:.2f} s) at "
-                   f"{self.tok.size}x{self.tok.size}. Guidance {req.guidance:g}, temperature {req.temperature:g}, "
+                   f"{self.tok.size}x{self.tok.size}{self._shown_at()}. Guidance {req.guidance:g}, temperature "
+                   f"{req.temperature:g}, "
                    f"seed {req.seed}, decoder {req.steps} sampling steps"
                    f"{f', best of {req.best_of} by the reranker' if req.best_of > 1 else ''}"
                    f"{' (from the cache)' if cached else ''}.")
-        if req.kind == "text":
-            from .train_generator import unseen_words
-            unseen = unseen_words(req.condition)
-            if unseen:  # a visitor typing "a cat on the moon" learns why the clip shows coloured shapes
-                summary += (f"\n\nWords no training caption used: **{', '.join(unseen)}**. The generators know the "
-                            f"shapes world ({SHAPES_WORDS}); other words reach them only through the text encoder, "
-                            "which may or may not place them near one of those.")
-        return Generation(req, [k], path, summary, results, cached)
+        return Generation(req, [k], path, summary + self._prompt_notes(req), results, cached)
+
+    def _prompt_notes(self, req: GenRequest) -> str:
+        """What a text prompt asks that the generator cannot read as asked: words no training caption used, and
+        the end of a prompt longer than the word pieces it reads. '' for a class or a prompt it reads whole."""
+        if req.kind != "text":
+            return ""
+        from .train_generator import unseen_words
+        notes = ""
+        unseen = unseen_words(req.condition)
+        if unseen:  # a visitor typing "a cat on the moon" learns why the clip shows coloured shapes
+            notes += (f"\n\nWords no training caption used: **{', '.join(unseen)}**. The generators know the "
+                      f"shapes world ({SHAPES_WORDS}); other words reach them only through the text encoder, "
+                      "which may or may not place them near one of those.")
+        encoder = self.generator(req.kind).text_encoder
+        unread = encoder.unread(req.condition) if encoder is not None else ""
+        if unread:  # "the the the ... a red circle moving left": the words that matter come too late
+            shown = unread if len(unread) <= 60 else unread[:57].rstrip() + "..."
+            notes += (f"\n\nThe generator reads the first {encoder.tokens - 1} word pieces of a prompt: from "
+                      f"**{shown}** on, the prompt reaches it only through the context it gives the words before; "
+                      "put what matters first.")
+        return notes
 
     def generate_ladder(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None, seed=None,
                         progress: GenProgress | None = None, best_of=None) -> Generation:
@@ -1234,4 +1254,4 @@ class Runtime:
         summary = (f"{req.describe()}, seed {req.seed}, {req.frames} frames: the same seed at every budget; the "
                    f"sampler draws exactly k tokens per time step and stops.{' (from the cache)' if cached else ''}"
                    f"\n\n| k | tokens | bits |\n|---:|---:|---:|\n{rows_md}")
-        return Generation(req, ks, path, summary, results, cached)
+        return Generation(req, ks, path, summary + self._prompt_notes(req), results, cached)

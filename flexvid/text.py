@@ -152,6 +152,26 @@ class TextEncoder:
             out[i, :len(r)] = r
         return out
 
+    def unread(self, prompt: str) -> str:
+        """The end of `prompt` past the word pieces a generator reads (with tokens = n, the first n rows, [CLS]
+        among them), from the start of the word the last read piece is in, stripped; '' where it all fits or
+        with one sentence embedding. Those words reach the generator only through the context they give the
+        word pieces before them."""
+        if not self.tokens:
+            return ""
+        prompt = check_prompt(prompt)
+        model = self._load()
+        enc = model.tokenizer(prompt, return_offsets_mapping=True, truncation=True,
+                              max_length=int(getattr(model, "max_seq_length", 512) or 512))
+        pieces = [o for o in enc["offset_mapping"] if o[1] > o[0]]  # the word pieces: no [CLS] or [SEP]
+        kept = self.tokens - 1  # [CLS] is the first row
+        if len(pieces) <= kept:
+            return ""
+        start = pieces[kept][0]
+        while start > 0 and not prompt[start - 1].isspace():  # from the start of the word it cuts ("cy|an")
+            start -= 1
+        return prompt[start:].strip()
+
     def embed(self, prompt: str) -> torch.Tensor:
         """One prompt -> shape. A cached prompt returns the cached tensor itself (do not modify it)."""
         if prompt not in self._cache:

@@ -595,9 +595,11 @@ def test_the_page_says_the_embedded_models_domain_only_for_them(tmp_path):
     assert "circle, square or triangle" not in generate_intro(ready)
 
 
-def test_a_prompt_outside_the_training_words_is_said(grt):
+def test_a_prompt_outside_the_training_words_is_said(grt, monkeypatch):
     g = grt.generate("text", "a large red circle moving left", k=1, frames=17, steps=1, seed=0)
     assert "Words no training caption used" not in g.summary
+    size, side = grt.tok.size, video_io.read_video(g.video)[0].shape[1]  # the model's size, and the file's
+    assert side == size * grt.display_scale() > size and f"at {size}x{size} (shown at {side}x{side})." in g.summary
     g = grt.generate("text", "A cat playing piano on the moon, and a red cube descending", k=1, frames=17, steps=1,
                      seed=0)
     assert "Words no training caption used: **cat, playing, piano, on, moon**" in g.summary  # cube, descending: trained
@@ -609,6 +611,15 @@ def test_a_prompt_outside_the_training_words_is_said(grt):
     assert "Words no training caption used: **🔴, ➡️**" in g.summary
     g = grt.generate("text", "a large red circle, moving left!", k=1, frames=17, steps=1, seed=0)
     assert "Words no training caption used" not in g.summary  # punctuation is no word
+    assert "word pieces" not in g.summary
+    # a prompt longer than the word pieces the generator reads: its end is said, in the ladder's summary too
+    enc, long = grt.generator("text").text_encoder, "the the a red circle moving left"
+    for make in (grt.generate, grt.generate_ladder):  # made as this one reads prompts (one sentence vector)...
+        assert "word pieces" not in make("text", long, frames=17, steps=1, seed=0).summary
+    monkeypatch.setattr(enc, "tokens", 4)  # ... and said (from the cache) as one reading 3 word pieces would
+    said = "reads the first 3 word pieces of a prompt: from **red circle moving left** on"
+    for make in (grt.generate, grt.generate_ladder):
+        assert said in make("text", long, frames=17, steps=1, seed=0).summary
 
 
 def test_generation_matches_the_pipeline(grt):

@@ -298,7 +298,7 @@ def test_commands_report_errors_without_tracebacks(folder, tmp_path, capsys):
         (["eval-generator", "--decode-steps", "0", "--n", "1", "--out", str(tmp_path / "e")],
          "--decode-steps must be an integer in [1, 1000], got 0"),
         (["generate", "--class-label", "3", "--decode-steps", "0", "--out", str(tmp_path / "g.mp4")],
-         "decode steps must be an integer in [1, 1000], got 0"),
+         "--decode-steps must be an integer in [1, 1000], got 0"),
         (["train-generator", "--out-dir", ""], "--out-dir must be a folder name"),  # not runs/generator-class
         (["train-generator", "--out", " "], "--out-dir must be a folder name"),  # (argparse's prefix of it)
         (["train-vae", "--out-dir", ""], "--out-dir must be a folder name"),  # not a traceback after the build

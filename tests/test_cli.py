@@ -263,7 +263,15 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
     print(f"sample 1 of 2 against --seed 6 alone: max |diff| {diff.max()}, mean {diff.mean():.4f}")
     assert diff.mean() < 0.05 and diff.max() <= 8
     assert cli.main(["generate", "a tiny blue ball drifting left", *base, "--out", str(tmp_path / "t.mp4")]) == 0
-    assert "no training caption used 'tiny', 'ball', 'drifting'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no training caption used 'tiny', 'ball', 'drifting'" in err and "word pieces" not in err
+    assert "the app takes seeds" not in err
+    assert cli.main(["generate", "the " * 30 + "a blue circle moving left", *base, "--out", str(tmp_path / "t.mp4")]) == 0
+    assert "reads the first 23 word pieces of a prompt; from 'the the the the the the the a blue circle moving left' on" \
+        in capsys.readouterr().err
+    assert cli.main(["generate", "--class-label", "0", "--seed", "-1", *base, "--out", str(tmp_path / "m.mp4")]) == 0
+    err = capsys.readouterr().err
+    assert "the app takes seeds 0 to 2147483647 (its default limit): a clip made here with seed -1 cannot" in err
     assert cli.main(["generate", "--class-label", "0", *base, "--out", str(tmp_path / "x.gif")]) == 2
     assert "--out must name an .mp4 file" in capsys.readouterr().err and not (tmp_path / "x.gif").exists()
     assert cli.main(["generate", "--class-label", "0", "--num-samples", "2", *base, "--out", " "]) == 2
@@ -281,6 +289,12 @@ def test_a_refused_class_generation_prints_nothing_but_its_message(tmp_path, cap
         assert cli.main(["generate", "--class-label", "3", *extra, "--out", str(tmp_path / "o.mp4")]) == 2
         said = capsys.readouterr()
         assert said.out == "" and said.err.count("\n") == 1, (extra, said)
+    # the decoder's bounds, which hold for any tokenizer, are checked before a model loads
+    for extra, said in ((["--decode-steps", "0"], "--decode-steps must be an integer in [1, 1000], got 0"),
+                        (["--decode-guidance", "-1"], "--decode-guidance must be a number in [0, 100], got -1.0")):
+        assert cli.main(["generate", "--class-label", "3", *extra, "--model", str(tmp_path / "nowhere"),
+                         "--out", str(tmp_path / "o.mp4")]) == 2  # (a missing model would be the message after)
+        assert capsys.readouterr().err == f"flexvid generate: {said}\n"
 
 
 def test_generate_and_eval_generator_take_a_reranker_folder(tmp_path, capsys):

@@ -370,6 +370,10 @@ def test_text_encoder_word_pieces(monkeypatch):
     assert float(e[0, 3] @ e[1, 3]) < float(TextEncoder()(prompts[:2]).prod(0).sum()) - 0.05
     short = TextEncoder(tokens=4)(prompts[2:])
     assert short.shape == (1, 4, 384) and torch.allclose(short[0], e[2, :4], atol=1e-5)  # cut, not re-encoded
+    # what a generator does not read of a prompt: the words past its rows ([CLS] and 3 word pieces here)
+    assert [enc.unread(p) for p in prompts] == ["", "", ""] and TextEncoder().unread(prompts[2]) == ""
+    assert TextEncoder(tokens=4).unread(prompts[2]) == "cyan square standing still and a large red triangle moving down"
+    assert enc.unread("the " * 26 + "a small red circle moving left") == "the the the a small red circle moving left"
     with pytest.raises(ValueError):
         TextEncoder(tokens=-1)
     gen = VideoGenerator(small_generator("text", text_tokens=24, n_cond=24), device="cpu")
