@@ -195,7 +195,7 @@ def reconstruct_main(argv=None) -> int:
                     f"{args.max_frames}; a clip is 1 + 4n frames)")
     elif len(frames) > resampled:
         said.append(f"{resampled} frames at {tok.fps:g} fps, padded to {len(frames)} (1 + 4n; the last frame "
-                    "repeated)")
+                    f"repeated; PSNR and SSIM are of its own {resampled})")
     else:
         said.append(f"{_count(len(frames), 'frame')} at {tok.fps:g} fps")
     if (w0, h0) != (tok.size, tok.size):
@@ -224,7 +224,8 @@ def reconstruct_main(argv=None) -> int:
         out = video_io.from_model(recon[k])
         tiles.append(video_io.label(video_io.upscale(out, pre), f"k = {k}"))
         video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
-        p, q = psnr_video(x, recon[k]), ssim_video(x, recon[k])
+        own = min(resampled, len(frames))  # the clip's frames, not the padding (its last frame repeated)
+        p, q = psnr_video(x[:, :own], recon[k][:, :own]), ssim_video(x[:, :own], recon[k][:, :own])
         bits = bits_and_bitrate(k, grid.shape[0], tok.codebook_size, len(frames) / tok.fps)[0]
         rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{q:.4f}")
         report.append(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {q:>6.3f}")

@@ -297,9 +297,11 @@ class Clip:
     notes: list[str] = field(default_factory=list)
     content: str = ""  # the id of what was read (file content and reading settings): uploads of the same file
     # under other names are other clips (each shows its own name) that share its tokens and decodes
+    own: int = 0  # the clip's own frames before the padding to 1 + 4n (its last frame repeated); 0: all of them
 
     def __post_init__(self):
         self.content = self.content or self.id
+        self.own = min(self.own or len(self.frames), len(self.frames))
 
     @property
     def duration(self) -> float:
@@ -710,7 +712,7 @@ class Runtime:
         return secrets.randbelow(self.settings.limits.max_seed + 1)
 
     # ------------------------------------------------------------------ clips
-    def _read(self, path: str, name: str) -> tuple[np.ndarray, str, list[str]]:
+    def _read(self, path: str, name: str) -> tuple[np.ndarray, str, list[str], int]:
         """Decode a file into model frames (T, S, S, 3) at the model's fps, reading frame by frame so that
         memory stays small whatever the resolution: each kept frame is downscaled at once."""
         tok, lim = self.tok, self.settings.limits
@@ -766,7 +768,11 @@ class Runtime:
                          f"{lim.max_frames} frames at {tok.fps:g} fps)")
         if (w, h) != (tok.size, tok.size):
             notes.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
-        return frames, source, notes
+        own = min(len(out), len(frames))
+        if own < len(frames):
+            notes.append(f"padded from {own} to {len(frames)} frames (1 + 4n) with its last frame; PSNR and SSIM "
+                         f"are of its own {own}")
+        return frames, source, notes, own
 
     def add_clip(self, path, name: str | None = None) -> Clip:
         """Read and tokenize a video file once: the same file (by content) with the same settings is a
@@ -809,14 +815,14 @@ class Runtime:
                     return self._clips[clip_id]
                 same = next((c for c in self._clips.values() if c.content == content), None)
             if same is not None:  # read and tokenized already, under another name: no model work
-                frames, tokens, source, notes = same.frames, same.tokens, same.source, same.notes
+                frames, tokens, source, notes, own = same.frames, same.tokens, same.source, same.notes, same.own
             else:
-                frames, source, notes = self._read(path, name)
+                frames, source, notes, own = self._read(path, name)
                 with self.model_slot():
                     tokens = tok.tokenize(video_io.to_model(frames))[0]
                     with self._lock:
                         self.stats["tokenize"] += 1
-            clip = Clip(clip_id, name, frames, tokens, tok.fps, source, notes, content)
+            clip = Clip(clip_id, name, frames, tokens, tok.fps, source, notes, content, own)
             folder = self.out_dir / clip_id
             folder.mkdir(parents=True, exist_ok=True)
             with self._lock:
@@ -920,7 +926,8 @@ class Runtime:
                     self.stats["decoded_videos"] += len(missing)
                 for k, v in zip(missing, videos):
                     u8 = video_io.from_model(v)
-                    have[k] = Decoded(u8, psnr(clip.frames, u8), ssim(clip.frames, u8))
+                    n = clip.own  # the clip's own frames, not the padding to 1 + 4n
+                    have[k] = Decoded(u8, psnr(clip.frames[:n], u8[:n]), ssim(clip.frames[:n], u8[:n]))
                 with self._lock:
                     for k in missing:
                         self._decodes[key(k)] = have[k]

@@ -20,7 +20,7 @@ import yaml
 from conftest import small_pipeline
 from flexvid import shapes, video_io
 from flexvid.runtime import (Limits, ModelMissing, Runtime, Sampler, Settings, UserError, bits_and_bitrate,
-                             error_heatmap, load_settings, resolve_model, token_image)
+                             error_heatmap, load_settings, psnr, resolve_model, token_image)
 from test_app_client import small_generators
 
 REPO = Path(__file__).resolve().parent.parent
@@ -1192,3 +1192,18 @@ def test_the_library_at_best_of_4_and_dtype_auto_gives_the_apps_clip(tmp_path, m
     gen = VideoGenerator.from_pretrained(DEFAULT_MODELS["text"], dtype="auto")
     video = gen.generate(["a large red circle moving left"], k=g.ks[0], seed=0, best_of=4)[0]
     assert np.array_equal(video_io.from_model(video), g.results[g.ks[0]].video)
+
+
+def test_psnr_and_ssim_are_of_the_clips_own_frames_not_its_padding(rt, tmp_path):
+    """A 10-frame clip is padded to 13 (1 + 4n) with its last frame: the page says so, and its metrics are
+    those of its own 10 frames against theirs, as eval-tokenizer and reconstruct measure them."""
+    video_io.write_video(tmp_path / "ten.mp4", shapes.make_clip(0, 3, 17).video[:10], fps=8)
+    clip = rt.add_clip(str(tmp_path / "ten.mp4"))
+    assert len(clip.frames) == 13 and clip.own == 10
+    assert "padded from 10 to 13 frames (1 + 4n) with its last frame; PSNR and SSIM are of its own 10" in clip.notes
+    v = rt.view(clip.id, 2, 1, 3.0, "cfg", 0)
+    m, rec = v.metrics[2], v.metrics[2].video
+    assert m.psnr == pytest.approx(psnr(clip.frames[:10], rec[:10])) and m.psnr != pytest.approx(psnr(clip.frames, rec))
+    assert "Padded from 10 to 13 frames" in v.summary  # (the first note, capitalised)
+    whole = rt.add_clip(str(video_io.write_video(tmp_path / "nine.mp4", shapes.make_clip(0, 3, 17).video[:9], fps=8)))
+    assert whole.own == len(whole.frames) == 9 and not any("padded" in n for n in whole.notes)

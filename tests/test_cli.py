@@ -90,7 +90,7 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert ("c.mp4: 128x128 at 16 fps, 17 frames read; 8 frames at 8 fps, padded to 9 (1 + 4n; the last frame "
-            "repeated); resized and centre-cropped to 64x64") in printed
+            "repeated; PSNR and SSIM are of its own 8); resized and centre-cropped to 64x64") in printed
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [r.split(",")[0] for r in rows[1:]] == ["1", "4"]
     original, _ = video_io.read_video(out / "original.mp4")
@@ -99,6 +99,9 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     x = video_io.to_model(video_io.prepare_video(*video_io.read_video(clip), target_fps=8, size=64))
     k4 = video_io.to_model(video_io.read_video(out / "k004.mp4")[0][:, ::2, ::2])
     assert abs(float(rows[2].split(",")[3]) - psnr_video(x, k4)) < 1.0  # the mp4's own H.264 loss aside
+    again = tok.reconstruct(x, ks=[1, 4], steps=1, seed=0)[4]  # the same decode: the metrics of the clip's own 8
+    own, padded = psnr_video(x[:, :8], again[:, :8]), psnr_video(x, again)  # frames, not of the padding's ninth
+    assert abs(float(rows[2].split(",")[3]) - own) < 1e-3 and abs(own - padded) > 1e-3, (rows[2], own, padded)
     assert f"{float(rows[2].split(',')[3]):.2f}" in printed
     tiles, _ = video_io.read_video(out / "side_by_side.mp4")
     assert tiles.shape[1:3] == (128, 3 * 128 + 2 * 2)  # original, k = 1, k = 4 at 2x, 2 px between
@@ -117,7 +120,8 @@ def test_reconstruct_says_how_the_clip_was_fitted_to_1_plus_4n_frames(folder, tm
     common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--k", "1"]
     assert cli.main(["reconstruct", *common, "--out", str(tmp_path / "a")]) == 0
     said = capsys.readouterr().out
-    assert "18 frames read; 18 frames at 8 fps, padded to 21 (1 + 4n; the last frame repeated)" in said, said
+    assert "18 frames read; 18 frames at 8 fps, padded to 21 (1 + 4n; the last frame repeated; PSNR and SSIM " \
+        "are of its own 18)" in said, said
     assert "21 frames -> tokens (6, 8), read, tokenized and decoded at 1 k in" in said
     assert cli.main(["reconstruct", *common, "--max-frames", "20", "--out", str(tmp_path / "b")]) == 0
     said = capsys.readouterr().out
