@@ -488,11 +488,11 @@ def main(argv=None) -> int:
         check_seed(args.seed)
         check_seed(args.seed + args.num_samples - 1, f"--seed + {args.num_samples - 1} (the last sample's seed)")
         from .runtime import Limits
-        top = Limits().max_seed
-        if not 0 <= args.seed <= args.seed + args.num_samples - 1 <= top:  # a rehearsal the app cannot replay
-            print(f"note: the app takes seeds 0 to {top} (its default limit): a clip made here with seed "
-                  f"{args.seed if not 0 <= args.seed <= top else args.seed + args.num_samples - 1} cannot be made "
-                  "again there", file=sys.stderr)
+        top, seed_note = Limits().max_seed, ""
+        if not 0 <= args.seed <= args.seed + args.num_samples - 1 <= top:  # a rehearsal the app cannot replay:
+            seed_note = (f"note: the app takes seeds 0 to {top} (its default limit): a clip made here with seed "  # said
+                         f"{args.seed if not 0 <= args.seed <= top else args.seed + args.num_samples - 1} cannot "
+                         "be made again there")  # with what was written, after every refusal
         from .pipeline import VideoFlexTok
         VideoFlexTok.check_steps_and_guidance(args.decode_steps, args.decode_guidance,  # before the models load
                                               ("--decode-steps", "--decode-guidance"))
@@ -521,9 +521,9 @@ def main(argv=None) -> int:
                 print(f"note: no training caption used {', '.join(map(repr, unseen))}; the embedded generators know "
                       "the shapes world's words only (sizes, colours, circle / square / triangle, moving left / right "
                       "/ up / down or standing still)", file=sys.stderr)
-            unread = gen.text_encoder.unread(condition) if gen.text_encoder is not None else ""
+            read, unread = gen.text_encoder.unread(condition) if gen.text_encoder is not None else (0, "")
             if unread:
-                print(f"note: the generator reads the first {gen.text_encoder.tokens - 1} word pieces of a prompt; "
+                print(f"note: the generator reads the first {read} word pieces of a prompt; "
                       f"from {unread if len(unread) <= 60 else unread[:57].rstrip() + '...'!r} on, the prompt reaches "
                       "it only through the context it gives the words before: put what matters first",
                       file=sys.stderr)
@@ -552,6 +552,8 @@ def main(argv=None) -> int:
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
     if said:
         print(said)
+    if seed_note:
+        print(seed_note, file=sys.stderr)
     k = gen.cfg.K if args.k is None else args.k
     seeds = "" if args.num_samples == 1 else f"; seeds {args.seed}..{args.seed + args.num_samples - 1} in order"
     best = f", best of {args.best_of}" if args.best_of > 1 else ""

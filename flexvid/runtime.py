@@ -1234,12 +1234,16 @@ class Runtime:
                       f"shapes world ({SHAPES_WORDS}); other words reach them only through the text encoder, "
                       "which may or may not place them near one of those.")
         encoder = self.generator(req.kind).text_encoder
-        unread = encoder.unread(req.condition) if encoder is not None else ""
+        try:  # a note: whatever a text model's tokenizer does, it never fails the request it comes with
+            read, unread = encoder.unread(req.condition) if encoder is not None else (0, "")
+        except Exception:  # noqa: BLE001
+            log.exception("flexvid app: no note on the prompt's unread words")
+            read, unread = 0, ""
         if unread:  # "the the the ... a red circle moving left": the words that matter come too late
             shown = unread if len(unread) <= 60 else unread[:57].rstrip() + "..."
-            notes += (f"\n\nThe generator reads the first {encoder.tokens - 1} word pieces of a prompt: from "
-                      f"**{shown}** on, the prompt reaches it only through the context it gives the words before; "
-                      "put what matters first.")
+            notes += (f"\n\nThe generator reads the first {read} word pieces of a prompt: from **{shown}** on, "
+                      "the prompt reaches it only through the context it gives the words before; put what matters "
+                      "first.")
         return notes
 
     def generate_ladder(self, kind, condition, frames=None, steps=None, guidance=None, temperature=None, seed=None,

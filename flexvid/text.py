@@ -152,25 +152,32 @@ class TextEncoder:
             out[i, :len(r)] = r
         return out
 
-    def unread(self, prompt: str) -> str:
-        """The end of `prompt` past the word pieces a generator reads (with tokens = n, the first n rows, [CLS]
-        among them), from the start of the word the last read piece is in, stripped; '' where it all fits or
-        with one sentence embedding. Those words reach the generator only through the context they give the
-        word pieces before them."""
+    def unread(self, prompt: str) -> tuple[int, str]:
+        """(n, rest): the n word pieces of `prompt` a generator reads (with tokens = n rows, the special rows
+        such as [CLS] among them) and the end of the prompt past them, from the start of the word the first
+        unread piece is in ('' where it all fits: n is then every piece). Those words reach the generator only
+        through the context they give the pieces before them, or not at all past the text model's longest
+        input. (0, '') with one sentence embedding, or a tokenizer that gives no character offsets."""
         if not self.tokens:
-            return ""
+            return 0, ""
         prompt = check_prompt(prompt)
         model = self._load()
-        enc = model.tokenizer(prompt, return_offsets_mapping=True, truncation=True,
-                              max_length=int(getattr(model, "max_seq_length", 512) or 512))
-        pieces = [o for o in enc["offset_mapping"] if o[1] > o[0]]  # the word pieces: no [CLS] or [SEP]
-        kept = self.tokens - 1  # [CLS] is the first row
-        if len(pieces) <= kept:
-            return ""
-        start = pieces[kept][0]
-        while start > 0 and not prompt[start - 1].isspace():  # from the start of the word it cuts ("cy|an")
-            start -= 1
-        return prompt[start:].strip()
+        tokenizer = model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):  # offsets need a fast (Rust) tokenizer: nothing said
+            return 0, ""
+        longest = int(getattr(model, "max_seq_length", 512) or 512)
+        enc = tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True, truncation=True,
+                        max_length=longest)
+        rows, words = min(self.tokens, longest), enc.word_ids()
+        pieces = [j for j, special in enumerate(enc["special_tokens_mask"]) if not special]
+        read = sum(j < rows for j in pieces)
+        cut = next((j for j in pieces if j >= rows), None)
+        if cut is None:  # all read, or the rest past the text model's longest input
+            end = enc["offset_mapping"][pieces[-1]][1] if pieces else 0
+            return read, prompt[end:].strip()
+        while cut > 0 and words[cut - 1] is not None and words[cut - 1] == words[cut]:
+            cut -= 1  # from the start of its word ("cy|an"): punctuation and CJK characters are words of their own
+        return read, prompt[enc["offset_mapping"][cut][0]:].strip()
 
     def embed(self, prompt: str) -> torch.Tensor:
         """One prompt -> shape. A cached prompt returns the cached tensor itself (do not modify it)."""

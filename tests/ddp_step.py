@@ -9,7 +9,8 @@ from flexvid import shapes
 from flexvid.training import TrainConfig, fit
 
 if len(sys.argv) < 2 or sys.argv[1].startswith("-") or sys.argv[2:3] not in ([], ["vae"], ["tokenizer"]):
-    sys.exit("usage: ddp_step.py OUT_DIR [vae|tokenizer]")  # (--help is no output folder)
+    print("usage: ddp_step.py OUT_DIR [vae|tokenizer]")  # (--help is no output folder)
+    sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
 out = sys.argv[1]
 kind = sys.argv[2] if len(sys.argv) > 2 else "vae"
 cfg = TrainConfig(out_dir=out, steps=2, batch_size=4, lr=1e-3, warmup=1, bf16=False, ckpt_every=2, log_every=1,

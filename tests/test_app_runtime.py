@@ -620,6 +620,8 @@ def test_a_prompt_outside_the_training_words_is_said(grt, monkeypatch):
     said = "reads the first 3 word pieces of a prompt: from **red circle moving left** on"
     for make in (grt.generate, grt.generate_ladder):
         assert said in make("text", long, frames=17, steps=1, seed=0).summary
+    monkeypatch.setattr(enc, "unread", lambda prompt: 1 / 0)  # a note that fails never fails its request
+    assert "word pieces" not in grt.generate("text", long, frames=17, steps=1, seed=0).summary
 
 
 def test_generation_matches_the_pipeline(grt):

@@ -289,7 +289,7 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
 
 def test_a_refused_class_generation_prints_nothing_but_its_message(tmp_path, capsys):
     """The class line ("class 3: ...") comes with what was written, not before a refusal of --frames or --k."""
-    for extra in (["--frames", "18"], ["--k", "0"], ["--decode-steps", "0"]):
+    for extra in (["--frames", "18"], ["--k", "0"], ["--decode-steps", "0"], ["--seed", "-1", "--frames", "18"]):
         assert cli.main(["generate", "--class-label", "3", *extra, "--out", str(tmp_path / "o.mp4")]) == 2
         said = capsys.readouterr()
         assert said.out == "" and said.err.count("\n") == 1, (extra, said)

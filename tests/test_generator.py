@@ -371,9 +371,20 @@ def test_text_encoder_word_pieces(monkeypatch):
     short = TextEncoder(tokens=4)(prompts[2:])
     assert short.shape == (1, 4, 384) and torch.allclose(short[0], e[2, :4], atol=1e-5)  # cut, not re-encoded
     # what a generator does not read of a prompt: the words past its rows ([CLS] and 3 word pieces here)
-    assert [enc.unread(p) for p in prompts] == ["", "", ""] and TextEncoder().unread(prompts[2]) == ""
-    assert TextEncoder(tokens=4).unread(prompts[2]) == "cyan square standing still and a large red triangle moving down"
-    assert enc.unread("the " * 26 + "a small red circle moving left") == "the the the a small red circle moving left"
+    assert [enc.unread(p)[1] for p in prompts] == ["", "", ""] and TextEncoder().unread(prompts[2]) == (0, "")
+    assert enc.unread(prompts[2]) == (pieces[2] - 2, "")  # every word piece read
+    assert TextEncoder(tokens=4).unread(prompts[2]) == (3, "cyan square standing still and a large red triangle "
+                                                           "moving down")  # from the word the cut falls in (cy|an)
+    assert enc.unread("the " * 26 + "a small red circle moving left") == (23, "the the the a small red circle moving left")
+    # punctuation and CJK characters are words of their own: the cut falls between them
+    cjk = "红色的圆圈向左移动" * 4
+    assert enc.unread("!" * 40) == (23, "!" * 17) and enc.unread(cjk) == (23, cjk[23:])
+    assert TextEncoder(tokens=300).unread("a " * 400) == (254, " ".join(["a"] * 146))  # past its longest input, 256
+    assert TextEncoder(tokens=1).unread("a red circle") == (0, "a red circle")  # [CLS] alone: nothing read
+    from types import SimpleNamespace
+    slow = TextEncoder(tokens=24)
+    slow._model = SimpleNamespace(tokenizer=SimpleNamespace(is_fast=False))  # no character offsets to tell
+    assert slow.unread("the " * 30) == (0, "")
     with pytest.raises(ValueError):
         TextEncoder(tokens=-1)
     gen = VideoGenerator(small_generator("text", text_tokens=24, n_cond=24), device="cpu")
