@@ -554,7 +554,8 @@ def build_demo(rt: Runtime):
                             token_caption = gr.Markdown(label="bits", elem_id="token-caption")
             ladder = gr.Video(label="prefix ladder (k = 1, 2, 4, ..., K, same noise)", autoplay=True,
                               loop=True, interactive=False, elem_id="ladder")
-            downloads = gr.File(label="downloads (mp4 per k, PSNR / SSIM of every decoded k as csv, tokens npz)",
+            downloads = gr.File(label="downloads (an mp4 for each k of the ladder and the k shown, PSNR / SSIM of "
+                                      "every k decoded with these settings as csv, tokens npz)",
                                 file_count="multiple", interactive=False, elem_id="downloads")
         with gr.Tab("Generate"):
             ready = {name for name, state in status.items() if state == "ready"}

@@ -234,7 +234,8 @@ def reconstruct_main(argv=None) -> int:
     tiled = video_io.side_by_side(tiles, pad=PAD) if layout == len(tiles) else video_io.grid(tiles, layout, pad=PAD)
     video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale // pre)
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
-             n_tokens=tok.n_tokens, frames=len(frames), fps=tok.fps)
+             n_tokens=tok.n_tokens, frames=len(frames), own_frames=min(resampled, len(frames)), fps=tok.fps,
+             dtype=str(tok.dtype).replace("torch.", ""))  # bf16 and fp32 may round a token apart
     listed = ", ".join(names[1:1 + min(len(ks), 3)]) + (" ..." if len(ks) > 3 else "")
     print("\n".join(report))
     print(f"{_count(len(frames), 'frame')} -> tokens {tuple(grid.shape)}, read, tokenized and decoded at "

@@ -305,7 +305,8 @@ class Clip:
 
     @property
     def duration(self) -> float:
-        return len(self.frames) / self.fps
+        """Seconds of the clip itself (its own frames, not the padding to 1 + 4n)."""
+        return self.own / self.fps
 
 
 @dataclass
@@ -971,7 +972,8 @@ class Runtime:
             tmp = path.with_name(f".tokens.{threading.get_ident()}.tmp.npz")
             np.savez(tmp, tokens=clip.tokens.numpy(), shape=np.array(clip.tokens.shape),
                      codebook_size=self.tok.codebook_size, n_tokens=self.tok.n_tokens, fps=clip.fps,
-                     frames=len(clip.frames))
+                     frames=len(clip.frames), own_frames=clip.own,
+                     dtype=str(self.tok.dtype).replace("torch.", ""))  # bf16 and fp32 may round a token apart
             os.replace(tmp, path)
         return str(path)
 
@@ -997,16 +999,17 @@ class Runtime:
         seen = self.decoded(clip, sampler)  # every k decoded so far with these settings: the chart and the csv
         orig = upscale(clip.frames, up)
         rec = metrics[k].video
-        compare = _atomic_write_video(folder / f"compare_k{k}_{tag}.mp4",
+        stem = Path(clip.name).stem  # every file a download button saves says which clip it is
+        compare = _atomic_write_video(folder / f"compare_k{k}_{stem}_{tag}.mp4",
                                       video_io.side_by_side([label(orig, "original"),
                                                              label(upscale(rec, up), f"k = {k}")]), fps)
-        heat = _atomic_write_video(folder / f"error_k{k}_{tag}.mp4",
+        heat = _atomic_write_video(folder / f"error_k{k}_{stem}_{tag}.mp4",
                                    label(upscale(error_heatmap(clip.frames, rec), up), f"error, k = {k}"), fps)
         half = max(1, up // 2)
         cells = [label(upscale(clip.frames, half), "original")] + \
                 [label(upscale(metrics[j].video, half), f"k = {j}") for j in ladder]
         rows = math.ceil(len(cells) / 4)
-        ladder_mp4 = _atomic_write_video(folder / f"ladder_{tag}.mp4",
+        ladder_mp4 = _atomic_write_video(folder / f"ladder_{stem}_{tag}.mp4",
                                          video_io.grid(cells, cols=math.ceil(len(cells) / rows)), fps)
         width = len(str(self.tok.n_tokens))  # k first and zero-padded: a narrow list still tells them apart
         downloads = [_atomic_write_video(folder / f"k{j:0{width}d}_{Path(clip.name).stem}_{tag}.mp4", metrics[j].video,
@@ -1021,9 +1024,12 @@ class Runtime:
         summary = (f"**{clip.name}**: {clip.source} -> {n} frame{'s' if n != 1 else ''} "
                    f"{self.tok.size}x{self.tok.size}{self._shown_at()} at {fps:g} fps, tokens {tuple(clip.tokens.shape)}. "
                    f"{notes[:1].upper() + notes[1:] + '. ' if notes else ''}"
-                   f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling steps, guidance "
+                   f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling "
+                   f"step{'s' if sampler.steps != 1 else ''}, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
-        fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (seed {sampler.seed})")
+        fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (decoder {sampler.steps} step"
+                                            f"{'s' if sampler.steps != 1 else ''}, guidance {sampler.guidance:g} "
+                                            f"{sampler.mode}, seed {sampler.seed})")
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
                     self.token_caption(clip, k), summary, fig, downloads, metrics)
 

@@ -1207,5 +1207,11 @@ def test_psnr_and_ssim_are_of_the_clips_own_frames_not_its_padding(rt, tmp_path)
     m, rec = v.metrics[2], v.metrics[2].video
     assert m.psnr == pytest.approx(psnr(clip.frames[:10], rec[:10])) and m.psnr != pytest.approx(psnr(clip.frames, rec))
     assert "Padded from 10 to 13 frames" in v.summary  # (the first note, capitalised)
+    # its length and bitrate are its own 10 frames' (1.25 s); the files say which clip; one step is singular
+    assert "for 1.25 s = **" in v.token_caption and "decoder 1 sampling step," in v.summary
+    assert all("_ten_" in Path(f).name for f in (v.compare, v.heatmap, v.ladder, *v.downloads))
+    assert v.figure.layout.title.text.startswith("reconstruction quality vs k (decoder 1 step, guidance 3 cfg, seed 0")
+    saved = np.load(v.downloads[-1])
+    assert int(saved["own_frames"]) == 10 and int(saved["frames"]) == 13 and str(saved["dtype"]) in ("float32", "bfloat16")
     whole = rt.add_clip(str(video_io.write_video(tmp_path / "nine.mp4", shapes.make_clip(0, 3, 17).video[:9], fps=8)))
     assert whole.own == len(whole.frames) == 9 and not any("padded" in n for n in whole.notes)

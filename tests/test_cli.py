@@ -102,6 +102,8 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     again = tok.reconstruct(x, ks=[1, 4], steps=1, seed=0)[4]  # the same decode: the metrics of the clip's own 8
     own, padded = psnr_video(x[:, :8], again[:, :8]), psnr_video(x, again)  # frames, not of the padding's ninth
     assert abs(float(rows[2].split(",")[3]) - own) < 1e-3 and abs(own - padded) > 1e-3, (rows[2], own, padded)
+    saved = np.load(out / "tokens.npz")  # what the tokens were made in, and how many frames are the clip's own
+    assert (int(saved["frames"]), int(saved["own_frames"]), str(saved["dtype"])) == (9, 8, str(tok.dtype)[6:])
     assert f"{float(rows[2].split(',')[3]):.2f}" in printed
     tiles, _ = video_io.read_video(out / "side_by_side.mp4")
     assert tiles.shape[1:3] == (128, 3 * 128 + 2 * 2)  # original, k = 1, k = 4 at 2x, 2 px between
