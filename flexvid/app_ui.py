@@ -640,8 +640,9 @@ def build_demo(rt: Runtime):
             .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden", queue=False) \
             .success(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
-        # change every decode, so they act on release only.
-        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode_page,
+        # change every decode, so they act on release only; the seed on Enter and on leaving its box (Tab, a
+        # click elsewhere), as k's box does (the same seed again is a cache hit).
+        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit, seed.blur], decode_page,
               [clip_id, clip_in, *settings_in], [clip_id, *view_out], api_visibility="private",
               trigger_mode="always_last", **page)
         resample_btn.click(resample_page, [clip_id, clip_in, k, steps, guidance, mode], [clip_id, seed, *view_out],

@@ -112,6 +112,10 @@ def test_upload_slider_resample(page, artifacts):
     for sel in ("#compare", "#summary", "#metrics-plot", "#downloads"):
         assert "Error" not in pg.inner_text(sel), sel
     pg.screenshot(path=str(artifacts / "app_k_typo.png"), full_page=True)
+    # a seed typed and left with Tab decodes with it, as Enter does (it used to wait for Enter alone)
+    pg.fill("#seed input", "12345")
+    pg.press("#seed input", "Tab")
+    pg.wait_for_function("document.querySelector('#summary').innerText.includes('seed 12345)')", timeout=60_000)
     assert not pg.outside, f"the page fetched from outside the server: {pg.outside[:5]}"
 
 
