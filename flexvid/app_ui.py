@@ -428,7 +428,10 @@ def build_demo(rt: Runtime):
 
     @typed
     def decode_page(clip_id, video, k, steps, guidance, mode, seed, progress=gr.Progress()):
-        """decode, for the page: a forgotten clip is read again from the box."""
+        """decode, for the page: a forgotten clip is read again from the box. With no clip yet (a seed set
+        before the upload), nothing to decode and nothing said: the settings wait for the clip."""
+        if not clip_id and video is None:
+            return [gr.skip()] * (1 + len(view_out))
         clip_id, box = recovered(clip_id, video)
         return [box] + outputs(rt.view(clip_id, k, steps, guidance, mode, seed, progress_cb(progress)))
 
@@ -642,11 +645,12 @@ def build_demo(rt: Runtime):
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
         # change every decode, so they act on release only; the seed on Enter and on leaving its box (Tab, a
         # click elsewhere), as k's box does (the same seed again is a cache hit).
-        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit, seed.blur], decode_page,
-              [clip_id, clip_in, *settings_in], [clip_id, *view_out], api_visibility="private",
-              trigger_mode="always_last", **page)
+        settings_decode = gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit, seed.blur],
+                                decode_page, [clip_id, clip_in, *settings_in], [clip_id, *view_out],
+                                api_visibility="private", trigger_mode="always_last", **page)
+        # (a seed typed, then resample clicked: leaving the box starts a decode with it, which the click stops)
         resample_btn.click(resample_page, [clip_id, clip_in, k, steps, guidance, mode], [clip_id, seed, *view_out],
-                           api_visibility="private", **page)
+                           api_visibility="private", cancels=[settings_decode], **page)
         api_decode.click(decode, [clip_id, *settings_in], view_out, api_name="decode", **page)
         api_resample.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample",
                            **page)
