@@ -643,14 +643,14 @@ def build_demo(rt: Runtime):
             .then(swap, clip_in, clip_in, api_visibility="private", show_progress="hidden", queue=False) \
             .success(fn=None, js=CLOSE_NOT_PLAYABLE, queue=False)
         # k: every change (drag, keys, number box); a k of the ladder is a cache hit. The sampler settings
-        # change every decode, so they act on release only; the seed on Enter and on leaving its box (Tab, a
-        # click elsewhere), as k's box does (the same seed again is a cache hit).
-        settings_decode = gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit, seed.blur],
-                                decode_page, [clip_id, clip_in, *settings_in], [clip_id, *view_out],
-                                api_visibility="private", trigger_mode="always_last", **page)
-        # (a seed typed, then resample clicked: leaving the box starts a decode with it, which the click stops)
+        # change every decode, so they act on release only, the seed on Enter. (Not on leaving the seed box: a
+        # seed typed and then resample clicked would start two decodes, and the typed seed's, landing last, left
+        # the page on it while the box showed the resampled one; cancelling it did not reach it in time.)
+        gr.on([k.change, steps.release, guidance.release, mode.input, seed.submit], decode_page,
+              [clip_id, clip_in, *settings_in], [clip_id, *view_out], api_visibility="private",
+              trigger_mode="always_last", **page)
         resample_btn.click(resample_page, [clip_id, clip_in, k, steps, guidance, mode], [clip_id, seed, *view_out],
-                           api_visibility="private", cancels=[settings_decode], **page)
+                           api_visibility="private", **page)
         api_decode.click(decode, [clip_id, *settings_in], view_out, api_name="decode", **page)
         api_resample.click(resample, [clip_id, k, steps, guidance, mode], [seed, *view_out], api_name="resample",
                            **page)
