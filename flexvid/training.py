@@ -338,7 +338,13 @@ def run_differences(saved: dict | None, now: dict | None) -> list[str]:
     """'name: saved -> now' for every setting of a run (its data, clip size, tokenizer, ...) that differs
     between a checkpoint and the run resuming it; settings only one side records are not compared."""
     saved, now = saved or {}, now or {}
-    return [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(set(saved) & set(now)) if saved[k] != now[k]]
+    said = [f"{k}: {saved[k]!r} -> {now[k]!r}" for k in sorted(set(saved) & set(now) - {"file_sizes"})
+            if saved[k] != now[k]]
+    sizes = saved.get("file_sizes"), now.get("file_sizes")
+    if all(isinstance(d, dict) for d in sizes) and saved.get("files") != now.get("files"):
+        from .video_data import folder_changes
+        said = [f"{line} ({folder_changes(*sizes)})" if line.startswith("files: ") else line for line in said]
+    return said
 
 
 def config_differences(saved_json, now: dict | None) -> list[str]:
@@ -406,10 +412,12 @@ def data_identity(data: str | None, size: int, fps: float) -> dict:
     with what it holds (its video files' names and sizes, listed without decoding any), size and frame rate."""
     if not data:
         return {"data": "shapes world", "size": int(size), "fps": float(fps)}
-    from .video_data import MAX_SIZE, MIN_SIZE, folder_listing
+    from .video_data import MAX_SIZE, MIN_SIZE, folder_listing, folder_sizes
     if not is_int(size) or not MIN_SIZE <= size <= MAX_SIZE:  # said before a checkpoint is compared with it
         raise ValueError(f"--size must be an integer in [{MIN_SIZE}, {MAX_SIZE}], got {size!r}")
-    return {"data": os.path.realpath(data), "files": folder_listing(data), "size": int(size), "fps": float(fps)}
+    sizes = folder_sizes(data)  # (file_sizes: kept to name what changed, not compared itself)
+    return {"data": os.path.realpath(data), "files": folder_listing(data, sizes), "file_sizes": sizes,
+            "size": int(size), "fps": float(fps)}
 
 
 def announce(out_dir: str, export: str = "export") -> None:

@@ -86,13 +86,30 @@ def check_folder(root) -> list[Path]:
     return files
 
 
-def folder_listing(root: str) -> str:
+def folder_sizes(root: str) -> dict[str, int]:
+    """{path in the folder: byte size} of its video files (none decoded); {} for no folder."""
+    folder = Path(root)
+    return {str(p.relative_to(folder)): p.stat().st_size for p in (video_files(folder) if folder.is_dir() else [])}
+
+
+def folder_listing(root: str, sizes: dict[str, int] | None = None) -> str:
     """What a folder of videos holds, cheaply: 'N video files, <digest of their paths and byte sizes>' (no
     file is decoded), so that a run resumed on a folder whose videos were added, removed or replaced is told."""
-    folder = Path(root)
-    files = video_files(folder) if folder.is_dir() else []
-    digest = hashlib.sha1("\n".join(f"{p.relative_to(folder)}:{p.stat().st_size}" for p in files).encode())
-    return f"{len(files)} video files, {digest.hexdigest()[:12]}"
+    sizes = folder_sizes(root) if sizes is None else sizes
+    digest = hashlib.sha1("\n".join(f"{name}:{size}" for name, size in sizes.items()).encode())
+    return f"{len(sizes)} video files, {digest.hexdigest()[:12]}"
+
+
+def folder_changes(saved: dict, now: dict, most: int = 5) -> str:
+    """Which video files a folder gained, lost or had replaced (another byte size) between two folder_sizes;
+    at most `most` named of each, then a count."""
+    def named(names: list[str]) -> str:
+        return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+    parts = [(what, sorted(names)) for what, names in (
+        ("added", set(now) - set(saved)), ("removed", set(saved) - set(now)),
+        ("replaced", {n for n in set(saved) & set(now) if saved[n] != now[n]}))]
+    return "; ".join(f"{what}: {named(names)}" for what, names in parts if names)
 
 
 MIN_SIZE, MAX_SIZE = 8, 1024  # the side a folder's clips may be resized to

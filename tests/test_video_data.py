@@ -1,6 +1,7 @@
 """Training on a folder of one's own videos (flexvid.video_data, train-vae / train-tokenizer --data)."""
 import json
 import os
+import re
 import shutil
 import warnings
 
@@ -318,7 +319,15 @@ def test_resuming_on_a_changed_folder_and_other_mistakes_are_said_before_any_wor
     video_io.write_video(changed / "c.mp4", shapes.make_clip(0, 4, 25).video, fps=8)  # a video added
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # refused before the folder is decoded (which warns of skipped files)
-        with pytest.raises(ValueError, match=r"files: '4 video files, \w+' -> '5 video files, \w+'"):
+        with pytest.raises(ValueError, match=r"files: '4 video files, \w+' -> '5 video files, \w+' \(added: c.mp4\)"):
+            train_vae.main(["--init", str(trained / "init"), "--out-dir", str(run), "--steps", "2", "--frames",
+                            "9", "--data", str(changed), *COMMON])
+        (changed / "c.mp4").unlink()  # and one replaced by a file of another size, one removed: each named
+        first, *rest = sorted(p for p in changed.rglob("*.mp4"))
+        first.write_bytes(first.read_bytes() + b"\0")
+        rest[-1].unlink()
+        with pytest.raises(ValueError, match=rf"\(removed: {re.escape(str(rest[-1].relative_to(changed)))}; "
+                                             rf"replaced: {re.escape(str(first.relative_to(changed)))}\)"):
             train_vae.main(["--init", str(trained / "init"), "--out-dir", str(run), "--steps", "2", "--frames",
                             "9", "--data", str(changed), *COMMON])
         # a size the VAE cannot take, before the folder is decoded
@@ -497,3 +506,19 @@ def test_a_linked_subfolder_is_followed_once(tmp_path):
     video_io.write_video(tmp_path / "data" / "z_real" / "b.mp4", shapes.make_clip(0, 2, 17).video, fps=8)
     assert VideoFolder(str(tmp_path / "data"), T=17, size=32).files == \
         [os.path.join("linked", "a.mp4"), os.path.join("z_real", "b.mp4")]  # named by the real folder
+
+
+def test_folder_changes_name_what_was_added_removed_or_replaced():
+    from flexvid.training import run_differences
+    from flexvid.video_data import folder_changes
+    before = {f"v{i}.mp4": 100 for i in range(3)}
+    after = {"v0.mp4": 100, "v1.mp4": 101, **{f"w{i}.mp4": 7 for i in range(7)}}
+    assert folder_changes(before, after) == ("added: w0.mp4, w1.mp4, w2.mp4, w3.mp4, w4.mp4 and 2 more; "
+                                             "removed: v2.mp4; replaced: v1.mp4")
+    assert folder_changes(before, before) == ""
+    said = run_differences({"files": "3 video files, a", "file_sizes": before, "size": 32},
+                           {"files": "9 video files, b", "file_sizes": after, "size": 32})
+    assert said == ["files: '3 video files, a' -> '9 video files, b' (added: w0.mp4, w1.mp4, w2.mp4, w3.mp4, "
+                    "w4.mp4 and 2 more; removed: v2.mp4; replaced: v1.mp4)"]  # the sizes themselves unprinted
+    assert run_differences({"files": "x", "size": 32}, {"files": "y", "file_sizes": after, "size": 32}) == \
+        ["files: 'x' -> 'y'"]  # a checkpoint from before the sizes were kept: as it was said
