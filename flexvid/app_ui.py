@@ -375,7 +375,7 @@ def build_demo(rt: Runtime):
         return step
 
     def outputs(v):
-        return [v.compare, v.heatmap, v.ladder, v.figure, v.token_image, v.token_caption, v.summary, v.downloads]
+        return [v.compare, v.heatmap, v.ladder, v.figure, v.token_file, v.token_caption, v.summary, v.downloads]
 
     @guarded
     def tokenize(video, k, steps, guidance, mode, seed, progress=gr.Progress()):

@@ -195,7 +195,7 @@ def reconstruct_main(argv=None) -> int:
                     f"{args.max_frames}; a clip is 1 + 4n frames)")
     elif len(frames) > resampled:
         said.append(f"{resampled} frames at {tok.fps:g} fps, padded to {len(frames)} (1 + 4n; the last frame "
-                    f"repeated; PSNR and SSIM are of its own {resampled})")
+                    f"repeated; the videos, PSNR and SSIM are of its own {resampled})")
     else:
         said.append(f"{_count(len(frames), 'frame')} at {tok.fps:g} fps")
     if (w0, h0) != (tok.size, tok.size):
@@ -216,15 +216,15 @@ def reconstruct_main(argv=None) -> int:
 
     # tiles labelled at up to 4x (text on a 64 px tile is unreadable), the rest of --upscale when written
     pre = next(f for f in (4, 3, 2, 1) if args.upscale % f == 0)
-    tiles = [video_io.label(video_io.upscale(frames, pre), "original")]
-    video_io.write_video(os.path.join(args.out, "original.mp4"), frames, fps=tok.fps, upscale=args.upscale)
+    own = min(resampled, len(frames))  # the clip's frames, not the padding (its last frame repeated)
+    tiles = [video_io.label(video_io.upscale(frames[:own], pre), "original")]
+    video_io.write_video(os.path.join(args.out, "original.mp4"), frames[:own], fps=tok.fps, upscale=args.upscale)
     rows = ["k,tokens,bits,psnr_db,ssim"]
     report.append(f"{'k':>4} {'tokens':>7} {'bits':>8} {'PSNR dB':>8} {'SSIM':>6}")
     for k in ks:
-        out = video_io.from_model(recon[k])
+        out = video_io.from_model(recon[k][:, :own])
         tiles.append(video_io.label(video_io.upscale(out, pre), f"k = {k}"))
         video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
-        own = min(resampled, len(frames))  # the clip's frames, not the padding (its last frame repeated)
         p, q = psnr_video(x[:, :own], recon[k][:, :own]), ssim_video(x[:, :own], recon[k][:, :own])
         bits = bits_and_bitrate(k, grid.shape[0], tok.codebook_size, len(frames) / tok.fps)[0]
         rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{q:.4f}")
@@ -234,7 +234,7 @@ def reconstruct_main(argv=None) -> int:
     tiled = video_io.side_by_side(tiles, pad=PAD) if layout == len(tiles) else video_io.grid(tiles, layout, pad=PAD)
     video_io.write_video(os.path.join(args.out, "side_by_side.mp4"), tiled, fps=tok.fps, upscale=args.upscale // pre)
     np.savez(os.path.join(args.out, "tokens.npz"), tokens=grid.numpy(), codebook_size=tok.codebook_size,
-             n_tokens=tok.n_tokens, frames=len(frames), own_frames=min(resampled, len(frames)), fps=tok.fps,
+             n_tokens=tok.n_tokens, frames=len(frames), own_frames=own, fps=tok.fps,
              dtype=str(tok.dtype).replace("torch.", ""))  # bf16 and fp32 may round a token apart
     listed = ", ".join(names[1:1 + min(len(ks), 3)]) + (" ..." if len(ks) > 3 else "")
     print("\n".join(report))

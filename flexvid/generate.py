@@ -548,6 +548,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"flexvid generate: {e}", file=sys.stderr)
         return 2
+    replaced = [p for p in paths if os.path.exists(p)]  # said: a rehearsal's clip.mp4 is gone after a rerun
     for path, v in zip(paths, videos):
         video_io.write_video(path, video_io.from_model(v), fps=gen.tokenizer.fps, upscale=args.upscale)
     if said:
@@ -559,6 +560,9 @@ def main(argv=None) -> int:
     best = f", best of {args.best_of}" if args.best_of > 1 else ""
     print(f"wrote {', '.join(paths)} ({args.frames} frame{'s' if args.frames != 1 else ''}, {k} token"
           f"{'s' if k != 1 else ''} per step{best}, seed {args.seed}{seeds})")
+    if replaced:
+        print(f"note: replaced the file{'s' if len(replaced) > 1 else ''} that {'were' if len(replaced) > 1 else 'was'}"
+              f" there: {', '.join(replaced)}", file=sys.stderr)
     return 0
 
 

@@ -331,6 +331,7 @@ class View:
     figure: Any  # plotly Figure: PSNR and SSIM vs k
     downloads: list[str]  # mp4 per decoded k, tokens npz
     metrics: dict[int, Decoded]
+    token_file: str = ""  # token_image as a png named for the clip and k (what the page shows and saves)
 
 
 def bits_and_bitrate(k: int, t: int, codebook_size: int, duration_s: float) -> tuple[float, float]:
@@ -446,6 +447,15 @@ def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int =
     if not path.exists():  # same key, same pixels: written once
         tmp = path.with_name(f".{path.stem}.{threading.get_ident()}.tmp.mp4")
         video_io.write_video(tmp, frames, fps=fps, upscale=scale)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _atomic_write_png(path: Path, image: np.ndarray) -> str:
+    if not path.exists():
+        tmp = path.with_name(f".{path.stem}.{threading.get_ident()}.tmp.png")
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1])):  # RGB -> OpenCV's BGR
+            raise OSError(f"could not write {path.name}")
         os.replace(tmp, path)
     return str(path)
 
@@ -589,9 +599,9 @@ class Runtime:
             if slot["model"] is None and slot["error"] is None:
                 try:
                     slot["model"] = slot["loader"]()
-                except ModelMissing as e:  # a folder or repo that is not there: said, no traceback
+                except ModelMissing as e:  # a folder or repo not there, or broken files: said, no traceback
                     log.error("flexvid app: could not load the %s generator: %s", name, e)
-                    slot["error"] = type(e).__name__
+                    slot["error"] = "its files are missing or unreadable"
                 except Exception as e:
                     log.exception("flexvid app: could not load the %s generator", name)
                     slot["error"] = type(e).__name__
@@ -612,8 +622,11 @@ class Runtime:
             where = resolve(where)
         except ValueError as e:
             raise ModelMissing(f"{name} generator {spec!r}: {e}") from None
-        gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device),
-                                             dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
+        try:  # a broken config.json or safetensors file is said in one line, as a missing folder is
+            gen = VideoGenerator.from_pretrained(where, tokenizer=tok, device=str(tok.device),
+                                                 dtype=self.settings.dtype if self.settings.dtype == "auto" else tok.dtype)
+        except ValueError as e:
+            raise ModelMissing(f"{name} generator {spec!r}: {e}") from None
         if gen.cfg.cond != name:
             raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
         fits = gen.check_tokenizer(tok)  # a ValueError when K or the codebook differ from the tokenizer's
@@ -771,8 +784,8 @@ class Runtime:
             notes.append(f"resized and centre-cropped to {tok.size}x{tok.size}")
         own = min(len(out), len(frames))
         if own < len(frames):
-            notes.append(f"padded from {own} to {len(frames)} frames (1 + 4n) with its last frame; PSNR and SSIM "
-                         f"are of its own {own}")
+            notes.append(f"padded from {own} to {len(frames)} frames (1 + 4n) with its last frame; the videos, PSNR "
+                         f"and SSIM are of its own {own}")
         return frames, source, notes, own
 
     def add_clip(self, path, name: str | None = None) -> Clip:
@@ -997,26 +1010,29 @@ class Runtime:
         folder, fps, up = self.out_dir / clip.id, clip.fps, self.display_scale()
         tag = sampler.tag()
         seen = self.decoded(clip, sampler)  # every k decoded so far with these settings: the chart and the csv
-        orig = upscale(clip.frames, up)
-        rec = metrics[k].video
+        own = clip.own  # the videos show the clip's own frames, not the padding to 1 + 4n (its last frame repeated)
+        orig = upscale(clip.frames[:own], up)
+        rec = metrics[k].video[:own]
         stem = Path(clip.name).stem  # every file a download button saves says which clip it is
         compare = _atomic_write_video(folder / f"compare_k{k}_{stem}_{tag}.mp4",
                                       video_io.side_by_side([label(orig, "original"),
                                                              label(upscale(rec, up), f"k = {k}")]), fps)
         heat = _atomic_write_video(folder / f"error_k{k}_{stem}_{tag}.mp4",
-                                   label(upscale(error_heatmap(clip.frames, rec), up), f"error, k = {k}"), fps)
+                                   label(upscale(error_heatmap(clip.frames[:own], rec), up), f"error, k = {k}"), fps)
         half = max(1, up // 2)
-        cells = [label(upscale(clip.frames, half), "original")] + \
-                [label(upscale(metrics[j].video, half), f"k = {j}") for j in ladder]
+        cells = [label(upscale(clip.frames[:own], half), "original")] + \
+                [label(upscale(metrics[j].video[:own], half), f"k = {j}") for j in ladder]
         rows = math.ceil(len(cells) / 4)
         ladder_mp4 = _atomic_write_video(folder / f"ladder_{stem}_{tag}.mp4",
                                          video_io.grid(cells, cols=math.ceil(len(cells) / rows)), fps)
         width = len(str(self.tok.n_tokens))  # k first and zero-padded: a narrow list still tells them apart
-        downloads = [_atomic_write_video(folder / f"k{j:0{width}d}_{Path(clip.name).stem}_{tag}.mp4", metrics[j].video,
-                                         fps) for j in sorted(metrics)]  # at the model's resolution
+        downloads = [_atomic_write_video(folder / f"k{j:0{width}d}_{Path(clip.name).stem}_{tag}.mp4",
+                                         metrics[j].video[:own], fps) for j in sorted(metrics)]  # the model's size
         table = self.metrics_csv(clip, seen, folder / f"metrics_{Path(clip.name).stem}_{tag}.csv")
         downloads += [table, self.tokens_npz(clip)]
-        self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, *downloads[:-1]])
+        grid_image = token_image(clip.tokens, k, self.tok.codebook_size)
+        grid_file = _atomic_write_png(folder / f"tokens_k{k:0{width}d}_{stem}.png", grid_image)  # saved under its name
+        self._keep_view((clip.id, k, tag), [compare, heat, ladder_mp4, grid_file, *downloads[:-1]])
         m = metrics[k]
         ssim_text = f", SSIM {m.ssim:.3f}" if m.ssim is not None else ""
         n = len(clip.frames)
@@ -1030,8 +1046,8 @@ class Runtime:
         fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (decoder {sampler.steps} step"
                                             f"{'s' if sampler.steps != 1 else ''}, guidance {sampler.guidance:g} "
                                             f"{sampler.mode}, seed {sampler.seed})")
-        return View(clip.id, k, sampler, compare, heat, ladder_mp4, token_image(clip.tokens, k, self.tok.codebook_size),
-                    self.token_caption(clip, k), summary, fig, downloads, metrics)
+        return View(clip.id, k, sampler, compare, heat, ladder_mp4, grid_image, self.token_caption(clip, k), summary,
+                    fig, downloads, metrics, grid_file)
 
     def _keep_view(self, key: tuple, files: list[str]) -> None:
         """Remember a view's files; delete those of views beyond the newest RENDERED_VIEWS that no kept

@@ -101,6 +101,8 @@ def test_upload_slider_resample(page, artifacts):
     assert "compare_k1_" in resampled["src"] and pg.input_value("#seed input") != seed_before
     pg.wait_for_selector("#metrics-plot .main-svg")
     pg.screenshot(path=str(artifacts / "app_resampled.png"), full_page=True)
+    grid = pg.get_attribute("#token-grid img", "src")  # the token grid is a file named for its clip and k
+    assert "/tokens_k" in grid and grid.endswith(".png"), grid
     # a typo in k's number box: a warning, and the outputs keep what they show (gradio marked each "Error")
     summary = pg.inner_text("#summary")
     pg.fill("#k-slider input[type=number]", "99")

@@ -156,6 +156,7 @@ def test_tokenize_decode_resample(client, K):
     assert video_io.read_video(ladder)[0].shape[0] == 33
     assert plot["type"] == "plotly" and "PSNR" in plot["plot"]
     assert Path(token_png).is_file() and f"4 of {K}" in caption and "bit/s" in caption
+    assert Path(token_png).name == f"tokens_k{4:0{len(str(K))}d}_{EXAMPLE.stem}.png"  # saved under its own name
     assert "k = 4" in summary and "PSNR" in summary
     ladder = [2**i for i in range(K.bit_length()) if 2**i <= K] + ([K] if K & (K - 1) else [])
     assert {Path(p).suffix for p in downloads} == {".mp4", ".csv", ".npz"} and len(downloads) == len(set(ladder) | {4}) + 2

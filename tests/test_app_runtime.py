@@ -200,6 +200,9 @@ def test_view_outputs(rt, clip_file):
     t, K = clip.tokens.shape
     assert v.token_image.ndim == 3 and v.token_image.shape[2] == 3
     assert v.token_image.shape[0] % t == 0 and v.token_image.shape[1] % K == 0
+    import cv2  # the page shows (and saves) the grid as a png named for the clip and k, not "image.png"
+    assert Path(v5.token_file).name == f"tokens_k{5:0{len(str(K))}d}_{stem}.png"
+    assert np.array_equal(cv2.imread(v5.token_file)[..., ::-1], v5.token_image)
     assert len(v.figure.data) >= 2  # PSNR, SSIM and the current-k marker
     assert "seed 7" in v.summary and "PSNR" in v.summary
 
@@ -785,8 +788,11 @@ def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path
     said = [r.getMessage() for r in caplog.records if "could not load the text" in r.getMessage()
             and r.exc_info is None]  # a folder not there: one line, no traceback in the log
     assert len(said) == 1 and "text generator folder not found" in said[0], said
+    said = [r.getMessage() for r in caplog.records if "could not load the class" in r.getMessage()]
+    assert [r.exc_info for r in caplog.records if "could not load the class" in r.getMessage()] == [None]
+    assert "missing weights file" in said[0], said  # a folder without its weights: one line too
     for kind, cond in (("text", "a red circle"), ("class", 0)):
-        with pytest.raises(UserError, match="configured but could not be loaded") as e:
+        with pytest.raises(UserError, match="configured but could not be loaded .its files are missing or unr") as e:
             rt.generate_ladder(kind, cond)
         assert str(tmp_path) not in str(e.value)  # the server's paths stay out of the message
     info = rt.info()
@@ -1202,7 +1208,8 @@ def test_psnr_and_ssim_are_of_the_clips_own_frames_not_its_padding(rt, tmp_path)
     video_io.write_video(tmp_path / "ten.mp4", shapes.make_clip(0, 3, 17).video[:10], fps=8)
     clip = rt.add_clip(str(tmp_path / "ten.mp4"))
     assert len(clip.frames) == 13 and clip.own == 10
-    assert "padded from 10 to 13 frames (1 + 4n) with its last frame; PSNR and SSIM are of its own 10" in clip.notes
+    assert "padded from 10 to 13 frames (1 + 4n) with its last frame; the videos, PSNR and SSIM are of its own 10" \
+        in clip.notes
     v = rt.view(clip.id, 2, 1, 3.0, "cfg", 0)
     m, rec = v.metrics[2], v.metrics[2].video
     assert m.psnr == pytest.approx(psnr(clip.frames[:10], rec[:10])) and m.psnr != pytest.approx(psnr(clip.frames, rec))
@@ -1210,6 +1217,8 @@ def test_psnr_and_ssim_are_of_the_clips_own_frames_not_its_padding(rt, tmp_path)
     # its length and bitrate are its own 10 frames' (1.25 s); the files say which clip; one step is singular
     assert "for 1.25 s = **" in v.token_caption and "decoder 1 sampling step," in v.summary
     assert all("_ten_" in Path(f).name for f in (v.compare, v.heatmap, v.ladder, *v.downloads))
+    for f in (v.compare, v.heatmap, v.ladder, *v.downloads[:-2]):  # the clip's own 10 frames, not the padding
+        assert len(video_io.read_video(f)[0]) == 10, f
     assert v.figure.layout.title.text.startswith("reconstruction quality vs k (decoder 1 step, guidance 3 cfg, seed 0")
     saved = np.load(v.downloads[-1])
     assert int(saved["own_frames"]) == 10 and int(saved["frames"]) == 13 and str(saved["dtype"]) in ("float32", "bfloat16")

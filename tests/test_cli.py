@@ -90,15 +90,15 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert ("c.mp4: 128x128 at 16 fps, 17 frames read; 8 frames at 8 fps, padded to 9 (1 + 4n; the last frame "
-            "repeated; PSNR and SSIM are of its own 8); resized and centre-cropped to 64x64") in printed
+            "repeated; the videos, PSNR and SSIM are of its own 8); resized and centre-cropped to 64x64") in printed
     rows = (out / "metrics.csv").read_text().splitlines()
     assert rows[0] == "k,tokens,bits,psnr_db,ssim" and [r.split(",")[0] for r in rows[1:]] == ["1", "4"]
     original, _ = video_io.read_video(out / "original.mp4")
-    assert original.shape == (9, 128, 128, 3)  # 64 px at --upscale 2
+    assert original.shape == (8, 128, 128, 3)  # 64 px at --upscale 2; the clip's own 8 frames, not the padding
     tok = VideoFlexTok.from_pretrained(folder, device="cpu")
     x = video_io.to_model(video_io.prepare_video(*video_io.read_video(clip), target_fps=8, size=64))
     k4 = video_io.to_model(video_io.read_video(out / "k004.mp4")[0][:, ::2, ::2])
-    assert abs(float(rows[2].split(",")[3]) - psnr_video(x, k4)) < 1.0  # the mp4's own H.264 loss aside
+    assert k4.shape[1] == 8 and abs(float(rows[2].split(",")[3]) - psnr_video(x[:, :8], k4)) < 1.0  # H.264's loss aside
     again = tok.reconstruct(x, ks=[1, 4], steps=1, seed=0)[4]  # the same decode: the metrics of the clip's own 8
     own, padded = psnr_video(x[:, :8], again[:, :8]), psnr_video(x, again)  # frames, not of the padding's ninth
     assert abs(float(rows[2].split(",")[3]) - own) < 1e-3 and abs(own - padded) > 1e-3, (rows[2], own, padded)
@@ -106,7 +106,7 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     assert (int(saved["frames"]), int(saved["own_frames"]), str(saved["dtype"])) == (9, 8, str(tok.dtype)[6:])
     assert f"{float(rows[2].split(',')[3]):.2f}" in printed
     tiles, _ = video_io.read_video(out / "side_by_side.mp4")
-    assert tiles.shape[1:3] == (128, 3 * 128 + 2 * 2)  # original, k = 1, k = 4 at 2x, 2 px between
+    assert tiles.shape[:3] == (8, 128, 3 * 128 + 2 * 2)  # original, k = 1, k = 4 at 2x, 2 px between
     corner = (slice(None), slice(100, 128), slice(0, 40))  # the label's corner differs from the bare clip
     assert np.abs(tiles[:, :, :128][corner].astype(int) - original[corner].astype(int)).mean() > 5
     assert tok.n_tokens < 99
@@ -122,8 +122,8 @@ def test_reconstruct_says_how_the_clip_was_fitted_to_1_plus_4n_frames(folder, tm
     common = [clip, "--model", folder, "--steps", "1", "--upscale", "1", "--k", "1"]
     assert cli.main(["reconstruct", *common, "--out", str(tmp_path / "a")]) == 0
     said = capsys.readouterr().out
-    assert "18 frames read; 18 frames at 8 fps, padded to 21 (1 + 4n; the last frame repeated; PSNR and SSIM " \
-        "are of its own 18)" in said, said
+    assert "18 frames read; 18 frames at 8 fps, padded to 21 (1 + 4n; the last frame repeated; the videos, " \
+        "PSNR and SSIM are of its own 18)" in said, said
     assert "21 frames -> tokens (6, 8), read, tokenized and decoded at 1 k in" in said
     assert cli.main(["reconstruct", *common, "--max-frames", "20", "--out", str(tmp_path / "b")]) == 0
     said = capsys.readouterr().out
@@ -271,10 +271,12 @@ def test_generate_samples_are_reproducible_alone_and_said(tmp_path, capsys, monk
     assert cli.main(["generate", "a tiny blue ball drifting left", *base, "--out", str(tmp_path / "t.mp4")]) == 0
     err = capsys.readouterr().err
     assert "no training caption used 'tiny', 'ball', 'drifting'" in err and "word pieces" not in err
-    assert "the app takes seeds" not in err
+    assert "the app takes seeds" not in err and "replaced" not in err
     assert cli.main(["generate", "the " * 30 + "a blue circle moving left", *base, "--out", str(tmp_path / "t.mp4")]) == 0
+    err = capsys.readouterr().err
     assert "reads the first 23 word pieces of a prompt; from 'the the the the the the the a blue circle moving left' on" \
-        in capsys.readouterr().err
+        in err
+    assert f"note: replaced the file that was there: {tmp_path / 't.mp4'}" in err  # a rerun's overwrite is said
     assert cli.main(["generate", "--class-label", "0", "--seed", "-1", *base, "--out", str(tmp_path / "m.mp4")]) == 0
     err = capsys.readouterr().err
     assert "the app takes seeds 0 to 2147483647 (its default limit): a clip made here with seed -1 cannot" in err
