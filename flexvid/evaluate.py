@@ -35,13 +35,14 @@ from pytorch_msssim import ssim as _ssim
 from . import probe, shapes
 from .cli import HelpFormatter
 from .hub import command_line, display_name
-from .pipeline import VideoFlexTok, chunk_bounds
+from .pipeline import OUT_OF_RANGE, VideoFlexTok, chunk_bounds
 from .training import add_dtype_argument, add_threads_argument, set_threads
 from .video_io import check_output, from_model
 
 MONOTONE_TOL_DB = 0.2  # PSNR may wobble this much between k values (sampling noise) and still count as monotone
 PSNR_CAP_DB = 100.0  # identical videos: MSE clamped at 1e-10, as in train_vae.psnr
 ATTRS = (*probe.ATTRS, "all")
+SSIM_WINDOW = 11  # pytorch-msssim's default Gaussian window
 
 
 def _plotly():
@@ -61,7 +62,17 @@ def _float_video(v) -> torch.Tensor:
         return shapes.to_tensor(v)
     if not isinstance(v, torch.Tensor) or v.ndim != 4 or v.shape[0] != 3:
         raise ValueError(f"videos must be tensors (3, T, H, W), got {getattr(v, 'shape', type(v).__name__)}")
-    return v.detach().float().cpu().clamp(-1.0, 1.0)
+    if not v.is_floating_point():  # uint8 frames as a tensor: clamped, they would score as if nearly black
+        raise ValueError(f"video tensors must be float in [-1, 1], got {v.dtype}: convert uint8 frames with "
+                         "video_io.to_model, or pass them as a (T, H, W, 3) uint8 NumPy array")
+    v = v.detach().float().cpu()
+    if not torch.isfinite(v).all():
+        raise ValueError("a video holds NaN or infinite values")
+    lo, hi = torch.aminmax(v)
+    if lo < -OUT_OF_RANGE or hi > OUT_OF_RANGE:  # e.g. 0..255 values as floats
+        raise ValueError(f"video values must lie in [-1, 1], got [{float(lo):.3g}, {float(hi):.3g}]: convert uint8 "
+                         "frames with video_io.to_model")
+    return v.clamp(-1.0, 1.0)  # (a decode may overshoot [-1, 1] a little, as its frames written to a file do not)
 
 
 def _pair(a, b) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,8 +99,11 @@ def psnr_video(a, b) -> float:
 
 
 def ssim_frames(a, b) -> torch.Tensor:
-    """SSIM of every frame (T,): Gaussian window 11, sigma 1.5, on RGB in [0, 1], mean over channels."""
+    """SSIM of every frame (T,): Gaussian window 11, sigma 1.5, on RGB in [0, 1], mean over channels. NaN
+    for frames under 11 px a side, where the window does not fit (the app says no SSIM for them)."""
     a, b = _pair(a, b)
+    if min(a.shape[-2:]) < SSIM_WINDOW:  # pytorch-msssim would skip the smoothing and score noise as alike
+        return torch.full((a.shape[1],), float("nan"))
     x, y = (a.transpose(0, 1) + 1) / 2, (b.transpose(0, 1) + 1) / 2  # (T, 3, H, W)
     return _ssim(x, y, data_range=1.0, size_average=False)
 

@@ -266,8 +266,11 @@ class VideoGenerator:
         """Prompts (text model) or class labels (class model) -> (B,) labels or (B, *text_shape) embeddings."""
         if isinstance(condition, str) or is_int(condition) or (isinstance(condition, torch.Tensor) and condition.ndim == 0):
             condition = [condition]
-        if isinstance(condition, torch.Tensor):
-            condition = condition.tolist()
+        if isinstance(condition, (torch.Tensor, np.ndarray)):  # one label (or prompt) per sample, as a list
+            if condition.ndim > 1:
+                raise ValueError(f"expected one prompt / label per sample, a 1-d array, got shape "
+                                 f"{tuple(condition.shape)}")
+            condition = [condition.item()] if condition.ndim == 0 else condition.tolist()
         if not isinstance(condition, (list, tuple)) or not condition:
             raise ValueError(f"expected a prompt / label or a non-empty list of them, got {type(condition).__name__}")
         if len(condition) > MAX_BATCH:

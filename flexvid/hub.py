@@ -5,6 +5,7 @@ choose what code runs (unlike pickled checkpoints or configs that name classes).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -110,15 +111,30 @@ _DTYPE_LOCK = threading.Lock()
 _DTYPE_STATE = {"depth": 0, "before": None}  # calls under float32_default now, and the caller's default to restore
 
 
+@contextlib.contextmanager
+def _caller_autocast_off():
+    """Turn off, for this thread, an autocast the caller turned on (CPU or CUDA); a no-op where none is on."""
+    with contextlib.ExitStack() as stack:
+        for device in ("cpu", "cuda"):
+            if torch.is_autocast_enabled(device):
+                stack.enter_context(torch.autocast(device, enabled=False))
+        yield
+
+
 def float32_default(fn):
     """Decorate a public entry point to run with torch's default dtype float32: the models are float32
     modules whatever the caller set (``torch.set_default_dtype(torch.float64)``, common in notebooks, built
     float64 weights that float32 inputs cannot meet, and drew other noise for the same seed). A no-op where
     the default is float32. Else the first call in sets float32 and the last one out puts the caller's
     default back, so calls overlapping in threads all run under float32; torch's default dtype is one for
-    the process, so other threads see float32 while such a call runs."""
+    the process, so other threads see float32 while such a call runs. A caller's torch.autocast is turned off
+    inside too (it changed a float32 model's tokens): the models run in the dtype they were loaded in."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        with _caller_autocast_off():
+            return _float32(*args, **kwargs)
+
+    def _float32(*args, **kwargs):
         with _DTYPE_LOCK:
             if _DTYPE_STATE["depth"] == 0 and torch.get_default_dtype() is torch.float32:
                 switched = False

@@ -132,12 +132,21 @@ class VideoFlexTok:
         return prefix_ladder(self.n_tokens)
 
     def num_steps(self, T: int) -> int:
-        """Latent time steps for a clip of T frames."""
-        return 1 + (T - 1) // self.vae.cfg.temporal_factor
+        """Latent time steps (token grid rows) for a clip of T = 1 + 4n frames, the lengths tokenize takes
+        (video_io.prepare_video pads a clip to the next one)."""
+        f = self.vae.cfg.temporal_factor
+        if not is_int(T) or T < 1 or (T - 1) % f:
+            fitted = 1 + f * -(-(int(T) - 1) // f) if is_int(T) and T >= 1 else None
+            raise ValueError(f"T must be a number of frames 1 + {f}n (n >= 0), got {T!r}"
+                             + (f": video_io.prepare_video pads such a clip to {fitted} frames, "
+                                f"{1 + (fitted - 1) // f} steps" if fitted else ""))
+        return 1 + (int(T) - 1) // f
 
     def num_frames(self, t: int) -> int:
-        """Frames a grid of t time steps decodes to (the first step is one frame)."""
-        return 1 + (t - 1) * self.vae.cfg.temporal_factor
+        """Frames a grid of t >= 1 time steps decodes to (the first step is one frame)."""
+        if not is_int(t) or t < 1:
+            raise ValueError(f"t must be a number of time steps >= 1, got {t!r}")
+        return 1 + (int(t) - 1) * self.vae.cfg.temporal_factor
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -563,12 +572,13 @@ class VideoFlexTok:
         if bad:  # before the clip is tokenized
             raise ValueError(f"ks must be integers in [1, {self.n_tokens}], got {bad[0]!r}")
         self._check_callback(callback)
+        check_seed(seed)  # the decode's settings too, before the clip is tokenized
+        self._check_sampler(steps, guidance, guidance_mode, noise_scale)
         videos = None if tokens is not None and video is None else self._as_batch(video)
         if videos is not None and len(videos) != 1:
             raise ValueError(f"reconstruct takes one video, got {len(videos)}: call it once per video")
-        if tokens is None:
-            grid = self._tokenize(videos)[0]
-        else:
+        grid = None
+        if tokens is not None:
             grid = self._check_tokens(tokens)
             if len(grid) != 1:
                 raise ValueError(f"reconstruct takes the tokens of one video, got {len(grid)} grids")
@@ -576,6 +586,13 @@ class VideoFlexTok:
             if videos is not None and self.num_steps(videos[0].shape[1]) != grid.shape[0]:
                 raise ValueError(f"the tokens have {grid.shape[0]} time steps, the video's {videos[0].shape[1]} "
                                  f"frames make {self.num_steps(videos[0].shape[1])}: they are not its tokens")
+        frames = videos[0].shape[1] if videos is not None else self.num_frames(grid.shape[0])
+        if len(ks) * frames > self.max_frames:  # every k is a whole video: refused before the clip is tokenized
+            raise ValueError(f"{len(ks)} k values of a {frames}-frame clip decode to {len(ks) * frames} frames, more "
+                             f"than the {self.max_frames} one call gives (MAX_VIDEO_BYTES of float32 frames at "
+                             f"{self.size} px): pass fewer ks per call")
+        if grid is None:
+            grid = self._tokenize(videos)[0]
         videos = self.detokenize([grid] * len(ks), k=ks, steps=steps, guidance=guidance,
                                  guidance_mode=guidance_mode, seed=[seed] * len(ks), callback=callback,
                                  noise_scale=noise_scale)

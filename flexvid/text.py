@@ -18,6 +18,7 @@ same prompt, and training that embeds the same captions, encode each prompt once
 from __future__ import annotations
 
 import os
+import random
 from collections import OrderedDict
 from typing import Sequence
 
@@ -93,10 +94,13 @@ class TextEncoder:
         if key in _LOADED:
             self._model = _LOADED[key]
             return self._model
+        state = random.getstate()  # importing sentence-transformers draws from Python's random: the caller's stays
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ValueError("the text encoder needs sentence-transformers (pip install sentence-transformers)") from None
+        finally:
+            random.setstate(state)
         if self.model_name in (DEFAULT_TEXT_MODEL, "default"):
             path, local = default_model_path(), True
         else:

@@ -83,9 +83,14 @@ def _fourcc(value: float) -> str:
 # ----------------------------------------------------------------------------- validation helpers
 def _check_frames(frames: np.ndarray, name: str = "frames") -> np.ndarray:
     """Return ``frames`` as an array after checking it is uint8 [T, H, W, 3] with T, H, W >= 1."""
-    frames = np.asarray(frames)
+    model = isinstance(frames, torch.Tensor) and frames.ndim == 4 and frames.shape[0] == 3
+    try:
+        frames = np.asarray(frames.detach().cpu() if isinstance(frames, torch.Tensor) else frames)
+    except (TypeError, ValueError, RuntimeError):  # e.g. a list of tensors: np.asarray's own error says less
+        raise ValueError(f"{name} must be a uint8 array [T, H, W, 3], got {type(frames).__name__}") from None
     if frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"{name} must have shape [T, H, W, 3], got {tuple(frames.shape)}")
+        raise ValueError(f"{name} must have shape [T, H, W, 3], got {tuple(frames.shape)}"
+                         + (": a model tensor (3, T, H, W)? video_io.from_model converts it" if model else ""))
     if frames.dtype != np.uint8:
         raise ValueError(f"{name} must be uint8, got {frames.dtype}")
     if min(frames.shape[:3]) < 1:
@@ -713,6 +718,9 @@ def from_model(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """float [3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3]; a batch [B, 3, T, H, W] gives
     [B, T, H, W, 3]. Values are clamped to [-1, 1] and rounded to the nearest integer; NaN or infinite
     values are refused (ValueError)."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):  # a list of videos: torch's own error names no video
+        raise ValueError(f"expected a tensor [3, T, H, W] or [B, 3, T, H, W], got {type(x).__name__} (a list of "
+                         "videos: convert each, or torch.stack them)")
     x = torch.as_tensor(x).detach()
     if x.ndim not in (4, 5) or x.shape[-4] != 3:
         raise ValueError(f"expected a tensor of shape [3, T, H, W] or [B, 3, T, H, W], got {tuple(x.shape)}")
@@ -887,15 +895,20 @@ def write_playable(src: str | os.PathLike, path: str | os.PathLike, max_side: in
 
 # ----------------------------------------------------------------------------- tiling
 def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
-    """Nearest-neighbour enlargement of [T, H, W, 3] frames by an integer factor."""
+    """Nearest-neighbour enlargement of uint8 [T, H, W, 3] frames by an integer factor >= 1."""
+    frames, factor = _check_frames(frames), _check_positive_int(factor, "factor")
+    t, h, w = frames.shape[:3]
+    _check_output_bytes(t, h * factor, w * factor, frames.nbytes, f"upscale by {factor}", "use a smaller factor")
     return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
 
 
 def label(frames: np.ndarray, text: str) -> np.ndarray:
-    """Write text in the bottom-left corner of every frame (white with a dark outline)."""
-    out = frames.copy()
-    scale = max(0.4, frames.shape[2] / 320)
-    org = (4, frames.shape[1] - 6)
+    """Write text in the bottom-left corner of every uint8 [T, H, W, 3] frame (white with a dark outline)."""
+    if not isinstance(text, str):
+        raise ValueError(f"text must be a str, got {type(text).__name__}")
+    out = _check_frames(frames).copy()
+    scale = max(0.4, out.shape[2] / 320)
+    org = (4, out.shape[1] - 6)
     for f in out:  # the outline is the text shifted around (a thicker stroke would also be wider)
         for dx, dy in ((-1, -1), (-1, 1), (1, -1), (1, 1), (0, 2), (2, 0), (-2, 0), (0, -2)):
             cv2.putText(f, text, (org[0] + dx, org[1] + dy), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)

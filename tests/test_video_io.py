@@ -769,6 +769,28 @@ def test_to_model_from_model_roundtrip():
     assert clamped.reshape(-1).tolist() == [0, 255, 128]
     with pytest.raises(ValueError, match=r"got \(4, 2, 16, 16\)"):
         vio.from_model(torch.zeros(4, 2, 16, 16))
+    with pytest.raises(ValueError, match="got list .a list of videos: convert each, or torch.stack them"):
+        vio.from_model([t, t])
+
+
+def test_label_and_upscale_check_their_input():
+    """The side-by-side helpers say what they take, rather than OpenCV's assertion, NumPy's negative
+    dimensions, an empty array for factor 0 or factor 2.5 read as 2."""
+    frames = np.zeros((2, 8, 8, 3), np.uint8)
+    assert vio.upscale(frames, 3).shape == (2, 24, 24, 3) and vio.upscale(frames, np.int64(2)).shape == (2, 16, 16, 3)
+    for factor in (0, -1, 2.5, True, "2"):
+        with pytest.raises(ValueError, match="factor must be an integer >= 1"):
+            vio.upscale(frames, factor)
+    with pytest.raises(ValueError, match=r"upscale by 100000 would give 2 frames of 800000 x 800000 .*smaller factor"):
+        vio.upscale(frames, 100_000)  # refused before any memory is taken
+    assert vio.label(vio.upscale(frames, 8), "k = 1").max() == 255 and frames.max() == 0  # a copy, labelled
+    for bad, said in ((frames.astype(np.float32), "must be uint8, got float32"),
+                      (torch.zeros(3, 2, 8, 8), r"a model tensor \(3, T, H, W\)\? video_io.from_model converts it"),
+                      (np.zeros((2, 8, 8), np.uint8), r"shape \[T, H, W, 3\]")):
+        with pytest.raises(ValueError, match=said):
+            vio.label(bad, "x")
+    with pytest.raises(ValueError, match="text must be a str, got int"):
+        vio.label(frames, 4)
 
 
 # ----------------------------------------------------------------------------- writing
