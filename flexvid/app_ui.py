@@ -136,6 +136,22 @@ class _Request:
 
 
 _current: contextvars.ContextVar[_Request | None] = contextvars.ContextVar("flexvid_request", default=None)
+_RUNNING: dict[_Request, threading.Event] = {}  # requests whose work runs now -> set when it has ended
+_RUNNING_LOCK = threading.Lock()
+
+
+def stop_running(timeout: float = 60.0) -> int:
+    """Stop the requests whose work runs now (each stops at its next progress step, as a cancelled one does)
+    and wait up to timeout seconds for them to end: a process that exits while a thread is inside torch
+    aborts ("terminate called without an active exception"). Returns how many were running."""
+    with _RUNNING_LOCK:
+        running = list(_RUNNING.items())
+    for req, _ in running:
+        req.stop.set()
+    deadline = time.monotonic() + timeout
+    for _, done in running:
+        done.wait(max(0.0, deadline - time.monotonic()))
+    return len(running)
 
 
 def _event_alive() -> bool:
@@ -224,9 +240,13 @@ def page_errors(fn=None, *, max_seconds: float | None = None, lenient: bool = Fa
         req, done = _Request(max_seconds), threading.Event()
 
         def work():
+            with _RUNNING_LOCK:
+                _RUNNING[req] = done
             try:
                 return run(*args, **kwargs)
             finally:
+                with _RUNNING_LOCK:
+                    _RUNNING.pop(req, None)
                 done.set()
 
         tokens = _current.set(req), WANTED.set(check_wanted)  # the worker thread runs in a copy of this context
@@ -750,12 +770,52 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"flexvid app: the port must be an integer in [1, 65535], got {port!r}", file=sys.stderr)
         return 2
+    host = args.host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    if port is not None:  # taken by another server: said now, not as a traceback after the models load
+        taken = _port_taken(host, int(port))
+        if taken:
+            print(f"flexvid app: cannot listen on {host}:{port} ({taken}); give another --port", file=sys.stderr)
+            return 2
     from .training import set_threads
     try:
         set_threads(args.threads)
     except ValueError as e:
         print(f"flexvid app: {e}", file=sys.stderr)
         return 2
+
+    def stop(signum, frame):  # a container's stop (SIGTERM) closes the app as Ctrl-C does: its files are removed
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)  # before the models load: a stop while they load removes the outputs too
+    try:
+        return _serve(args)
+    except KeyboardInterrupt:  # stopped while it started (once serving, launch closes the app itself)
+        print("flexvid app: stopped", file=sys.stderr)
+        return 0
+    finally:
+        running = stop_running()  # the requests in flight stop at their next step, then the process ends
+        if running:
+            print(f"flexvid app: stopped {running} request{'s' if running > 1 else ''} in progress", file=sys.stderr)
+
+
+def _port_taken(host: str, port: int) -> str | None:
+    """Why host:port cannot be listened on (as uvicorn binds it, SO_REUSEADDR), or None where it can."""
+    import socket
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return f"unknown host: {e.strerror or e}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
+def _serve(args) -> int:
     try:
         settings = load_settings(args.config, tokenizer=args.tokenizer,
                                  generators={"text": args.text_generator, "class": args.class_generator})
@@ -777,18 +837,14 @@ def main(argv=None) -> int:
     print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st}"
                                                    f"{', trained for another tokenizer' if n in unfit else ''})"
                                                    for n, st in status.items()) or "none configured"), flush=True)
-    def stop(signum, frame):  # a container's stop (SIGTERM) closes the app as Ctrl-C does: its files are removed
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
-    try:
-        demo = build_demo(rt)
-        demo.launch(server_name=args.host, server_port=args.port,
-                    max_file_size=int(settings.limits.max_upload_mb * 2**20),
-                    allowed_paths=[str(rt.out_dir), str(settings.local(settings.examples))],
-                    footer_links=["api", "gradio"], show_error=True, css=CSS)
-    except KeyboardInterrupt:  # stopped while it started (once serving, launch closes the app itself)
-        print("flexvid app: stopped", file=sys.stderr)
+    where = settings.local(settings.examples)
+    if not examples(where)[0]:  # the page then shows no examples: said where the log is read
+        log.warning("flexvid app: no example clips (*.mp4) in app.examples %r: the page shows none", settings.examples)
+    demo = build_demo(rt)
+    demo.launch(server_name=args.host, server_port=args.port,
+                max_file_size=int(settings.limits.max_upload_mb * 2**20),
+                allowed_paths=[str(rt.out_dir), str(where)],
+                footer_links=["api", "gradio"], show_error=True, css=CSS)
     return 0
 
 

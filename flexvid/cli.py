@@ -227,8 +227,9 @@ def reconstruct_main(argv=None) -> int:
         video_io.write_video(os.path.join(args.out, f"k{k:03d}.mp4"), out, fps=tok.fps, upscale=args.upscale)
         p, q = psnr_video(x[:, :own], recon[k][:, :own]), ssim_video(x[:, :own], recon[k][:, :own])
         bits = bits_and_bitrate(k, grid.shape[0], tok.codebook_size, len(frames) / tok.fps)[0]
-        rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{q:.4f}")
-        report.append(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {q:>6.3f}")
+        none = math.isnan(q)  # frames under 11 px: no SSIM (an empty field, "-")
+        rows.append(f"{k},{k * grid.shape[0]},{bits:.0f},{p:.3f},{'' if none else f'{q:.4f}'}")
+        report.append(f"{k:>4} {k * grid.shape[0]:>7} {bits:>8,.0f} {p:>8.2f} {'-' if none else f'{q:.3f}':>6}")
     with open(os.path.join(args.out, "metrics.csv"), "w") as f:
         f.write("\n".join(rows) + "\n")
     tiled = video_io.side_by_side(tiles, pad=PAD) if layout == len(tiles) else video_io.grid(tiles, layout, pad=PAD)

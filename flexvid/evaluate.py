@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -66,6 +67,8 @@ def _float_video(v) -> torch.Tensor:
         raise ValueError(f"video tensors must be float in [-1, 1], got {v.dtype}: convert uint8 frames with "
                          "video_io.to_model, or pass them as a (T, H, W, 3) uint8 NumPy array")
     v = v.detach().float().cpu()
+    if v.numel() == 0:
+        raise ValueError(f"videos must have at least one frame and pixel, got shape {tuple(v.shape)}")
     if not torch.isfinite(v).all():
         raise ValueError("a video holds NaN or infinite values")
     lo, hi = torch.aminmax(v)
@@ -486,13 +489,24 @@ def check_report(out: str) -> None:
         check_output(os.path.join(out, name), name="--out")
 
 
+def _no_nan(value):
+    """value with every NaN float, however deep in dicts and lists, as None."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_no_nan(v) for v in value]
+    return value
+
+
 def write_report(results: dict, out: str, title: str | None = None, text: str | None = None,
                  figures: list | None = None) -> tuple[str, str]:
     """Write out/eval.json (all numbers) and out/eval.html (a table and plotly figures, library embedded)."""
     os.makedirs(out, exist_ok=True)
     json_path, html_path = os.path.join(out, "eval.json"), os.path.join(out, "eval.html")
-    with open(json_path, "w") as f:
-        json.dump(results, f, indent=1)
+    with open(json_path, "w") as f:  # strict JSON: a NaN (SSIM of frames under 11 px) is null
+        json.dump(_no_nan(results), f, indent=1, allow_nan=False)
     title = title or f"Tokenizer evaluation: {results.get('model', '')}"
     figures = _figures(results) if figures is None else figures
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]

@@ -138,7 +138,7 @@ class VideoFlexTok:
         if not is_int(T) or T < 1 or (T - 1) % f:
             fitted = 1 + f * -(-(int(T) - 1) // f) if is_int(T) and T >= 1 else None
             raise ValueError(f"T must be a number of frames 1 + {f}n (n >= 0), got {T!r}"
-                             + (f": video_io.prepare_video pads such a clip to {fitted} frames, "
+                             + (f": padded to {fitted} frames (its last frame repeated) it makes "
                                 f"{1 + (fitted - 1) // f} steps" if fitted else ""))
         return 1 + (int(T) - 1) // f
 

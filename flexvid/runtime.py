@@ -163,18 +163,38 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"settings file not found: {str(path)!r}")
-        with open(path) as f:
-            app = (yaml.safe_load(f) or {}).get("app") or {}
+        try:
+            with open(path) as f:
+                doc = yaml.safe_load(f) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:  # one line, as every other settings error
+            where = getattr(e, "problem_mark", None)
+            raise ValueError(f"settings file {str(path)!r} is not readable YAML"
+                             + (f" (line {where.line + 1}, column {where.column + 1})" if where else "")
+                             + f": {getattr(e, 'problem', None) or e}") from None
+        if not isinstance(doc, dict):
+            raise ValueError(f"settings file {str(path)!r} must be a mapping with an app: section, got a "
+                             f"{type(doc).__name__}")
+        app = doc.get("app") or {}
         base = path.resolve().parent
+    for name, value in (("app", app), *((f"app.{k}", app.get(k)) for k in ("limits", "defaults", "runtime")
+                                        if isinstance(app, dict))):
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{name} must be a mapping of settings, got {value!r}")
     app = dict(app)
     limits = _section(app.pop("limits", None), [f.name for f in fields(Limits)], "app.limits")
     flat = {**_section(app.pop("defaults", None), DEFAULT_KEYS, "app.defaults"),
             **_section(app.pop("runtime", None), RUNTIME_KEYS, "app.runtime"),
             **_section(app, ("tokenizer", "generators", "examples"), "app")}
+    for name, what in (("tokenizer", "a folder or repo id"), ("examples", "a folder")):
+        if flat.get(name) is not None and not isinstance(flat[name], str):
+            raise ValueError(f"app.{name} must be {what} (text), got {flat[name]!r}")
     s = Settings(**{k: v for k, v in flat.items() if v is not None}, limits=Limits(**limits), base_dir=str(base))
     if not isinstance(s.generators, dict):
         raise ValueError(f"app.generators must map text / class to a folder or repo id, got {s.generators!r}")
     s.generators = _section(s.generators, GENERATOR_NAMES, "app.generators")
+    for name, spec in s.generators.items():
+        if spec is not None and not isinstance(spec, str):
+            raise ValueError(f"app.generators.{name} must be a folder, repo id or none (text), got {spec!r}")
     def given(spec):  # a folder given on the command line or in the environment is where the user stands
         p = Path(spec).expanduser() if spec else None
         if p is None or p.is_absolute() or not p.exists():
@@ -244,7 +264,8 @@ def resolve_model(spec: str, base_dir: str, kind: str = "tokenizer") -> str:
                                   if run else ""))
         return str(local)
     if looks_local:
-        raise ModelMissing(f"{kind} folder not found: {spec!r}. Set {setting} in space.yaml or the {env} "
+        where = "" if p.is_absolute() else " (looked for next to the settings file, then in this checkout)"
+        raise ModelMissing(f"{kind} folder not found: {spec!r}{where}. Set {setting} in space.yaml or the {env} "
                            f"environment variable to a folder holding {files}, or to a Hugging Face repo id")
     return spec  # a repo id: huggingface_hub fetches it
 
@@ -454,9 +475,13 @@ def _atomic_write_video(path: Path, frames: np.ndarray, fps: float, scale: int =
 def _atomic_write_png(path: Path, image: np.ndarray) -> str:
     if not path.exists():
         tmp = path.with_name(f".{path.stem}.{threading.get_ident()}.tmp.png")
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1])):  # RGB -> OpenCV's BGR
-            raise OSError(f"could not write {path.name}")
-        os.replace(tmp, path)
+        try:
+            if not cv2.imwrite(str(tmp), np.ascontiguousarray(image[..., ::-1])):  # RGB -> OpenCV's BGR
+                raise OSError(f"could not write {path.name}")
+            os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)  # (gone once renamed)
     return str(path)
 
 
@@ -601,7 +626,7 @@ class Runtime:
                     slot["model"] = slot["loader"]()
                 except ModelMissing as e:  # a folder or repo not there, or broken files: said, no traceback
                     log.error("flexvid app: could not load the %s generator: %s", name, e)
-                    slot["error"] = "its files are missing or unreadable"
+                    slot["error"] = "missing, unreadable or of the other kind"
                 except Exception as e:
                     log.exception("flexvid app: could not load the %s generator", name)
                     slot["error"] = type(e).__name__

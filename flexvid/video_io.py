@@ -136,8 +136,10 @@ def _check_output_bytes(t: int, h: int, w: int, input_bytes: int, what: str, hin
                         most: int = MAX_OUTPUT_BYTES) -> None:
     nbytes, limit = t * h * w * 3, max(input_bytes, most)
     if nbytes > limit:
-        raise ValueError(f"{what} would give {t} frames of {w} x {h} ({nbytes / 2**30:.1f} GiB, more than the "
-                         f"{limit / 2**30:.1f} GiB allowed); {hint}")
+        def gib(n):  # two decimals under 10 GiB: 1.02 is more than 1.00, where 1.0 read as no more
+            return f"{n / 2**30:.{1 if n >= 10 * 2**30 else 2}f}"
+        raise ValueError(f"{what} would give {t} frames of {w} x {h} ({gib(nbytes)} GiB, more than the "
+                         f"{gib(limit)} GiB allowed); {hint}")
 
 
 # ----------------------------------------------------------------------------- reading
@@ -898,7 +900,8 @@ def upscale(frames: np.ndarray, factor: int) -> np.ndarray:
     """Nearest-neighbour enlargement of uint8 [T, H, W, 3] frames by an integer factor >= 1."""
     frames, factor = _check_frames(frames), _check_positive_int(factor, "factor")
     t, h, w = frames.shape[:3]
-    _check_output_bytes(t, h * factor, w * factor, frames.nbytes, f"upscale by {factor}", "use a smaller factor")
+    _check_output_bytes(t, h * factor, w * factor, frames.nbytes, f"upscale by {factor}", "use a smaller factor",
+                        most=MAX_RAW_BYTES)  # an absurd factor, not a long clip at 4x (a long reconstruct's tiles)
     return frames if factor == 1 else np.repeat(np.repeat(frames, factor, axis=1), factor, axis=2)
 
 

@@ -433,6 +433,50 @@ def test_sigterm_closes_the_app_and_removes_its_files(tmp_path):
     assert not [p for p in made if p.exists()]
 
 
+def test_a_stop_while_a_request_runs_ends_it_and_exits_cleanly(tmp_path):
+    """SIGTERM (or Ctrl-C) while a decode ran: the process exited with its worker thread inside torch and
+    aborted (SIGABRT, "terminate called without an active exception"). Now the request stops at its next
+    step, and the app exits with 0 and removes its files."""
+    from gradio_client import Client, handle_file
+
+    with running_app(tmp_path / "app", before=SLOW_DECODER) as (url, proc, log_path):
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        cid = client.predict(handle_file(str(EXAMPLE)), 1, 1, 1.0, "cfg", 0, api_name="/tokenize")[0]
+        out_dir = Path(re.search(r"outputs in (\S+)", log_path.read_text()).group(1))
+        steps = log_path.read_text().count("decoder step")
+        client.submit(cid, 8, 50, 1.0, "cfg", 7, api_name="/decode")  # some 30 s of decoder steps
+        deadline = time.time() + 60
+        while log_path.read_text().count("decoder step") < steps + 3 and time.time() < deadline:
+            time.sleep(0.2)
+        proc.terminate()
+        assert proc.wait(30) == 0, log_path.read_text()[-2000:]
+    log = log_path.read_text()
+    assert "decode: cancelled after" in log and "stopped 1 request in progress" in log, log[-2000:]
+    assert "terminate called" not in log and not out_dir.exists()
+
+
+def test_an_examples_folder_without_clips_is_a_warning(tmp_path):
+    config = tmp_path / "space.yaml"
+    config.write_text("app:\n  examples: no_such_examples\n")
+    with running_app(tmp_path / "app", config=config, generators=False) as (url, _, log_path):
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert r.status == 200
+        assert "no example clips (*.mp4) in app.examples 'no_such_examples': the page shows none" \
+            in log_path.read_text()
+
+
+def test_a_port_in_use_is_said_before_the_models_load(tmp_path):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = subprocess.run([sys.executable, str(REPO / "app.py"), "--host", "127.0.0.1", "--port", str(port),
+                              "--tokenizer", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.startswith(f"flexvid app: cannot listen on 127.0.0.1:{port} (") and "give another --port" in out.stderr
+
+
 def test_queue_concurrency_bounds_all_page_events_together(tmp_path):
     """space.yaml's queue_concurrency is the number of page events running at once, across endpoints; as
     Gradio's default_concurrency_limit it bounded each endpoint alone (4 decodes and 4 generations ran at once

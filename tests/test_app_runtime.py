@@ -136,9 +136,10 @@ def test_rendered_files_on_disk_are_bounded(rt, clip_file, monkeypatch):
     first = rt.view(clip.id, k=2, steps=1, seed=0)
     for seed in range(1, 6):  # new seeds: new files each time
         rt.view(clip.id, k=2, steps=1, seed=seed)
-    per_view = len(rt._views[next(iter(rt._views))])
+    per_view = len([f for f in rt._views[next(iter(rt._views))] if f.endswith((".mp4", ".csv"))])
     rendered = sorted(p.name for p in folder.iterdir() if p.suffix in (".mp4", ".csv"))
     assert len(rt._views) == 3 and len(rendered) == 3 * per_view  # only the three newest views' files
+    assert [p.name for p in folder.glob("*.png")] == [Path(first.token_file).name]  # one token grid per k
     assert not Path(first.compare).exists()
     # files shared with a kept view stay: another k of the newest seed shares its ladder and downloads
     last = rt.view(clip.id, k=4, steps=1, seed=5)
@@ -481,6 +482,21 @@ def test_settings(tmp_path, monkeypatch):
         bad.write_text(f"app:\n  defaults:\n    {name}: {value}\n")
         with pytest.raises(ValueError, match=f"app.defaults.{name} must be .*{re.escape(said)}"):
             load_settings(bad)
+    # a file that is no YAML, or YAML of the wrong shape: one line each (they were tracebacks)
+    for text, said in (("app:\n  tokenizer: [unclosed\n", r"is not readable YAML \(line 3, column 1\): expected ','"),
+                       ("- app\n", "must be a mapping with an app: section, got a list"),
+                       ("app: 5\n", "app must be a mapping of settings, got 5"),
+                       ("app:\n  limits: 5\n", "app.limits must be a mapping of settings, got 5"),
+                       ("app:\n  runtime: [1]\n", r"app.runtime must be a mapping of settings, got \[1\]"),
+                       ("app:\n  tokenizer: 12\n", r"app.tokenizer must be a folder or repo id \(text\), got 12"),
+                       ("app:\n  examples: [a]\n", r"app.examples must be a folder \(text\)"),
+                       ("app:\n  generators:\n    text: 5\n", "app.generators.text must be a folder, repo id or none")):
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=said):
+            load_settings(bad)
+    bad.write_bytes(b"\xff\xfe app")
+    with pytest.raises(ValueError, match="is not readable YAML: 'utf-8' codec"):
+        load_settings(bad)
     bad.write_text("app:\n  defaults:\n    steps: 20.0\n    guidance: 2\n    guidance_mode: apg\n    k: 99\n")
     s = load_settings(bad)
     assert (s.steps, s.guidance, s.guidance_mode, s.k) == (20, 2.0, "apg", 99)  # k above K is K (defaults())
@@ -792,7 +808,7 @@ def test_generators_that_are_missing_or_broken(pipe, generator_folders, tmp_path
     assert [r.exc_info for r in caplog.records if "could not load the class" in r.getMessage()] == [None]
     assert "missing weights file" in said[0], said  # a folder without its weights: one line too
     for kind, cond in (("text", "a red circle"), ("class", 0)):
-        with pytest.raises(UserError, match="configured but could not be loaded .its files are missing or unr") as e:
+        with pytest.raises(UserError, match="configured but could not be loaded .missing, unreadable or of the other kind") as e:
             rt.generate_ladder(kind, cond)
         assert str(tmp_path) not in str(e.value)  # the server's paths stay out of the message
     info = rt.info()
@@ -1036,7 +1052,8 @@ def test_a_settings_file_kept_elsewhere_still_finds_the_bundled_models_and_examp
     assert rt.tok.n_tokens == 32 and embedded(rt)
     (tmp_path / "assets" / "examples").mkdir(parents=True)  # one next to the file comes first
     assert s.local("assets/examples") == tmp_path / "assets" / "examples"
-    with pytest.raises(ModelMissing, match="folder not found"):
+    with pytest.raises(ModelMissing, match=r"folder not found: 'assets/no-such-model' \(looked for next to the "
+                                           r"settings file, then in this checkout\)\. Set app.tokenizer"):
         resolve_model("assets/no-such-model", str(tmp_path))
 
 

@@ -1,5 +1,6 @@
 """The `flexvid` commands as a user meets them: --help, output folders, threads, the app's port."""
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,19 @@ def test_reconstruct_reports_its_metrics_and_labels_its_side_by_side(folder, tmp
     assert cli.main(["reconstruct", str(tmp_path / "missing.mp4"), "--model", folder, "--k", "99",
                      "--out", str(tmp_path / "r2")]) == 2
     assert f"--k must lie in [1, {tok.n_tokens}]" in capsys.readouterr().err  # the k, before the missing clip
+
+
+def test_reconstruct_without_an_ssim_writes_an_empty_field(folder, tmp_path, capsys, monkeypatch):
+    """Frames under 11 px have no SSIM (NaN): the table says "-" and metrics.csv leaves the field empty."""
+    from flexvid import evaluate
+    monkeypatch.setattr(evaluate, "ssim_video", lambda a, b: float("nan"))
+    clip = str(tmp_path / "c.mp4")
+    video_io.write_video(clip, shapes.make_clip(0, 1, 5).video, fps=8)
+    assert cli.main(["reconstruct", clip, "--model", folder, "--steps", "1", "--upscale", "1", "--k", "2",
+                     "--out", str(tmp_path / "o")]) == 0
+    assert re.search(r"\n +2 +\d+ +[\d,]+ +[\d.]+ +-\n", capsys.readouterr().out)
+    row = (tmp_path / "o" / "metrics.csv").read_text().splitlines()[1]
+    assert row.startswith("2,") and row.endswith(",") and "nan" not in row
 
 
 def test_reconstruct_says_how_the_clip_was_fitted_to_1_plus_4n_frames(folder, tmp_path, capsys):

@@ -77,6 +77,17 @@ def test_metric_input_errors(clips):
     assert ev.psnr_video(v * 1.2, v) < ev.PSNR_CAP_DB  # a decode's small overshoot is clamped, not refused
 
 
+def test_a_nan_in_the_results_is_null_in_eval_json(tmp_path):
+    """eval.json is strict JSON: an SSIM of frames under 11 px (NaN) is written as null, not NaN."""
+    import json
+    ev.write_report({"model": "m", "reconstruction": {"ssim": {"1": float("nan"), "2": 0.5}, "k": [1, 2]}},
+                    str(tmp_path), figures=[], text="")
+    text = (tmp_path / "eval.json").read_text()
+    assert "NaN" not in text and json.loads(text)["reconstruction"]["ssim"] == {"1": None, "2": 0.5}
+    with pytest.raises(ValueError, match="at least one frame"):
+        ev.psnr_video(torch.zeros(3, 0, 8, 8), torch.zeros(3, 0, 8, 8))
+
+
 def test_ssim_of_frames_too_small_for_its_window_is_nan():
     """Under 11 px pytorch-msssim skips its smoothing and two unrelated noise clips scored 0.68: NaN instead,
     as the app gives no SSIM there."""

@@ -723,7 +723,7 @@ def test_prepare_video_low_fps_resizes_before_repeating():
 
 def test_prepare_video_refuses_too_large_results():
     tiny = np.zeros((12, 4, 4, 3), np.uint8)  # 96001 frames at 0.001 -> 8 fps: 1.1 GiB at 64 x 64
-    with pytest.raises(ValueError, match=r"would give 96001 frames of 64 x 64 \(1.1 GiB.*pass max_frames"):
+    with pytest.raises(ValueError, match=r"would give 96001 frames of 64 x 64 \(1.10 GiB.*pass max_frames"):
         vio.prepare_video(tiny, 0.001, 8.0, size=64)
     assert vio.prepare_video(tiny, 0.001, 8.0, size=64, max_frames=33).shape == (33, 64, 64, 3)
     full_hd = np.broadcast_to(np.zeros((1, 1, 1, 3), np.uint8), (12, 1080, 1920, 3))  # no memory behind it
@@ -783,6 +783,13 @@ def test_label_and_upscale_check_their_input():
             vio.upscale(frames, factor)
     with pytest.raises(ValueError, match=r"upscale by 100000 would give 2 frames of 800000 x 800000 .*smaller factor"):
         vio.upscale(frames, 100_000)  # refused before any memory is taken
+    import flexvid.video_io as module
+    old = module.MAX_OUTPUT_BYTES  # a long clip at 4x (reconstruct's tiles) is no absurd factor: not held to
+    module.MAX_OUTPUT_BYTES = 1000  # the 1 GiB of prepare_video's output
+    try:
+        assert vio.upscale(frames, 4).shape == (2, 32, 32, 3)
+    finally:
+        module.MAX_OUTPUT_BYTES = old
     assert vio.label(vio.upscale(frames, 8), "k = 1").max() == 255 and frames.max() == 0  # a copy, labelled
     for bad, said in ((frames.astype(np.float32), "must be uint8, got float32"),
                       (torch.zeros(3, 2, 8, 8), r"a model tensor \(3, T, H, W\)\? video_io.from_model converts it"),
