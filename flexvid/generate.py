@@ -421,6 +421,8 @@ class VideoGenerator:
     def reranker(self):
         """The best-of-N scorer (`flexvid.rerank.Reranker`), loaded on first use from `reranker_path`."""
         if getattr(self, "_reranker", None) is None:
+            if not self.reranker_path:
+                raise ValueError("no reranker is configured (it is turned off)")
             from .rerank import Reranker
             self._reranker = Reranker.from_pretrained(self.reranker_path)
         return self._reranker

@@ -104,6 +104,7 @@ class Settings:
     tokenizer: str = "assets/tokenizer"  # folder (relative to space.yaml) or Hugging Face repo id
     generators: dict = field(default_factory=dict)  # name ("text", "class") -> folder or repo id; empty = none
     examples: str = "assets/examples"  # folder of example clips (relative to space.yaml)
+    reranker: str | None = "assets/reranker"  # best-of scorer folder (relative to space.yaml); None: plain samples
     k: int | None = None  # defaults; None = the model's own (k = K, its measured sampler settings)
     steps: int | None = None
     guidance: float | None = None
@@ -147,13 +148,15 @@ OFF = ("none", "off", "null")  # FLEXVID_TEXT_GENERATOR=none turns a generator o
 
 
 def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None = None,
-                  generators: dict[str, str | None] | None = None) -> Settings:
+                  generators: dict[str, str | None] | None = None, reranker: str | None = None) -> Settings:
     """Read the `app:` section of space.yaml (default: FLEXVID_CONFIG, else the repo's space.yaml, else
     built-in defaults). The tokenizer comes from, in order: the `tokenizer` argument, FLEXVID_TOKENIZER,
     the file. Each generator ("text", "class") from the `generators` argument ({name: folder, repo id or
     "none"}; None entries are not given), else FLEXVID_TEXT_GENERATOR / FLEXVID_CLASS_GENERATOR ("none"
     turns it off), else the file's app.generators, else assets/generator-text or assets/generator-class
-    next to the file when that folder holds a config.json, else none."""
+    next to the file when that folder holds a config.json, else none. The best-of reranker from the
+    `reranker` argument, else FLEXVID_RERANKER, else app.reranker, else assets/reranker ("none" turns best of N
+    off: plain samples)."""
     import yaml
 
     path = path or os.environ.get("FLEXVID_CONFIG") or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
@@ -184,8 +187,8 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
     limits = _section(app.pop("limits", None), [f.name for f in fields(Limits)], "app.limits")
     flat = {**_section(app.pop("defaults", None), DEFAULT_KEYS, "app.defaults"),
             **_section(app.pop("runtime", None), RUNTIME_KEYS, "app.runtime"),
-            **_section(app, ("tokenizer", "generators", "examples"), "app")}
-    for name, what in (("tokenizer", "a folder or repo id"), ("examples", "a folder")):
+            **_section(app, ("tokenizer", "generators", "examples", "reranker"), "app")}
+    for name, what in (("tokenizer", "a folder or repo id"), ("examples", "a folder"), ("reranker", "a folder or none")):
         if flat.get(name) is not None and not isinstance(flat[name], str):
             raise ValueError(f"app.{name} must be {what} (text), got {flat[name]!r}")
     s = Settings(**{k: v for k, v in flat.items() if v is not None}, limits=Limits(**limits), base_dir=str(base))
@@ -211,6 +214,9 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
     s.generators = {k: v for k, v in s.generators.items() if v}
     s.tokenizer = given(tokenizer or os.environ.get("FLEXVID_TOKENIZER")) or s.tokenizer
+    s.reranker = given(reranker or os.environ.get("FLEXVID_RERANKER")) or s.reranker
+    if s.reranker is not None and s.reranker.strip().lower() in OFF:
+        s.reranker = None
     if s.dtype not in (None, "auto", "bf16", "fp32"):
         raise ValueError(f"app.runtime.dtype must be auto, bf16, fp32 or null, got {s.dtype!r}")
     for name in ("model_concurrency", "queue_concurrency", "cache_clips", "cache_decodes", "cache_generations",
@@ -654,6 +660,8 @@ class Runtime:
             raise ModelMissing(f"{name} generator {spec!r}: {e}") from None
         if gen.cfg.cond != name:
             raise ModelMissing(f"{spec!r} is a {gen.cfg.cond}-to-video generator, configured as the {name} one")
+        # best of N is scored by the settings' reranker (none: plain samples; the default best of N falls back)
+        gen.reranker_path = str(self.settings.local(self.settings.reranker)) if self.settings.reranker else ""
         fits = gen.check_tokenizer(tok)  # a ValueError when K or the codebook differ from the tokenizer's
         if gen.text_encoder is not None:
             gen.text_encoder.dim  # noqa: B018 - loads the text model now, not during the first request
@@ -723,6 +731,7 @@ class Runtime:
                 "codebook_size": tok.codebook_size, "fps": tok.fps, "size": tok.size,
                 "chunk_frames": tok.chunk_frames, "ladder": tok.ladder(), "defaults": self.defaults(),
                 "limits": vars(s.limits).copy(), "generators": sorted(self.generators), "generator_info": gens,
+                "reranker": public_name(s.reranker) if s.reranker else None,
                 "generate_defaults": self.generate_defaults()}
 
     def defaults(self) -> dict:
@@ -1111,7 +1120,8 @@ class Runtime:
                 "temperature": min(max(cfg.temperature, MIN_TEMPERATURE), lim.max_temperature), "seed": d["seed"],
                 # the slider starts at plain samples where the generators have no reranker folder to load
                 "best_of": self.settings.best_of if not ready or all(
-                    (Path(self.generator(n).reranker_path) / "config.json").is_file() for n in ready) else 1}
+                    self.generator(n).reranker_path and (Path(self.generator(n).reranker_path) / "config.json").is_file()
+                    for n in ready) else 1}
 
     def check_prompt(self, prompt) -> str:
         """A non-empty prompt of at most limits.max_prompt_chars characters, whitespace normalised."""

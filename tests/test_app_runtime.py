@@ -734,6 +734,39 @@ def test_default_best_of_without_a_reranker_falls_back_to_plain_samples(grt, mon
         grt.generate("class", "red square up", best_of=2, **kw)
 
 
+def test_the_reranker_comes_from_the_settings_and_none_turns_best_of_off(pipe, generator_folders, tmp_path,
+                                                                        monkeypatch):
+    """A deployment with generators of its own world can turn the shapes-world reranker off (app.reranker:
+    none, FLEXVID_RERANKER, --reranker) or name its own; /info says which."""
+    monkeypatch.delenv("FLEXVID_RERANKER", raising=False)
+    config = tmp_path / "space.yaml"
+    config.write_text("app:\n  reranker: mine/scorer\n")
+    assert load_settings(REPO / "space.yaml").reranker == "assets/reranker"
+    assert load_settings(config).reranker == "mine/scorer"
+    monkeypatch.setenv("FLEXVID_RERANKER", "none")
+    assert load_settings(config).reranker is None
+    assert load_settings(config, reranker="other").reranker == "other"  # the command line first
+    config.write_text("app:\n  reranker: 3\n")
+    with pytest.raises(ValueError, match=r"app.reranker must be a folder or none \(text\), got 3"):
+        load_settings(config)
+    off = Runtime(Settings(generators={"class": generator_folders["class"]}, reranker=None, best_of=4),
+                  pipeline=pipe, out_dir=str(tmp_path / "off"))
+    assert off.load_generators() == {"class": "ready"} and off.info()["reranker"] is None
+    assert off.generate_defaults()["best_of"] == 1  # the slider starts at plain samples
+    kw = dict(k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=6)
+    assert "best of" not in off.generate("class", "red square up", **kw).summary  # the default falls back
+    with pytest.raises(UserError, match="best of 2 needs the reranker: no reranker is configured"):
+        off.generate("class", "red square up", best_of=2, **kw)
+    from flexvid.app_ui import build_demo
+    slider = next(b for b in build_demo(off).blocks.values() if getattr(b, "elem_id", None) == "gen-best-of")
+    assert slider.interactive is False and slider.value == 1 and "no reranker here" in slider.info
+    mine = tmp_path / "my-reranker"
+    shutil.copytree(REPO / "assets" / "reranker", mine)
+    on = Runtime(Settings(generators={"class": generator_folders["class"]}, reranker=str(mine), best_of=1),
+                 pipeline=pipe, out_dir=str(tmp_path / "on"))
+    assert on.generator("class").reranker_path == str(mine) and on.info()["reranker"] == ".../my-reranker"
+
+
 @pytest.mark.parametrize("bad", [0, 9, 2.5, "x", True])
 def test_best_of_out_of_range_is_refused_before_model_work(grt, bad):
     calls = sum(len(c.ks) for c in grt.calls.values())
