@@ -358,6 +358,8 @@ EMBEDDED_NOTE = ("These are the small **embedded default models**, trained by th
 CSS = """
 #gen-video video, #compare video { max-height: 60vh; }
 #downloads button[aria-label*="emove"], #downloads button[aria-label*="lear"] { display: none; }
+input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible {
+  outline: 2px solid var(--color-accent); outline-offset: 2px; }
 """
 # a button update from the browser (the Generate chain disables both buttons while it runs)
 IDLE = '{"__type__": "update", "interactive": true}'
@@ -567,7 +569,8 @@ def build_demo(rt: Runtime):
                     k = Slider(1, K, value=d["k"], step=1, label="tokens per time step (k)",  # by what it moves
                                info=f"1 = coarsest, {K} = all tokens", elem_id="k-slider")
                     summary = gr.Markdown(label="summary", elem_id="summary")
-                    plot = gr.Plot(label="PSNR and SSIM vs k", elem_id="metrics-plot")
+                    # the chart's title names it: its label hid the toolbar's buttons on a phone
+                    plot = gr.Plot(label="PSNR and SSIM vs k", show_label=False, elem_id="metrics-plot")
                     with gr.Row():
                         heatmap = gr.Video(label="|error| (black 0, yellow 128+ of 255)", autoplay=True, loop=True,
                                            interactive=False, elem_id="heatmap")
@@ -593,6 +596,9 @@ def build_demo(rt: Runtime):
                                                   info=f"at most {lim.max_prompt_chars} characters; Enter "
                                                        "generates"), "the prompt")
                         gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
+                        # the request's progress beside the button (on a phone the clip is screens below); its
+                        # own box: a refusal's "Error" mark would otherwise cover the prompt to be corrected
+                        gen_status = gr.Markdown("", elem_id="gen-status", container=False)
                     if "text" in ready:
                         gr.Examples([[p] for p in PROMPTS], inputs=prompt, label="example prompts",
                                     cache_examples=False)
@@ -608,6 +614,7 @@ def build_demo(rt: Runtime):
                                                 label="guidance for the class (1 = none)", name="guidance",
                                                 elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
+                        class_status = gr.Markdown("", elem_id="gen-class-status", container=False)
                     gen_k = Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
                                    info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k",
                                    name="tokens per time step (k)")
@@ -713,7 +720,7 @@ def build_demo(rt: Runtime):
             async def ladder_page(raw: str, progress=gr.Progress()):
                 values = request(raw)
                 return await ladder_fn(*values[:at], *values[at + 1:], progress=progress)
-            # progress beside the button too: on a phone the clip is two screens further down
+            # progress beside the button too (near, a status box): on a phone the clip is two screens further down
             clip = start.then(clip_page, asked, gen_out, api_visibility="private", show_progress_on=[gen_video, near],
                               **page)
             clip.failure(**idle)
@@ -726,10 +733,10 @@ def build_demo(rt: Runtime):
             gr.Button(visible=False).click(ladder_fn, ladder_in, ladder_out, api_name=ladder_api, **page)
 
         chain([gen_btn.click, prompt.submit], generate_text, [prompt, *gen_in], "generate",
-              generate_text_ladder, "generate_ladder", prompt)
+              generate_text_ladder, "generate_ladder", gen_status)
         class_in = [gen_k, frames, gen_steps, class_guidance, temperature, gen_seed, best_of]  # its own guidance
         chain([class_btn.click], generate_class, [colour, shape, motion, *class_in], "generate_class",
-              generate_class_ladder, "generate_class_ladder", colour)
+              generate_class_ladder, "generate_class_ladder", class_status)
         with_ladder.change(lambda want: [gr.update(visible=want)] * 2, with_ladder, ladder_out, queue=False,
                            api_visibility="private")
         seed_btn.click(new_seed, None, gen_seed, api_name="new_seed")

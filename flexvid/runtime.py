@@ -432,7 +432,8 @@ def metrics_figure(metrics: dict[int, Decoded], k: int, title: str = ""):
     fig.update_xaxes(type="log", tickvals=ks, ticktext=[str(j) for j in ks], title_text="tokens per time step (k)")
     fig.update_yaxes(title_text="PSNR (dB)", secondary_y=False)
     fig.update_yaxes(title_text="SSIM", secondary_y=True)
-    fig.update_layout(title=title, height=360, margin=dict(l=50, r=50, t=50, b=40),
+    fig.update_layout(title=dict(text=title, font=dict(size=14)), height=380,
+                      margin=dict(l=50, r=50, t=70 if "<br>" in title else 50, b=40),
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
@@ -1077,9 +1078,9 @@ class Runtime:
                    f"k = {k}: PSNR {m.psnr:.2f} dB{ssim_text} (decoder {sampler.steps} sampling "
                    f"step{'s' if sampler.steps != 1 else ''}, guidance "
                    f"{sampler.guidance:g} {sampler.mode}, seed {sampler.seed}).")
-        fig = metrics_figure(seen, k, title=f"reconstruction quality vs k (decoder {sampler.steps} step"
+        fig = metrics_figure(seen, k, title=f"reconstruction quality vs k<br>decoder {sampler.steps} step"  # 2 lines:
                                             f"{'s' if sampler.steps != 1 else ''}, guidance {sampler.guidance:g} "
-                                            f"{sampler.mode}, seed {sampler.seed})")
+                                            f"{sampler.mode}, seed {sampler.seed}")  # one was cut on a phone
         return View(clip.id, k, sampler, compare, heat, ladder_mp4, grid_image, self.token_caption(clip, k), summary,
                     fig, downloads, metrics, grid_file)
 

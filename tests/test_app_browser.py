@@ -101,6 +101,11 @@ def test_upload_slider_resample(page, artifacts):
     assert "compare_k1_" in resampled["src"] and pg.input_value("#seed input") != seed_before
     pg.wait_for_selector("#metrics-plot .main-svg")
     pg.screenshot(path=str(artifacts / "app_resampled.png"), full_page=True)
+    pg.focus("#k-slider input[type=range]")  # a keyboard's focus on a slider is seen (it showed nothing)
+    pg.keyboard.press("Shift+Tab")
+    pg.keyboard.press("Tab")
+    outline = pg.evaluate("() => { const e = document.activeElement; return [e.type, getComputedStyle(e).outlineStyle] }")
+    assert outline == ["range", "solid"], outline
     grid = pg.get_attribute("#token-grid img", "src")  # the token grid is a file named for its clip and k
     assert "/tokens_k" in grid and grid.endswith(".png"), grid
     # a typo in k's number box: a warning, and the outputs keep what they show (gradio marked each "Error")
@@ -215,6 +220,11 @@ def test_generate_from_a_prompt(page, artifacts):
     pg.wait_for_selector("text=the prompt is empty", timeout=30_000)
     assert "Traceback" not in pg.content()
     pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=10_000)  # usable again
+    pg.wait_for_timeout(1000)  # the refused prompt stays in sight to be corrected: no "Error" mark over it
+    assert pg.evaluate("""() => { const i = document.querySelector('#gen-prompt input'), r = i.getBoundingClientRect();
+        return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) === i }""")
+    pg.fill("#gen-prompt input", "a red circle")  # and it takes the correction
+    assert pg.input_value("#gen-prompt input") == "a red circle"
     # the last clip and its ladder are gone, not left to pass for this request's answer
     assert f"of {K}" not in pg.inner_text("#gen-summary") and not pg.inner_text("#gen-ladder-summary").strip()
     assert pg.evaluate("() => [...document.querySelectorAll('#gen-video video, #gen-ladder video')]"
@@ -246,8 +256,8 @@ def test_on_a_phone_the_results_follow_the_upload(page, artifacts):
 
 
 def test_on_a_phone_generate_shows_its_progress_beside_the_button(page, artifacts):
-    """At 390 x 844 the generated clip is screens below the button: the progress shows in the prompt box too,
-    within a screen of the button."""
+    """At 390 x 844 the generated clip is screens below the button: the progress shows beside it too, within
+    a screen of the button."""
     pg = page
     pg.set_viewport_size({"width": 390, "height": 844})
     try:
@@ -255,7 +265,7 @@ def test_on_a_phone_generate_shows_its_progress_beside_the_button(page, artifact
         pg.get_by_role("tab", name="Generate").click()
         pg.fill("#gen-prompt input", "a small green square moving up")
         pg.click("#gen-button")
-        progress = pg.wait_for_selector("#gen-prompt .progress-text", timeout=60_000).bounding_box()
+        progress = pg.wait_for_selector("#gen-status .progress-text", timeout=60_000).bounding_box()
         button = pg.locator("#gen-button").bounding_box()
         assert abs(progress["y"] - button["y"]) < 844 / 2, (progress, button)
         pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=120_000)

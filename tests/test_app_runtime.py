@@ -1269,7 +1269,7 @@ def test_psnr_and_ssim_are_of_the_clips_own_frames_not_its_padding(rt, tmp_path)
     assert all("_ten_" in Path(f).name for f in (v.compare, v.heatmap, v.ladder, *v.downloads))
     for f in (v.compare, v.heatmap, v.ladder, *v.downloads[:-2]):  # the clip's own 10 frames, not the padding
         assert len(video_io.read_video(f)[0]) == 10, f
-    assert v.figure.layout.title.text.startswith("reconstruction quality vs k (decoder 1 step, guidance 3 cfg, seed 0")
+    assert v.figure.layout.title.text == "reconstruction quality vs k<br>decoder 1 step, guidance 3 cfg, seed 0"
     saved = np.load(v.downloads[-1])
     assert int(saved["own_frames"]) == 10 and int(saved["frames"]) == 13 and str(saved["dtype"]) in ("float32", "bfloat16")
     whole = rt.add_clip(str(video_io.write_video(tmp_path / "nine.mp4", shapes.make_clip(0, 3, 17).video[:9], fps=8)))
