@@ -361,6 +361,28 @@ CSS = """
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible {
   outline: 2px solid var(--color-accent); outline-offset: 2px; }
 """
+# names for a screen reader that Gradio leaves out: each video's its block's label, each download link the file
+# it saves (it was named by its size alone), the token grid's picture an alt text
+A11Y_JS = """() => {
+  const named = () => {
+    document.querySelectorAll('a[data-testid="download-link"][download]').forEach(a => {
+      const name = 'download ' + a.getAttribute('download');
+      if (a.getAttribute('aria-label') !== name) a.setAttribute('aria-label', name);
+    });
+    document.querySelectorAll('video').forEach(v => {
+      let up = v.parentElement;
+      while (up && !up.querySelector('[data-testid="block-label"]')) up = up.parentElement;
+      const label = up?.querySelector('[data-testid="block-label"]')?.textContent.trim();
+      if (label && v.getAttribute('aria-label') !== label) v.setAttribute('aria-label', label);
+    });
+    document.querySelectorAll('#token-grid img').forEach(i => {
+      if (!i.alt) i.alt = 'token grid: a row per latent time step, a column per token, each cell coloured by its code';
+    });
+  };
+  new MutationObserver(named).observe(document.body, {childList: true, subtree: true,
+                                                      attributes: true, attributeFilter: ['src', 'download']});
+  named();
+}"""
 # a button update from the browser (the Generate chain disables both buttons while it runs)
 IDLE = '{"__type__": "update", "interactive": true}'
 
@@ -859,7 +881,7 @@ def _serve(args) -> int:
     demo.launch(server_name=args.host, server_port=args.port,
                 max_file_size=int(settings.limits.max_upload_mb * 2**20),
                 allowed_paths=[str(rt.out_dir), str(where)],
-                footer_links=["api", "gradio"], show_error=True, css=CSS)
+                footer_links=["api", "gradio"], show_error=True, css=CSS, js=A11Y_JS)
     return 0
 
 

@@ -106,6 +106,13 @@ def test_upload_slider_resample(page, artifacts):
     pg.keyboard.press("Tab")
     outline = pg.evaluate("() => { const e = document.activeElement; return [e.type, getComputedStyle(e).outlineStyle] }")
     assert outline == ["range", "solid"], outline
+    # a screen reader hears what each video, download link and the token grid are (Gradio named a link by its size)
+    assert pg.get_attribute("#compare video", "aria-label") == "original | reconstruction"
+    links = pg.eval_on_selector_all("#downloads a", "as => as.map(a => [a.getAttribute('aria-label'), "
+                                    "a.getAttribute('download')])")
+    assert links and all(said == f"download {name}" for said, name in links), links
+    assert {name.rsplit(".", 1)[1] for _, name in links} == {"mp4", "csv", "npz"}
+    assert pg.get_attribute("#token-grid img", "alt").startswith("token grid: a row per latent time step")
     grid = pg.get_attribute("#token-grid img", "src")  # the token grid is a file named for its clip and k
     assert "/tokens_k" in grid and grid.endswith(".png"), grid
     # a typo in k's number box: a warning, and the outputs keep what they show (gradio marked each "Error")
