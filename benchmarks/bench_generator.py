@@ -154,7 +154,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="timed runs of the cached sampler and of (b)")
     p.add_argument("--ref-repeats", type=int, default=1, help="timed runs of the cache-free sampler (slow)")
     p.add_argument("--best-of", type=int, nargs="*", default=[], metavar="N",
-                   help="(c): time whole generations at best of each N (e.g. 1 4 8); none: skip (c)")
+                   help="(c): time whole generations at best of each N (e.g. 1 4 8); left out: no (c)")
     p.add_argument("--skip-cache", action="store_true", help="skip (a) and (b), e.g. to time (c) alone")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
