@@ -140,17 +140,21 @@ _RUNNING: dict[_Request, threading.Event] = {}  # requests whose work runs now -
 _RUNNING_LOCK = threading.Lock()
 
 
-def stop_running(timeout: float = 60.0) -> int:
+def stop_running(timeout: float = 20.0) -> int:
     """Stop the requests whose work runs now (each stops at its next progress step, as a cancelled one does)
-    and wait up to timeout seconds for them to end: a process that exits while a thread is inside torch
-    aborts ("terminate called without an active exception"). Returns how many were running."""
+    and wait up to timeout seconds for them to end (a second stop signal ends the wait): a process that exits
+    while a thread is inside torch aborts ("terminate called without an active exception"). Returns how many
+    were running."""
     with _RUNNING_LOCK:
         running = list(_RUNNING.items())
     for req, _ in running:
         req.stop.set()
     deadline = time.monotonic() + timeout
-    for _, done in running:
-        done.wait(max(0.0, deadline - time.monotonic()))
+    try:
+        for _, done in running:
+            done.wait(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: stop waiting
+        print("flexvid app: stopped without waiting for the requests in progress", file=sys.stderr)
     return len(running)
 
 
@@ -360,6 +364,10 @@ CSS = """
 #downloads button[aria-label*="emove"], #downloads button[aria-label*="lear"] { display: none; }
 input[type=range]:focus-visible, input[type=radio]:focus-visible, input[type=checkbox]:focus-visible {
   outline: 2px solid var(--color-accent); outline-offset: 2px; }
+#gen-status, #gen-class-status { min-height: 4.5em; padding: 0.4em 0.8em; font-size: var(--text-sm);
+  color: var(--body-text-color-subdued); }
+#gen-status .wrap, #gen-class-status .wrap { height: 100%; min-height: 0; }
+#gen-status .wrap svg, #gen-class-status .wrap svg { height: 1.5em; width: 1.5em; }
 """
 # names for a screen reader that Gradio leaves out: each video's its block's label, each download link the file
 # it saves (it was named by its size alone), the token grid's picture an alt text
@@ -620,7 +628,8 @@ def build_demo(rt: Runtime):
                         gen_btn = gr.Button("generate from the prompt", variant="primary", elem_id="gen-button")
                         # the request's progress beside the button (on a phone the clip is screens below); its
                         # own box: a refusal's "Error" mark would otherwise cover the prompt to be corrected
-                        gen_status = gr.Markdown("", elem_id="gen-status", container=False)
+                        gen_status = gr.Markdown("Its progress shows here; the clip, below.", elem_id="gen-status",
+                                                 container=False)
                     if "text" in ready:
                         gr.Examples([[p] for p in PROMPTS], inputs=prompt, label="example prompts",
                                     cache_examples=False)
@@ -636,7 +645,8 @@ def build_demo(rt: Runtime):
                                                 label="guidance for the class (1 = none)", name="guidance",
                                                 elem_id="gen-class-guidance")
                         class_btn = gr.Button("generate from the class (class to video)", elem_id="gen-class-button")
-                        class_status = gr.Markdown("", elem_id="gen-class-status", container=False)
+                        class_status = gr.Markdown("Its progress shows here; the clip, below.",
+                                                   elem_id="gen-class-status", container=False)
                     gen_k = Slider(1, K, value=gd["k"], step=1, label="token budget: tokens per time step (k)",
                                    info=f"the generator writes k of {K} tokens per time step", elem_id="gen-k",
                                    name="tokens per time step (k)")
@@ -808,7 +818,8 @@ def main(argv=None) -> int:
     if port is not None:  # taken by another server: said now, not as a traceback after the models load
         taken = _port_taken(host, int(port))
         if taken:
-            print(f"flexvid app: cannot listen on {host}:{port} ({taken}); give another --port", file=sys.stderr)
+            print(f"flexvid app: cannot listen on {host}:{port} ({taken}); give another "
+                  f"{'--port' if args.port is not None else 'GRADIO_SERVER_PORT'}", file=sys.stderr)
             return 2
     from .training import set_threads
     try:
@@ -833,17 +844,16 @@ def main(argv=None) -> int:
 
 
 def _port_taken(host: str, port: int) -> str | None:
-    """Why host:port cannot be listened on (as uvicorn binds it, SO_REUSEADDR), or None where it can."""
+    """Why host:port cannot be listened on (bound as uvicorn binds it: IPv6 where the host has a colon,
+    SO_REUSEADDR; Gradio strips an IPv6 host's brackets), or None where it can."""
     import socket
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        return f"unknown host: {e.strerror or e}"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as sock:
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(address)
+            sock.bind((host, port))
+        except socket.gaierror as e:
+            return f"unknown host: {e.strerror or e}"
         except OSError as e:
             return e.strerror or str(e)
     return None
@@ -872,8 +882,8 @@ def _serve(args) -> int:
     print("flexvid app: generators: " + (", ".join(f"{n} {settings.generators[n]} ({st}"
                                                    f"{', trained for another tokenizer' if n in unfit else ''})"
                                                    for n, st in status.items()) or "none configured")
-          + (f"; best of N scored by {settings.reranker}" if settings.reranker else "; best of N off (no reranker)"
-             if status else ""), flush=True)
+          + ("" if not status else f"; best of N scored by {settings.reranker}" if rt.reranker_ready()
+             else "; best of N off (no reranker loaded)"), flush=True)
     where = settings.local(settings.examples)
     if not examples(where)[0]:  # the page then shows no examples: said where the log is read
         log.warning("flexvid app: no example clips (*.mp4) in app.examples %r: the page shows none", settings.examples)

@@ -189,13 +189,16 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
             **_section(app.pop("runtime", None), RUNTIME_KEYS, "app.runtime"),
             **_section(app, ("tokenizer", "generators", "examples", "reranker"), "app")}
     for name, what in (("tokenizer", "a folder or repo id"), ("examples", "a folder"), ("reranker", "a folder or none")):
-        if flat.get(name) is not None and not isinstance(flat[name], str):
+        if flat.get(name) is not None and not isinstance(flat[name], str) and not (name == "reranker" and
+                                                                                   flat[name] is False):
             raise ValueError(f"app.{name} must be {what} (text), got {flat[name]!r}")
     s = Settings(**{k: v for k, v in flat.items() if v is not None}, limits=Limits(**limits), base_dir=str(base))
     if not isinstance(s.generators, dict):
         raise ValueError(f"app.generators must map text / class to a folder or repo id, got {s.generators!r}")
     s.generators = _section(s.generators, GENERATOR_NAMES, "app.generators")
     for name, spec in s.generators.items():
+        if spec is False:  # YAML reads off / no / false as False: turned off, as "none"
+            s.generators[name] = spec = "none"
         if spec is not None and not isinstance(spec, str):
             raise ValueError(f"app.generators.{name} must be a folder, repo id or none (text), got {spec!r}")
     def given(spec):  # a folder given on the command line or in the environment is where the user stands
@@ -214,6 +217,8 @@ def load_settings(path: str | os.PathLike | None = None, tokenizer: str | None =
         s.generators[name] = None if spec is None or str(spec).strip().lower() in OFF else str(spec)
     s.generators = {k: v for k, v in s.generators.items() if v}
     s.tokenizer = given(tokenizer or os.environ.get("FLEXVID_TOKENIZER")) or s.tokenizer
+    if s.reranker is False:  # YAML reads off / no / false as False
+        s.reranker = None
     s.reranker = given(reranker or os.environ.get("FLEXVID_RERANKER")) or s.reranker
     if s.reranker is not None and s.reranker.strip().lower() in OFF:
         s.reranker = None
@@ -714,6 +719,10 @@ class Runtime:
             finally:
                 MODEL_HELD_SINCE.reset(token)
 
+    def reranker_ready(self) -> bool:
+        """Whether the settings' best-of reranker is there to load (a folder with its config.json)."""
+        return bool(self.settings.reranker) and (self.settings.local(self.settings.reranker) / "config.json").is_file()
+
     def info(self) -> dict:
         """The loaded tokenizer, defaults, limits and generators (what /info returns); no server paths."""
         tok, s = self.tok, self.settings
@@ -732,7 +741,7 @@ class Runtime:
                 "codebook_size": tok.codebook_size, "fps": tok.fps, "size": tok.size,
                 "chunk_frames": tok.chunk_frames, "ladder": tok.ladder(), "defaults": self.defaults(),
                 "limits": vars(s.limits).copy(), "generators": sorted(self.generators), "generator_info": gens,
-                "reranker": public_name(s.reranker) if s.reranker else None,
+                "reranker": public_name(s.reranker) if self.reranker_ready() else None,
                 "generate_defaults": self.generate_defaults()}
 
     def defaults(self) -> dict:
@@ -1179,8 +1188,10 @@ class Runtime:
             try:
                 _ = self.generator(kind).reranker
             except ValueError as e:
-                if asked:
-                    raise UserError(f"best of {best_of} needs the reranker: {e}") from None
+                if asked:  # (the server's paths stay in its log)
+                    log.warning("best of %d asked for, but no reranker: %s", best_of, e)
+                    raise UserError(f"best of {best_of} needs the reranker, and none is loaded here: ask for best "
+                                    "of 1 (plain samples)") from None
                 # the Space's default, not the caller's request: plain samples rather than no video
                 log.warning("no reranker (%s): generations fall back from the default best of %d to 1", e, best_of)
                 best_of = 1

@@ -272,7 +272,12 @@ def test_on_a_phone_generate_shows_its_progress_beside_the_button(page, artifact
         pg.get_by_role("tab", name="Generate").click()
         pg.fill("#gen-prompt input", "a small green square moving up")
         pg.click("#gen-button")
-        progress = pg.wait_for_selector("#gen-status .progress-text", timeout=60_000).bounding_box()
+        shown = pg.wait_for_selector("#gen-status .progress-text", timeout=60_000)
+        shown.scroll_into_view_if_needed()
+        progress = shown.bounding_box()
+        seen = pg.evaluate("""([x, y]) => !!document.elementFromPoint(x, y)?.closest('#gen-status')""",
+                           [progress["x"] + progress["width"] / 2, progress["y"] + progress["height"] / 2])
+        assert seen, "the progress is clipped away"  # (a box of height 0 hid it, its bounding box still there)
         button = pg.locator("#gen-button").bounding_box()
         assert abs(progress["y"] - button["y"]) < 844 / 2, (progress, button)
         pg.wait_for_function("() => !document.querySelector('#gen-button').disabled", timeout=120_000)

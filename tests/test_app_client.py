@@ -465,6 +465,23 @@ def test_an_examples_folder_without_clips_is_a_warning(tmp_path):
             in log_path.read_text()
 
 
+def test_the_port_check_binds_as_gradio_does():
+    """IPv6 hosts in brackets, as Gradio takes them, are checked without them; a free port is free."""
+    import socket
+
+    from flexvid.app_ui import _port_taken
+    port = free_port()
+    assert _port_taken("127.0.0.1", port) is None and _port_taken("0.0.0.0", port) is None
+    assert _port_taken("no-such-host.invalid", port).startswith("unknown host")
+    if socket.has_ipv6:
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            return  # no IPv6 loopback here
+        assert _port_taken("[::1]", port) is None and _port_taken("::1", port) is None
+
+
 def test_a_port_in_use_is_said_before_the_models_load(tmp_path):
     import socket
     with socket.socket() as busy:

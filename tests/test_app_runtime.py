@@ -730,8 +730,9 @@ def test_default_best_of_without_a_reranker_falls_back_to_plain_samples(grt, mon
     assert "best of" not in g.summary
     assert grt.generate_defaults()["best_of"] == 1  # and the Generate tab's slider starts there
     assert grt.generate("class", "red square up", best_of=1, **kw).cached
-    with pytest.raises(UserError, match="best of 2 needs the reranker"):  # asked for: said why not
-        grt.generate("class", "red square up", best_of=2, **kw)
+    with pytest.raises(UserError, match="best of 2 needs the reranker, and none is loaded here") as e:
+        grt.generate("class", "red square up", best_of=2, **kw)  # asked for: said why not, without server paths
+    assert str(tmp_path) not in str(e.value)
 
 
 def test_the_reranker_comes_from_the_settings_and_none_turns_best_of_off(pipe, generator_folders, tmp_path,
@@ -749,13 +750,19 @@ def test_the_reranker_comes_from_the_settings_and_none_turns_best_of_off(pipe, g
     config.write_text("app:\n  reranker: 3\n")
     with pytest.raises(ValueError, match=r"app.reranker must be a folder or none \(text\), got 3"):
         load_settings(config)
+    monkeypatch.delenv("FLEXVID_RERANKER")
+    config.write_text("app:\n  reranker: off\n  generators:\n    text: off\n")  # YAML's off is False: off
+    assert load_settings(config).reranker is None and "text" not in load_settings(config).generators
+    gone = Runtime(Settings(generators={}, reranker=str(tmp_path / "no-such-reranker")), pipeline=pipe,
+                   out_dir=str(tmp_path / "gone"))
+    assert gone.info()["reranker"] is None and not gone.reranker_ready()  # configured, not there: not said loaded
     off = Runtime(Settings(generators={"class": generator_folders["class"]}, reranker=None, best_of=4),
                   pipeline=pipe, out_dir=str(tmp_path / "off"))
     assert off.load_generators() == {"class": "ready"} and off.info()["reranker"] is None
     assert off.generate_defaults()["best_of"] == 1  # the slider starts at plain samples
     kw = dict(k=2, frames=17, steps=2, guidance=2.0, temperature=1.0, seed=6)
     assert "best of" not in off.generate("class", "red square up", **kw).summary  # the default falls back
-    with pytest.raises(UserError, match="best of 2 needs the reranker: no reranker is configured"):
+    with pytest.raises(UserError, match="best of 2 needs the reranker, and none is loaded here: ask for best of 1"):
         off.generate("class", "red square up", best_of=2, **kw)
     from flexvid.app_ui import build_demo
     slider = next(b for b in build_demo(off).blocks.values() if getattr(b, "elem_id", None) == "gen-best-of")
